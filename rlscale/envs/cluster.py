@@ -1,0 +1,365 @@
+"""The simulation core: B independent GPU clusters serving a workload, stepped in lockstep in numpy
+(no gymnasium here, so the evaluator, the oracle and the sandbox use it directly).
+
+Replica lifecycle, per cluster:
+
+    starting --(cold start, sampled per replica)--> ready --(scale down)--> draining --> gone
+    warm-loading --(cold start)--> warm (standby, loaded) --(scale up, wake time)--> ready
+
+Every replica that holds GPUs is paid: starting, ready, draining, warm-loading, warm, waking.
+
+One `step(target_replicas, target_warm)` is one control interval of `interval_s`:
+
+1. the targets are applied at the interval's start: a scale-up takes warm replicas first (they
+   wake in seconds), then cold-starts new ones; a scale-down cancels replicas still starting,
+   newest first (as a ReplicaSet deletes not-ready pods first), then drains ready ones;
+2. the interval is served (`serving.serve_interval`) by the ready replicas, plus the fraction of
+   the interval that replicas finishing their start inside it are up;
+3. pipelines advance, cost accrues, and the interval's `IntervalMetrics` row is written to
+   `self.metrics` (B, N_FIELDS) in `contract.FIELDS` order.
+
+Pipelines are ring buffers (B, H) indexed from a shared head, so advancing is O(B).
+Randomness only from the generator seeded in `reset`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlscale.contract import FIELD_INDEX, N_FIELDS
+from rlscale.envs.serving import LatencyArrays, serve_interval
+from rlscale.profiles.model import ServiceProfile
+from rlscale.traces.workload import Workload
+
+_F = FIELD_INDEX
+_POOL = 8192  # pre-sampled cold-start and wake durations per reset
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    interval_s: float = 15.0
+    ttft_slo_s: float = 2.0
+    tpot_slo_s: float = 0.1
+    timeout_s: float = 120.0  # a request waiting longer is dropped
+    latency_jitter: float = 0.0  # lognormal sigma on every latency coefficient, per cluster
+    cold_start_jitter: float = 0.0  # lognormal sigma on cold-start durations, per cluster
+    arrival_scv: float = 1.0  # squared CV of second-scale inter-arrival times (bursts)
+
+
+@dataclass
+class Totals:
+    """Running totals per cluster since reset (B,)."""
+
+    arrived: np.ndarray
+    completed: np.ndarray
+    dropped: np.ndarray
+    slo_ok: np.ndarray
+    cost_usd: np.ndarray
+    gpu_hours: np.ndarray
+    cold_starts: np.ndarray
+    scale_events: np.ndarray
+    replica_intervals: np.ndarray  # sum of ready replicas over intervals, for the mean
+
+    @classmethod
+    def zeros(cls, batch: int) -> Totals:
+        return cls(**{k: np.zeros(batch) for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class _Ring:
+    """Counts of replicas per future interval, plus the part of their arrival interval they serve."""
+
+    count: np.ndarray  # (B, H)
+    partial: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.partial = np.zeros_like(self.count)
+
+    def total(self) -> np.ndarray:
+        return self.count.sum(axis=1)
+
+
+class ClusterSim:
+    """B clusters of one `ServiceProfile` replaying workloads.
+
+    `workloads` are re-binned to `config.interval_s`. `reset` picks, per cluster, a workload and
+    a window of it; `step` advances every cluster one interval. Clusters whose window has ended
+    keep `done[b] = True` and should be reset (the vectorised env does it automatically).
+    """
+
+    def __init__(
+        self,
+        profile: ServiceProfile,
+        workloads: Sequence[Workload],
+        batch: int = 1,
+        config: SimConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not workloads:
+            raise ValueError("ClusterSim needs at least one workload")
+        self.profile = profile
+        self.config = config or SimConfig()
+        self.batch = batch
+        dt = self.config.interval_s
+        binned = [w.rebin(dt) for w in workloads]
+        self.workloads = binned
+        t_max = max(w.n_bins for w in binned)
+        self._arrivals = np.zeros((len(binned), t_max))
+        self._prompt = np.ones((len(binned), t_max))
+        self._output = np.ones((len(binned), t_max))
+        for i, w in enumerate(binned):
+            self._arrivals[i, : w.n_bins] = w.arrivals
+            self._prompt[i, : w.n_bins] = np.maximum(w.prompt_tokens, 1.0)
+            self._output[i, : w.n_bins] = np.maximum(w.output_tokens, 1.0)
+        self._lengths = np.array([w.n_bins for w in binned])
+        self._start_s = np.array([w.start_s for w in binned])
+        self._prompt_cv = np.array([w.prompt_tokens_cv for w in binned])
+
+        max_cold = sum(s.high_s for s in profile.cold_start) * math.exp(3 * self.config.cold_start_jitter)
+        self._h_start = int(math.ceil(max_cold / dt)) + 2
+        self._h_wake = int(math.ceil(profile.warm_wake.high_s * math.exp(3 * self.config.cold_start_jitter) / dt)) + 2
+        # Draining replicas finish their in-flight requests: about one request's service time.
+        svc_s = profile.ttft_ms(profile.max_concurrency() / 2, profile.typical_prompt_tokens) / 1000.0
+        svc_s += profile.typical_output_tokens * float(
+            profile.tpot_ms(profile.max_concurrency() / 2, profile.typical_prompt_tokens)
+        ) / 1000.0
+        self._drain_bins = max(1, int(math.ceil(svc_s / dt)))
+        self._usd_per_replica_interval = profile.replica_usd_per_hour * dt / 3600.0
+        self._gpus = profile.gpus_per_replica
+        self.rng = np.random.default_rng(seed)
+        self.reset(seed=seed)
+
+    # ------------------------------------------------------------------------------------
+    def reset(
+        self,
+        *,
+        seed: int | None = None,
+        mask: np.ndarray | None = None,
+        workload_index: np.ndarray | int | None = None,
+        start_bin: np.ndarray | int | None = None,
+        episode_bins: int | None = None,
+        initial_replicas: np.ndarray | int | None = None,
+    ) -> None:
+        """Reset all clusters, or those in `mask`. Defaults: workload b % n, from bin 0 to its end,
+        starting with the replicas the first bins need at the profile's capacity."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        b = self.batch
+        full = mask is None
+        m = np.ones(b, dtype=bool) if full else np.asarray(mask, dtype=bool)
+        if full:
+            dt = self.config.interval_s
+            self.t_head = 0
+            self.ready = np.zeros(b)
+            self.warm = np.zeros(b)
+            self.queue = np.zeros(b)
+            self.running = np.zeros(b)
+            self.starting = _Ring(np.zeros((b, self._h_start)))
+            self.warm_loading = _Ring(np.zeros((b, self._h_start)))
+            self.waking = _Ring(np.zeros((b, self._h_wake)))
+            self.draining = np.zeros((b, self._drain_bins + 1))
+            self.wid = np.zeros(b, dtype=np.int64)
+            self.t = np.zeros(b, dtype=np.int64)
+            self.t_end = np.zeros(b, dtype=np.int64)
+            self.totals = Totals.zeros(b)
+            self.metrics = np.zeros((b, N_FIELDS))
+            self.metrics[:, _F["interval_s"]] = dt
+            self.lat = LatencyArrays.from_profile(self.profile, b)
+            self.cold_scale = np.ones(b)
+            self.done = np.zeros(b, dtype=bool)
+            self._cold_pool = self.profile.sample_cold_start_s(self.rng, _POOL)
+            self._wake_pool = self.profile.sample_wake_s(self.rng, _POOL)
+        n = int(m.sum())
+        if n == 0:
+            return
+        idx = np.nonzero(m)[0]
+        if workload_index is None:
+            wid = idx % len(self.workloads)
+        else:
+            wid = np.broadcast_to(np.asarray(workload_index), (b,))[idx] if np.ndim(workload_index) else np.full(n, int(workload_index))
+        self.wid[idx] = wid
+        start = 0 if start_bin is None else start_bin
+        start = np.broadcast_to(np.asarray(start), (b,))[idx] if np.ndim(start) else np.full(n, int(start))
+        self.t[idx] = start
+        length = self._lengths[wid]
+        end = length if episode_bins is None else np.minimum(start + episode_bins, length)
+        self.t_end[idx] = end
+        for ring in (self.starting, self.warm_loading, self.waking):
+            ring.count[idx] = 0
+            ring.partial[idx] = 0
+        self.draining[idx] = 0
+        self.warm[idx] = 0
+        self.queue[idx] = 0
+        self.running[idx] = 0
+        if initial_replicas is None:
+            rate = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
+            cap = np.array([self.profile.capacity_rps()] * n)
+            init = np.maximum(np.ceil(rate / (0.7 * cap)), 1.0)
+        else:
+            init = np.broadcast_to(np.asarray(initial_replicas, dtype=np.float64), (b,))[idx] if np.ndim(initial_replicas) else np.full(n, float(initial_replicas))
+        self.ready[idx] = init
+        for name in Totals.__dataclass_fields__:
+            getattr(self.totals, name)[idx] = 0
+        self.done[idx] = False
+        self.lat_reset(idx)
+        # the metrics row before the first step: what the first policy call sees
+        self.metrics[idx] = 0
+        self.metrics[idx, _F["interval_s"]] = self.config.interval_s
+        self.metrics[idx, _F["time_s"]] = self._start_s[wid] + start * self.config.interval_s
+        self.metrics[idx, _F["arrival_rps"]] = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
+        self.metrics[idx, _F["replicas_ready"]] = init
+        self.metrics[idx, _F["replicas_desired"]] = init
+
+    def lat_reset(self, idx: np.ndarray) -> None:
+        base = LatencyArrays.from_profile(self.profile, len(idx))
+        if self.config.latency_jitter > 0:
+            base.jitter(self.rng, self.config.latency_jitter)
+        for name in base.__dataclass_fields__:
+            getattr(self.lat, name)[idx] = getattr(base, name)
+        if self.config.cold_start_jitter > 0:
+            self.cold_scale[idx] = np.exp(self.rng.normal(0.0, self.config.cold_start_jitter, len(idx)))
+        else:
+            self.cold_scale[idx] = 1.0
+
+    # ------------------------------------------------------------------------------------
+    def provisioned(self) -> np.ndarray:
+        """Replicas counted toward the target: ready, starting and waking."""
+        return self.ready + self.starting.total() + self.waking.total()
+
+    def _admit(self, ring: _Ring, counts: np.ndarray, pool: np.ndarray) -> None:
+        """Add `counts[b]` replicas to `ring` with durations drawn from `pool`."""
+        who = np.repeat(np.arange(self.batch), counts.astype(np.int64))
+        if who.size == 0:
+            return
+        dur = pool[self.rng.integers(0, _POOL, who.size)] * self.cold_scale[who]
+        pos = dur / self.config.interval_s
+        h = ring.count.shape[1]
+        bins = np.minimum(pos.astype(np.int64), h - 2)
+        served = 1.0 - np.minimum(pos - bins, 1.0)
+        col = (self.t_head + bins) % h
+        np.add.at(ring.count, (who, col), 1.0)
+        np.add.at(ring.partial, (who, col), served)
+
+    def _cancel_newest(self, ring: _Ring, counts: np.ndarray) -> np.ndarray:
+        """Remove up to `counts[b]` replicas from `ring`, latest-ready first; returns removed."""
+        rows = np.nonzero(counts > 0)[0]
+        removed = np.zeros(self.batch)
+        if rows.size == 0:
+            return removed
+        h = ring.count.shape[1]
+        order = (self.t_head + np.arange(h)[::-1]) % h  # newest (furthest) first
+        c = ring.count[np.ix_(rows, order)]
+        before = np.cumsum(c, axis=1) - c
+        take = np.clip(counts[rows, None] - before, 0.0, c)
+        frac = np.where(c > 0, ring.partial[np.ix_(rows, order)] / np.maximum(c, 1e-12), 0.0)
+        ring.count[np.ix_(rows, order)] = c - take
+        ring.partial[np.ix_(rows, order)] -= take * frac
+        removed[rows] = take.sum(axis=1)
+        return removed
+
+    def step(self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None) -> np.ndarray:
+        """Advance one interval toward the (already clamped) targets; returns the metrics rows."""
+        dt = self.config.interval_s
+        target = np.asarray(target_replicas, dtype=np.float64)
+        prov = self.provisioned()
+        delta = target - prov
+
+        up = np.maximum(delta, 0.0)
+        if up.any():
+            from_warm = np.minimum(up, self.warm)
+            self.warm -= from_warm
+            self._admit(self.waking, from_warm, self._wake_pool)
+            cold = up - from_warm
+            self._admit(self.starting, cold, self._cold_pool)
+            self.totals.cold_starts += cold
+        down = np.maximum(-delta, 0.0)
+        if down.any():
+            left = down - self._cancel_newest(self.starting, down)
+            left -= self._cancel_newest(self.waking, left)
+            to_drain = np.minimum(left, self.ready)
+            self.ready -= to_drain
+            self.draining[:, -1] += to_drain
+        self.totals.scale_events += delta != 0
+
+        if target_warm is not None:
+            wt = np.asarray(target_warm, dtype=np.float64)
+            wdelta = wt - (self.warm + self.warm_loading.total())
+            grow = np.maximum(wdelta, 0.0)
+            if grow.any():
+                self._admit(self.warm_loading, grow, self._cold_pool)
+                self.totals.cold_starts += grow
+            shrink = np.maximum(-wdelta, 0.0)
+            if shrink.any():
+                left = shrink - self._cancel_newest(self.warm_loading, shrink)
+                self.warm -= np.minimum(left, self.warm)
+
+        paid = (
+            self.ready + self.warm + self.draining.sum(axis=1)
+            + self.starting.total() + self.warm_loading.total() + self.waking.total()
+        )
+        head = self.t_head % self.starting.count.shape[1]
+        whead = self.t_head % self.waking.count.shape[1]
+        ready_eff = self.ready + self.starting.partial[:, head] + self.waking.partial[:, whead]
+
+        wid, t = self.wid, np.minimum(self.t, self._lengths[self.wid] - 1)
+        arrivals = np.where(self.done, 0.0, self._arrivals[wid, t])
+        prompt = self._prompt[wid, t]
+        output = self._output[wid, t]
+        cfg = self.config
+        r = serve_interval(
+            self.queue, self.running, ready_eff, arrivals, prompt, output, dt, self.lat,
+            prompt_cv=self._prompt_cv[wid], arrival_scv=cfg.arrival_scv, timeout_s=cfg.timeout_s,
+            ttft_slo_s=cfg.ttft_slo_s, tpot_slo_s=cfg.tpot_slo_s,
+        )
+        self.queue, self.running = r.queue, r.running
+
+        # advance pipelines: what finishes its start in this interval is ready from the next
+        self.ready += self.starting.count[:, head] + self.waking.count[:, whead]
+        self.warm += self.warm_loading.count[:, head]
+        for ring, col in ((self.starting, head), (self.warm_loading, head), (self.waking, whead)):
+            ring.count[:, col] = 0
+            ring.partial[:, col] = 0
+        self.t_head += 1
+        self.draining[:, :-1] = self.draining[:, 1:]
+        self.draining[:, -1] = 0
+
+        tot = self.totals
+        tot.arrived += arrivals
+        tot.completed += r.completed
+        tot.dropped += r.dropped
+        tot.slo_ok += r.slo_ok
+        tot.cost_usd += paid * self._usd_per_replica_interval
+        tot.gpu_hours += paid * self._gpus * dt / 3600.0
+        tot.replica_intervals += ready_eff
+
+        mtr = self.metrics
+        mtr[:, _F["time_s"]] = self._start_s[wid] + (self.t + 1) * dt
+        mtr[:, _F["arrival_rps"]] = arrivals / dt
+        mtr[:, _F["prompt_tokens_per_s"]] = r.started * prompt / dt
+        mtr[:, _F["output_tokens_per_s"]] = r.completed * output / dt
+        mtr[:, _F["requests_waiting"]] = r.queue
+        mtr[:, _F["requests_running"]] = r.running
+        mtr[:, _F["kv_cache_usage"]] = r.kv_cache_usage
+        mtr[:, _F["gpu_utilization_pct"]] = r.gpu_utilization_pct
+        mtr[:, _F["ttft_p50_s"]] = r.ttft_p50_s
+        mtr[:, _F["ttft_p95_s"]] = r.ttft_p95_s
+        mtr[:, _F["ttft_p99_s"]] = r.ttft_p99_s
+        mtr[:, _F["tpot_p50_s"]] = r.tpot_p50_s
+        mtr[:, _F["tpot_p95_s"]] = r.tpot_p95_s
+        mtr[:, _F["tpot_p99_s"]] = r.tpot_p99_s
+        mtr[:, _F["replicas_desired"]] = target
+        mtr[:, _F["replicas_ready"]] = self.ready
+        mtr[:, _F["replicas_starting"]] = self.starting.total() + self.waking.total()
+        mtr[:, _F["replicas_warm"]] = self.warm
+        mtr[:, _F["replicas_draining"]] = self.draining.sum(axis=1)
+
+        self.last = r
+        self.last_arrivals = arrivals
+        self.last_paid = paid
+        self.t += 1
+        self.done = self.t >= self.t_end
+        return mtr

@@ -1,0 +1,1 @@
+"""Offline evaluation: rollouts of policies on the simulator, reports, plots and the gate."""

@@ -1,0 +1,276 @@
+"""Safety clamps between a policy's proposal and the cluster: the same code in the simulator (so the
+agent trains under the limits it meets in production) and in the live controller.
+
+The pipeline follows the Kubernetes HPA (`horizontal.go`, autoscaling/v2 `behavior`), in order:
+
+1. tolerance: a proposal within `tolerance` of the current count is no change;
+2. stabilisation: the recommendation is the min of the proposals in the scale-up window (so a
+   blip up is not acted on) and the max of those in the scale-down window (so a dip is not);
+3. rate limits: per direction, `Pods`/`Percent` policies over `period_s`, combined by
+   `select_policy` (Max = the most permissive, Min = the least, Disabled = no change that way),
+   counted against the changes this clamp made inside each period;
+4. min/max replicas and the GPU budget.
+
+Each limiter that bites sets a reason flag (`ScaleUpLimit`, `ScaleDownStabilized`, ...), as the
+HPA sets its conditions. Everything is batched over B clusters in numpy; the controller uses B=1.
+Time is passed in (`now_s`); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+REASONS: tuple[str, ...] = (
+    "WithinTolerance",
+    "ScaleUpStabilized",
+    "ScaleDownStabilized",
+    "ScaleUpLimit",
+    "ScaleDownLimit",
+    "TooFewReplicas",
+    "TooManyReplicas",
+    "GPUBudget",
+)
+_BIT = {name: 1 << i for i, name in enumerate(REASONS)}
+
+
+class ScalingPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["Pods", "Percent"]
+    value: float = Field(gt=0)
+    period_s: float = Field(gt=0, le=1800)
+
+
+class ScalingRules(BaseModel):
+    """One direction of the HPA `behavior`: stabilisation window, policies, select policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    stabilization_window_s: float = Field(default=0.0, ge=0, le=3600)
+    policies: tuple[ScalingPolicy, ...] = ()
+    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+
+
+# The HPA's defaults (autoscaling/v2): up +100% or +4 pods per 15 s, no up window; down 100% per
+# 15 s after a 300 s window.
+HPA_DEFAULT_UP = ScalingRules(
+    stabilization_window_s=0,
+    policies=(ScalingPolicy(type="Percent", value=100, period_s=15), ScalingPolicy(type="Pods", value=4, period_s=15)),
+)
+HPA_DEFAULT_DOWN = ScalingRules(
+    stabilization_window_s=300, policies=(ScalingPolicy(type="Percent", value=100, period_s=15),)
+)
+
+
+class SafetyLimits(BaseModel):
+    """Limits a target never leaves, whatever its policy proposes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=20, ge=1)
+    tolerance: float = Field(default=0.0, ge=0, lt=1)
+    scale_up: ScalingRules = ScalingRules()
+    scale_down: ScalingRules = ScalingRules()
+    gpus_per_replica: int = Field(default=1, ge=1)
+    max_gpus: int | None = Field(default=None, ge=1)  # budget for ready+starting+warm replicas
+    max_warm_replicas: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SafetyLimits:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"max_replicas = {self.max_replicas}, must be >= min_replicas ({self.min_replicas})"
+            )
+        if self.max_gpus is not None and self.max_gpus < self.min_replicas * self.gpus_per_replica:
+            raise ValueError(
+                f"max_gpus = {self.max_gpus}, must be >= min_replicas x gpus_per_replica "
+                f"({self.min_replicas * self.gpus_per_replica})"
+            )
+        return self
+
+    @property
+    def history_s(self) -> float:
+        spans = [self.scale_up.stabilization_window_s, self.scale_down.stabilization_window_s]
+        spans += [p.period_s for p in self.scale_up.policies + self.scale_down.policies]
+        return max(spans + [0.0])
+
+
+@dataclass
+class ClampState:
+    """What the clamp remembers: recent proposals (for stabilisation) and its own recent changes
+    (for rate limits). Slots are shared by the batch, which steps in lockstep; `times_s` of an
+    empty slot is -inf so it is never inside a window."""
+
+    times_s: np.ndarray  # (H,)
+    proposals: np.ndarray  # (B, H)
+    added: np.ndarray  # (B, H) replicas added by the change at that time
+    removed: np.ndarray  # (B, H) replicas removed
+    cursor: int = 0
+
+    @classmethod
+    def empty(cls, batch: int, limits: SafetyLimits, interval_s: float) -> ClampState:
+        slots = int(math.ceil(limits.history_s / max(interval_s, 1e-3))) + 2
+        return cls(
+            times_s=np.full(slots, -np.inf),
+            proposals=np.zeros((batch, slots)),
+            added=np.zeros((batch, slots)),
+            removed=np.zeros((batch, slots)),
+        )
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        """Forget the history (of the clusters in `mask`, or all)."""
+        if mask is None:
+            self.times_s[:] = -np.inf
+            self.proposals[:] = 0
+            self.added[:] = 0
+            self.removed[:] = 0
+        else:
+            self.proposals[mask] = 0
+            self.added[mask] = 0
+            self.removed[mask] = 0
+            # slot times are shared; a reset cluster's zeroed proposals would pull its windows
+            # towards 0, so mark them "no opinion" with its own value at the next call instead.
+            self.proposals[mask] = np.nan
+
+
+def _rate_limit(
+    rules: ScalingRules, start: np.ndarray, up: bool
+) -> np.ndarray:
+    """The most (up) or least (down) replicas reachable from `start` (replicas at the start of
+    each policy's period), per HPA `calculateScaleUpLimitWithScalingRules` / `...ScaleDown...`."""
+    if rules.select_policy == "Disabled" or not rules.policies:
+        return start[0] if rules.select_policy == "Disabled" else np.full_like(start[0], np.inf if up else -np.inf)
+    limits = []
+    for i, p in enumerate(rules.policies):
+        s = start[i]
+        if up:
+            lim = s + p.value if p.type == "Pods" else np.ceil(s * (1 + p.value / 100.0))
+        else:
+            lim = s - p.value if p.type == "Pods" else np.floor(s * (1 - p.value / 100.0))
+        limits.append(lim)
+    stack = np.stack(limits)
+    pick_max = (rules.select_policy == "Max") == up  # Max up = largest, Max down = smallest
+    return stack.max(axis=0) if pick_max else stack.min(axis=0)
+
+
+def clamp_batch(
+    proposed: np.ndarray,
+    current: np.ndarray,
+    now_s: float,
+    limits: SafetyLimits,
+    state: ClampState,
+    *,
+    warm: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clamp proposals (B,) given current replicas (B,); returns (replicas (B,) int64, reason bits
+    (B,) int64) and records this step in `state`. `warm` (B,) counts against the GPU budget."""
+    proposed = np.asarray(proposed, dtype=np.float64)
+    current = np.asarray(current, dtype=np.float64)
+    reasons = np.zeros(proposed.shape, dtype=np.int64)
+
+    # 1. tolerance (HPA: |ratio - 1| <= tolerance keeps the current count)
+    if limits.tolerance > 0:
+        within = (np.abs(proposed - current) <= limits.tolerance * np.maximum(current, 1.0)) & (proposed != current)
+        reasons |= np.where(within, _BIT["WithinTolerance"], 0)
+        proposed = np.where(within, current, proposed)
+
+    # Store the proposal first: the HPA's windows include the newest recommendation.
+    slot = state.cursor % len(state.times_s)
+    state.times_s[slot] = now_s
+    state.proposals[:, slot] = proposed
+    state.added[:, slot] = 0
+    state.removed[:, slot] = 0
+    state.cursor += 1
+    # A reset cluster (NaN history) has no opinion in the window: use its own proposal.
+    hist = np.where(np.isnan(state.proposals), proposed[:, None], state.proposals)
+
+    # 2. stabilisation
+    up_win = state.times_s > now_s - limits.scale_up.stabilization_window_s - 1e-9
+    down_win = state.times_s > now_s - limits.scale_down.stabilization_window_s - 1e-9
+    up_win[slot] = down_win[slot] = True
+    up_rec = np.where(up_win[None, :], hist, np.inf).min(axis=1)
+    down_rec = np.where(down_win[None, :], hist, -np.inf).max(axis=1)
+    rec = np.maximum(current, up_rec)
+    rec = np.minimum(rec, down_rec)
+    reasons |= np.where((proposed > current) & (rec < proposed), _BIT["ScaleUpStabilized"], 0)
+    reasons |= np.where((proposed < current) & (rec > proposed), _BIT["ScaleDownStabilized"], 0)
+
+    # 3. rate limits against this clamp's own changes inside each policy period
+    def period_starts(rules: ScalingRules, events: np.ndarray, sign: float) -> np.ndarray:
+        if not rules.policies:
+            return current[None, :]
+        rows = []
+        for p in rules.policies:
+            in_period = state.times_s > now_s - p.period_s + 1e-9
+            in_period[slot] = False
+            rows.append(current - sign * (events * in_period[None, :]).sum(axis=1))
+        return np.stack(rows)
+
+    up_limit = _rate_limit(limits.scale_up, period_starts(limits.scale_up, state.added, 1.0), up=True)
+    down_limit = _rate_limit(limits.scale_down, period_starts(limits.scale_down, state.removed, -1.0), up=False)
+    # The HPA never lets a rate limit push below/above the current count.
+    up_limit = np.maximum(up_limit, current)
+    down_limit = np.minimum(down_limit, current)
+    out = rec.copy()
+    hit_up = out > up_limit
+    hit_down = out < down_limit
+    out = np.where(hit_up, up_limit, np.where(hit_down, down_limit, out))
+    reasons |= np.where(hit_up, _BIT["ScaleUpLimit"], 0) | np.where(hit_down, _BIT["ScaleDownLimit"], 0)
+
+    # 4. bounds and budget
+    low = out < limits.min_replicas
+    high = out > limits.max_replicas
+    out = np.clip(out, limits.min_replicas, limits.max_replicas)
+    reasons |= np.where(low, _BIT["TooFewReplicas"], 0) | np.where(high, _BIT["TooManyReplicas"], 0)
+    if limits.max_gpus is not None:
+        w = np.zeros_like(out) if warm is None else np.asarray(warm, dtype=np.float64)
+        budget = np.floor(limits.max_gpus / limits.gpus_per_replica) - w
+        budget = np.maximum(budget, limits.min_replicas)
+        over = out > budget
+        out = np.where(over, budget, out)
+        reasons |= np.where(over, _BIT["GPUBudget"], 0)
+
+    out = np.rint(out).astype(np.int64)
+    delta = out - current
+    state.added[:, slot] = np.maximum(delta, 0)
+    state.removed[:, slot] = np.maximum(-delta, 0)
+    return out, reasons
+
+
+def reason_names(bits: int) -> list[str]:
+    return [name for name in REASONS if bits & _BIT[name]]
+
+
+@dataclass(frozen=True, slots=True)
+class Clamped:
+    replicas: int
+    reasons: tuple[str, ...]
+
+
+def clamp(
+    proposed: int,
+    current: int,
+    now_s: float,
+    limits: SafetyLimits,
+    state: ClampState,
+    *,
+    warm: int = 0,
+) -> Clamped:
+    """One target's clamp (the controller's path): `clamp_batch` with B=1."""
+    out, bits = clamp_batch(
+        np.array([proposed], dtype=np.float64),
+        np.array([current], dtype=np.float64),
+        now_s,
+        limits,
+        state,
+        warm=np.array([warm], dtype=np.float64),
+    )
+    return Clamped(int(out[0]), tuple(reason_names(int(bits[0]))))
+
+
+def clamp_warm(proposed_warm: np.ndarray, limits: SafetyLimits) -> np.ndarray:
+    """Warm-pool size within [0, max_warm_replicas]."""
+    return np.clip(np.rint(proposed_warm), 0, limits.max_warm_replicas).astype(np.int64)
