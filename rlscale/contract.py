@@ -163,3 +163,30 @@ def encode(window: Sequence[IntervalMetrics], spec: ObservationSpec) -> np.ndarr
     while len(rows) < spec.window:
         rows.insert(0, rows[0])
     return encode_raw(np.stack(rows), spec)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """How a learned policy's action in [-1, 1]^2 becomes replica targets (shared by env and
+    controller, so a checkpoint means the same thing in both).
+
+    a[0] -> target utilisation u in [u_min, u_max] of the provisioned capacity for the current
+            demand: replicas = ceil(demand_rps / (capacity_rps * u)), where demand_rps is the
+            arrival rate plus the queue drained over `drain_s` (e.g. 90 rps + 300 waiting / 60 s
+            = 95 rps; at 22 rps/replica and u = 0.8 -> ceil(5.4) = 6 replicas).
+    a[1] -> warm pool size round((a[1] + 1) / 2 * max_warm).
+    """
+
+    u_min: float = 0.3
+    u_max: float = 0.95
+    drain_s: float = 60.0
+    max_warm: int = 0
+
+    def decode(self, action: np.ndarray, last: np.ndarray, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
+        """action (..., 2), last metrics rows (..., N_FIELDS) -> (replicas, warm) float arrays."""
+        a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64)), -1.0, 1.0)
+        u = self.u_min + (self.u_max - self.u_min) * (a[..., 0] + 1.0) * 0.5
+        demand = np.nan_to_num(last[..., _I["arrival_rps"]]) + np.nan_to_num(last[..., _I["requests_waiting"]]) / self.drain_s
+        replicas = np.ceil(demand / (spec.replica_capacity_rps * u) - 1e-9)
+        warm = np.rint((a[..., 1] + 1.0) * 0.5 * self.max_warm)
+        return replicas, warm

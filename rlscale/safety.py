@@ -128,11 +128,10 @@ class ClampState:
             self.added[:] = 0
             self.removed[:] = 0
         else:
-            self.proposals[mask] = 0
             self.added[mask] = 0
             self.removed[mask] = 0
-            # slot times are shared; a reset cluster's zeroed proposals would pull its windows
-            # towards 0, so mark them "no opinion" with its own value at the next call instead.
+            # Slot times are shared by the batch, so a reset cluster's old slots stay in the
+            # windows; NaN marks them "no opinion" (clamp_batch reads them as the new proposal).
             self.proposals[mask] = np.nan
 
 
@@ -188,8 +187,9 @@ def clamp_batch(
     hist = np.where(np.isnan(state.proposals), proposed[:, None], state.proposals)
 
     # 2. stabilisation
-    up_win = state.times_s > now_s - limits.scale_up.stabilization_window_s - 1e-9
-    down_win = state.times_s > now_s - limits.scale_down.stabilization_window_s - 1e-9
+    # strictly inside the window, as the HPA's timestamp.After(cutoff)
+    up_win = state.times_s > now_s - limits.scale_up.stabilization_window_s + 1e-9
+    down_win = state.times_s > now_s - limits.scale_down.stabilization_window_s + 1e-9
     up_win[slot] = down_win[slot] = True
     up_rec = np.where(up_win[None, :], hist, np.inf).min(axis=1)
     down_rec = np.where(down_win[None, :], hist, -np.inf).max(axis=1)
