@@ -1,0 +1,99 @@
+"""Simulator throughput: env-steps/s of the single Gymnasium env, the batched core at B = 1, 64,
+1024, and the SB3 VecEnv (core + clamps + encoder) at B = 1024, all in one run so ratios are
+comparable. Targets (issue #2): single env >= 30,000 steps/s; batched core >= 1,000,000
+env-steps/s at B = 1024 on one core.
+
+    python benchmarks/env_throughput.py [--seconds 3] [--out benchmarks/results/env_throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rate(fn, batch: int, seconds: float) -> float:
+    fn()  # warm up
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(20):
+            fn()
+        n += 20
+    return n * batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--out", default="benchmarks/results/env_throughput.json")
+    args = ap.parse_args()
+
+    from rlscale.envs.cluster import ClusterSim
+    from rlscale.envs.core import EnvConfig
+    from rlscale.envs.gym_env import LLMAutoscaleEnv, default_workloads
+    from rlscale.envs.vec_env import LLMAutoscaleVecEnv
+    from rlscale.profiles.model import load_profile
+
+    profile = load_profile("llama-3.1-8b-h100")
+    workloads = default_workloads(profile)
+    results: dict[str, float] = {}
+
+    env = LLMAutoscaleEnv(profile, workloads, EnvConfig())
+    env.reset(seed=0)
+    action = np.zeros(2, dtype=np.float32)
+
+    def single() -> None:
+        _, _, _, trunc, _ = env.step(action)
+        if trunc:
+            env.reset()
+
+    results["gym_env_steps_per_s"] = _rate(single, 1, args.seconds)
+
+    for b in (1, 64, 1024):
+        sim = ClusterSim(profile, workloads, batch=b, seed=0)
+        rng = np.random.default_rng(0)
+        targets = rng.integers(4, 16, size=(64, b)).astype(float)
+        k = [0]
+
+        def core(sim=sim, targets=targets, k=k) -> None:
+            sim.step(targets[k[0] % 64])
+            k[0] += 1
+            if sim.done.any():
+                sim.reset(mask=sim.done)
+
+        results[f"core_env_steps_per_s_B{b}"] = _rate(core, b, args.seconds)
+
+    venv = LLMAutoscaleVecEnv(profile, workloads, n_envs=1024, config=EnvConfig(), seed=0)
+    venv.reset()
+    acts = np.random.default_rng(0).uniform(-1, 1, (1024, 2))
+
+    def vec() -> None:
+        venv.step_async(acts)
+        venv.step_wait()
+
+    results["vec_env_steps_per_s_B1024"] = _rate(vec, 1024, args.seconds)
+
+    out = {
+        "benchmark": "env_throughput",
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "seconds_per_case": args.seconds,
+        "targets": {"gym_env_steps_per_s": 30_000, "core_env_steps_per_s_B1024": 1_000_000},
+        "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    for k_, v in results.items():
+        target = out["targets"].get(k_)
+        mark = "" if target is None else (" (target %s: %s)" % (f"{target:,}", "met" if v >= target else "MISSED"))
+        print(f"{k_:32s} {v:>14,.0f}{mark}")
+
+
+if __name__ == "__main__":
+    main()
