@@ -50,6 +50,7 @@ class LatencyArrays:
     tpot_base_ms: np.ndarray
     tpot_ms_per_seq: np.ndarray
     tpot_ms_per_seq_per_ktok: np.ndarray
+    tpot_ms_per_prefill_token: np.ndarray
     prefill_base_ms: np.ndarray
     prefill_ms_per_token: np.ndarray
     prefill_interference: np.ndarray
@@ -117,7 +118,10 @@ def serve_interval(
     ready = np.asarray(ready, dtype=np.float64)
     ctx = prompt_tokens + 0.5 * output_tokens
     c_max = np.minimum(lat.max_batch, lat.kv_cache_tokens / ctx)
-    slope = lat.tpot_ms_per_seq + lat.tpot_ms_per_seq_per_ktok * (ctx / 1000.0)
+    # per-sequence TPOT slope: its own decode, its context, and the prompt tokens that chunked
+    # prefill mixes into each decode step (isl/osl of them per output token)
+    per_seq_ms = lat.tpot_ms_per_seq + lat.tpot_ms_per_prefill_token * prompt_tokens / output_tokens
+    slope = per_seq_ms + lat.tpot_ms_per_seq_per_ktok * (ctx / 1000.0)
     prefill_ms = lat.prefill_ms_per_token * prompt_tokens
     s0 = (lat.prefill_base_ms + prefill_ms + output_tokens * lat.tpot_base_ms) / 1000.0
     s1 = (prefill_ms * lat.prefill_interference / lat.max_batch + output_tokens * slope) / 1000.0
@@ -188,7 +192,7 @@ def serve_interval(
 
     # TPOT: base + (b0 + b1 * ctx/1000) * c, ctx lognormal with the prompt's spread
     tpot_base = lat.tpot_base_ms / 1000.0
-    b0c = lat.tpot_ms_per_seq * c / 1000.0
+    b0c = per_seq_ms * c / 1000.0
     b1c = lat.tpot_ms_per_seq_per_ktok * c / 1e6  # per context token
     sig_c = np.sqrt(np.log1p(np.square(prompt_cv)))
     mu_c = np.log(ctx) - 0.5 * np.square(sig_c)
