@@ -65,11 +65,13 @@ class Workload:
     def rebin(self, interval_s: float) -> Workload:
         """Re-bin to `interval_s`. Integer multiples of the current width sum bins exactly (mean
         sizes weighted by arrivals); integer divisions split each bin evenly. Any other ratio
-        interpolates the cumulative arrival curve, which conserves the total."""
+        interpolates the cumulative arrival curve. The total is always conserved: when the
+        duration is not a multiple of `interval_s` the last bin is partial."""
         if np.isclose(interval_s, self.interval_s):
             return self
         edges_old = self.start_s + self.interval_s * np.arange(self.n_bins + 1)
-        n_new = max(1, int(np.floor(self.duration_s / interval_s + 1e-9)))
+        # ceil, not floor: a trailing partial bin keeps the last requests (its rate reads low)
+        n_new = max(1, int(np.ceil(self.duration_s / interval_s - 1e-9)))
         edges_new = self.start_s + interval_s * np.arange(n_new + 1)
         cum = np.concatenate([[0.0], np.cumsum(self.arrivals)])
         cum_new = np.interp(edges_new, edges_old, cum)
