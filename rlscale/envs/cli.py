@@ -83,10 +83,19 @@ def simulate(
     result = rollout(make, prof, w, seeds=[seed], limits=limits, config=cfg, initial_replicas=init)
     s = result.summaries[0]
     table = Table(title=f"{s.policy} on {w.name} ({prof.name}, {w.duration_s / 3600:.1f} h)")
-    for col in ("GPU-hours", "cost $", "SLO attainment", "TTFT p95 s", "TPOT p95 s", "dropped", "scale events", "cold starts", "mean replicas"):
-        table.add_column(col, justify="right")
-    table.add_row(
-        f"{s.gpu_hours:.1f}", f"{s.cost_usd:.2f}", f"{100 * s.slo_attainment:.2f}%", f"{s.ttft_p95_s:.3f}",
-        f"{s.tpot_p95_s:.4f}", f"{s.dropped:.0f}", str(s.scale_events), str(s.cold_starts), f"{s.mean_replicas:.2f}",
-    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, value in (
+        ("GPU-hours", f"{s.gpu_hours:.1f}"),
+        ("cost", f"${s.cost_usd:,.2f}"),
+        ("SLO attainment", f"{100 * s.slo_attainment:.2f}%"),
+        ("TTFT p95", f"{s.ttft_p95_s:.3f} s"),
+        ("TPOT p95", f"{s.tpot_p95_s * 1000:.1f} ms"),
+        ("requests", f"{s.requests:,.0f}"),
+        ("dropped", f"{s.dropped:,.0f}"),
+        ("scale events", str(s.scale_events)),
+        ("cold starts", str(s.cold_starts)),
+        ("mean ready replicas", f"{s.mean_replicas:.2f}"),
+    ):
+        table.add_row(label, value)
     Console().print(table)
