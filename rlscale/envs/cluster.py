@@ -246,20 +246,16 @@ class ClusterSim:
 
     def _cancel_newest(self, ring: _Ring, counts: np.ndarray) -> np.ndarray:
         """Remove up to `counts[b]` replicas from `ring`, latest-ready first; returns removed."""
-        rows = np.nonzero(counts > 0)[0]
-        removed = np.zeros(self.batch)
-        if rows.size == 0:
-            return removed
         h = ring.count.shape[1]
-        order = (self.t_head + np.arange(h)[::-1]) % h  # newest (furthest) first
-        c = ring.count[np.ix_(rows, order)]
+        order = (self.t_head + np.arange(h - 1, -1, -1)) % h  # newest (furthest) first
+        c = ring.count[:, order]
         before = np.cumsum(c, axis=1) - c
-        take = np.clip(counts[rows, None] - before, 0.0, c)
-        frac = np.where(c > 0, ring.partial[np.ix_(rows, order)] / np.maximum(c, 1e-12), 0.0)
-        ring.count[np.ix_(rows, order)] = c - take
-        ring.partial[np.ix_(rows, order)] -= take * frac
-        removed[rows] = take.sum(axis=1)
-        return removed
+        take = np.clip(counts[:, None] - before, 0.0, c)
+        # partial service is proportional to the replicas left in each bin
+        keep = np.where(c > 0, 1.0 - take / np.maximum(c, 1e-12), 0.0)
+        ring.count[:, order] = c - take
+        ring.partial[:, order] *= keep
+        return take.sum(axis=1)
 
     def step(self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None) -> np.ndarray:
         """Advance one interval toward the (already clamped) targets; returns the metrics rows."""
