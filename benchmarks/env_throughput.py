@@ -91,7 +91,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for k_, v in results.items():
         target = out["targets"].get(k_)
-        mark = "" if target is None else (" (target %s: %s)" % (f"{target:,}", "met" if v >= target else "MISSED"))
+        mark = "" if target is None else f" (target {target:,}: {'met' if v >= target else 'MISSED'})"
         print(f"{k_:32s} {v:>14,.0f}{mark}")
 
 

@@ -6,7 +6,15 @@ import math
 
 import numpy as np
 
-from rlscale.contract import FIELDS, ActionSpec, IntervalMetrics, ObservationSpec, encode, feature_names, observation_size
+from rlscale.contract import (
+    FIELDS,
+    ActionSpec,
+    IntervalMetrics,
+    ObservationSpec,
+    encode,
+    feature_names,
+    observation_size,
+)
 
 SPEC = ObservationSpec(replica_capacity_rps=20.0, max_batch=256, ttft_slo_s=2.0, tpot_slo_s=0.1, max_replicas=20, window=3)
 

@@ -50,9 +50,7 @@ def simulate(
     from rich.console import Console
     from rich.table import Table
 
-    from rlscale.agents.static import StaticPolicy, replicas_for_peak
     from rlscale.envs.cluster import SimConfig
-    from rlscale.errors import InputError
     from rlscale.evaluation.rollout import rollout
     from rlscale.profiles.model import load_profile
     from rlscale.safety import SafetyLimits
@@ -61,26 +59,12 @@ def simulate(
     w = load_sized_workload(trace, fmt, prof.capacity_rps(), peak_replicas, seed)
     limits = SafetyLimits(min_replicas=1, max_replicas=max_replicas, gpus_per_replica=prof.gpus_per_replica)
     cfg = SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
-    if policy == "static" or policy.startswith("static:"):
-        if ":" in policy:
-            try:
-                n = int(policy.split(":", 1)[1])
-            except ValueError:
-                raise InputError("--policy", f"expected static:N with an integer N, got {policy!r}") from None
-        else:
-            n = replicas_for_peak(w, prof)
-        n = min(n, max_replicas)
+    from rlscale.agents.registry import make_policy
 
-        def make(_seed: int) -> StaticPolicy:
-            return StaticPolicy(n)
-
-        init = n
-    else:
-        from rlscale.agents.registry import make_policy
-
-        make, limits = make_policy(policy, profile=prof, workload=w, limits=limits, config=cfg)
-        init = None
-    result = rollout(make, prof, w, seeds=[seed], limits=limits, config=cfg, initial_replicas=init)
+    factory = make_policy(policy, profile=prof, workload=w, limits=limits, config=cfg)
+    # a static fleet starts at its size; the others start sized for the first interval's load
+    init = factory.info.get("replicas")
+    result = rollout(factory, prof, w, seeds=[seed], limits=factory.limits, config=cfg, initial_replicas=init)
     s = result.summaries[0]
     table = Table(title=f"{s.policy} on {w.name} ({prof.name}, {w.duration_s / 3600:.1f} h)")
     table.add_column("metric")

@@ -10,7 +10,14 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlscale.contract import FIELD_INDEX, N_FIELDS, ActionSpec, ObservationSpec, encode_raw, observation_size
+from rlscale.contract import (
+    FIELD_INDEX,
+    N_FIELDS,
+    ActionSpec,
+    ObservationSpec,
+    encode_raw,
+    observation_size,
+)
 from rlscale.envs.cluster import ClusterSim, SimConfig
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import ClampState, SafetyLimits, clamp_batch, clamp_warm

@@ -52,7 +52,7 @@ def test_same_seed_gives_the_same_rollout():
 def test_episode_is_truncated_after_episode_s():
     env = LLMAutoscaleEnv(make_profile(), [diurnal()], CFG)
     env.reset(seed=0)
-    for i in range(240):
+    for i in range(240):  # noqa: B007 (i is checked after the loop)
         _, _, terminated, truncated, _ = env.step(np.zeros(2, dtype=np.float32))
         assert not terminated
         if truncated:
@@ -91,7 +91,7 @@ def test_vec_env_resets_finished_episodes_with_terminal_observation():
     venv = LLMAutoscaleVecEnv(make_profile(), [diurnal()], n_envs=8, config=EnvConfig(episode_s=600.0), seed=1)
     obs = venv.reset()
     assert obs.shape == (8, venv.observation_space.shape[0])
-    for step in range(40):
+    for step in range(40):  # noqa: B007 (step is checked after the loop)
         obs, rew, done, infos = venv.step(np.zeros((8, 2)))
         if done.any():
             break
