@@ -1,0 +1,495 @@
+"""The simulated deployment controller and kubelet of the sandbox.
+
+Deployment controller (with the ReplicaSet controller folded in): keeps the number of live
+(non-terminating) pods of each Deployment at `spec.replicas`; on scale-down it deletes pods in the
+ReplicaSet controller's order — not-ready before ready, then the newest first — and it writes the
+Deployment's `status` (`replicas`, `readyReplicas`, `availableReplicas`, `updatedReplicas`,
+`unavailableReplicas`, `observedGeneration`, conditions) and a `ScalingReplicaSet` Event. Pods are
+named `<deployment>-<hash>-<5 chars>` and owned by a ReplicaSet that is not itself served. A
+change of the pod template is not rolled out (only replicas matter here).
+
+Kubelet: a new pod is Pending (ContainerCreating) for `pending_share` of its cold start, then
+Running but not Ready (loading weights, compiling, warming up), then Ready once the whole cold
+start has passed. Cold starts are drawn from the `ServiceProfile` (`sample_cold_start_s`) with a
+seeded RNG, in simulated seconds. A pod with a `deletionTimestamp` turns not-Ready at once
+(endpoints drop it) and is removed when its grace period has passed in simulated time.
+
+Time: everything runs on a `SimClock` in simulated seconds. `ScaledClock(time_scale=60)` runs a
+60 s cold start in 1 s of wall time; `ManualClock` lets tests step time by hand and call
+`tick()` directly. Object timestamps (`creationTimestamp`, ...) stay wall-clock, as kubectl
+shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from rlscale.profiles.model import ServiceProfile
+from rlscale.sandbox.apiserver.resources import DEPLOYMENTS, EVENTS, PODS, Obj
+from rlscale.sandbox.apiserver.selectors import LabelSelector
+from rlscale.sandbox.apiserver.store import ChangeEvent, Store, rfc3339
+from rlscale.sandbox.loop import wait_any
+
+_HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+NODE_NAME = "sandbox-node"
+POD_IP = "127.0.0.1"
+
+
+class SimClock(Protocol):
+    def now_s(self) -> float:
+        """Simulated seconds since the sandbox started."""
+        ...
+
+    def real_delay_s(self, sim_s: float) -> float:
+        """Wall-clock seconds that `sim_s` simulated seconds take."""
+        ...
+
+
+class ScaledClock:
+    """Simulated time = wall time since start x `time_scale` (60: one minute per second)."""
+
+    def __init__(self, time_scale: float = 1.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        if not time_scale > 0:
+            raise ValueError(f"time_scale = {time_scale}, must be > 0")
+        self.time_scale = float(time_scale)
+        self._monotonic = monotonic
+        self._t0 = monotonic()
+
+    def now_s(self) -> float:
+        return (self._monotonic() - self._t0) * self.time_scale
+
+    def real_delay_s(self, sim_s: float) -> float:
+        return max(sim_s, 0.0) / self.time_scale
+
+
+class ManualClock:
+    """A clock the test moves: `advance(30)` is 30 simulated seconds later."""
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self._now = float(start_s)
+
+    def now_s(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        self._now += seconds
+
+    def real_delay_s(self, sim_s: float) -> float:
+        return 0.0
+
+
+@dataclass
+class PodTimeline:
+    created_s: float
+    cold_start_s: float
+    running_at_s: float
+    ready_at_s: float
+    delete_at_s: float | None = None
+
+
+def template_hash(deployment: Obj) -> str:
+    """A stable 10-character pod-template-hash (from the uid: the template is never rolled)."""
+    digest = hashlib.sha256(deployment["metadata"]["uid"].encode()).digest()
+    return "".join(_HASH_ALPHABET[b % len(_HASH_ALPHABET)] for b in digest[:10])
+
+
+def replicaset_name(deployment: Obj) -> str:
+    return f"{deployment['metadata']['name']}-{template_hash(deployment)}"
+
+
+def _owner_rs(pod: Obj) -> str | None:
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ReplicaSet" and ref.get("controller"):
+            return ref.get("name")
+    return None
+
+
+def is_ready(pod: Obj) -> bool:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def is_terminating(pod: Obj) -> bool:
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def serving(pod: Obj) -> bool:
+    """Ready and not terminating: the pods a Service would send requests to."""
+    return is_ready(pod) and not is_terminating(pod)
+
+
+def _now_rfc3339() -> str:
+    return rfc3339(datetime.now(UTC))
+
+
+class ClusterController:
+    """Reconciles Deployments to pods and moves pods through their lifecycle; see the module doc.
+
+    `reserve_port` (optional) is called once per new pod and returns the loopback port its
+    metrics endpoint will listen on; the port goes into the pod's container ports and
+    `prometheus.io/port` annotation.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        profile: ServiceProfile,
+        clock: SimClock,
+        *,
+        seed: int = 0,
+        pending_share: float = 0.5,
+        reserve_port: Callable[[], int] | None = None,
+        emit_events: bool = True,
+    ) -> None:
+        if not 0.0 <= pending_share <= 1.0:
+            raise ValueError(f"pending_share = {pending_share}, must be within [0, 1]")
+        self.store = store
+        self.profile = profile
+        self.clock = clock
+        self.pending_share = pending_share
+        self.reserve_port = reserve_port
+        self.emit_events = emit_events
+        self.timelines: dict[str, PodTimeline] = {}  # by pod uid
+        self._rng = np.random.default_rng(seed)
+        self._order = 0
+
+    # one pass ----------------------------------------------------------------------------
+    def tick(self) -> float | None:
+        """Reconcile once at `clock.now_s()`. Returns the simulated seconds until the next
+        scheduled transition (None if nothing is pending)."""
+        now = self.clock.now_s()
+        deployments = self.store.list(DEPLOYMENTS)
+        owners = {(d["metadata"]["namespace"], replicaset_name(d)): d for d in deployments}
+        for d in deployments:
+            self._reconcile_deployment(d, now)
+        pods = self.store.list(PODS)
+        for pod in pods:
+            rs = _owner_rs(pod)
+            if rs is not None and "pod-template-hash" in (pod["metadata"].get("labels") or {}):
+                if (pod["metadata"]["namespace"], rs) not in owners and not is_terminating(pod):
+                    # Garbage collection: the owning Deployment is gone.
+                    self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        for pod in self.store.list(PODS):
+            self._kubelet(pod, now)
+        for d in self.store.list(DEPLOYMENTS):
+            self._write_status(d)
+        live = {p["metadata"]["uid"] for p in self.store.list(PODS)}
+        for uid in list(self.timelines):
+            if uid not in live:
+                del self.timelines[uid]
+        return self._next_due(now)
+
+    def _next_due(self, now: float) -> float | None:
+        due = []
+        for t in self.timelines.values():
+            for at in (t.running_at_s, t.ready_at_s, t.delete_at_s):
+                if at is not None and at > now:
+                    due.append(at - now)
+        return min(due) if due else None
+
+    # deployment controller ---------------------------------------------------------------
+    def owned_pods(self, deployment: Obj) -> list[Obj]:
+        ns = deployment["metadata"]["namespace"]
+        rs = replicaset_name(deployment)
+        return [p for p in self.store.list(PODS, ns) if _owner_rs(p) == rs]
+
+    def _reconcile_deployment(self, d: Obj, now: float) -> None:
+        pods = self.owned_pods(d)
+        live = [p for p in pods if not is_terminating(p)]
+        want = int(d["spec"].get("replicas", 0))
+        if want > len(live):
+            for _ in range(want - len(live)):
+                self._create_pod(d, now)
+            self._event(d, f"Scaled up replica set {replicaset_name(d)} to {want} from {len(live)}")
+        elif want < len(live):
+            victims = sorted(live, key=self._deletion_rank)[: len(live) - want]
+            for pod in victims:
+                self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+            self._event(d, f"Scaled down replica set {replicaset_name(d)} to {want} from {len(live)}")
+
+    def _deletion_rank(self, pod: Obj) -> tuple[Any, ...]:
+        # ReplicaSet controller order (controller_utils.ActivePods): unready before ready,
+        # pending before running, then the newest first.
+        t = self.timelines.get(pod["metadata"]["uid"])
+        created = t.created_s if t else -math.inf
+        phase_rank = 0 if (pod.get("status") or {}).get("phase") == "Pending" else 1
+        return (is_ready(pod), phase_rank, -created, pod["metadata"]["creationTimestamp"], pod["metadata"]["name"])
+
+    def _create_pod(self, d: Obj, now: float) -> Obj:
+        ns = d["metadata"]["namespace"]
+        template = d["spec"].get("template") or {}
+        tmeta = template.get("metadata") or {}
+        rs = replicaset_name(d)
+        labels = {**(tmeta.get("labels") or {}), "pod-template-hash": template_hash(d)}
+        annotations = dict(tmeta.get("annotations") or {})
+        spec = _copy(template.get("spec") or {})
+        spec["nodeName"] = NODE_NAME
+        if self.reserve_port is not None:
+            port = self.reserve_port()
+            annotations.update(
+                {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+            )
+            containers = spec.get("containers") or []
+            if containers:
+                ports = [p for p in containers[0].get("ports") or [] if p.get("name") != "metrics"]
+                containers[0]["ports"] = [*ports, {"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+        containers = spec.get("containers") or []
+        pod = {
+            "metadata": {
+                "generateName": f"{rs}-",
+                "namespace": ns,
+                "labels": labels,
+                **({"annotations": annotations} if annotations else {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": rs,
+                        "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{d['metadata']['uid']}/{rs}")),
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": spec,
+            "status": {
+                "phase": "Pending",
+                "hostIP": POD_IP,
+                "startTime": _now_rfc3339(),
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": _now_rfc3339()},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": _now_rfc3339()},
+                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": _now_rfc3339()},
+                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": _now_rfc3339()},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": c.get("name", ""),
+                        "image": c.get("image", ""),
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                    }
+                    for c in containers
+                ],
+            },
+        }
+        created = self.store.create(PODS, ns, pod)
+        self._schedule(created, now)
+        return created
+
+    def _schedule(self, pod: Obj, now: float) -> PodTimeline:
+        cold = float(self.profile.sample_cold_start_s(self._rng, 1)[0])
+        self._order += 1
+        # created_s breaks ties between pods created in the same tick by creation order.
+        t = PodTimeline(
+            created_s=now + self._order * 1e-9,
+            cold_start_s=cold,
+            running_at_s=now + self.pending_share * cold,
+            ready_at_s=now + cold,
+        )
+        self.timelines[pod["metadata"]["uid"]] = t
+        return t
+
+    def _event(self, d: Obj, message: str) -> None:
+        if not self.emit_events:
+            return
+        meta = d["metadata"]
+        now = _now_rfc3339()
+        self.store.create(
+            EVENTS,
+            meta["namespace"],
+            {
+                "metadata": {"name": f"{meta['name']}.{time.time_ns():x}"},
+                "involvedObject": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                    "resourceVersion": meta["resourceVersion"],
+                },
+                "reason": "ScalingReplicaSet",
+                "message": message,
+                "source": {"component": "deployment-controller"},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "type": "Normal",
+                "reportingComponent": "deployment-controller",
+                "reportingInstance": "",
+            },
+        )
+
+    def _write_status(self, d: Obj) -> None:
+        pods = [p for p in self.owned_pods(d) if not is_terminating(p)]
+        want = int(d["spec"].get("replicas", 0))
+        ready = sum(1 for p in pods if is_ready(p))
+        max_unavailable = _max_unavailable(d, want)
+        available_ok = ready >= want - max_unavailable
+        old = d.get("status") or {}
+        conditions = {c.get("type"): c for c in old.get("conditions") or []}
+        now = _now_rfc3339()
+
+        def condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
+            prev = conditions.get(type_)
+            if prev and prev.get("status") == status and prev.get("reason") == reason:
+                return prev
+            return {
+                "type": type_,
+                "status": status,
+                "lastUpdateTime": now,
+                "lastTransitionTime": now if not prev or prev.get("status") != status else prev.get("lastTransitionTime", now),
+                "reason": reason,
+                "message": message,
+            }
+
+        status: dict[str, Any] = {"observedGeneration": d["metadata"].get("generation", 1)}
+        counts = {
+            "replicas": len(pods),
+            "updatedReplicas": len(pods),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(want - ready, 0),
+        }
+        status.update({k: v for k, v in counts.items() if v})  # omitempty, as the apiserver encodes
+        status["conditions"] = [
+            condition(
+                "Available",
+                "True" if available_ok else "False",
+                "MinimumReplicasAvailable" if available_ok else "MinimumReplicasUnavailable",
+                "Deployment has minimum availability." if available_ok else "Deployment does not have minimum availability.",
+            ),
+            condition(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable" if ready >= want else "ReplicaSetUpdated",
+                f'ReplicaSet "{replicaset_name(d)}" '
+                + ("has successfully progressed." if ready >= want else "is progressing."),
+            ),
+        ]
+        if status != old:
+
+            def put(obj: Obj) -> None:
+                obj["status"] = status
+
+            self.store.mutate(DEPLOYMENTS, d["metadata"]["namespace"], d["metadata"]["name"], put)
+
+    # kubelet -----------------------------------------------------------------------------
+    def _kubelet(self, pod: Obj, now: float) -> None:
+        meta = pod["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        t = self.timelines.get(uid)
+        if t is None:
+            # A pod this controller did not create (e.g. POSTed by a test): start it now.
+            t = self._schedule(pod, now)
+        if is_terminating(pod):
+            if t.delete_at_s is None:
+                grace = float(meta.get("deletionGracePeriodSeconds", 30))
+                t.delete_at_s = now + grace
+                if is_ready(pod):
+                    self.store.mutate(PODS, ns, name, _set_not_ready)
+            if now >= t.delete_at_s:
+                self.store.remove(PODS, ns, name)
+            return
+        phase = (pod.get("status") or {}).get("phase")
+        if now >= t.ready_at_s and not is_ready(pod):
+            self.store.mutate(PODS, ns, name, _set_ready)
+        elif now >= t.running_at_s and phase == "Pending":
+            self.store.mutate(PODS, ns, name, _set_running)
+
+    # background loop ---------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, max_wait_real_s: float = 0.25) -> None:
+        """Tick whenever the store changes or a transition falls due, until `stop` is set."""
+        changed = asyncio.Event()
+
+        def on_change(_event: ChangeEvent) -> None:
+            changed.set()
+
+        self.store.listeners.append(on_change)
+        try:
+            while not stop.is_set():
+                changed.clear()
+                due = self.tick()
+                wait = max_wait_real_s if due is None else min(max_wait_real_s, self.clock.real_delay_s(due) + 1e-3)
+                await wait_any(changed, stop, timeout_s=wait)
+        finally:
+            self.store.listeners.remove(on_change)
+
+
+def _max_unavailable(d: Obj, replicas: int) -> int:
+    value = ((d["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return int(math.floor(replicas * float(value[:-1]) / 100.0))
+    return int(value)
+
+
+def _copy(obj: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(obj)
+
+
+def _set_container_states(pod: Obj, *, running: bool, ready: bool) -> None:
+    now = _now_rfc3339()
+    for cs in pod["status"].get("containerStatuses") or []:
+        cs["ready"] = ready
+        cs["started"] = running
+        if running:
+            started_at = (cs.get("state") or {}).get("running", {}).get("startedAt", now)
+            cs["state"] = {"running": {"startedAt": started_at}}
+
+
+def _set_condition(pod: Obj, type_: str, ok: bool) -> None:
+    now = _now_rfc3339()
+    for cond in pod["status"].setdefault("conditions", []):
+        if cond.get("type") == type_:
+            if cond.get("status") != ("True" if ok else "False"):
+                cond["status"] = "True" if ok else "False"
+                cond["lastTransitionTime"] = now
+            if ok:
+                cond.pop("reason", None)
+            else:
+                cond["reason"] = "ContainersNotReady"
+            return
+    pod["status"]["conditions"].append({"type": type_, "status": "True" if ok else "False", "lastTransitionTime": now})
+
+
+def _set_running(pod: Obj) -> None:
+    pod["status"]["phase"] = "Running"
+    pod["status"]["podIP"] = POD_IP
+    pod["status"]["podIPs"] = [{"ip": POD_IP}]
+    _set_container_states(pod, running=True, ready=False)
+
+
+def _set_ready(pod: Obj) -> None:
+    _set_running(pod)
+    _set_container_states(pod, running=True, ready=True)
+    _set_condition(pod, "ContainersReady", True)
+    _set_condition(pod, "Ready", True)
+
+
+def _set_not_ready(pod: Obj) -> None:
+    _set_container_states(pod, running=True, ready=False)
+    _set_condition(pod, "ContainersReady", False)
+    _set_condition(pod, "Ready", False)
+
+
+def selector_of(deployment: Obj) -> LabelSelector:
+    return LabelSelector.from_label_selector((deployment.get("spec") or {}).get("selector") or {})

@@ -1,0 +1,368 @@
+"""Emulated LLM server pods: one `/metrics` endpoint per Ready pod, on its own loopback port.
+
+Each pod exposes what a vLLM server and the DCGM exporter on its GPU would, with vLLM's names,
+label (`model_name`) and histogram buckets:
+
+| series                                               | type      | per pod                         |
+|------------------------------------------------------|-----------|---------------------------------|
+| vllm:num_requests_waiting, vllm:num_requests_running | gauge     | cluster total / ready pods      |
+| vllm:gpu_cache_usage_perc, vllm:kv_cache_usage_perc  | gauge     | 0..1, the per-replica mean      |
+| vllm:time_to_first_token_seconds                     | histogram | one observation per admitted request |
+| vllm:time_per_output_token_seconds, vllm:inter_token_latency_seconds | histogram | one per output token after the first |
+| vllm:e2e_request_latency_seconds                     | histogram | one per completed request       |
+| vllm:prompt_tokens_total, vllm:generation_tokens_total, vllm:request_success_total | counter | monotonic per pod |
+| DCGM_FI_DEV_GPU_UTIL{gpu, UUID, device, modelName, Hostname} | gauge | 0..100, one per GPU of the replica |
+
+`pod` and `namespace` are not in the exposition: Prometheus adds them as target labels (file_sd
+here, kubernetes_sd in a cluster), as it does for a real vLLM pod.
+
+Histograms from percentiles: the serving model gives p50/p95/p99 per interval, not individual
+requests, so each interval's observations are spread over the buckets by a piecewise-linear CDF
+through (0, p50²/p95), (0.5, p50), (0.95, p95), (0.99, p99), (1, p99²/p95); the sum adds the
+mean of that distribution. E2E latency at quantile q is TTFT_q + (output tokens - 1) x TPOT_q.
+
+Spelling: the exposition goes through prometheus_client's content negotiation, as vLLM's does.
+With prometheus_client >= 0.23 an OpenMetrics scrape (Prometheus asks for one) gets `vllm_foo`
+instead of `vllm:foo` (client_python #1177); `spelling="colon"` or `"underscore"` pins one
+spelling for tests of tolerant queries.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from rlscale.sandbox.apiserver.resources import PODS, Obj
+from rlscale.sandbox.apiserver.store import Store
+from rlscale.sandbox.kubelet import is_ready, serving
+
+TTFT_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                  20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+TPOT_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                  20.0, 40.0, 80.0)
+E2E_BUCKETS_S = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+                 240.0, 480.0, 960.0, 1920.0, 7680.0)
+
+Spelling = Literal["negotiated", "colon", "underscore"]
+
+_UNCLAIMED_PORT_S = 10.0  # a reserved port no pod claims within this long is released
+
+_P = np.array([0.0, 0.5, 0.95, 0.99, 1.0])
+
+
+def quantile_points(p50: float, p95: float, p99: float) -> np.ndarray:
+    """Values at probabilities `_P`: the piecewise-linear quantile function used for buckets."""
+    p50, p95, p99 = (max(float(x), 0.0) for x in (p50, p95, p99))
+    p95, p99 = max(p95, p50), max(p99, p95, p50)
+    lo = p50 * p50 / p95 if p95 > 0 else 0.0
+    hi = p99 * p99 / p95 if p95 > 0 else p99
+    return np.array([lo, p50, p95, p99, max(hi, p99)])
+
+
+def bucket_fractions(values: np.ndarray, bounds: Iterable[float]) -> tuple[np.ndarray, float]:
+    """Cumulative share of observations <= each bound, and the mean, for the quantile function
+    through (`_P`, `values`)."""
+    b = np.asarray(tuple(bounds), dtype=np.float64)
+    # Strictly increasing x for np.interp: a degenerate (constant) latency becomes a tiny ramp.
+    xs = np.maximum.accumulate(values + np.arange(len(values)) * 1e-12)
+    cdf = np.interp(b, xs, _P, left=0.0, right=1.0)
+    mean = float(np.sum(np.diff(_P) * (xs[:-1] + xs[1:]) / 2.0))
+    return cdf, mean
+
+
+@dataclass
+class Histogram:
+    bounds: tuple[float, ...]
+    cumulative: np.ndarray = field(init=False)
+    count: float = 0.0
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.cumulative = np.zeros(len(self.bounds))
+
+    def observe_distribution(self, n: float, values: np.ndarray) -> None:
+        if n <= 0:
+            return
+        cdf, mean = bucket_fractions(values, self.bounds)
+        self.cumulative += n * cdf
+        self.count += n
+        self.total += n * mean
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out = [(_le(b), float(c)) for b, c in zip(self.bounds, self.cumulative, strict=True)]
+        return [*out, ("+Inf", self.count)]
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+@dataclass
+class PodMetrics:
+    """One pod's series. Gauges are set per replay step; counters and histograms only grow."""
+
+    model_name: str
+    gpus: int = 1
+    gpu_model: str = "NVIDIA H100 80GB HBM3"
+    hostname: str = "sandbox-node"
+    waiting: float = 0.0
+    running: float = 0.0
+    kv_cache_usage: float = 0.0
+    gpu_utilization_pct: float = 0.0
+    prompt_tokens: float = 0.0
+    generation_tokens: float = 0.0
+    request_success: float = 0.0
+    ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
+    tpot: Histogram = field(default_factory=lambda: Histogram(TPOT_BUCKETS_S))
+    e2e: Histogram = field(default_factory=lambda: Histogram(E2E_BUCKETS_S))
+    gpu_uuids: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.gpu_uuids:
+            self.gpu_uuids = [f"GPU-{uuid.uuid4()}" for _ in range(self.gpus)]
+
+    def apply(self, snap: Any, share: float, output_tokens: float) -> None:
+        """Add this pod's `share` (1 / ready pods) of one interval's `ServingSnapshot`."""
+        self.waiting = snap.requests_waiting * share
+        self.running = snap.requests_running * share
+        self.kv_cache_usage = float(np.clip(snap.kv_cache_usage, 0.0, 1.0))
+        self.gpu_utilization_pct = float(np.clip(snap.gpu_utilization_pct, 0.0, 100.0))
+        started = max(float(getattr(snap, "started", snap.completed)), 0.0) * share
+        completed = max(float(snap.completed), 0.0) * share
+        out_tokens = max(float(snap.output_tokens_served), 0.0) * share
+        self.prompt_tokens += max(float(snap.prompt_tokens_served), 0.0) * share
+        self.generation_tokens += out_tokens
+        self.request_success += completed
+        ttft_q = quantile_points(snap.ttft_p50_s, snap.ttft_p95_s, snap.ttft_p99_s)
+        tpot_q = quantile_points(snap.tpot_p50_s, snap.tpot_p95_s, snap.tpot_p99_s)
+        self.ttft.observe_distribution(started, ttft_q)
+        self.tpot.observe_distribution(max(out_tokens - completed, 0.0), tpot_q)
+        self.e2e.observe_distribution(completed, ttft_q + max(output_tokens - 1.0, 0.0) * tpot_q)
+
+    def idle(self) -> None:
+        """A pod that gets no traffic (draining): gauges to zero, counters kept."""
+        self.waiting = self.running = self.kv_cache_usage = self.gpu_utilization_pct = 0.0
+
+    def families(self, spelling: Literal["colon", "underscore"] = "colon") -> list[Metric]:
+        def n(name: str) -> str:
+            return name if spelling == "colon" else name.replace(":", "_")
+
+        lbl = ["model_name"]
+        val = [self.model_name]
+        out: list[Metric] = []
+        for name, doc, value in (
+            ("vllm:num_requests_running", "Number of requests in model execution batches.", self.running),
+            ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", self.waiting),
+            ("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", self.kv_cache_usage),
+            ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", self.kv_cache_usage),
+        ):
+            g = GaugeMetricFamily(n(name), doc, labels=lbl)
+            g.add_metric(val, value)
+            out.append(g)
+        for name, doc, value in (
+            ("vllm:prompt_tokens", "Number of prefill tokens processed.", self.prompt_tokens),
+            ("vllm:generation_tokens", "Number of generation tokens processed.", self.generation_tokens),
+        ):
+            c = CounterMetricFamily(n(name), doc, labels=lbl)
+            c.add_metric(val, value)
+            out.append(c)
+        success = CounterMetricFamily(
+            n("vllm:request_success"), "Count of successfully processed requests.", labels=[*lbl, "finished_reason"]
+        )
+        success.add_metric([*val, "stop"], self.request_success)
+        out.append(success)
+        for name, doc, hist in (
+            ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", self.ttft),
+            ("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", self.tpot),
+            ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", self.tpot),
+            ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e),
+        ):
+            h = HistogramMetricFamily(n(name), doc, labels=lbl)
+            h.add_metric(val, hist.buckets(), hist.total)
+            out.append(h)
+        dcgm = GaugeMetricFamily(
+            "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=["gpu", "UUID", "device", "modelName", "Hostname"]
+        )
+        for i, gpu_uuid in enumerate(self.gpu_uuids):
+            dcgm.add_metric([str(i), gpu_uuid, f"nvidia{i}", self.gpu_model, self.hostname], self.gpu_utilization_pct)
+        out.append(dcgm)
+        return out
+
+
+class _Collector:
+    def __init__(self, metrics: PodMetrics, spelling: Literal["colon", "underscore"]) -> None:
+        self.metrics = metrics
+        self.spelling = spelling
+
+    def collect(self) -> list[Metric]:
+        return self.metrics.families(self.spelling)
+
+
+def render(metrics: PodMetrics, accept: str | None, spelling: Spelling = "negotiated") -> tuple[bytes, str]:
+    """The body and Content-Type a scrape with this Accept header gets."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(metrics, "underscore" if spelling == "underscore" else "colon"))
+    if spelling == "negotiated":
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(registry), content_type
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+@dataclass
+class PodEndpoint:
+    """A pod's metrics server: the socket is bound when the pod is created (the port goes into the
+    pod spec) and listens only once the pod turns Ready, so a scrape before then is refused, as
+    a vLLM server that is still loading would refuse it."""
+
+    port: int
+    sock: socket.socket
+    reserved_at_s: float = field(default_factory=time.monotonic)
+    metrics: PodMetrics | None = None
+    runner: web.AppRunner | None = None
+    pod_key: tuple[str, str] | None = None
+
+
+class PodFleet:
+    """The metrics endpoints of all pods; `sync()` follows the pods in the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        model_name: str,
+        gpus_per_replica: int = 1,
+        spelling: Spelling = "negotiated",
+        host: str = "127.0.0.1",
+        on_targets_changed: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.model_name = model_name
+        self.gpus_per_replica = gpus_per_replica
+        self.spelling = spelling
+        self.host = host
+        self.on_targets_changed = on_targets_changed
+        self.endpoints: dict[int, PodEndpoint] = {}
+        self._targets: list[dict[str, Any]] = []
+
+    def reserve_port(self) -> int:
+        """Bind a free loopback port for a pod about to be created (called by the controller)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        port = sock.getsockname()[1]
+        self.endpoints[port] = PodEndpoint(port, sock)
+        return port
+
+    @staticmethod
+    def pod_port(pod: Obj) -> int | None:
+        value = ((pod.get("metadata") or {}).get("annotations") or {}).get("prometheus.io/port")
+        return int(value) if value else None
+
+    async def sync(self) -> None:
+        """Start endpoints of pods that turned Ready, stop those of removed pods, and report the
+        scrape targets (serving pods only) when they change."""
+        pods = self.store.list(PODS)
+        present: set[int] = set()
+        for pod in pods:
+            port = self.pod_port(pod)
+            ep = self.endpoints.get(port) if port is not None else None
+            if ep is None or port is None:
+                continue
+            present.add(port)
+            key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+            ep.pod_key = key
+            if ep.runner is None and is_ready(pod):
+                await self._start(ep)
+        for port, ep in list(self.endpoints.items()):
+            # A reserved port whose pod is gone (or never showed up) is released.
+            stale = time.monotonic() - ep.reserved_at_s > _UNCLAIMED_PORT_S
+            if port not in present and (ep.pod_key is not None or ep.runner is not None or stale):
+                await self._stop(ep)
+                del self.endpoints[port]
+        targets = []
+        for pod in pods:
+            port = self.pod_port(pod)
+            ep = self.endpoints.get(port) if port is not None else None
+            if ep is not None and ep.runner is not None and serving(pod):
+                container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
+                targets.append(
+                    {
+                        "targets": [f"{self.host}:{port}"],
+                        "labels": {
+                            "namespace": pod["metadata"]["namespace"],
+                            "pod": pod["metadata"]["name"],
+                            "container": container,
+                        },
+                    }
+                )
+        if targets != self._targets:
+            self._targets = targets
+            if self.on_targets_changed is not None:
+                self.on_targets_changed(targets)
+
+    @property
+    def targets(self) -> list[dict[str, Any]]:
+        return list(self._targets)
+
+    def metrics_of(self, namespace: str, name: str) -> PodMetrics | None:
+        for ep in self.endpoints.values():
+            if ep.pod_key == (namespace, name) and ep.metrics is not None:
+                return ep.metrics
+        return None
+
+    def urls(self) -> dict[str, str]:
+        """`namespace/name` -> metrics URL, for pods whose endpoint is listening."""
+        return {
+            f"{ep.pod_key[0]}/{ep.pod_key[1]}": f"http://{self.host}:{ep.port}/metrics"
+            for ep in self.endpoints.values()
+            if ep.runner is not None and ep.pod_key is not None
+        }
+
+    async def _start(self, ep: PodEndpoint) -> None:
+        ep.metrics = PodMetrics(self.model_name, gpus=self.gpus_per_replica)
+        metrics, spelling, model = ep.metrics, self.spelling, self.model_name
+
+        async def scrape(request: web.Request) -> web.Response:
+            body, content_type = render(metrics, request.headers.get("Accept"), spelling)
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
+        async def health(_request: web.Request) -> web.Response:
+            return web.Response(text="")
+
+        async def models(_request: web.Request) -> web.Response:
+            return web.json_response({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "vllm"}]})
+
+        app = web.Application()
+        app.router.add_get("/metrics", scrape)
+        app.router.add_get("/health", health)
+        app.router.add_get("/v1/models", models)
+        ep.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await ep.runner.setup()
+        site = web.SockSite(ep.runner, ep.sock)
+        await site.start()
+
+    async def _stop(self, ep: PodEndpoint) -> None:
+        if ep.runner is not None:
+            await ep.runner.cleanup()
+            ep.runner = None
+        ep.sock.close()
+
+    async def stop(self) -> None:
+        for ep in list(self.endpoints.values()):
+            await self._stop(ep)
+        self.endpoints.clear()
