@@ -1,0 +1,366 @@
+"""The live controller: a plain loop around a `tick(now_s)` over all targets.
+
+Per target and tick (targets in parallel, `workers` at a time):
+
+    observe   Deployment + pods (Kube.observe, bounded backoff)   -> ReplicaState or an error
+    read      Prometheus (PrometheusSource.read, one query)        -> MetricsReading
+    decide    rlscale.deploy.decide (pure, reasons per step)        -> DecisionRecord
+    act       Scale: write through /scale unless dry-run; leadership re-checked before every
+              attempt; the clamp forgets a change that was not made
+    publish   metrics, one JSON log line, Events (every scale or would-be scale; a Warning on
+              entering a fallback or a hold, not on every tick of it)
+
+A non-leader does nothing but keep its `rlscale_leader` gauge at 0. An exception inside a target's
+tick (a bug) is logged and that target holds; the loop keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlscale.deploy.config import ControllerConfig, TargetConfig
+from rlscale.deploy.decide import HOLD, SCALE, DecideOptions, DecisionRecord, TargetMemory, decide
+from rlscale.deploy.exporter import OPERATOR_HOLDS, ControllerMetrics
+from rlscale.deploy.kube import ApplyResult, EventRecorder, Kube, KubeApi
+from rlscale.deploy.leader import LeaderElector, LeaderLoop
+from rlscale.deploy.metrics import (
+    MetricsReading,
+    PrometheusSource,
+    PromQuery,
+    TargetQueries,
+    prepare,
+)
+from rlscale.deploy.policies import TargetPolicies, build_target_policies
+from rlscale.deploy.retry import Backoff, ControllerError
+
+log = logging.getLogger("rlscale.deploy")
+
+# Holds worth a Warning event when a target enters them (not repeated while it stays there).
+_WARN_ON_ENTER = ("ReplicaStateUnavailable", "MetricsUnavailable", "MetricsStale", "MetricsMissing", "PolicyError")
+
+
+@dataclass
+class RuntimeTarget:
+    config: TargetConfig
+    policies: TargetPolicies
+    queries: TargetQueries
+    memory: TargetMemory
+    options: DecideOptions
+    dry_run: bool
+    condition: str = "Ok"  # the last fallback/hold condition, for transition events
+    last_tick_s: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.config.key
+
+
+@dataclass(frozen=True)
+class TickResult:
+    record: DecisionRecord
+    action: str  # Scaled | DryRun | NoChange | Hold | Failed | ForeignChange | NotLeader
+    apply: ApplyResult | None = None
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+def make_target(
+    config: ControllerConfig, target: TargetConfig, policies: TargetPolicies | None = None,
+    cache: dict[Any, Any] | None = None,
+) -> RuntimeTarget:
+    pol = policies or build_target_policies(target, cache)
+    dry = config.target_dry_run(target)
+    options = DecideOptions(
+        manual_override_hold_s=target.manual_override_hold_s,
+        starting_guard_s=target.starting_guard_s,
+        dry_run=dry,
+        required=target.metrics.required_fields,
+        fallback_required=target.metrics.fallback_required,
+    )
+    memory = TargetMemory(pol.limits, config.tick_s, window_len=pol.window)
+    return RuntimeTarget(target, pol, prepare(target), memory, options, dry)
+
+
+@dataclass
+class Controller:
+    config: ControllerConfig
+    targets: list[RuntimeTarget]
+    kube: Kube
+    source: PrometheusSource
+    metrics: ControllerMetrics = field(default_factory=ControllerMetrics)
+    events: EventRecorder | None = None
+    elector: LeaderElector | None = None
+    clock: Callable[[], float] = time.time
+    workers: int = 8
+    monotonic: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(self.targets))), thread_name_prefix="rlscale-tick")
+        self._leader_loop: LeaderLoop | None = None
+        self.ticks = 0
+        for t in self.targets:
+            self.metrics.dry_run.labels(t.config.namespace, t.config.deployment).set(1 if t.dry_run else 0)
+        self.metrics.leader.set(0 if self.elector is not None else 1)
+
+    # -- one tick --------------------------------------------------------------------------------
+    def is_leader(self, now_s: float | None = None) -> bool:
+        if self.elector is None:
+            return True
+        return self.elector.is_leader(self.clock() if now_s is None else now_s)
+
+    def tick(self, now_s: float) -> list[TickResult]:
+        leader = self.is_leader(now_s)
+        self.metrics.leader.set(1 if leader else 0)
+        if not leader:
+            return []
+        t0 = time.perf_counter()
+        results = list(self._pool.map(lambda t: self._tick_target(t, now_s), self.targets))
+        self.metrics.tick_duration.observe(time.perf_counter() - t0)
+        self.metrics.last_tick.set(self.clock())
+        self.ticks += 1
+        return results
+
+    def _tick_target(self, t: RuntimeTarget, now_s: float) -> TickResult:
+        try:
+            return self._tick_target_unguarded(t, now_s)
+        except Exception as e:  # noqa: BLE001 - one target's bug must not stop the others
+            log.exception("target tick failed", extra={"fields": {"target": t.key, "error": f"{type(e).__name__}: {e}"}})
+            reading = MetricsReading.unavailable(now_s, f"internal error: {type(e).__name__}")
+            record = DecisionRecord(t.key, now_s, HOLD, "InternalError", None, None, None, (), missing=reading.missing)
+            return TickResult(record, HOLD)
+
+    def _tick_target_unguarded(self, t: RuntimeTarget, now_s: float) -> TickResult:
+        cfg = t.config
+        replicas_error: str | None = None
+        try:
+            replicas = self.kube.observe(cfg.namespace, cfg.deployment, now_s, self.config.pause_annotation)
+        except ControllerError as e:
+            replicas, replicas_error = None, str(e)
+        reading = self.source.read(t.queries, now_s)
+        self.metrics.set_age(t.key, reading.age_s)
+        fallback = t.policies.fallback.policy if t.policies.fallback is not None else None
+        record = decide(
+            target=t.key, now_s=now_s, replicas=replicas, reading=reading, policy=t.policies.primary.policy,
+            fallback=fallback, memory=t.memory, options=t.options, replicas_error=replicas_error,
+        )
+        action, applied = self._act(t, record)
+        self._publish(t, record, action, applied, now_s, trusted=reading.trusted)
+        return TickResult(record, action, applied)
+
+    def _act(self, t: RuntimeTarget, record: DecisionRecord) -> tuple[str, ApplyResult | None]:
+        if record.outcome != SCALE:
+            return record.outcome, None
+        if t.dry_run:
+            t.memory.forget_last_change()
+            return "DryRun", None
+        assert record.desired is not None and record.current is not None and record.replicas is not None
+        cfg = t.config
+        result = self.kube.apply(
+            cfg.namespace, cfg.deployment, record.desired, record.current, record.replicas.resource_version,
+            may_write=lambda: self.is_leader(),
+        )
+        # Remember what we tried even if the answer was lost: the next read then tells our own
+        # write apart from someone else's.
+        t.memory.last_written = record.desired
+        if result.ok:
+            return "Scaled", result
+        t.memory.forget_last_change()
+        return result.outcome, result
+
+    # -- publishing ------------------------------------------------------------------------------
+    def _publish(
+        self, t: RuntimeTarget, record: DecisionRecord, action: str, applied: ApplyResult | None, now_s: float,
+        *, trusted: bool | None = None,
+    ) -> None:
+        gpu_hours = 0.0
+        rs = record.replicas
+        if rs is not None and t.last_tick_s is not None:
+            dt = min(max(now_s - t.last_tick_s, 0.0), 2 * self.config.tick_s)
+            gpu_hours = (rs.ready + rs.starting + rs.terminating) * t.memory.limits.gpus_per_replica * dt / 3600.0
+        t.last_tick_s = now_s
+        self.metrics.publish(
+            record, action, dry_run=t.dry_run, gpu_hours=gpu_hours,
+            write_result=applied.outcome if applied is not None else None, trusted=trusted,
+        )
+        m = record.metrics
+        fields = {
+            "target": t.key,
+            "action": action,
+            "outcome": record.outcome,
+            "reason": record.reason,
+            "current": record.current,
+            "proposed": record.proposed,
+            "desired": record.desired,
+            "policy": record.policy,
+            "source": record.source,
+            "fallback_cause": record.fallback_cause,
+            "clamps": list(record.clamps),
+            "missing": list(record.missing),
+            "dry_run": t.dry_run,
+            "steps": record.explain(),
+            "policy_latency_ms": round(record.policy_latency_s * 1000, 3) if record.policy_latency_s is not None else None,
+        }
+        if rs is not None:
+            fields.update(ready=rs.ready, starting=rs.starting, terminating=rs.terminating, paused=rs.paused)
+        if m is not None:
+            fields.update(
+                arrival_rps=_round(m.arrival_rps), requests_waiting=_round(m.requests_waiting),
+                kv_cache_usage=_round(m.kv_cache_usage), ttft_p95_s=_round(m.ttft_p95_s), tpot_p95_s=_round(m.tpot_p95_s),
+            )
+        if applied is not None:
+            fields.update(write=applied.outcome, attempts=applied.attempts, error=applied.error)
+        level = logging.WARNING if action in ("Failed", "ForeignChange") or record.reason in _WARN_ON_ENTER else logging.INFO
+        log.log(level, "decision", extra={"fields": fields})
+        self._events(t, record, action, applied, now_s)
+
+    def _events(self, t: RuntimeTarget, record: DecisionRecord, action: str, applied: ApplyResult | None, now_s: float) -> None:
+        if self.events is None or not self.config.events:
+            return
+        cfg = t.config
+        uid = record.replicas.uid if record.replicas is not None else ""
+        why = f"{record.reason}" + (f" ({record.policy}: {_policy_reason(record)})" if record.policy else "")
+        if record.clamps:
+            why += f"; clamped by {', '.join(record.clamps)}"
+
+        def emit(reason: str, message: str, warning: bool = False) -> None:
+            assert self.events is not None
+            self.events.record(cfg.namespace, cfg.deployment, uid, reason, message, now_s, warning=warning)
+
+        if action == "Scaled":
+            emit("SuccessfulRescale", f"New size: {record.desired} (was {record.current}); reason: {why}")
+        elif action == "DryRun":
+            emit("DryRunRescale", f"Would scale {record.current} -> {record.desired} (dry run, nothing written); reason: {why}")
+        elif action in ("Failed", "ForeignChange") and applied is not None:
+            emit("FailedRescale", f"Scale {record.current} -> {record.desired} not written: {applied.error}", warning=True)
+        condition = "Ok"
+        if record.source == "fallback":
+            condition = f"Fallback:{record.fallback_cause}"
+        elif record.outcome == HOLD:
+            condition = record.reason
+        if condition != t.condition:
+            previous, t.condition = t.condition, condition
+            detail = "; ".join(s.detail for s in record.steps if s.name in ("gate", "metrics", "policy", "fallback") and s.detail)
+            if condition == "Ok":
+                emit("Recovered", f"Deciding with {record.policy} again (was {previous})")
+            elif condition.startswith("Fallback:"):
+                emit("FallbackPolicy", f"Deciding with the fallback {record.policy}: {record.fallback_cause}; {detail}"[:1024], warning=True)
+            elif condition in _WARN_ON_ENTER:
+                emit("HoldingScale", f"Holding at {record.current}: {condition}; {detail}"[:1024], warning=True)
+            elif condition in OPERATOR_HOLDS:
+                emit(condition, detail or condition)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def start(self) -> Controller:
+        """Start leader election (if configured) on its own thread."""
+        if self.elector is not None and self._leader_loop is None:
+            self._leader_loop = LeaderLoop(self.elector, self.clock).start()
+        return self
+
+    def run(self, stop: threading.Event, *, max_ticks: int | None = None) -> None:
+        """Tick every `tick_s` until `stop` is set (or `max_ticks` ticks ran); a tick that
+        overruns is followed at once by the next, without a backlog."""
+        self.start()
+        tick_s = self.config.tick_s
+        # Paced by the monotonic clock: a wall-clock jump (NTP) must not stall or rush the loop.
+        next_at = self.monotonic()
+        done = 0
+        while not stop.is_set():
+            try:
+                ran = self.tick(self.clock())
+                if ran or self.elector is None:
+                    done += 1
+            except Exception as e:  # noqa: BLE001 - the loop outlives any one tick
+                log.exception("tick failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}})
+            if max_ticks is not None and done >= max_ticks:
+                break
+            next_at += tick_s
+            now = self.monotonic()
+            if next_at < now:
+                next_at = now
+            stop.wait(max(0.0, next_at - now))
+
+    def close(self, release: bool = True) -> None:
+        """Stop election (releasing the Lease) and the worker threads; idempotent."""
+        if self._leader_loop is not None:
+            self._leader_loop.stop(release=release)
+            self._leader_loop = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.source.close()
+        for edge in (self.source.client, self.kube.api):
+            close = getattr(edge, "close", None)
+            if callable(close):
+                close()
+
+
+def _round(x: float) -> float | None:
+    return round(x, 4) if math.isfinite(x) else None
+
+
+def _policy_reason(record: DecisionRecord) -> str:
+    for s in record.steps:
+        if s.name in ("policy", "fallback") and s.reason in ("PolicyProposal", "FallbackProposal"):
+            return s.detail.split(": ", 1)[-1][:300]
+    return ""
+
+
+def build_controller(
+    config: ControllerConfig,
+    *,
+    kube_api: KubeApi | None = None,
+    prom: PromQuery | None = None,
+    metrics: ControllerMetrics | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    identity: str | None = None,
+    targets: Sequence[RuntimeTarget] | None = None,
+) -> Controller:
+    """Everything from the config: policies (refusing bad checkpoints here, at start-up), the
+    API client, Prometheus, Events, leader election. Tests pass fakes for the edges."""
+    cache: dict[Any, Any] = {}
+    built = list(targets) if targets is not None else [make_target(config, t, cache=cache) for t in config.targets]
+    for t in built:
+        for w in t.policies.warnings:
+            log.warning("target warning", extra={"fields": {"target": t.key, "warning": w}})
+    ident = identity or config.identity or default_identity()
+    if kube_api is None:
+        from rlscale.deploy.kube import OfficialKubeApi
+
+        kube_api = OfficialKubeApi.from_config(config.kubernetes, ident)
+    if prom is None:
+        from rlscale.deploy.metrics import PrometheusHttp
+
+        prom = PrometheusHttp(config.prometheus)
+    r = config.kubernetes.retry
+    backoff = Backoff(attempts=r.attempts, base_delay_s=r.base_delay_s, max_delay_s=r.max_delay_s, deadline_s=r.deadline_s)
+    elector = None
+    le = config.leader_election
+    if le.enabled:
+        elector = LeaderElector(
+            kube_api, config.lease_namespace, le.lease_name, ident,
+            lease_duration_s=le.lease_duration_s, renew_deadline_s=le.renew_deadline_s, retry_period_s=le.retry_period_s,
+        )
+    m = metrics or ControllerMetrics()
+    if elector is not None:
+        elector.on_change = lambda leader: m.leader.set(1 if leader else 0)
+    return Controller(
+        config=config,
+        targets=built,
+        kube=Kube(kube_api, backoff, sleep=sleep),
+        source=PrometheusSource(prom, concurrency=config.prometheus.concurrency),
+        metrics=m,
+        events=EventRecorder(kube_api, instance=ident) if config.events else None,
+        elector=elector,
+        clock=clock,
+        workers=config.prometheus.concurrency,
+    )

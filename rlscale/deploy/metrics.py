@@ -1,0 +1,299 @@
+"""The Prometheus metrics source: fills the PromQL fields of `IntervalMetrics` for a target and
+says whether the reading can be trusted (Knative's "no data is a named outcome").
+
+A `MetricsReading` is untrusted when Prometheus cannot be read (`error`), when its newest sample
+is older than `max_staleness_s` (`stale`: a Prometheus that stopped scraping still answers with
+the last values for its 5-minute lookback), or when a required field is `missing` (no series,
+NaN, more than one series, or its query failed). A latency percentile that is NaN because no
+request arrived in the window is 0, not missing: `histogram_quantile` of all-zero bucket rates
+is NaN, and an idle service has no latency problem.
+
+One HTTP request per target per tick (`promql.combined`); if Prometheus rejects the combined
+query (a bad override), the fields are queried one by one so the error names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlencode
+
+import urllib3
+
+from rlscale.deploy import promql
+from rlscale.deploy.config import MetricsConfig, PrometheusConfig, TargetConfig
+from rlscale.deploy.retry import PermanentError, TemporaryError
+
+Sample = tuple[dict[str, str], float]
+
+
+class PromQuery(Protocol):
+    """An instant query at an explicit time; raises TemporaryError / PermanentError."""
+
+    def query(self, expr: str, time_s: float) -> list[Sample]: ...
+
+
+def _value(text: str) -> float:
+    # Prometheus writes NaN, +Inf, -Inf as strings; float() reads all three.
+    return float(text)
+
+
+def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> list[Sample]:
+    """Samples of an /api/v1/query answer, or the error it carries, classified for retry."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if status == 429 or status >= 500:
+        retry_after = (headers or {}).get("Retry-After")
+        delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+        detail = doc.get("error") if isinstance(doc, dict) else body[:200].decode(errors="replace")
+        raise TemporaryError(f"Prometheus answered {status}: {detail}", status=status, delay_s=delay)
+    if not isinstance(doc, dict):
+        raise TemporaryError(f"Prometheus answered {status} with a body that is not JSON", status=status)
+    if doc.get("status") != "success":
+        raise PermanentError(f"Prometheus rejected the query ({doc.get('errorType')}): {doc.get('error')}", status=status)
+    data = doc.get("data") or {}
+    kind = data.get("resultType")
+    result = data.get("result")
+    if kind == "scalar":
+        return [({}, _value(result[1]))]
+    if kind != "vector":
+        raise PermanentError(f"expected an instant vector, got a {kind}")
+    return [(dict(s.get("metric") or {}), _value(s["value"][1])) for s in result or []]
+
+
+class PrometheusHttp:
+    """`PromQuery` over HTTP (urllib3, thread-safe pool, no hidden retries: the caller decides)."""
+
+    def __init__(self, config: PrometheusConfig) -> None:
+        self.url = config.url
+        self.timeout_s = config.timeout_s
+        headers = {"Accept": "application/json"}
+        if config.bearer_token_file:
+            token = Path(config.bearer_token_file).read_text().strip()
+            headers["Authorization"] = f"Bearer {token}"
+        self._headers = headers
+        self._pool = urllib3.PoolManager(maxsize=config.concurrency, retries=False, headers=headers)
+
+    def query(self, expr: str, time_s: float) -> list[Sample]:
+        body = urlencode({"query": expr, "time": f"{time_s:.3f}"})
+        try:
+            r = self._pool.request(
+                "POST",
+                f"{self.url}/api/v1/query",
+                body=body,
+                headers={**self._headers, "Content-Type": "application/x-www-form-urlencoded"},
+                timeout=urllib3.Timeout(total=self.timeout_s),
+            )
+        except urllib3.exceptions.HTTPError as e:
+            raise TemporaryError(f"Prometheus at {self.url} unreachable: {e.__class__.__name__}") from None
+        return parse_response(r.status, r.data, r.headers)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+@dataclass(frozen=True)
+class MetricsReading:
+    """One target's PromQL fields at `time_s`: every field in `values` (NaN when not observed)."""
+
+    time_s: float
+    values: Mapping[str, float]
+    missing: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    age_s: float | None = None  # now - newest sample
+    stale: bool = False
+    error: str | None = None  # Prometheus could not be read at all
+    notes: tuple[str, ...] = ()
+
+    def has(self, fields: Sequence[str]) -> bool:
+        """Fresh, readable, and none of `fields` missing."""
+        return self.error is None and not self.stale and not set(fields) & set(self.missing)
+
+    @property
+    def trusted(self) -> bool:
+        return self.has(self.required)
+
+    @property
+    def why(self) -> str:
+        """Why it is untrusted (for the decision record), "" when trusted."""
+        if self.error is not None:
+            return self.error
+        if self.stale:
+            return f"newest sample is {self.age_s:.0f} s old"
+        lacking = [f for f in self.required if f in self.missing]
+        return f"missing {', '.join(lacking)}" if lacking else ""
+
+    @classmethod
+    def unavailable(cls, time_s: float, error: str, required: Sequence[str] = ()) -> MetricsReading:
+        values = {f: math.nan for f in promql.QUERY_FIELDS}
+        return cls(time_s, values, tuple(promql.QUERY_FIELDS), tuple(required), error=error)
+
+
+@dataclass(frozen=True)
+class TargetQueries:
+    """A target's rendered PromQL (prepared once at start-up)."""
+
+    key: str
+    fields: dict[str, str]  # field -> PromQL
+    freshness: str | None
+    combined: str
+    config: MetricsConfig = field(repr=False)
+    # histogram -> (PromQL of its bucket rates by le, {field: quantile})
+    histograms: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
+
+    @property
+    def collected(self) -> list[str]:
+        return [*self.fields, *(f for _, fs in self.histograms.values() for f in fs)]
+
+    def exprs(self) -> dict[str, str]:
+        """Every expression of the target, by its `rlscale_field` label."""
+        out = dict(self.fields)
+        out.update({promql.histogram_field(h): e for h, (e, _) in self.histograms.items()})
+        if self.freshness:
+            out[promql.FRESHNESS] = self.freshness
+        return out
+
+
+def prepare(target: TargetConfig) -> TargetQueries:
+    m = target.metrics
+    base = {"namespace": target.namespace, "deployment": target.deployment, "window": m.rate_window}
+    values = {
+        **base,
+        "selector": promql.render(m.selector, base),
+        "gpu_selector": promql.render(m.gpu_selector, base),
+    }
+    fields = {f: promql.render(t, values) for f, t in m.templates().items()}
+    histograms = {h: (promql.render(t, values), qs) for h, (t, qs) in m.histograms().items()}
+    freshness = promql.render(m.freshness_query, values) if m.freshness_query else None
+    q = TargetQueries(target.key, fields, freshness, "", m, histograms)
+    return TargetQueries(target.key, fields, freshness, promql.combined(q.exprs()), m, histograms)
+
+
+class PrometheusSource:
+    """Reads targets' metrics, `concurrency` queries at a time."""
+
+    def __init__(self, client: PromQuery, *, concurrency: int = 8, retry_temporary: int = 1) -> None:
+        self.client = client
+        self.retry_temporary = retry_temporary
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rlscale-prom")
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def read_many(self, queries: Sequence[TargetQueries], now_s: float) -> list[MetricsReading]:
+        return list(self._pool.map(lambda q: self.read(q, now_s), queries))
+
+    def _query(self, expr: str, now_s: float) -> list[Sample]:
+        for attempt in range(self.retry_temporary + 1):
+            try:
+                return self.client.query(expr, now_s)
+            except TemporaryError:
+                if attempt == self.retry_temporary:
+                    raise
+        raise AssertionError("unreachable")
+
+    def read(self, q: TargetQueries, now_s: float) -> MetricsReading:
+        required = q.config.required_fields
+        notes: list[str] = []
+        by_field: dict[str, list[Sample]] = {}
+        failed: dict[str, str] = {}
+        try:
+            for labels, value in self._query(q.combined, now_s):
+                name = labels.pop(promql.FIELD_LABEL, None)
+                if name is not None:
+                    by_field.setdefault(name, []).append((labels, value))
+        except TemporaryError as e:
+            return MetricsReading.unavailable(now_s, str(e), required)
+        except PermanentError:
+            # One bad expression fails the whole combined query: find which, field by field.
+            for name, expr in q.exprs().items():
+                try:
+                    by_field[name] = self._query(expr, now_s)
+                except TemporaryError as e:
+                    return MetricsReading.unavailable(now_s, str(e), required)
+                except PermanentError as e:
+                    failed[name] = str(e)
+
+        values: dict[str, float] = {f: math.nan for f in promql.QUERY_FIELDS}
+        missing: list[str] = []
+        for name in q.fields:
+            samples = by_field.get(name, [])
+            if name in failed:
+                notes.append(f"{name}: {failed[name]}")
+                missing.append(name)
+            elif not samples:
+                notes.append(f"{name}: no series")
+                missing.append(name)
+            elif len(samples) > 1:
+                notes.append(f"{name}: {len(samples)} series, expected one (aggregate the query with sum/avg)")
+                missing.append(name)
+            else:
+                values[name] = samples[0][1]
+
+        for hist, (_, quantiles) in q.histograms.items():
+            key = promql.histogram_field(hist)
+            samples = by_field.get(key, [])
+            problem = failed.get(key) or ("" if samples else "no series")
+            if problem:
+                notes.append(f"{hist} histogram: {problem}")
+                missing.extend(quantiles)
+                continue
+            buckets = []
+            for labels, value in samples:
+                try:
+                    buckets.append((float(labels.get("le", "nan")), value))
+                except ValueError:
+                    continue
+            for f, quantile in quantiles.items():
+                values[f] = promql.histogram_quantile(quantile, buckets)
+
+        window_s = q.config.rate_window_s
+        for name in q.collected:
+            v = values[name]
+            if name in missing or math.isfinite(v):
+                continue
+            if name in promql.LATENCY_FIELDS:
+                if v == math.inf:
+                    continue  # beyond the largest bucket: very slow, not unknown
+                if math.isnan(v) and _idle(name, values, window_s):
+                    values[name] = 0.0
+                    continue
+            notes.append(f"{name}: {v}")
+            values[name] = math.nan
+            missing.append(name)
+
+        age_s: float | None = None
+        stale = False
+        if q.freshness:
+            fresh = by_field.get(promql.FRESHNESS, [])
+            if promql.FRESHNESS in failed:
+                notes.append(f"freshness: {failed[promql.FRESHNESS]}")
+            elif fresh and math.isfinite(fresh[0][1]):
+                age_s = max(0.0, now_s - fresh[0][1])
+                stale = age_s > q.config.max_staleness_s
+        return MetricsReading(
+            time_s=now_s,
+            values=values,
+            missing=tuple(missing),
+            required=tuple(required),
+            age_s=age_s,
+            stale=stale,
+            notes=tuple(notes),
+        )
+
+
+def _idle(name: str, values: Mapping[str, float], window_s: float) -> bool:
+    """No request (TTFT) or no output token (TPOT) in the rate window, by the rate fields."""
+    rate = values["arrival_rps"] if name.startswith("ttft_") else values["output_tokens_per_s"]
+    return math.isfinite(rate) and rate * window_s < 0.5

@@ -1,0 +1,114 @@
+"""Policies for the live controller: rule policies by name, checkpoints refused at start-up when
+tampered or mismatched."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlscale.contract import IntervalMetrics
+from rlscale.deploy.config import TargetConfig
+from rlscale.deploy.policies import build_target_policies
+from rlscale.errors import InputError
+from rlscale.profiles.model import load_profile
+from tests.deploy.fakes import make_checkpoint
+
+
+def target(**kw: object) -> TargetConfig:
+    return TargetConfig.model_validate({"namespace": "llm", "deployment": "llama", **kw})
+
+
+def window(n: int = 4) -> list[IntervalMetrics]:
+    row = dict(time_s=0.0, interval_s=15.0, arrival_rps=60.0, prompt_tokens_per_s=6e4, output_tokens_per_s=1.2e4,
+               requests_waiting=5.0, requests_running=80.0, kv_cache_usage=0.5, gpu_utilization_pct=90.0, ttft_p50_s=0.2,
+               ttft_p95_s=0.5, ttft_p99_s=0.8, tpot_p50_s=0.02, tpot_p95_s=0.03, tpot_p99_s=0.04, replicas_desired=3.0,
+               replicas_ready=3.0, replicas_starting=0.0, replicas_warm=0.0, replicas_draining=0.0)
+    return [IntervalMetrics(**{**row, "time_s": 15.0 * i}) for i in range(n)]
+
+
+def test_the_default_policy_is_the_hpa_with_its_own_limits() -> None:
+    p = build_target_policies(target())
+    assert p.primary.policy.name == "hpa" and p.fallback is not None
+    assert (p.limits.min_replicas, p.limits.max_replicas, p.limits.max_warm_replicas) == (2, 20, 0)
+    assert p.primary.policy.decide(window()).replicas >= 3
+
+
+def test_rule_policies_take_their_options() -> None:
+    p = build_target_policies(target(policy={"rule": "threshold", "options": {"step_up": 2, "max_replicas": 8}}))
+    assert p.limits.max_replicas == 8
+    assert build_target_policies(target(policy={"rule": "static", "options": {"replicas": 4}})).primary.policy.decide(window()).replicas == 4
+    assert build_target_policies(target(policy={"rule": "tuned"})).primary.policy.name == "tuned"
+
+
+@pytest.mark.parametrize(
+    ("policy", "field", "words"),
+    [
+        ({"rule": "predictive"}, "policy.rule", "needs the simulator"),
+        ({"rule": "magic"}, "policy.rule", "offers: hpa, threshold, tuned, static"),
+        ({"rule": "static", "options": {"replicas": -1}}, "policy.options.replicas", "a count"),
+        ({"rule": "hpa", "options": {"manifest": "/nope.yaml"}}, None, "HPA manifest not found"),
+        ({"rule": "threshold", "options": {"step_upp": 1}}, "policy.options.step_upp", "Extra inputs"),
+    ],
+)
+def test_bad_rule_specs_are_refused_with_the_field(policy: dict, field: str | None, words: str) -> None:
+    with pytest.raises(InputError) as e:
+        build_target_policies(target(policy=policy))
+    assert words in str(e.value)
+    if field:
+        assert e.value.field == field
+
+
+def test_a_checkpoint_is_served_with_the_limits_it_was_trained_under(tmp_path: Path) -> None:
+    ck = make_checkpoint(tmp_path / "ppo")
+    p = build_target_policies(target(policy={"checkpoint": str(ck)}))
+    assert p.primary.policy.name == "ppo:ppo" and p.window == 4 and p.slo.ttft_s == 2.0
+    assert (p.limits.min_replicas, p.limits.max_replicas) == (2, 20)
+    assert p.primary.policy.decide(window()).replicas >= 0
+    assert "torch" in sys.modules
+
+
+def test_a_tampered_checkpoint_is_refused(tmp_path: Path) -> None:
+    ck = make_checkpoint(tmp_path / "ppo")
+    norm = json.loads((ck / "obs_norm.json").read_text())
+    norm["var"][0] = 4.0
+    (ck / "obs_norm.json").write_text(json.dumps(norm))
+    with pytest.raises(InputError) as e:
+        build_target_policies(target(policy={"checkpoint": str(ck)}))
+    assert e.value.field == "policy.checkpoint"
+    assert "checkpoint refused" in str(e.value) and "sha256 mismatch" in str(e.value)
+
+
+def test_a_checkpoint_for_another_profile_is_refused(tmp_path: Path) -> None:
+    ck = make_checkpoint(tmp_path / "ppo", profile="llama-3.1-70b-fp8-4xh100", gpus_per_replica=4)
+    with pytest.raises(InputError, match="trained for profile 'llama-3.1-70b-fp8-4xh100', the target runs 'llama-3.1-8b-h100'"):
+        build_target_policies(target(policy={"checkpoint": str(ck)}))
+
+
+def test_a_checkpoint_for_another_slo_is_refused(tmp_path: Path) -> None:
+    ck = make_checkpoint(tmp_path / "ppo", ttft_slo_s=1.0)
+    with pytest.raises(InputError, match="trained for SLO ttft 1.0 s"):
+        build_target_policies(target(policy={"checkpoint": str(ck)}, slo={"ttft_s": 2.0}))
+    assert build_target_policies(target(policy={"checkpoint": str(ck)})).slo.ttft_s == 1.0
+
+
+def test_a_checkpoint_with_a_warm_pool_needs_an_explicit_opt_in(tmp_path: Path) -> None:
+    ck = make_checkpoint(tmp_path / "ppo", max_warm=4)
+    with pytest.raises(InputError, match="ignore_warm_pool: true"):
+        build_target_policies(target(policy={"checkpoint": str(ck)}))
+    p = build_target_policies(target(policy={"checkpoint": str(ck)}, ignore_warm_pool=True))
+    assert p.limits.max_warm_replicas == 0 and p.warnings
+
+
+def test_a_missing_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="checkpoint not found"):
+        build_target_policies(target(policy={"checkpoint": str(tmp_path / "absent")}))
+
+
+def test_explicit_limits_take_the_gpu_count_from_the_profile() -> None:
+    p = build_target_policies(target(profile="llama-3.1-70b-fp8-4xh100", limits={"max_replicas": 6, "max_gpus": 16}))
+    assert p.limits.gpus_per_replica == load_profile("llama-3.1-70b-fp8-4xh100").gpus_per_replica == 4
+    with pytest.raises(InputError, match="gpus_per_replica = 2"):
+        build_target_policies(target(profile="llama-3.1-70b-fp8-4xh100", limits={"gpus_per_replica": 2}))
