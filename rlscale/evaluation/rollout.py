@@ -23,6 +23,22 @@ from rlscale.traces.workload import Workload
 _F = FIELD_INDEX
 _WEIGHTS = np.diff(P_GRID)  # probability mass between consecutive grid points
 
+# The simulator's row before the first step has only the fleet, the clock and the opening arrival
+# rate; its serving metrics were never observed. They are NaN there (the contract's "unobserved"),
+# so a policy reads "no data" (the HPA holds, as it does when metrics are missing) instead of an
+# idle service it would scale down at once.
+UNOBSERVED_AT_START: tuple[str, ...] = (
+    "prompt_tokens_per_s", "output_tokens_per_s", "requests_waiting", "requests_running", "kv_cache_usage",
+    "gpu_utilization_pct", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s",
+)
+
+
+def pre_start_rows(metrics: np.ndarray) -> np.ndarray:
+    """The simulator's pre-start rows (B, N_FIELDS) with the unobserved fields set to NaN."""
+    rows = np.array(metrics, dtype=np.float64, copy=True)
+    rows[:, [_F[f] for f in UNOBSERVED_AT_START]] = np.nan
+    return rows
+
 
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> list[float]:
     """Percentiles (0..1) of a weighted sample (flattened)."""
@@ -104,7 +120,8 @@ def rollout(
     for p in policies:
         p.reset()
     state = ClampState.empty(b, limits, cfg.interval_s)
-    history: list[list[IntervalMetrics]] = [[IntervalMetrics.from_array(sim.metrics[i])] for i in range(b)]
+    first = pre_start_rows(sim.metrics)
+    history: list[list[IntervalMetrics]] = [[IntervalMetrics.from_array(first[i])] for i in range(b)]
     current = sim.ready.copy()
     steps = int(sim.t_end.max() - sim.t.min())
     tl = np.zeros((steps, b, sim.metrics.shape[1])) if record else None
