@@ -199,18 +199,22 @@ def clamp_batch(
     reasons |= np.where((proposed < current) & (rec > proposed), _BIT["ScaleDownStabilized"], 0)
 
     # 3. rate limits against this clamp's own changes inside each policy period
-    def period_starts(rules: ScalingRules, events: np.ndarray, sign: float) -> np.ndarray:
+    # HPA: periodStartReplicas = current - added + deleted within the period, whichever way the
+    # clamp is now going (e.g. 10 -> 6 at t=0, then at t=15 a scale-up policy of Pods 4/60 s
+    # starts from 6 - 0 + 4 = 10 and allows 14).
+    def period_starts(rules: ScalingRules) -> np.ndarray:
         if not rules.policies:
             return current[None, :]
         rows = []
         for p in rules.policies:
             in_period = state.times_s > now_s - p.period_s + 1e-9
             in_period[slot] = False
-            rows.append(current - sign * (events * in_period[None, :]).sum(axis=1))
+            mask = in_period[None, :]
+            rows.append(current - (state.added * mask).sum(axis=1) + (state.removed * mask).sum(axis=1))
         return np.stack(rows)
 
-    up_limit = _rate_limit(limits.scale_up, period_starts(limits.scale_up, state.added, 1.0), up=True)
-    down_limit = _rate_limit(limits.scale_down, period_starts(limits.scale_down, state.removed, -1.0), up=False)
+    up_limit = _rate_limit(limits.scale_up, period_starts(limits.scale_up), up=True)
+    down_limit = _rate_limit(limits.scale_down, period_starts(limits.scale_down), up=False)
     # The HPA never lets a rate limit push below/above the current count.
     up_limit = np.maximum(up_limit, current)
     down_limit = np.minimum(down_limit, current)

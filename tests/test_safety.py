@@ -99,3 +99,13 @@ def test_replicas_never_leave_min_max(props, lo, span):
         out, _ = clamp_batch(np.array([p, p * 2, -p], dtype=float), cur, t * 15.0, lim, st_)
         assert ((out >= lim.min_replicas) & (out <= lim.max_replicas)).all()
         cur = out.astype(float)
+
+
+def test_rate_limit_period_starts_count_changes_in_both_directions():
+    # HPA: periodStartReplicas = current - added + deleted, whatever the direction now
+    four_per_minute = (ScalingPolicy(type="Pods", value=4, period_s=60),)
+    lim = limits(scale_up=ScalingRules(policies=four_per_minute), scale_down=ScalingRules(policies=four_per_minute))
+    st_ = ClampState.empty(1, lim, 15)
+    assert clamp(6, 10, 0, lim, st_).replicas == 6
+    # the period started at 10 (6 + 4 removed), so +4 from there allows 14
+    assert clamp(20, 6, 15, lim, st_).replicas == 14
