@@ -40,6 +40,7 @@ P_GRID = _P_GRID = np.array([0.0, 0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999,
 _Z_GRID = ndtri(np.clip(_P_GRID, 1e-4, 1 - 1e-4))  # standard-normal quantiles, clipped tails
 _EXP_GRID = -np.log1p(-np.clip(_P_GRID, 0.0, 1 - 1e-4))  # exponential quantiles (mean 1)
 _I50, _I95, _I99 = 3, 6, 7
+_SIGN = np.where(_P_GRID >= 0.5, 1.0, -1.0)[None, :]  # below / above the median
 
 
 @dataclass
@@ -175,8 +176,7 @@ def serve_interval(
         + np.square(burst_q - burst_q[:, _I50:_I50 + 1])
         + np.square(pf_q - pf_q[:, _I50:_I50 + 1])
     )
-    sign = np.where(_P_GRID >= 0.5, 1.0, -1.0)
-    ttft_q = np.maximum(med + sign[None, :] * dev, 0.0)
+    ttft_q = np.maximum(med + _SIGN * dev, 0.0)
     ttft_q = np.maximum.accumulate(ttft_q, axis=1)
 
     # share of arrivals with TTFT <= SLO: interpolate p where ttft_q crosses the SLO
@@ -184,8 +184,9 @@ def serve_interval(
     k = below.sum(axis=1)  # grid points within SLO (monotone, so the first k)
     k_hi = np.minimum(k, len(_P_GRID) - 1)
     k_lo = np.maximum(k - 1, 0)
-    q_lo = np.take_along_axis(ttft_q, k_lo[:, None], axis=1)[:, 0]
-    q_hi = np.take_along_axis(ttft_q, k_hi[:, None], axis=1)[:, 0]
+    rows = np.arange(len(k))
+    q_lo = ttft_q[rows, k_lo]
+    q_hi = ttft_q[rows, k_hi]
     frac = np.clip((ttft_slo_s - q_lo) / np.maximum(q_hi - q_lo, 1e-12), 0.0, 1.0)
     p_ttft = np.where(k == 0, 0.0, _P_GRID[k_lo] + (_P_GRID[k_hi] - _P_GRID[k_lo]) * frac)
     p_ttft = np.where(k == len(_P_GRID), 1.0, p_ttft)
@@ -197,8 +198,9 @@ def serve_interval(
     sig_c = np.sqrt(np.log1p(np.square(prompt_cv)))
     mu_c = np.log(ctx) - 0.5 * np.square(sig_c)
 
-    def tpot_at(z: float) -> np.ndarray:
-        return tpot_base + b0c + b1c * np.exp(mu_c + sig_c * z)
+    tpot_q = (tpot_base + b0c)[:, None] + b1c[:, None] * np.exp(
+        mu_c[:, None] + np.broadcast_to(sig_c, c.shape)[:, None] * _Z_GRID[None, :]
+    )
 
     headroom = tpot_slo_s - tpot_base - b0c
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -222,13 +224,13 @@ def serve_interval(
         ttft_p50_s=ttft_q[:, _I50],
         ttft_p95_s=ttft_q[:, _I95],
         ttft_p99_s=ttft_q[:, _I99],
-        tpot_p50_s=tpot_at(0.0),
-        tpot_p95_s=tpot_at(1.6449),
-        tpot_p99_s=tpot_at(2.3263),
+        tpot_p50_s=tpot_q[:, _I50],
+        tpot_p95_s=tpot_q[:, _I95],
+        tpot_p99_s=tpot_q[:, _I99],
         slo_ok=slo_ok,
         capacity_rps=drain_rps,
         ttft_q=ttft_q,
-        tpot_q=tpot_base[:, None] + b0c[:, None] + b1c[:, None] * np.exp(mu_c[:, None] + np.broadcast_to(sig_c, c.shape)[:, None] * _Z_GRID[None, :]),
+        tpot_q=tpot_q,
     )
 
 
