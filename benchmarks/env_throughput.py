@@ -56,19 +56,27 @@ def main() -> None:
 
     results["gym_env_steps_per_s"] = _rate(single, 1, args.seconds)
 
-    for b in (1, 64, 1024):
-        sim = ClusterSim(profile, workloads, batch=b, seed=0)
-        rng = np.random.default_rng(0)
-        targets = rng.integers(4, 16, size=(64, b)).astype(float)
-        k = [0]
+    # Two target patterns: "churn" draws a new target for every cluster every step (the worst
+    # case: every step scales up or down everywhere); "steady" changes 10 % of the clusters'
+    # targets per step, closer to a trained policy or an HPA.
+    for pattern in ("churn", "steady"):
+        for b in (1, 64, 1024):
+            sim = ClusterSim(profile, workloads, batch=b, seed=0)
+            rng = np.random.default_rng(0)
+            draws = rng.integers(4, 16, size=(64, b)).astype(float)
+            if pattern == "steady":
+                keep = rng.random((64, b)) > 0.1
+                for t in range(1, 64):
+                    draws[t] = np.where(keep[t], draws[t - 1], draws[t])
+            k = [0]
 
-        def core(sim=sim, targets=targets, k=k) -> None:
-            sim.step(targets[k[0] % 64])
-            k[0] += 1
-            if sim.done.any():
-                sim.reset(mask=sim.done)
+            def core(sim=sim, targets=draws, k=k) -> None:
+                sim.step(targets[k[0] % 64])
+                k[0] += 1
+                if sim.done.any():
+                    sim.reset(mask=sim.done)
 
-        results[f"core_env_steps_per_s_B{b}"] = _rate(core, b, args.seconds)
+            results[f"core_{pattern}_env_steps_per_s_B{b}"] = _rate(core, b, args.seconds)
 
     venv = LLMAutoscaleVecEnv(profile, workloads, n_envs=1024, config=EnvConfig(), seed=0)
     venv.reset()
@@ -84,7 +92,12 @@ def main() -> None:
         "benchmark": "env_throughput",
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "seconds_per_case": args.seconds,
-        "targets": {"gym_env_steps_per_s": 30_000, "core_env_steps_per_s_B1024": 1_000_000},
+        "loadavg_1m": os.getloadavg()[0],
+        "targets": {
+            "gym_env_steps_per_s": 30_000,
+            "core_churn_env_steps_per_s_B1024": 1_000_000,
+            "core_steady_env_steps_per_s_B1024": 1_000_000,
+        },
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

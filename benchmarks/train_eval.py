@@ -2,6 +2,10 @@
 and check issue #6's required results. Writes benchmarks/results/train_eval.json (+ .md).
 
     python benchmarks/train_eval.py [--seeds 5] [--profile llama-3.1-8b-h100 ...]
+        [--checkpoint llama-3.1-8b-h100=checkpoints/tmp-8b] [--slo-weight 4 --slo-weight 8] [--warm 0]
+
+`--slo-weight W` adds the checkpoint at the cost/SLO knob W (`ppo:DIR#slo_weight=W`) beside its
+default setting; `--warm N` adds it with the warm pool held at N.
 
 The same numbers come from the gate command (per profile):
 
@@ -41,8 +45,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--profile", action="append")
     ap.add_argument("--trace", action="append")
-    ap.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run the cost/SLO knob at 5/20/80 and the warm pool fixed at 0 and 2")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="PROFILE=DIR",
+                    help="evaluate DIR instead of the shipped checkpoint for PROFILE")
+    ap.add_argument("--slo-weight", action="append", type=float, default=[],
+                    help="also run the checkpoint at this cost/SLO knob setting (repeatable)")
+    ap.add_argument("--warm", action="append", type=int, default=[],
+                    help="also run the checkpoint with the warm pool held at N (repeatable)")
+    ap.add_argument("--policy", action="append", default=[],
+                    help="another policy spec to compare, e.g. ppo:checkpoints/OLD (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_eval.json"))
     args = ap.parse_args()
 
@@ -50,15 +60,22 @@ def main() -> None:
 
     settings = EvalSettings(seeds=tuple(range(args.seeds)), baseline="tuned")
     traces = args.trace or HELD_OUT
+    checkpoints = dict(CHECKPOINTS)
+    for item in args.checkpoint:
+        pname, sep, folder = item.partition("=")
+        if not sep or pname not in CHECKPOINTS:
+            ap.error(f"--checkpoint {item!r}: expected PROFILE=DIR with PROFILE one of {sorted(CHECKPOINTS)}")
+        checkpoints[pname] = folder
     out: dict = {"seeds": args.seeds, "traces": traces, "profiles": {}}
     md = ["| profile | workload | policy | cost $ | SLO % | cost/tuned | cost/HPA | cost/oracle | gap closed | half-gap | <=0.7 HPA |",
           "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for pname in args.profile or list(CHECKPOINTS):
-        ck = str(ROOT / CHECKPOINTS[pname])
+        ck = str(ROOT / checkpoints[pname])
         ppo = f"ppo:{ck}"
         policies = [ppo]
-        if args.ablations:
-            policies += [f"{ppo}#slo_weight=5", f"{ppo}#slo_weight=80", f"{ppo}#warm=0", f"{ppo}#warm=2"]
+        policies += [f"{ppo}#slo_weight={w:g}" for w in args.slo_weight]
+        policies += [f"{ppo}#warm={n}" for n in args.warm]
+        policies += args.policy
         policies += ["tuned", "hpa", "oracle"]
         t0 = time.perf_counter()
         res = run_evaluation(policies, traces, [resolve_profile(pname)], settings)

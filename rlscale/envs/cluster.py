@@ -240,22 +240,36 @@ class ClusterSim:
         h = ring.count.shape[1]
         bins = np.minimum(pos.astype(np.int64), h - 2)
         served = 1.0 - np.minimum(pos - bins, 1.0)
-        col = (self.t_head + bins) % h
-        np.add.at(ring.count, (who, col), 1.0)
-        np.add.at(ring.partial, (who, col), served)
+        flat = who * h + (self.t_head + bins) % h
+        size = ring.count.size
+        # bincount beats np.add.at by ~10x on thousands of scattered increments
+        ring.count += np.bincount(flat, minlength=size).reshape(ring.count.shape)
+        ring.partial += np.bincount(flat, weights=served, minlength=size).reshape(ring.count.shape)
 
     def _cancel_newest(self, ring: _Ring, counts: np.ndarray) -> np.ndarray:
         """Remove up to `counts[b]` replicas from `ring`, latest-ready first; returns removed."""
+        removed = np.zeros(self.batch)
+        rows = np.nonzero(counts > 0)[0]
+        if rows.size == 0:
+            return removed
         h = ring.count.shape[1]
         order = (self.t_head + np.arange(h - 1, -1, -1)) % h  # newest (furthest) first
-        c = ring.count[:, order]
+        sub = ring.count[rows]
+        # only the bins that hold a replica in some of these rows take part (a ring is mostly
+        # empty: ~10 of its ~60 bins are in use)
+        cols = order[sub.any(axis=0)[order]]
+        if cols.size == 0:
+            return removed
+        c = sub[:, cols]
         before = np.cumsum(c, axis=1) - c
-        take = np.clip(counts[:, None] - before, 0.0, c)
+        take = np.clip(counts[rows, None] - before, 0.0, c)
         # partial service is proportional to the replicas left in each bin
         keep = np.where(c > 0, 1.0 - take / np.maximum(c, 1e-12), 0.0)
-        ring.count[:, order] = c - take
-        ring.partial[:, order] *= keep
-        return take.sum(axis=1)
+        grid = np.ix_(rows, cols)
+        ring.count[grid] = c - take
+        ring.partial[grid] *= keep
+        removed[rows] = take.sum(axis=1)
+        return removed
 
     def step(self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None) -> np.ndarray:
         """Advance one interval toward the (already clamped) targets; returns the metrics rows."""
