@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ def fixed_windows(n: int = 100, seed: int = 0) -> list[list[IntervalMetrics]]:
 
 
 DATA = resolve_path("../shared/data/azure_llm_2023_code.csv")
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data")
+# CI always has ../shared/data beside the repository: there a missing file fails, never skips
+pytestmark = pytest.mark.skipif(not DATA.exists() and os.environ.get("CI") != "true", reason="needs ../shared/data")
 
 
 def tiny_config(tmp_path: Path) -> Path:

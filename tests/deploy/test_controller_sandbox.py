@@ -31,7 +31,11 @@ from rlscale.sandbox.prometheus import find_binary
 pytestmark = [
     pytest.mark.prometheus,
     pytest.mark.slow,
-    pytest.mark.skipif(find_binary() is None, reason="needs the prometheus binary (apt-get install prometheus)"),
+    # CI installs Prometheus (scripts/setup.sh): there a missing binary fails the test, never skips
+    pytest.mark.skipif(
+        find_binary() is None and os.environ.get("CI") != "true",
+        reason="needs the prometheus binary (apt-get install prometheus)",
+    ),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
