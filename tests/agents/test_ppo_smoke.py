@@ -14,28 +14,7 @@ from typer.testing import CliRunner
 
 from rlscale.agents.checkpoint import load_policy
 from rlscale.agents.train import TrainConfig, apply_override, resolve_path
-from rlscale.contract import N_FIELDS, IntervalMetrics, ObservationSpec
-
-SPEC = ObservationSpec(replica_capacity_rps=22.6, max_batch=256, ttft_slo_s=2.0, tpot_slo_s=0.1, max_replicas=32, window=4)
-
-
-def fixed_windows(n: int = 100, seed: int = 0) -> list[list[IntervalMetrics]]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        rows = rng.uniform(0, 1, (SPEC.window, N_FIELDS))
-        rows[:, 0] = 1.7e9 + rng.uniform(0, 86400)
-        rows[:, 1] = 15.0
-        rows[:, 2] = rng.uniform(0, 300)  # arrival_rps
-        rows[:, 5] = rng.uniform(0, 500)  # waiting
-        rows[:, 6] = rng.uniform(0, 500)
-        rows[:, 8] = rng.uniform(0, 100)
-        rows[:, 9:15] = rng.uniform(0, 5, (SPEC.window, 6))
-        rows[:, 15:] = rng.integers(0, 12, (SPEC.window, N_FIELDS - 15))
-        out.append([IntervalMetrics.from_array(r) for r in rows])
-    return out
-
-
+from tests.agents.windows import fixed_windows
 
 DATA = resolve_path("../shared/data/azure_llm_2023_code.csv")
 # CI always has ../shared/data beside the repository: there a missing file fails, never skips
