@@ -5,7 +5,8 @@ and check issue #6's required results. Writes benchmarks/results/train_eval.json
         [--checkpoint llama-3.1-8b-h100=checkpoints/tmp-8b] [--slo-weight 4 --slo-weight 8] [--warm 0]
 
 `--slo-weight W` adds the checkpoint at the cost/SLO knob W (`ppo:DIR#slo_weight=W`) beside its
-default setting; `--warm N` adds it with the warm pool held at N.
+default setting; `--warm N` adds it with the warm pool held at N; `--u U` adds it with the target
+utilisation held at U (what the action space and clamps give without the network).
 
 The same numbers come from the gate command (per profile):
 
@@ -51,6 +52,9 @@ def main() -> None:
                     help="also run the checkpoint at this cost/SLO knob setting (repeatable)")
     ap.add_argument("--warm", action="append", type=int, default=[],
                     help="also run the checkpoint with the warm pool held at N (repeatable)")
+    ap.add_argument("--u", action="append", type=float, default=[],
+                    help="also run the checkpoint with its target utilisation held at U (ablation: the action "
+                         "space and clamps without the network; repeatable)")
     ap.add_argument("--policy", action="append", default=[],
                     help="another policy spec to compare, e.g. ppo:checkpoints/OLD (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_eval.json"))
@@ -75,6 +79,7 @@ def main() -> None:
         policies = [ppo]
         policies += [f"{ppo}#slo_weight={w:g}" for w in args.slo_weight]
         policies += [f"{ppo}#warm={n}" for n in args.warm]
+        policies += [f"{ppo}#u={u:g}" for u in args.u]
         policies += args.policy
         policies += ["tuned", "hpa", "oracle"]
         t0 = time.perf_counter()

@@ -124,6 +124,7 @@ class PPOPolicy:
         name: str = "ppo",
         manifest: Mapping[str, Any] | None = None,
         fixed_warm: int | None = None,
+        fixed_u: float | None = None,
     ) -> None:
         self.actor = actor.eval()
         # The forward pass runs in numpy: one decision is a few 64x64 products, where torch's
@@ -143,6 +144,9 @@ class PPOPolicy:
         self.manifest: dict[str, Any] = dict(manifest or {})
         # Ablation: hold the warm pool at a fixed size instead of the policy's choice.
         self.fixed_warm = fixed_warm
+        # Ablation: hold the target utilisation at u (the action space and clamps without the
+        # network), to separate what training adds from what the action design gives.
+        self.fixed_u = fixed_u
 
     @property
     def slo_weight(self) -> float | None:
@@ -177,6 +181,10 @@ class PPOPolicy:
     def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
         obs = self.observation(window)
         a = self.act(obs)
+        if self.fixed_u is not None:
+            span = self.act_spec.u_max - self.act_spec.u_min
+            a = a.copy()
+            a[0] = np.clip(2.0 * (self.fixed_u - self.act_spec.u_min) / span - 1.0, -1.0, 1.0) if span > 0 else 0.0
         last = window[-1].to_array()
         replicas, warm = self.act_spec.decode(a, last, self.obs_spec)
         u = self.act_spec.u_min + (self.act_spec.u_max - self.act_spec.u_min) * (a[0] + 1.0) * 0.5
@@ -346,7 +354,7 @@ def _check_contract(m: Mapping[str, Any], where: Path) -> tuple[ObservationSpec,
 
 
 def split_options(path: str | Path) -> tuple[Path, dict[str, float]]:
-    """`DIR#slo_weight=5,warm=2` -> (DIR, {"slo_weight": 5.0, "warm": 2.0}): run-time settings a
+    """`DIR#slo_weight=5,warm=2` -> (DIR, {"slo_weight": 5.0, "warm": 2.0}) (also `u=U`): run-time settings a
     policy spec can carry (`ppo:DIR#slo_weight=5` in `rlscale evaluate`)."""
     text = str(path)
     if "#" not in text or Path(text).exists():
@@ -355,8 +363,8 @@ def split_options(path: str | Path) -> tuple[Path, dict[str, float]]:
     out: dict[str, float] = {}
     for item in filter(None, opts.split(",")):
         key, sep, value = item.partition("=")
-        if key not in ("slo_weight", "warm") or not sep:
-            raise InputError(text, f"option {item!r}: expected slo_weight=W or warm=N", field="checkpoint")
+        if key not in ("slo_weight", "warm", "u") or not sep:
+            raise InputError(text, f"option {item!r}: expected slo_weight=W, warm=N or u=U", field="checkpoint")
         try:
             out[key] = float(value)
         except ValueError:
@@ -367,7 +375,8 @@ def split_options(path: str | Path) -> tuple[Path, dict[str, float]]:
 def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str | None = None) -> PPOPolicy:
     """Load a checkpoint folder as a `PPOPolicy` (verifies hashes, normalisation, contract).
     `path` may carry options after '#': `slo_weight=W` (the cost/SLO knob), `warm=N` (hold the
-    warm pool at N, an ablation)."""
+    warm pool at N, an ablation), `u=U` (hold the target utilisation at U, an ablation: the
+    action space and clamps without the network)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -413,11 +422,16 @@ def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str 
     if slo_weight is not None and not (math.isfinite(slo_weight) and slo_weight > 0):
         raise InputError(mf, f"expected a weight > 0, got {slo_weight}", field="slo_weight")
     fixed_warm = int(opts["warm"]) if "warm" in opts else None
+    fixed_u = opts.get("u")
+    if fixed_u is not None and not (act_spec.u_min <= fixed_u <= act_spec.u_max):
+        raise InputError(root, f"u={fixed_u:g} is outside the action's range [{act_spec.u_min:g}, {act_spec.u_max:g}]",
+                         field="checkpoint")
     if fixed_warm is not None:
         limits = limits.model_copy(update={"max_warm_replicas": max(limits.max_warm_replicas, fixed_warm)})
     return PPOPolicy(
         actor, norm, obs_spec, act_spec, limits=limits, knob=knob,
         slo_weight=slo_weight if knob else None, name=name or "ppo", manifest=m, fixed_warm=fixed_warm,
+        fixed_u=fixed_u,
     )
 
 

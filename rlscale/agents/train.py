@@ -15,8 +15,11 @@ The run, top to bottom (`train`):
    the best checkpoint; the curve (score vs steps and wall time) is written beside it;
 7. `learn`, then the final checkpoint (`checkpoints/<name>/`, see rlscale.agents.checkpoint).
 
-Score (higher is better): -(mean over eval workloads of cost / cost_of_baseline
-+ eval_slo_weight x (1 - SLO attainment)), so the baseline rule scores -(1 + w x its misses).
+Score (higher is better), per eval workload then averaged: with `eval.slo_penalty: shortfall`
+(the default) -(cost / baseline cost + eval_slo_weight x max(0, baseline SLO - SLO)), the shape of
+issue #6's requirement (cheaper than the baseline at an SLO attainment no lower than its), so
+the baseline scores -1 and attainment above the baseline's earns nothing; with `miss`,
+-(cost / baseline cost + eval_slo_weight x (1 - SLO)), which also rewards attainment above it.
 """
 
 from __future__ import annotations
@@ -109,7 +112,13 @@ class EvalSpec(_Strict):
     # "tuned", "hpa", "threshold" (rlscale.agents.registry, each under its own limits), or
     # "rule:U" = target utilisation U of demand (arrivals + queue / 60 s) under the training limits.
     baseline: str = "tuned"
-    slo_weight: float = Field(default=20.0, ge=0)  # score penalty per unit of SLO miss
+    slo_weight: float = Field(default=20.0, ge=0)  # score penalty per unit of SLO miss (or shortfall)
+    slo_penalty: Literal["shortfall", "miss"] = "shortfall"
+    # cost/SLO knob settings tried at every evaluation besides `env.reward.slo`; the best-scoring
+    # (step, setting) pair is kept and its setting becomes the checkpoint's default knob
+    slo_weights: list[float] = []
+    # also evaluate the untrained policy (step 0), so the curve shows what training added
+    at_start: bool = True
 
 
 class TrainConfig(_Strict):
@@ -293,9 +302,19 @@ def evaluate_policy(
     return out
 
 
-def score(results: Sequence[dict[str, Any]], ref: Sequence[dict[str, Any]], slo_weight: float) -> float:
+def score(
+    results: Sequence[dict[str, Any]], ref: Sequence[dict[str, Any]], slo_weight: float,
+    penalty: Literal["shortfall", "miss"] = "shortfall",
+) -> float:
+    """Mean over workloads of -(cost / reference cost + slo_weight x SLO penalty); see the module
+    docstring. `results` and `ref` are per-workload rows in the same order."""
+    def slo_term(r: dict[str, Any], b: dict[str, Any]) -> float:
+        if penalty == "shortfall":
+            return max(0.0, b["slo_attainment"] - r["slo_attainment"])
+        return 1.0 - r["slo_attainment"]
+
     return -float(np.mean([
-        r["cost_usd"] / max(b["cost_usd"], 1e-9) + slo_weight * (1.0 - r["slo_attainment"])
+        r["cost_usd"] / max(b["cost_usd"], 1e-9) + slo_weight * slo_term(r, b)
         for r, b in zip(results, ref, strict=True)
     ]))
 
@@ -373,16 +392,18 @@ def train(
 
     base_name, base_runner = baseline_runner(cfg.eval.baseline, profile, cfg)
     base_results = evaluate_policy(base_runner, profile, eval_w, cfg, cfg.eval.seeds) if eval_w else []
-    base_score = score(base_results, base_results, cfg.eval.slo_weight) if eval_w else float("nan")
+    base_score = score(base_results, base_results, cfg.eval.slo_weight, cfg.eval.slo_penalty) if eval_w else float("nan")
     default_w = cfg.env.reward.slo
     t0 = time.perf_counter()
     wall_before = curve[-1]["wall_s"] if curve else 0.0
 
-    def current_policy() -> Any:
-        return policy_from_model(model, env, obs_spec, act_spec, hidden=hidden, activation=activation,
-                                 limits=cfg.env.limits, knob=knob, slo_weight=default_w)
+    knob_settings = list(dict.fromkeys([default_w, *(cfg.eval.slo_weights if knob else [])]))
 
-    def write(folder: Path, evaluation: dict[str, Any]) -> None:
+    def current_policy(slo_weight: float) -> Any:
+        return policy_from_model(model, env, obs_spec, act_spec, hidden=hidden, activation=activation,
+                                 limits=cfg.env.limits, knob=knob, slo_weight=slo_weight)
+
+    def write(folder: Path, evaluation: dict[str, Any], default_w: float = default_w) -> None:
         tensors, state_extra = full_state(model, env)
         from safetensors.torch import save_file
 
@@ -424,13 +445,17 @@ def train(
     def run_eval(steps: int, logger: Any | None) -> None:
         if not eval_w:
             return
-        pol = current_policy()
-        res = evaluate_policy(lambda w: ((lambda seed: pol), cfg.env.limits), profile, eval_w, cfg, cfg.eval.seeds)
-        sc = score(res, base_results, cfg.eval.slo_weight)
+        tried = []
+        for w_knob in knob_settings:
+            pol = current_policy(w_knob)
+            res_w = evaluate_policy(lambda w, pol=pol: ((lambda seed: pol), cfg.env.limits), profile, eval_w, cfg, cfg.eval.seeds)
+            tried.append((score(res_w, base_results, cfg.eval.slo_weight, cfg.eval.slo_penalty), w_knob, res_w))
+        sc, knob_w, res = max(tried, key=lambda t: t[0])
         beats = all(r["cost_usd"] <= b["cost_usd"] and r["slo_attainment"] >= b["slo_attainment"] - 1e-4
                     for r, b in zip(res, base_results, strict=True))
         wall = wall_before + time.perf_counter() - t0
         point = {"timesteps": int(steps), "wall_s": round(wall, 1), "score": sc, "baseline_score": base_score,
+                 "slo_weight": knob_w, "scores_by_slo_weight": {str(t[1]): t[0] for t in tried},
                  "beats_baseline_everywhere": beats,
                  "cost_vs_baseline": float(np.mean([r["cost_usd"] / b["cost_usd"] for r, b in zip(res, base_results, strict=True)])),
                  "slo_attainment": float(np.mean([r["slo_attainment"] for r in res])),
@@ -439,15 +464,17 @@ def train(
         if logger is not None:
             for k in ("score", "baseline_score", "cost_vs_baseline", "slo_attainment"):
                 logger.record(f"eval/{k}", point[k])
-        log(f"[train] {steps} steps, {wall:.0f} s: score {sc:.3f} (baseline {base_score:.3f}), "
+        log(f"[train] {steps} steps, {wall:.0f} s: score {sc:.3f} at knob {knob_w:g} (baseline {base_score:.3f}), "
             f"cost x{point['cost_vs_baseline']:.3f}, SLO {point['slo_attainment']:.4f} "
             f"(baseline {point['baseline_slo_attainment']:.4f})")
         if sc > best["score"]:
             best["score"] = sc
-            write(out, {"baseline": base_name, "seeds": cfg.eval.seeds, "score": sc,
+            write(out, {"baseline": base_name, "seeds": cfg.eval.seeds, "score": sc, "slo_weight": knob_w,
                         "baseline_score": base_score, "timesteps": int(steps), "policy": res,
-                        "baseline_results": base_results})
+                        "baseline_results": base_results}, default_w=knob_w)
 
+    if resume is None and cfg.eval.at_start:
+        run_eval(0, None)
     remaining = max(cfg.total_timesteps - done_steps, 0)
     if remaining > 0:
         model.learn(total_timesteps=remaining, callback=EvalVsRule(), progress_bar=progress_bar,

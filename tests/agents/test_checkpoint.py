@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import json
 import subprocess
 import sys
@@ -136,8 +138,20 @@ def test_path_options_set_the_knob_and_hold_the_warm_pool(tmp_path: Path) -> Non
     pol = load_policy(f"{root}#slo_weight=5,warm=2")
     assert pol.slo_weight == 5.0
     assert all(pol.decide(w).warm_replicas == 2 for w in fixed_windows(10))
-    with pytest.raises(InputError, match="expected slo_weight=W or warm=N"):
+    with pytest.raises(InputError, match="expected slo_weight=W, warm=N or u=U"):
         load_policy(f"{root}#bogus=1")
+
+
+def test_u_option_holds_the_target_utilisation_whatever_the_network_says(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    pol = load_policy(f"{root}#u=0.5")
+    for w in fixed_windows(10):
+        last = w[-1]
+        demand = last.arrival_rps + last.requests_waiting / ACT.drain_s
+        want = math.ceil(demand / (pol.obs_spec.replica_capacity_rps * 0.5) - 1e-9)
+        assert pol.decide(w).replicas == max(0, want)
+    with pytest.raises(InputError, match="outside the action's range"):
+        load_policy(f"{root}#u=0.99")
 
 
 def test_knob_is_refused_on_a_checkpoint_trained_without_it(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def tiny_config(tmp_path: Path) -> Path:
                 "slo_weight_range": [5.0, 80.0]},
         "workloads": [{"path": str(DATA), "peak_replicas": [3, 8], "copies": 2}],
         "ppo": {"n_steps": 128, "batch_size": 128, "n_epochs": 2, "net_arch": [16, 16]},
-        "eval": {"every_steps": 1024, "seeds": [0],
+        "eval": {"every_steps": 1024, "seeds": [0], "slo_weights": [5.0, 40.0],
                  "workloads": [{"path": str(DATA), "slice_h": [0, 0.25], "peak_replicas": [4, 4]}]},
     }
     p = tmp_path / "tiny.yaml"
@@ -63,11 +63,29 @@ def test_train_command_writes_a_checkpoint_that_round_trips(tmp_path: Path) -> N
     assert m["training_config"]["ppo"]["learning_rate"] == 0.001
     assert m["profile"]["name"] == "llama-3.1-8b-h100"
     assert m["cost_slo_knob"] is True
-    assert json.loads((ck / "training_curve.json").read_text())
+    curve = json.loads((ck / "training_curve.json").read_text())
+    # the untrained policy is evaluated first; every point tried the default knob and both extras
+    assert curve[0]["timesteps"] == 0
+    assert all(set(p["scores_by_slo_weight"]) == {"20.0", "5.0", "40.0"} for p in curve)
+    best = max(curve, key=lambda p: p["score"])
+    assert m["default_slo_weight"] == best["slo_weight"] == m["evaluation"]["slo_weight"]
+    assert best["score"] == max(best["scores_by_slo_weight"].values())
     before = [load_policy(ck).decide(w) for w in fixed_windows()]
     after = [load_policy(ck).decide(w) for w in fixed_windows()]
     assert before == after
     assert any(d.warm_replicas is not None for d in before)
+
+
+def test_score_penalises_only_the_shortfall_below_the_baseline_or_every_miss() -> None:
+    from rlscale.agents.train import score
+
+    base = [{"cost_usd": 100.0, "slo_attainment": 0.99}, {"cost_usd": 200.0, "slo_attainment": 0.98}]
+    above = [{"cost_usd": 90.0, "slo_attainment": 0.999}, {"cost_usd": 180.0, "slo_attainment": 0.99}]
+    below = [{"cost_usd": 90.0, "slo_attainment": 0.985}, {"cost_usd": 180.0, "slo_attainment": 0.98}]
+    assert score(base, base, 100.0) == pytest.approx(-1.0)
+    assert score(above, base, 100.0) == pytest.approx(-0.9)  # attainment above the baseline earns nothing
+    assert score(below, base, 100.0) == pytest.approx(-(0.9 + 100 * 0.005 / 2))
+    assert score(above, base, 100.0, "miss") == pytest.approx(-(0.9 + 100 * (0.001 + 0.01) / 2))
 
 
 def test_served_actor_matches_sb3_deterministic_predict(tmp_path: Path) -> None:
