@@ -64,6 +64,59 @@ class UtilisationRule:
         return Decision(max(1, math.ceil(demand / (self.cap * self.u) - 1e-9)), self.name)
 
 
+def frontier(trace: str, prof, st, base, ppo_limits) -> dict:
+    """Tuned, oracle and the rule grid on one trace; the best settings at SLO >= tuned's."""
+    from rlscale.agents.capacity import replica_capacity_rps
+    from rlscale.agents.registry import make_policy
+    from rlscale.evaluation.evaluate import load_source, mean_sizes, scale_for_profile
+    from rlscale.evaluation.rollout import rollout
+
+    cfg = st.config
+    w, info = scale_for_profile(load_source(trace, cfg.interval_s), prof, st)
+    cap = replica_capacity_rps(prof, *mean_sizes(w))
+    future = w.arrivals / cfg.interval_s
+    start = info["opening_replicas"]
+
+    def run(make, limits) -> tuple[float, float]:
+        ro = rollout(make, prof, w, seeds=st.seeds, limits=limits, config=cfg, initial_replicas=start)
+        return (float(np.mean([s.cost_usd for s in ro.summaries])),
+                float(np.mean([s.slo_attainment for s in ro.summaries])))
+
+    ref = {}
+    for spec in ("tuned", "oracle"):
+        f = make_policy(spec, profile=prof, workload=w, limits=base, config=cfg, initial_replicas=start)
+        ref[spec] = run(f, f.limits)
+    (tc, ts), (oc, os_) = ref["tuned"], ref["oracle"]
+    rows = []
+    for u in U_GRID:
+        c, a = run(lambda seed, u=u: UtilisationRule(cap, u), ppo_limits)
+        rows.append({"family": "reactive", "u": u, "h": 0, "cost_usd": c, "slo_attainment": a})
+        for h in LOOKAHEAD_BINS:
+            c, a = run(lambda seed, u=u, h=h: UtilisationRule(cap, u, future, h), ppo_limits)
+            rows.append({"family": "lookahead", "u": u, "h": h, "cost_usd": c, "slo_attainment": a})
+
+    def closed(r: dict | None) -> float | None:
+        return None if r is None or tc <= oc else (tc - r["cost_usd"]) / (tc - oc)
+
+    def best(family: str, h: int) -> dict | None:
+        ok = [r for r in rows if r["family"] == family and r["h"] == h and r["slo_attainment"] >= ts]
+        r = min(ok, key=lambda r: r["cost_usd"]) if ok else None
+        return None if r is None else {**r, "gap_closed": closed(r)}
+
+    return {
+        "workload": w.name, "tuned": {"cost_usd": tc, "slo_attainment": ts},
+        "oracle": {"cost_usd": oc, "slo_attainment": os_}, "rows": rows,
+        "best_reactive": best("reactive", 0),
+        "best_lookahead": {str(h): best("lookahead", h) for h in LOOKAHEAD_BINS},
+    }
+
+
+def cell(r: dict | None) -> str:
+    if r is None:
+        return "none reaches tuned's SLO"
+    return f"u={r['u']:g}: {r['cost_usd']:.1f} / {100 * r['slo_attainment']:.2f} % ({r['gap_closed']:.2f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="llama-3.1-8b-h100")
@@ -72,70 +125,27 @@ def main() -> None:
     ap.add_argument("--out")
     args = ap.parse_args()
 
-    from rlscale.agents.capacity import replica_capacity_rps
-    from rlscale.agents.registry import default_limits, make_policy
-    from rlscale.evaluation.evaluate import EvalSettings, load_source, mean_sizes, resolve_profile, scale_for_profile
-    from rlscale.evaluation.rollout import rollout
+    from rlscale.agents.registry import default_limits
+    from rlscale.evaluation.evaluate import EvalSettings, resolve_profile
     from rlscale.safety import ScalingPolicy, ScalingRules
 
     prof = resolve_profile(args.profile)
     st = EvalSettings(seeds=tuple(range(args.seeds)))
-    cfg = st.config
     base = default_limits(st.min_replicas, st.max_replicas, prof.gpus_per_replica)
-    ppo_limits = base.model_copy(update={"scale_down": ScalingRules(policies=(ScalingPolicy(type="Percent", value=10, period_s=60),))})
+    down = ScalingRules(policies=(ScalingPolicy(type="Percent", value=10, period_s=60),))
+    ppo_limits = base.model_copy(update={"scale_down": down})
     out: dict = {"profile": prof.name, "seeds": args.seeds, "u_grid": list(U_GRID), "workloads": []}
-    lines = ["| workload | tuned $ / SLO | oracle $ / SLO | best reactive u (SLO >= tuned) | gap closed | "
+    lines = ["| workload | tuned $ / SLO | oracle $ / SLO | best reactive u (SLO >= tuned) | "
              + " | ".join(f"best lookahead {h * 15} s" for h in LOOKAHEAD_BINS) + " |",
-             "|---|---|---|---|---:|" + "---|" * len(LOOKAHEAD_BINS)]
+             "|---|---|---|---|" + "---|" * len(LOOKAHEAD_BINS)]
     t0 = time.perf_counter()
     for trace in args.trace or TRACES:
-        w, info = scale_for_profile(load_source(trace, cfg.interval_s), prof, st)
-        cap = replica_capacity_rps(prof, *mean_sizes(w))
-        future = w.arrivals / cfg.interval_s
-        start = info["opening_replicas"]
-
-        def run(make, limits) -> tuple[float, float]:
-            ro = rollout(make, prof, w, seeds=st.seeds, limits=limits, config=cfg, initial_replicas=start)
-            return (float(np.mean([s.cost_usd for s in ro.summaries])),
-                    float(np.mean([s.slo_attainment for s in ro.summaries])))
-
-        ref = {}
-        for spec in ("tuned", "oracle"):
-            f = make_policy(spec, profile=prof, workload=w, limits=base, config=cfg, initial_replicas=start)
-            ref[spec] = run(f, f.limits)
-        (tc, ts), (oc, os_) = ref["tuned"], ref["oracle"]
-        rows = []
-        for u in U_GRID:
-            c, a = run(lambda seed, u=u: UtilisationRule(cap, u), ppo_limits)
-            rows.append({"family": "reactive", "u": u, "h": 0, "cost_usd": c, "slo_attainment": a})
-            for h in LOOKAHEAD_BINS:
-                c, a = run(lambda seed, u=u, h=h: UtilisationRule(cap, u, future, h), ppo_limits)
-                rows.append({"family": "lookahead", "u": u, "h": h, "cost_usd": c, "slo_attainment": a})
-
-        def best(family: str, h: int) -> dict | None:
-            ok = [r for r in rows if r["family"] == family and r["h"] == h and r["slo_attainment"] >= ts]
-            return min(ok, key=lambda r: r["cost_usd"]) if ok else None
-
-        def closed(r: dict | None) -> float | None:
-            return None if r is None else (tc - r["cost_usd"]) / (tc - oc) if tc > oc else None
-
-        def cell(r: dict | None) -> str:
-            if r is None:
-                return "none reaches tuned's SLO"
-            return f"u={r['u']:g}: {r['cost_usd']:.1f} / {100 * r['slo_attainment']:.2f} % ({closed(r):.2f})"
-
-        reactive = best("reactive", 0)
-        look = {h: best("lookahead", h) for h in LOOKAHEAD_BINS}
-        out["workloads"].append({
-            "workload": w.name, "tuned": {"cost_usd": tc, "slo_attainment": ts},
-            "oracle": {"cost_usd": oc, "slo_attainment": os_}, "rows": rows,
-            "best_reactive": reactive, "best_reactive_gap_closed": closed(reactive),
-            "best_lookahead": {str(h): r for h, r in look.items()},
-            "best_lookahead_gap_closed": {str(h): closed(r) for h, r in look.items()},
-        })
-        lines.append(f"| {w.name} | {tc:.1f} / {100 * ts:.2f} % | {oc:.1f} / {100 * os_:.2f} % | "
-                     f"{cell(reactive)} | {'' if closed(reactive) is None else f'{closed(reactive):.2f}'} | "
-                     + " | ".join(cell(look[h]) for h in LOOKAHEAD_BINS) + " |")
+        r = frontier(trace, prof, st, base, ppo_limits)
+        out["workloads"].append(r)
+        t, o = r["tuned"], r["oracle"]
+        lines.append(f"| {r['workload']} | {t['cost_usd']:.1f} / {100 * t['slo_attainment']:.2f} % | "
+                     f"{o['cost_usd']:.1f} / {100 * o['slo_attainment']:.2f} % | {cell(r['best_reactive'])} | "
+                     + " | ".join(cell(r["best_lookahead"][str(h)]) for h in LOOKAHEAD_BINS) + " |")
         print(lines[-1], flush=True)
     out["elapsed_s"] = time.perf_counter() - t0
     path = Path(args.out or ROOT / "benchmarks" / "results" / f"reactive_frontier_{prof.name}.json")

@@ -1,7 +1,11 @@
 """A small Optuna (TPE) sweep over PPO hyperparameters on a short budget; the objective is the
 best periodic evaluation score against the baseline on the held-out windows (higher is better).
 
-    nice -n 10 python benchmarks/train_sweep.py --config training/default.yaml --trials 6 --steps 150000
+    nice -n 10 python benchmarks/train_sweep.py --config training/llama-70b.yaml --trials 6 --steps 200000 \
+        --set 'eval.slo_weights=[4.0]'
+
+The untrained policy's evaluation (step 0) is skipped: it is the same for every trial. `--set`
+passes further config overrides to every trial.
 
 Writes benchmarks/results/train_sweep.json; the summary goes into training/SWEEP.md by hand.
 """
@@ -23,6 +27,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--steps", type=int, default=150_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for every trial")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_sweep.json"))
     args = ap.parse_args()
 
@@ -44,7 +49,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             overrides = [f"{k}={v}" for k, v in sets.items()]
             overrides += [f"total_timesteps={args.steps}", f"eval.every_steps={args.steps // 3}",
-                          f"out={tmp}/ck", "tensorboard_log=null", f"seed={args.seed}"]
+                          f"out={tmp}/ck", "tensorboard_log=null", f"seed={args.seed}", "eval.at_start=false",
+                          *args.sets]
             cfg = TrainConfig.load(args.config, overrides)
             t0 = time.perf_counter()
             out = train(cfg, progress_bar=False, log=lambda s: None)
@@ -57,7 +63,8 @@ def main() -> None:
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed))
     study.optimize(objective, n_trials=args.trials)
-    Path(args.out).write_text(json.dumps({"config": args.config, "steps": args.steps, "best": study.best_params,
+    Path(args.out).write_text(json.dumps({"config": args.config, "steps": args.steps, "overrides": args.sets,
+                                          "best": study.best_params,
                                           "best_value": study.best_value, "trials": trials}, indent=1))
     print("best", study.best_value, study.best_params)
 
