@@ -1,7 +1,8 @@
 # rlscale: the live controller (`rlscale control`) and the GPU exporter (`rlscale gpu-exporter`).
 #   docker build -t ghcr.io/rlscale/rlscale:0.1.0 .
-# CPU-only torch (the controller runs a small MLP per target; no GPU needed), the shipped
-# checkpoints under /opt/rlscale/checkpoints, a non-root user, no shell entrypoint.
+# CPU-only torch (a package dependency for training; the controller itself never imports it: it
+# runs each checkpoint's small MLP in numpy), the shipped checkpoints under
+# /opt/rlscale/checkpoints, a non-root user, no shell entrypoint.
 FROM python:3.11-slim AS build
 WORKDIR /src
 RUN pip install --no-cache-dir --prefix=/install --index-url https://download.pytorch.org/whl/cpu "torch>=2.3"

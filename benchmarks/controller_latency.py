@@ -349,9 +349,6 @@ def main() -> None:
         serve_cluster(args.serve_cluster, args.targets, not args.no_prometheus)
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
     load_before = round(os.getloadavg()[0], 2)
     decisions = decision_latency(args.decisions)
     tick = full_tick(args.targets, args.ticks, args.fake_prometheus)
@@ -362,6 +359,7 @@ def main() -> None:
                     "loadavg_1m_before": load_before, "loadavg_1m_after": round(os.getloadavg()[0], 2)},
         "decision": decisions,
         "tick": tick,
+        "torch_imported": "torch" in sys.modules,  # serving runs the actor in numpy (rlscale.agents.checkpoint)
         "targets": {"decision_p99_ms": 5.0, "tick_100_targets_s": 2.0, "rss_mb": 300.0},
         "pass": {
             "decision_p99": all(d["decide_p99_ms"] <= 5.0 for d in decisions.values()),

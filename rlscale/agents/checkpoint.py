@@ -14,9 +14,10 @@ It verifies every hash, requires the normalisation file, and refuses a contract 
 feature list other than the running `rlscale.contract`'s, each with a one-line `InputError`.
 The deterministic action is the Gaussian's mean, as SB3's `predict(deterministic=True)` gives.
 
-This module imports only numpy, torch, safetensors and the bottom layer (`rlscale.contract`,
-`rlscale.safety`, `rlscale.errors`): the live controller uses it, and it must not pull in
-`rlscale.envs` or stable-baselines3.
+Loading and deciding need only numpy, safetensors and the bottom layer (`rlscale.contract`,
+`rlscale.safety`, `rlscale.errors`): the live controller uses this module, and it must not pull in
+`rlscale.envs`, stable-baselines3 or torch (torch alone is ~180 MB of a controller's memory).
+torch is imported only by `build_actor` and `PPOPolicy.from_actor`, which training and tests use.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from rlscale.agents.base import Decision
 from rlscale.contract import (
@@ -45,13 +44,18 @@ from rlscale.contract import (
 from rlscale.errors import InputError
 from rlscale.safety import SafetyLimits
 
+if TYPE_CHECKING:
+    from torch import nn
+
 WEIGHTS_FILE = "policy.safetensors"
 NORM_FILE = "obs_norm.json"
 MANIFEST_FILE = "manifest.json"
 SUMS_FILE = "SHA256SUMS"
 KNOB_FEATURE = "log_slo_weight"
 FORMAT_VERSION = 1
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+ACTIVATIONS: tuple[str, ...] = ("tanh", "relu")
+# one (weight (in, out), bias (out,)) pair per Linear layer, float64, as the forward pass uses them
+Layers = list[tuple[np.ndarray, np.ndarray]]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -91,8 +95,11 @@ class ObsNorm:
 
 def build_actor(obs_size: int, hidden: Sequence[int], activation: str, action_size: int = 2) -> nn.Sequential:
     """Linear/activation pairs then the action-mean layer; keys net.0, net.2, ... as SB3 lays out
-    `mlp_extractor.policy_net` followed by `action_net`."""
-    act = _ACTIVATIONS[activation]
+    `mlp_extractor.policy_net` followed by `action_net`. Training and tests only: serving runs the
+    same layers in numpy (`PPOPolicy`)."""
+    from torch import nn
+
+    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
     layers: list[nn.Module] = []
     last = obs_size
     for h in hidden:
@@ -113,7 +120,8 @@ class PPOPolicy:
 
     def __init__(
         self,
-        actor: nn.Sequential,
+        layers: Layers,
+        activation: str,
         obs_norm: ObsNorm,
         obs_spec: ObservationSpec,
         act_spec: ActionSpec,
@@ -126,14 +134,13 @@ class PPOPolicy:
         fixed_warm: int | None = None,
         fixed_u: float | None = None,
     ) -> None:
-        self.actor = actor.eval()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation {activation!r}, expected one of {ACTIVATIONS}")
         # The forward pass runs in numpy: one decision is a few 64x64 products, where torch's
         # per-call overhead (and its thread pool on a busy node) costs milliseconds.
-        self._layers = [
-            (m.weight.detach().cpu().numpy().astype(np.float64).T, m.bias.detach().cpu().numpy().astype(np.float64))
-            for m in actor if isinstance(m, nn.Linear)
-        ]
-        self._hidden_act = np.tanh if any(isinstance(m, nn.Tanh) for m in actor) else (lambda x: np.maximum(x, 0.0))
+        self._layers = [(np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers]
+        self.activation = activation
+        self._hidden_act = np.tanh if activation == "tanh" else (lambda x: np.maximum(x, 0.0))
         self.obs_norm = obs_norm
         self.obs_spec = obs_spec
         self.act_spec = act_spec
@@ -147,6 +154,17 @@ class PPOPolicy:
         # Ablation: hold the target utilisation at u (the action space and clamps without the
         # network), to separate what training adds from what the action design gives.
         self.fixed_u = fixed_u
+
+    @classmethod
+    def from_actor(cls, actor: nn.Sequential, obs_norm: ObsNorm, obs_spec: ObservationSpec, act_spec: ActionSpec,
+                   **kwargs: Any) -> PPOPolicy:
+        """The policy of a torch actor (`build_actor` layout), e.g. the model being trained."""
+        from torch import nn
+
+        layers = [(m.weight.detach().cpu().numpy().T, m.bias.detach().cpu().numpy())
+                  for m in actor if isinstance(m, nn.Linear)]
+        activation = "tanh" if any(isinstance(m, nn.Tanh) for m in actor) else "relu"
+        return cls(layers, activation, obs_norm, obs_spec, act_spec, **kwargs)
 
     @property
     def slo_weight(self) -> float | None:
@@ -201,7 +219,7 @@ class PPOPolicy:
 def save_checkpoint(
     path: str | Path,
     *,
-    actor_state: Mapping[str, torch.Tensor],
+    actor_state: Mapping[str, Any],
     hidden: Sequence[int],
     activation: str,
     obs_norm: ObsNorm,
@@ -212,15 +230,16 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     extra_files: Mapping[str, str | None] | None = None,
 ) -> Path:
-    """Write a checkpoint folder. `actor_state` uses `build_actor`'s keys (net.0.weight, ...);
+    """Write a checkpoint folder. `actor_state` (torch tensors or numpy arrays) uses
+    `build_actor`'s keys (0.weight, 0.bias, 2.weight, ...);
     `extra` goes into the manifest (profile, slo, training config, workloads, evaluation);
     `extra_files` are text files written beside it and hashed like the rest (None: a file the
     caller already wrote into the folder)."""
-    from safetensors.torch import save_file
+    from safetensors.numpy import save_file
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in actor_state.items()}
+    tensors = {k: np.ascontiguousarray(_to_numpy(v), dtype=np.float32) for k, v in actor_state.items()}
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "rlscale-ppo-actor"})
     (out / NORM_FILE).write_text(json.dumps(obs_norm.to_json(), indent=1) + "\n")
     for name, text in (extra_files or {}).items():
@@ -254,6 +273,13 @@ def save_checkpoint(
     }
     _write_manifest(out, manifest)
     return out
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """A torch tensor (without importing torch) or anything numpy takes, as an array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
@@ -372,13 +398,23 @@ def split_options(path: str | Path) -> tuple[Path, dict[str, float]]:
     return Path(base), out
 
 
+def actor_shapes(obs_size: int, hidden: Sequence[int], action_size: int = 2) -> dict[str, tuple[int, ...]]:
+    """The tensors `build_actor` has, by key and (torch) shape: weight (out, in), bias (out,)."""
+    sizes = [int(obs_size), *(int(h) for h in hidden), int(action_size)]
+    out: dict[str, tuple[int, ...]] = {}
+    for i in range(len(sizes) - 1):
+        out[f"{2 * i}.weight"] = (sizes[i + 1], sizes[i])
+        out[f"{2 * i}.bias"] = (sizes[i + 1],)
+    return out
+
+
 def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str | None = None) -> PPOPolicy:
     """Load a checkpoint folder as a `PPOPolicy` (verifies hashes, normalisation, contract).
     `path` may carry options after '#': `slo_weight=W` (the cost/SLO knob), `warm=N` (hold the
     warm pool at N, an ablation), `u=U` (hold the target utilisation at U, an ablation: the
     action space and clamps without the network)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file
 
     root, opts = split_options(path)
     if "slo_weight" in opts and slo_weight is None:
@@ -395,20 +431,22 @@ def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str 
         activation = str(net.get("activation", "tanh"))
     except (KeyError, TypeError, ValueError):
         raise InputError(mf, "expected obs_size, hidden, activation", field="network") from None
-    if activation not in _ACTIVATIONS:
-        raise InputError(mf, f"activation {activation!r}, expected one of {sorted(_ACTIVATIONS)}", field="network")
+    if activation not in ACTIVATIONS:
+        raise InputError(mf, f"activation {activation!r}, expected one of {list(ACTIVATIONS)}", field="network")
     if obs_size != len(m["features"]):
         raise InputError(mf, f"obs_size {obs_size} != {len(m['features'])} features", field="network")
-    actor = build_actor(obs_size, hidden, activation)
     try:
         state = load_file(str(root / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as e:
         raise InputError(root / WEIGHTS_FILE, f"not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    want = {k: tuple(v.shape) for k, v in actor.state_dict().items()}
+    want = actor_shapes(obs_size, hidden)
     got = {k: tuple(v.shape) for k, v in state.items()}
     if want != got:
         raise InputError(root / WEIGHTS_FILE, f"tensors {got} do not match the manifest's network {want}")
-    actor.load_state_dict(state)
+    if not all(np.all(np.isfinite(v)) for v in state.values()):
+        raise InputError(root / WEIGHTS_FILE, "weights must be finite (found NaN or inf)")
+    # build_actor's layout: Linear layers at 0, 2, 4, ... (activations between them)
+    layers = [(state[f"{2 * i}.weight"].T, state[f"{2 * i}.bias"]) for i in range(len(hidden) + 1)]
     norm = _read_norm(root / NORM_FILE, obs_size)
     limits_raw = m.get("safety_limits")
     try:
@@ -429,7 +467,7 @@ def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str 
     if fixed_warm is not None:
         limits = limits.model_copy(update={"max_warm_replicas": max(limits.max_warm_replicas, fixed_warm)})
     return PPOPolicy(
-        actor, norm, obs_spec, act_spec, limits=limits, knob=knob,
+        layers, activation, norm, obs_spec, act_spec, limits=limits, knob=knob,
         slo_weight=slo_weight if knob else None, name=name or "ppo", manifest=m, fixed_warm=fixed_warm,
         fixed_u=fixed_u,
     )

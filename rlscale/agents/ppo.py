@@ -61,8 +61,8 @@ def policy_from_model(
     obs_size = int(model.observation_space.shape[0])
     actor = build_actor(obs_size, hidden, activation)
     actor.load_state_dict(actor_state(model))
-    return PPOPolicy(actor, obs_norm_of(vecnorm, obs_size), obs_spec, act_spec, limits=limits,
-                     knob=knob, slo_weight=slo_weight if knob else None, name=name)
+    return PPOPolicy.from_actor(actor, obs_norm_of(vecnorm, obs_size), obs_spec, act_spec, limits=limits,
+                                knob=knob, slo_weight=slo_weight if knob else None, name=name)
 
 
 def full_state(model: PPO, vecnorm: VecNormalize | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

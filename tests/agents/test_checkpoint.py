@@ -53,6 +53,30 @@ def test_saved_policy_makes_the_same_decisions_after_loading(tmp_path: Path) -> 
     assert {"policy.safetensors", "obs_norm.json", "manifest.json", "SHA256SUMS"} <= {p.name for p in root.iterdir()}
 
 
+def test_loaded_numpy_policy_equals_the_torch_actor_it_was_saved_from(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    torch.manual_seed(0)
+    actor = build_actor(observation_size(SPEC) + 1, [16, 16], "tanh")  # the same weights as write_random
+    pol = load_policy(root)
+    obs = np.stack([pol.observation(w) for w in fixed_windows(20)])
+    with torch.no_grad():
+        want = actor(torch.as_tensor(pol.obs_norm(obs))).numpy()
+    np.testing.assert_allclose(pol.act(obs), np.clip(want, -1, 1), atol=1e-5)
+
+
+def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    size = observation_size(SPEC) + 1
+    state = build_actor(size, [16, 16], "tanh").state_dict()
+    state["2.weight"][0, 0] = float("nan")
+    root = save_checkpoint(
+        tmp_path / "ck", actor_state=state, hidden=[16, 16], activation="tanh", obs_norm=ObsNorm.identity(size),
+        obs_spec=SPEC, act_spec=ACT, limits=SafetyLimits(), knob=True, extra={"default_slo_weight": 20.0},
+    )
+    with pytest.raises(InputError, match="policy.safetensors.*finite"):
+        load_policy(root)
+
+
 def test_slo_knob_changes_the_observation_without_reloading(tmp_path: Path) -> None:
     pol = load_policy(write_random(tmp_path / "ck"))
     w = fixed_windows(1)[0]
@@ -116,7 +140,7 @@ def test_feature_list_mismatch_is_refused(tmp_path: Path) -> None:
         load_policy(root)
 
 
-def test_loading_and_deciding_imports_neither_sb3_nor_envs(tmp_path: Path) -> None:
+def test_loading_and_deciding_imports_neither_sb3_nor_envs_nor_torch(tmp_path: Path) -> None:
     root = write_random(tmp_path / "ck")
     code = (
         "import sys\n"
@@ -124,7 +148,7 @@ def test_loading_and_deciding_imports_neither_sb3_nor_envs(tmp_path: Path) -> No
         "from rlscale.contract import IntervalMetrics, N_FIELDS\n"
         f"p = load_policy({str(root)!r})\n"
         "d = p.decide([IntervalMetrics.from_array(__import__('numpy').ones(N_FIELDS))])\n"
-        "bad = [m for m in sys.modules if m.startswith(('stable_baselines3', 'rlscale.envs', 'gymnasium'))]\n"
+        "bad = [m for m in sys.modules if m.startswith(('stable_baselines3', 'rlscale.envs', 'gymnasium', 'torch'))]\n"
         "assert not bad, bad\n"
         "print(d.replicas)\n"
     )
