@@ -97,16 +97,18 @@ class LeaderElector:
         spec["renewTime"] = rfc3339_micro(now_s)
         return spec
 
+    def _body(self, spec: Obj, current: Obj | None = None) -> Obj:
+        """A Lease object; with `current`, carrying its resourceVersion so a stale write gets 409."""
+        meta: Obj = {"name": self.name, "namespace": self.namespace}
+        if current is not None:
+            meta["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
     def _try(self, now_s: float) -> bool:
         try:
             lease = self.api.get_lease(self.namespace, self.name)
         except NotFoundError:
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": {**self._spec(now_s, None), "leaseTransitions": 0},
-            }
+            body = self._body({**self._spec(now_s, None), "leaseTransitions": 0})
             try:
                 self.api.create_lease(self.namespace, body)
             except ConflictError:
@@ -121,16 +123,7 @@ class LeaderElector:
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration_s)
         if holder and holder != self.identity and now_s < self._observed_at_s + duration:
             return False
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": (lease.get("metadata") or {}).get("resourceVersion"),
-            },
-            "spec": self._spec(now_s, lease),
-        }
+        body = self._body(self._spec(now_s, lease), lease)
         try:
             out = self.api.replace_lease(self.namespace, self.name, body)
         except ConflictError:
@@ -155,17 +148,7 @@ class LeaderElector:
             if spec.get("holderIdentity") != self.identity:
                 return False
             spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=rfc3339_micro(now_s))
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.name,
-                    "namespace": self.namespace,
-                    "resourceVersion": (lease.get("metadata") or {}).get("resourceVersion"),
-                },
-                "spec": spec,
-            }
-            self.api.replace_lease(self.namespace, self.name, body)
+            self.api.replace_lease(self.namespace, self.name, self._body(spec, lease))
             return True
         except ControllerError as e:
             log.warning("lease not released", extra={"fields": {"error": str(e)}})
