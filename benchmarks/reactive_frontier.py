@@ -29,13 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-TRACES = [
-    f"{DATA}/azure_llm_2023_conv.csv",
-    f"{DATA}/servegen_reason_deepseek-r1_total_10min.csv@0.25:0.75",
-    f"{DATA}/servegen_language_m-large_total_10min.csv@11:11.5",
-    f"{DATA}/servegen_language_m-mid_total_10min.csv@11:11.5",
-]
 U_GRID = tuple(round(0.55 + 0.025 * i, 3) for i in range(15))  # 0.55 .. 0.9
 LOOKAHEAD_BINS = (4, 9)
 
@@ -125,6 +118,9 @@ def main() -> None:
     ap.add_argument("--out")
     args = ap.parse_args()
 
+    # the PPO tables' test windows (this script's folder is on sys.path)
+    from train_eval import HELD_OUT
+
     from rlscale.agents.registry import default_limits
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile
     from rlscale.safety import ScalingPolicy, ScalingRules
@@ -139,7 +135,7 @@ def main() -> None:
              + " | ".join(f"best lookahead {h * 15} s" for h in LOOKAHEAD_BINS) + " |",
              "|---|---|---|---|" + "---|" * len(LOOKAHEAD_BINS)]
     t0 = time.perf_counter()
-    for trace in args.trace or TRACES:
+    for trace in args.trace or HELD_OUT:
         r = frontier(trace, prof, st, base, ppo_limits)
         out["workloads"].append(r)
         t, o = r["tuned"], r["oracle"]
