@@ -17,7 +17,7 @@ The deterministic action is the Gaussian's mean, as SB3's `predict(deterministic
 Loading and deciding need only numpy, safetensors and the bottom layer (`rlscale.contract`,
 `rlscale.safety`, `rlscale.errors`): the live controller uses this module, and it must not pull in
 `rlscale.envs`, stable-baselines3 or torch (torch alone is ~180 MB of a controller's memory).
-torch is imported only by `build_actor` and `PPOPolicy.from_actor`, which training and tests use.
+torch is imported only by `build_actor`, which tests use.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class ObsNorm:
 
 
 def build_actor(obs_size: int, hidden: Sequence[int], activation: str, action_size: int = 2) -> nn.Sequential:
-    """Linear/activation pairs then the action-mean layer; keys net.0, net.2, ... as SB3 lays out
+    """Linear/activation pairs then the action-mean layer; keys 0, 2, ... as SB3 lays out
     `mlp_extractor.policy_net` followed by `action_net`. Training and tests only: serving runs the
     same layers in numpy (`PPOPolicy`)."""
     from torch import nn
@@ -154,17 +154,10 @@ class PPOPolicy:
         # Ablation: hold the target utilisation at u (the action space and clamps without the
         # network), to separate what training adds from what the action design gives.
         self.fixed_u = fixed_u
-
-    @classmethod
-    def from_actor(cls, actor: nn.Sequential, obs_norm: ObsNorm, obs_spec: ObservationSpec, act_spec: ActionSpec,
-                   **kwargs: Any) -> PPOPolicy:
-        """The policy of a torch actor (`build_actor` layout), e.g. the model being trained."""
-        from torch import nn
-
-        layers = [(m.weight.detach().cpu().numpy().T, m.bias.detach().cpu().numpy())
-                  for m in actor if isinstance(m, nn.Linear)]
-        activation = "tanh" if any(isinstance(m, nn.Tanh) for m in actor) else "relu"
-        return cls(layers, activation, obs_norm, obs_spec, act_spec, **kwargs)
+        self._fixed_a0: float | None = None  # the action a[0] that decodes to fixed_u
+        if fixed_u is not None:
+            span = act_spec.u_max - act_spec.u_min
+            self._fixed_a0 = float(np.clip(2.0 * (fixed_u - act_spec.u_min) / span - 1.0, -1.0, 1.0)) if span > 0 else 0.0
 
     @property
     def slo_weight(self) -> float | None:
@@ -199,10 +192,9 @@ class PPOPolicy:
     def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
         obs = self.observation(window)
         a = self.act(obs)
-        if self.fixed_u is not None:
-            span = self.act_spec.u_max - self.act_spec.u_min
+        if self._fixed_a0 is not None:
             a = a.copy()
-            a[0] = np.clip(2.0 * (self.fixed_u - self.act_spec.u_min) / span - 1.0, -1.0, 1.0) if span > 0 else 0.0
+            a[0] = self._fixed_a0
         last = window[-1].to_array()
         replicas, warm = self.act_spec.decode(a, last, self.obs_spec)
         u = self.act_spec.u_min + (self.act_spec.u_max - self.act_spec.u_min) * (a[0] + 1.0) * 0.5
@@ -398,6 +390,12 @@ def split_options(path: str | Path) -> tuple[Path, dict[str, float]]:
     return Path(base), out
 
 
+def layers_from_state(state: Mapping[str, Any], n_hidden: int) -> Layers:
+    """`build_actor`-keyed tensors (torch or numpy) -> the (weight (in, out), bias) pairs
+    `PPOPolicy` runs: Linear layers at 0, 2, 4, ... (activations between them)."""
+    return [(_to_numpy(state[f"{2 * i}.weight"]).T, _to_numpy(state[f"{2 * i}.bias"])) for i in range(n_hidden + 1)]
+
+
 def actor_shapes(obs_size: int, hidden: Sequence[int], action_size: int = 2) -> dict[str, tuple[int, ...]]:
     """The tensors `build_actor` has, by key and (torch) shape: weight (out, in), bias (out,)."""
     sizes = [int(obs_size), *(int(h) for h in hidden), int(action_size)]
@@ -445,8 +443,7 @@ def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str 
         raise InputError(root / WEIGHTS_FILE, f"tensors {got} do not match the manifest's network {want}")
     if not all(np.all(np.isfinite(v)) for v in state.values()):
         raise InputError(root / WEIGHTS_FILE, "weights must be finite (found NaN or inf)")
-    # build_actor's layout: Linear layers at 0, 2, 4, ... (activations between them)
-    layers = [(state[f"{2 * i}.weight"].T, state[f"{2 * i}.bias"]) for i in range(len(hidden) + 1)]
+    layers = layers_from_state(state, len(hidden))
     norm = _read_norm(root / NORM_FILE, obs_size)
     limits_raw = m.get("safety_limits")
     try:

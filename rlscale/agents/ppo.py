@@ -2,8 +2,8 @@
 
 SB3's `ActorCriticPolicy` with a Box action keeps the actor as `mlp_extractor.policy_net`
 (Linear/activation pairs) followed by `action_net` (the Gaussian's mean); the deterministic
-action is that mean. We copy those tensors under `build_actor`'s keys, so the served policy is a
-plain `nn.Sequential` and the checkpoint needs nothing from SB3 to load.
+action is that mean. We copy those tensors under `build_actor`'s keys, so the served policy is
+plain numpy layers (`PPOPolicy`) and the checkpoint needs nothing from SB3 (or torch) to load.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from rlscale.agents.checkpoint import ObsNorm, PPOPolicy, build_actor
+from rlscale.agents.checkpoint import ObsNorm, PPOPolicy, layers_from_state
 from rlscale.contract import ActionSpec, ObservationSpec
 from rlscale.safety import SafetyLimits
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def actor_state(model: PPO) -> dict[str, torch.Tensor]:
-    """The actor's tensors under `build_actor` keys: net.0, net.2, ... then the mean layer."""
+    """The actor's tensors under `build_actor` keys: 0, 2, ... then the mean layer."""
     pol = model.policy
     out: dict[str, torch.Tensor] = {}
     linear = [m for m in pol.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
@@ -59,10 +59,8 @@ def policy_from_model(
 ) -> PPOPolicy:
     """The served policy of the model as it is now (what a checkpoint of it would load as)."""
     obs_size = int(model.observation_space.shape[0])
-    actor = build_actor(obs_size, hidden, activation)
-    actor.load_state_dict(actor_state(model))
-    return PPOPolicy.from_actor(actor, obs_norm_of(vecnorm, obs_size), obs_spec, act_spec, limits=limits,
-                                knob=knob, slo_weight=slo_weight if knob else None, name=name)
+    return PPOPolicy(layers_from_state(actor_state(model), len(hidden)), activation, obs_norm_of(vecnorm, obs_size),
+                     obs_spec, act_spec, limits=limits, knob=knob, slo_weight=slo_weight if knob else None, name=name)
 
 
 def full_state(model: PPO, vecnorm: VecNormalize | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
