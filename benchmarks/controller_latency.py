@@ -359,7 +359,7 @@ def main() -> None:
                     "loadavg_1m_before": load_before, "loadavg_1m_after": round(os.getloadavg()[0], 2)},
         "decision": decisions,
         "tick": tick,
-        "torch_imported": "torch" in sys.modules,  # serving runs the actor in numpy (rlscale.agents.checkpoint)
+        "torch_imported": "torch" in sys.modules,  # serving runs the actor in numpy (rlscale.policies.checkpoint)
         "targets": {"decision_p99_ms": 5.0, "tick_100_targets_s": 2.0, "rss_mb": 300.0},
         "pass": {
             "decision_p99": all(d["decide_p99_ms"] <= 5.0 for d in decisions.values()),

@@ -45,7 +45,7 @@ class UtilisationRule:
         self.step = 0
 
     def decide(self, window: Sequence) -> object:
-        from rlscale.agents.base import Decision
+        from rlscale.policies.base import Decision
 
         m = window[-1]
         demand = (0.0 if math.isnan(m.arrival_rps) else m.arrival_rps) + (
@@ -59,10 +59,10 @@ class UtilisationRule:
 
 def frontier(trace: str, prof, st, base, ppo_limits) -> dict:
     """Tuned, oracle and the rule grid on one trace; the best settings at SLO >= tuned's."""
-    from rlscale.agents.capacity import replica_capacity_rps
-    from rlscale.agents.registry import make_policy
     from rlscale.evaluation.evaluate import load_source, mean_sizes, scale_for_profile
     from rlscale.evaluation.rollout import rollout
+    from rlscale.policies.registry import make_policy
+    from rlscale.serving.capacity import replica_capacity_rps
 
     cfg = st.config
     w, info = scale_for_profile(load_source(trace, cfg.interval_s), prof, st)
@@ -121,8 +121,8 @@ def main() -> None:
     # the PPO tables' test windows (this script's folder is on sys.path)
     from train_eval import HELD_OUT
 
-    from rlscale.agents.registry import default_limits
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile
+    from rlscale.policies.registry import default_limits
     from rlscale.safety import ScalingPolicy, ScalingRules
 
     prof = resolve_profile(args.profile)

@@ -33,7 +33,7 @@ def main() -> None:
 
     import optuna
 
-    from rlscale.agents.train import TrainConfig, train
+    from rlscale.training.train import TrainConfig, train
 
     trials: list[dict] = []
 

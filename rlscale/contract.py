@@ -20,6 +20,12 @@ import numpy as np
 
 CONTRACT_VERSION = 1
 
+# The SLO a service is held to unless it says otherwise: TTFT and TPOT per request, and the share
+# of requests that must meet both. The one place these defaults are written.
+DEFAULT_TTFT_SLO_S = 2.0
+DEFAULT_TPOT_SLO_S = 0.1
+DEFAULT_SLO_TARGET = 0.99
+
 
 @dataclass(frozen=True, slots=True)
 class IntervalMetrics:
@@ -86,7 +92,7 @@ class ObservationSpec:
 
 
 # Features per interval in the window, in order. A checkpoint stores this list; loading refuses
-# a different one (see rlscale.agents.checkpoint).
+# a different one (see rlscale.policies.checkpoint).
 FEATURES_PER_STEP: tuple[str, ...] = (
     "load_per_provisioned_replica",  # arrival_rps / (capacity * (ready + starting + warm))
     "load_per_ready_replica",  # arrival_rps / (capacity * ready)

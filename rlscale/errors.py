@@ -6,6 +6,8 @@ the CLI prints `str(error)` and exits with status 2.
 
 from __future__ import annotations
 
+from os import PathLike
+
 
 class InputError(ValueError):
     """Bad user input: a trace, config, manifest or checkpoint that cannot be used as given.
@@ -16,7 +18,7 @@ class InputError(ValueError):
 
     def __init__(
         self,
-        where: str,
+        where: str | PathLike[str],
         problem: str,
         *,
         row: int | None = None,

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.deploy import promql
 from rlscale.errors import InputError
 from rlscale.safety import SafetyLimits
@@ -61,8 +62,8 @@ class PolicySpec(_Strict):
 
 
 class SLOConfig(_Strict):
-    ttft_s: float = Field(default=2.0, gt=0)  # p95 time to first token the service promises
-    tpot_s: float = Field(default=0.1, gt=0)  # p95 time per output token
+    ttft_s: float = Field(default=DEFAULT_TTFT_SLO_S, gt=0)  # p95 time to first token the service promises
+    tpot_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)  # p95 time per output token
 
 
 class MetricsConfig(_Strict):

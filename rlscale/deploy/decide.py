@@ -33,11 +33,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rlscale.agents.base import Decision, Policy
 from rlscale.contract import IntervalMetrics
 from rlscale.deploy.kube import ReplicaState
 from rlscale.deploy.metrics import MetricsReading
 from rlscale.deploy.promql import QUERY_FIELDS
+from rlscale.policies.base import Decision, Policy
 from rlscale.safety import ClampState, SafetyLimits, clamp
 
 SCALE, NO_CHANGE, HOLD = "Scale", "NoChange", "Hold"

@@ -1,20 +1,20 @@
 """Policies for the live controller, built from a target's `PolicySpec` at start-up.
 
-Why not `rlscale.agents.registry.make_policy`: it imports `rlscale.envs.cluster` (and needs a
+Why not `rlscale.policies.registry.make_policy`: it imports `rlscale.envs.cluster` (and needs a
 workload, for the oracle and `static`'s peak sizing), and `rlscale.deploy` never imports the
 simulator. The rule policies that do not need it are built here from their own modules, with
 the registry's names:
 
 | rule | policy | options |
 |---|---|---|
-| `hpa` | Kubernetes HPA (`rlscale.agents.hpa`) | `manifest: PATH` (default: the shipped `hpa-default.yaml`) |
+| `hpa` | Kubernetes HPA (`rlscale.policies.hpa`) | `manifest: PATH` (default: the shipped `hpa-default.yaml`) |
 | `threshold` | threshold rule | `ThresholdConfig` fields, or `config: PATH` |
 | `tuned` | the tuned HPA for the target's profile | none |
 | `static` | fixed count | `replicas: N` |
 
 `predictive` is not offered live: its capacity model comes from the simulator's serving model.
 
-A checkpoint is loaded with `rlscale.agents.checkpoint.load_policy`, which refuses a tampered
+A checkpoint is loaded with `rlscale.policies.checkpoint.load_policy`, which refuses a tampered
 folder (hashes), a missing normalisation file and a contract/feature mismatch; here it is also
 refused when it was trained for another profile, SLO or GPU count than the target declares,
 or with a warm pool (simulator-only) unless the target says `ignore_warm_pool: true`.
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlscale.agents.base import Policy
 from rlscale.deploy.config import PolicySpec, SLOConfig, TargetConfig
 from rlscale.errors import InputError
+from rlscale.policies.base import Policy
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.safety import SafetyLimits
 
@@ -71,7 +71,7 @@ def build_rule(spec: PolicySpec, profile: ServiceProfile, where: str, field: str
             raise InputError(where, f"unknown option(s) {sorted(extra)} for rule {rule!r}; allowed: {sorted(allowed)}", field=f"{field}.options")
 
     if rule == "hpa":
-        from rlscale.agents.hpa import DEFAULT_MANIFEST, HPAPolicy, load_hpa_manifest
+        from rlscale.policies.hpa import DEFAULT_MANIFEST, HPAPolicy, load_hpa_manifest
 
         unknown_options({"manifest"})
         path = Path(opts["manifest"]) if "manifest" in opts else DEFAULT_MANIFEST
@@ -81,7 +81,7 @@ def build_rule(spec: PolicySpec, profile: ServiceProfile, where: str, field: str
     if rule == "threshold":
         from pydantic import ValidationError
 
-        from rlscale.agents.threshold import ThresholdConfig, ThresholdPolicy
+        from rlscale.policies.threshold import ThresholdConfig, ThresholdPolicy
 
         if "config" in opts:
             unknown_options({"config"})
@@ -96,13 +96,13 @@ def build_rule(spec: PolicySpec, profile: ServiceProfile, where: str, field: str
         tp = ThresholdPolicy(tcfg)
         return BuiltPolicy(tp, tp.limits, 1)
     if rule == "tuned":
-        from rlscale.agents.tuned import load_tuned_policy
+        from rlscale.policies.tuned import load_tuned_policy
 
         unknown_options(set())
         hp = load_tuned_policy(profile)
         return BuiltPolicy(hp, hp.limits, 1)
     if rule == "static":
-        from rlscale.agents.static import StaticPolicy
+        from rlscale.policies.static import StaticPolicy
 
         unknown_options({"replicas"})
         n = opts.get("replicas")
@@ -117,7 +117,7 @@ def build_checkpoint(
     spec: PolicySpec, target: TargetConfig, profile: ServiceProfile, where: str, field: str,
     cache: dict[tuple[str, float | None], Any] | None = None,
 ) -> BuiltPolicy:
-    from rlscale.agents.checkpoint import load_policy
+    from rlscale.policies.checkpoint import load_policy
 
     path = Path(spec.checkpoint or "")
     # Targets served by one checkpoint share one loaded policy: it is stateless (a deterministic

@@ -31,23 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rlscale.contract import FIELD_INDEX, N_FIELDS
-from rlscale.envs.serving import LatencyArrays, serve_interval
 from rlscale.profiles.model import ServiceProfile
+from rlscale.serving.model import LatencyArrays, SimConfig, serve_interval
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX
 _POOL = 8192  # pre-sampled cold-start and wake durations per reset
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    interval_s: float = 15.0
-    ttft_slo_s: float = 2.0
-    tpot_slo_s: float = 0.1
-    timeout_s: float = 120.0  # a request waiting longer is dropped
-    latency_jitter: float = 0.0  # lognormal sigma on every latency coefficient, per cluster
-    cold_start_jitter: float = 0.0  # lognormal sigma on cold-start durations, per cluster
-    arrival_scv: float = 1.0  # squared CV of second-scale inter-arrival times (bursts)
 
 
 @dataclass

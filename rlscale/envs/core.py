@@ -11,6 +11,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlscale.contract import (
+    DEFAULT_TPOT_SLO_S,
+    DEFAULT_TTFT_SLO_S,
     FIELD_INDEX,
     N_FIELDS,
     ActionSpec,
@@ -18,9 +20,10 @@ from rlscale.contract import (
     encode_raw,
     observation_size,
 )
-from rlscale.envs.cluster import ClusterSim, SimConfig
+from rlscale.envs.cluster import ClusterSim
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import ClampState, SafetyLimits, clamp_batch, clamp_warm
+from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX
@@ -39,8 +42,8 @@ class EnvConfig(BaseModel):
     interval_s: float = Field(default=15.0, gt=0, le=600)
     window: int = Field(default=4, ge=1, le=64)
     episode_s: float = Field(default=6 * 3600.0, gt=0)
-    ttft_slo_s: float = Field(default=2.0, gt=0)
-    tpot_slo_s: float = Field(default=0.1, gt=0)
+    ttft_slo_s: float = Field(default=DEFAULT_TTFT_SLO_S, gt=0)
+    tpot_slo_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)
     timeout_s: float = Field(default=120.0, gt=0)
     reward: RewardWeights = RewardWeights()
     limits: SafetyLimits = SafetyLimits(min_replicas=1, max_replicas=32)

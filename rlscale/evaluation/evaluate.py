@@ -4,7 +4,7 @@ Fair by construction: for one (profile, workload) every policy runs on the ident
 re-scaled workload, the same `SimConfig`, the same seeds (so the same cold-start draws, see
 `rollout`), and the same starting fleet; only the oracle reads the workload's future. Each policy
 is clamped by its own `SafetyLimits` (the HPA by its manifest's behaviour, see
-`rlscale.agents.registry`).
+`rlscale.policies.registry`).
 
 Workload scaling. Traces come at whatever absolute rate their service had (Azure's samples run at
 3-6 req/s, ServeGen m-large at ~200 req/s), so each is rescaled per profile until its peak needs
@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.agents.capacity import replica_capacity_rps, slo_capacity_rps
-from rlscale.agents.registry import DEFAULT_SLO_TARGET, PolicyFactory, default_limits, make_policy
-from rlscale.contract import FIELD_INDEX
-from rlscale.envs.cluster import SimConfig
+from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX
 from rlscale.errors import InputError
 from rlscale.evaluation.rollout import RunSummary, rollout
+from rlscale.policies.registry import PolicyFactory, default_limits, make_policy
 from rlscale.profiles.model import ServiceProfile, load_profile
+from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
+from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.agents.base import Policy
 from rlscale.contract import FIELD_INDEX, IntervalMetrics
-from rlscale.envs.cluster import ClusterSim, SimConfig
-from rlscale.envs.serving import P_GRID
+from rlscale.envs.cluster import ClusterSim
+from rlscale.policies.base import Policy
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import ClampState, SafetyLimits, clamp_batch
+from rlscale.serving.model import P_GRID, SimConfig
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX

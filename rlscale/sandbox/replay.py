@@ -6,7 +6,7 @@ pods, advances the serving model by that much time with that many replicas, and 
 cluster totals evenly over those pods' metrics. A scale-up therefore helps only once the new pods
 have finished their cold start, as in a cluster.
 
-The serving model is `rlscale.envs.serving.ServingModel` (anything with the same `step`).
+The serving model is `rlscale.serving.model.ServingModel` (anything with the same `step`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ServingModelLike(Protocol):
 
 
 def default_serving_model(profile: ServiceProfile) -> ServingModelLike:
-    from rlscale.envs.serving import ServingModel
+    from rlscale.serving.model import ServingModel
 
     return ServingModel(profile)
 

@@ -121,7 +121,7 @@ class Sandbox:
                             no token to an http server; see apiserver/server.py).
         history_limit       change events kept for watches; older resourceVersions get 410.
         pending_share       share of a pod's cold start spent Pending (rest: Running, not Ready).
-        model_factory       ServiceProfile -> serving model (default rlscale.envs.serving.ServingModel).
+        model_factory       ServiceProfile -> serving model (default rlscale.serving.model.ServingModel).
         workdir             where kubeconfig, Prometheus config/TSDB/log go (default: a temp
                             directory removed at stop).
         kubeconfig_out      also write the kubeconfig there.

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rlscale.agents.base import Decision
 from rlscale.contract import ActionSpec, IntervalMetrics, ObservationSpec, observation_size
 from rlscale.deploy import promql
 from rlscale.deploy.config import ControllerConfig, parse_config
@@ -23,6 +22,7 @@ from rlscale.deploy.exporter import ControllerMetrics
 from rlscale.deploy.metrics import MetricsReading
 from rlscale.deploy.policies import BuiltPolicy, TargetPolicies
 from rlscale.deploy.retry import ConflictError, NotFoundError
+from rlscale.policies.base import Decision
 from rlscale.profiles.model import load_profile
 from rlscale.safety import SafetyLimits
 
@@ -352,7 +352,7 @@ class HarnessFactory:
 def make_checkpoint(path: str | Path, *, profile: str = "llama-3.1-8b-h100", max_warm: int = 0, ttft_slo_s: float = 2.0,
                     gpus_per_replica: int = 1) -> Path:
     """A tiny PPO checkpoint folder (16-unit MLP, identity normalisation) trained for `profile`."""
-    from rlscale.agents.checkpoint import ObsNorm, build_actor, save_checkpoint
+    from rlscale.policies.checkpoint import ObsNorm, build_actor, save_checkpoint
 
     spec = ObservationSpec(replica_capacity_rps=20.0, max_batch=256, ttft_slo_s=ttft_slo_s, tpot_slo_s=0.1, max_replicas=20, window=4)
     size = observation_size(spec)

@@ -94,7 +94,7 @@ def test_the_metrics_endpoint_serves_the_registry_and_stops() -> None:
 
 def test_the_controller_never_imports_the_simulator() -> None:
     code = (
-        "import sys, json, rlscale.deploy.cli, rlscale.deploy.controller, rlscale.deploy.policies, rlscale.deploy.gpu_exporter;"
+        "import sys, json, rlscale.cli.control, rlscale.deploy.controller, rlscale.deploy.policies, rlscale.deploy.gpu_exporter;"
         "from rlscale.deploy.policies import build_target_policies;"
         "from rlscale.deploy.config import TargetConfig;"
         "build_target_policies(TargetConfig(namespace='a', deployment='b'));"

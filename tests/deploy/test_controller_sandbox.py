@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from rlscale.agents.base import Decision
 from rlscale.deploy.config import ControllerConfig, parse_config
 from rlscale.deploy.controller import Controller, TickResult, build_controller, make_target
 from rlscale.deploy.policies import build_target_policies
+from rlscale.policies.base import Decision
 from rlscale.sandbox.prometheus import find_binary
 
 pytestmark = [

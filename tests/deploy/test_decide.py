@@ -7,9 +7,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlscale.agents.base import Decision
 from rlscale.deploy.decide import HOLD, NO_CHANGE, SCALE, DecideOptions, TargetMemory, decide
 from rlscale.deploy.kube import ReplicaState
+from rlscale.policies.base import Decision
 from rlscale.safety import SafetyLimits, ScalingPolicy, ScalingRules
 from tests.deploy.fakes import T0, ScriptedPolicy, constant, raising, reading
 

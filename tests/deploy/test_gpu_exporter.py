@@ -70,7 +70,7 @@ def test_without_a_gpu_it_says_so() -> None:
 def test_the_command_exits_with_status_2_and_a_clear_message_without_a_gpu(monkeypatch) -> None:
     import typer
 
-    from rlscale.deploy import cli
+    from rlscale.cli import control as cli
 
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake_nvml(missing_library=True))
     app = typer.Typer()
@@ -83,7 +83,7 @@ def test_the_command_exits_with_status_2_and_a_clear_message_without_a_gpu(monke
 def test_the_command_prints_one_scrape(monkeypatch) -> None:
     import typer
 
-    from rlscale.deploy import cli
+    from rlscale.cli import control as cli
 
     nv = fake_nvml(gpus=1)
     monkeypatch.setitem(__import__("sys").modules, "pynvml", nv)

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlscale.contract import FIELD_INDEX as F
-from rlscale.envs.cluster import ClusterSim, SimConfig
+from rlscale.envs.cluster import ClusterSim
+from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 from tests.conftest import constant_workload, make_profile
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rlscale.cli import app
-from rlscale.commands import register
+from rlscale.cli import app, register
 
 register(app)
 runner = CliRunner()

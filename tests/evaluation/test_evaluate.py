@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from rlscale.agents import cli as agents_cli
+from rlscale.cli import evaluate as evaluate_cli
 from rlscale.errors import InputError
 from rlscale.evaluation.evaluate import EvalSettings, parse_trace_arg, run_evaluation
 from rlscale.evaluation.report import write_report
@@ -86,7 +86,7 @@ def cli():
     def main() -> None:
         pass
 
-    agents_cli.register(app)
+    evaluate_cli.register(app)
     return app
 
 

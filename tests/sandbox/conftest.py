@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+
 from rlscale.profiles.model import ServiceProfile
 from rlscale.sandbox.prometheus import INSTALL_HINT, PrometheusProcess, find_binary
 from rlscale.sandbox.runner import Sandbox

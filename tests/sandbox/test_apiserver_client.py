@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from kubernetes.client.rest import ApiException
-
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
+from kubernetes.client.rest import ApiException
+
 from rlscale.sandbox.runner import Sandbox
 
 NS = "default"
@@ -540,10 +540,9 @@ def test_lease_create_get_replace_and_patch(api: k8s.ApiClient) -> None:
 def test_leader_election_with_the_official_client_elects_one_leader_and_steps_down_when_renewals_fail(
     sandbox: Sandbox, client_for: Callable[[Sandbox], k8s.ApiClient]
 ) -> None:
+    from kubernetes import config as k8s_config
     from kubernetes.leaderelection import electionconfig, leaderelection
     from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
-
-    from kubernetes import config as k8s_config
 
     previous = k8s.Configuration._default
     cfg = k8s.Configuration()

@@ -30,7 +30,7 @@ OPENMETRICS_ACCEPT = (
 
 @dataclass
 class Snap:
-    """The fields of rlscale.envs.serving.ServingSnapshot the pods read."""
+    """The fields of rlscale.serving.model.ServingSnapshot the pods read."""
 
     requests_waiting: float = 8.0
     requests_running: float = 40.0

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
+
 from rlscale.profiles.model import ServiceProfile
 from rlscale.sandbox.prometheus import PrometheusProcess, config, scalar
 from rlscale.sandbox.replay import constant_workload

@@ -8,9 +8,9 @@ import numpy as np
 import typer
 from typer.testing import CliRunner, Result
 
+from rlscale.cli.traces import register
 from rlscale.errors import InputError
 from rlscale.traces import load_workload
-from rlscale.traces.cli import register
 
 
 def _app() -> typer.Typer:

@@ -1,0 +1,149 @@
+"""Subcommands of this area (registered into `rlscale` by rlscale.cli.commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to `app`. Import heavy modules inside each command."""
+
+    @app.command("evaluate")
+    def evaluate_command(
+        policy: Annotated[list[str] | None, typer.Option(
+            "--policy", "-p",
+            help="Policy to evaluate (repeat): hpa, hpa:PATH, threshold, threshold:PATH, tuned, predictive, "
+            "static, static:N, oracle, ppo:PATH. Default: every rule policy and the oracle.",
+        )] = None,
+        trace: Annotated[list[str] | None, typer.Option(
+            "--trace", "-t",
+            help="Workload (repeat): a trace file in any supported format, PATH@START:END to cut days "
+            "START..END of it, or synthetic / synthetic:SEED (the default).",
+        )] = None,
+        profile: Annotated[list[str] | None, typer.Option(
+            "--profile", help="Service profile name or YAML path (repeat). Default: llama-3.1-8b-h100.")] = None,
+        seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..N-1 per policy x workload.")] = 3,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md/json/csv and plots.")] = Path("report"),
+        peak_replicas: Annotated[float, typer.Option(
+            "--peak-replicas", min=0.1,
+            help="Rescale each workload so its p99 minute needs this many replicas to meet the SLO.")] = 12.0,
+        min_replicas: Annotated[int, typer.Option("--min-replicas", min=0, help="Bounds for policies without their own.")] = 2,
+        max_replicas: Annotated[int, typer.Option("--max-replicas", min=1, help="Bounds for policies without their own.")] = 20,
+        slo_target: Annotated[float, typer.Option(
+            "--slo-target", min=0.0, max=1.0, help="SLO attainment the oracle plans for.")] = 0.99,
+        ttft_slo_s: Annotated[float, typer.Option("--ttft-slo-s", min=0.0, help="TTFT SLO (s).")] = 2.0,
+        tpot_slo_s: Annotated[float, typer.Option("--tpot-slo-s", min=0.0, help="TPOT SLO (s).")] = 0.1,
+        interval_s: Annotated[float, typer.Option(
+            "--interval-s", min=1.0, help="Control interval (the HPA sync period).")] = 15.0,
+        baseline: Annotated[str, typer.Option("--baseline", help="Policy that costs are also reported relative to.")] = "tuned",
+        gate: Annotated[list[str] | None, typer.Option(
+            "--gate", help="Requirement on the candidate, e.g. 'cost<=0.85*tuned', 'slo>=tuned' (repeat).")] = None,
+        gate_file: Annotated[Path | None, typer.Option("--gate-file", help="YAML gate: {policy: ..., require: [...]}.")] = None,
+        gate_policy: Annotated[str | None, typer.Option(
+            "--gate-policy", help="Candidate the gate checks (default: the first --policy).")] = None,
+        plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    ) -> None:
+        """Evaluate policies offline on the simulator: table, report files, and an optional gate
+        (exit status 1 when a requirement is missed)."""
+        import sys
+        import time
+
+        from rich.console import Console
+        from rich.table import Table
+        from tqdm import tqdm
+
+        from rlscale.errors import InputError
+        from rlscale.evaluation.evaluate import (
+            DEFAULT_POLICIES,
+            DEFAULT_PROFILE,
+            SYNTHETIC,
+            EvalSettings,
+            count_runs,
+            resolve_profile,
+            run_evaluation,
+        )
+        from rlscale.evaluation.gate import Gate, check_gate, gate_from_args, load_gate
+        from rlscale.evaluation.report import TABLE_COLUMNS, fmt_value, write_report
+        from rlscale.policies.registry import make_policy  # noqa: F401  (fail early on bad imports)
+        from rlscale.serving.model import SimConfig
+
+        t_start = time.perf_counter()
+        policies = list(policy or DEFAULT_POLICIES)
+        traces = list(trace or [SYNTHETIC])
+        profiles = [resolve_profile(p) for p in (profile or [DEFAULT_PROFILE])]
+        if min_replicas > max_replicas:
+            raise InputError("--max-replicas", f"max_replicas = {max_replicas}, must be >= min_replicas ({min_replicas})")
+        gate_obj: Gate | None = None
+        if gate_file is not None:
+            gate_obj = load_gate(gate_file)
+        if gate:
+            extra = gate_from_args(gate, gate_policy)
+            gate_obj = extra if gate_obj is None else Gate(gate_obj.requirements + extra.requirements, gate_obj.policy or gate_policy)
+        candidate = None
+        if gate_obj is not None:
+            candidate = gate_policy or gate_obj.policy or policies[0]
+            if candidate not in policies:
+                policies.insert(0, candidate)
+        # Resolve every policy spec once up front so a typo fails before minutes of simulation.
+        _validate_specs(policies, profiles[0])
+        settings = EvalSettings(
+            seeds=tuple(range(seeds)),
+            peak_replicas=peak_replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            slo_target=slo_target,
+            baseline=baseline,
+            config=SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s),
+        )
+        total = count_runs(policies, traces, profiles, baseline)
+        bar = tqdm(total=total, desc="evaluate", unit="run", disable=not progress, file=sys.stderr, leave=False)
+        result = run_evaluation(
+            policies, traces, profiles, settings, progress=lambda s: bar.set_postfix_str(s, refresh=True),
+            on_step=lambda: bar.update(1),
+        )
+        bar.close()
+        files = write_report(result, out, plots=plots)
+
+        # wide enough for every column when piped (CI logs); a terminal keeps its own width
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for r in result.aggregates():
+            groups.setdefault((r["profile"], r["workload"]), []).append(r)
+        for (prof, wl), rows in groups.items():
+            table = Table(title=f"{wl} on {prof}  (mean ± sd over {len(settings.seeds)} seeds)")
+            for _, header, _ in TABLE_COLUMNS:
+                table.add_column(header, justify="left" if header == "policy" else "right")
+            for r in rows:
+                table.add_row(*(fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in TABLE_COLUMNS))
+            console.print(table)
+        console.print(f"report: {', '.join(str(f) for f in files[:3])} (+{len(files) - 3} plots)")
+        console.print(f"done in {time.perf_counter() - t_start:.1f} s")
+
+        if gate_obj is not None and candidate is not None:
+            checks = check_gate(gate_obj, result.aggregates(), candidate)
+            for c in checks:
+                console.print(c.message, style="green" if c.passed else "bold red", markup=False, highlight=False)
+            failed = [c for c in checks if not c.passed]
+            if failed:
+                console.print(f"gate FAILED: {len(failed)} of {len(checks)} requirement checks missed", style="bold red")
+                raise typer.Exit(1)
+            console.print(f"gate passed: {len(checks)} requirement checks", style="green")
+
+
+def _validate_specs(policies: list[str], profile) -> None:
+    """Raise InputError for an unknown policy, an unreadable manifest or checkpoint, before any
+    simulation (the oracle's plan needs the workload, so it is only checked by name)."""
+    import numpy as np
+
+    from rlscale.policies.registry import make_policy
+    from rlscale.traces.workload import Workload
+
+    probe = Workload("probe", "probe", 60.0, np.ones(2), np.full(2, 1000.0), np.full(2, 200.0))
+    for spec in policies:
+        if spec.strip().lower() == "oracle":
+            continue
+        make_policy(spec, profile=profile, workload=probe)

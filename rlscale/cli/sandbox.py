@@ -1,0 +1,101 @@
+"""Subcommands of this area (registered into `rlscale` by rlscale.cli.commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _workload(trace: str, seed: int, rate_rps: float | None, profile: object) -> object:
+    from rlscale.sandbox.replay import constant_workload
+
+    if trace == "synthetic":
+        if rate_rps is None:
+            try:
+                from rlscale.traces.synthetic import default_workload  # type: ignore[import-not-found]
+
+                return default_workload(seed)
+            except (ImportError, AttributeError):
+                rate_rps = 2.0
+        return constant_workload(
+            rate_rps,
+            prompt_tokens=profile.typical_prompt_tokens,  # type: ignore[attr-defined]
+            output_tokens=profile.typical_output_tokens,  # type: ignore[attr-defined]
+        )
+    from rlscale.traces.loaders import load_workload
+
+    return load_workload(trace, seed=seed)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to `app`. Import heavy modules inside each command."""
+
+    @app.command("sandbox")
+    def sandbox(
+        profile: Annotated[str, typer.Option(help="Shipped profile name or profile YAML path.")] = "llama-3.1-8b-h100",
+        trace: Annotated[
+            str, typer.Option(help="Trace file to replay (any format `rlscale traces` reads), or 'synthetic'.")
+        ] = "synthetic",
+        time_scale: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall-clock second.")] = 1.0,
+        replicas: Annotated[int, typer.Option(min=0, help="Initial replicas of the Deployment.")] = 1,
+        kubeconfig_out: Annotated[Path | None, typer.Option(help="Also write the kubeconfig here.")] = None,
+        namespace: Annotated[str, typer.Option(help="Namespace of the emulated Deployment.")] = "default",
+        deployment: Annotated[str, typer.Option(help="Name of the emulated Deployment.")] = "llm",
+        rate: Annotated[float | None, typer.Option(help="With --trace synthetic: a constant rate in req/s.")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of cold starts, names and synthetic workloads.")] = 0,
+        prometheus: Annotated[bool, typer.Option("--prometheus/--no-prometheus", help="Start a real Prometheus.")] = True,
+        duration_s: Annotated[float | None, typer.Option(help="Stop after this many wall-clock seconds.")] = None,
+    ) -> None:
+        """Run a local emulated cluster: a Kubernetes API stand-in, vLLM-like pods that cold-start
+        and serve a replayed workload, and Prometheus scraping them. Ctrl-C stops everything."""
+        import signal
+        import threading
+        import time
+
+        from rlscale.profiles.model import load_profile
+        from rlscale.sandbox.runner import Sandbox
+
+        prof = load_profile(profile)
+        workload = _workload(trace, seed, rate, prof)
+        sb = Sandbox(
+            prof,
+            workload,  # type: ignore[arg-type]
+            namespace=namespace,
+            deployment=deployment,
+            replicas=replicas,
+            time_scale=time_scale,
+            seed=seed,
+            prometheus=prometheus,
+            kubeconfig_out=kubeconfig_out,
+        )
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            sb.start()
+            kubeconfig = kubeconfig_out or sb.kubeconfig_path
+            w = sb.workload
+            typer.echo(
+                f"rlscale sandbox: deployment {namespace}/{deployment} ({prof.name}), "
+                f"workload {w.name} ({w.n_bins} bins of {w.interval_s:g} s), time x{time_scale:g}"
+            )
+            typer.echo(f"  kubeconfig:  {kubeconfig}")
+            typer.echo(f"  API server:  {sb.api_url}")
+            if sb.prometheus_url:
+                typer.echo(f"  Prometheus:  {sb.prometheus_url} (pid {sb.prometheus_pid})")
+            typer.echo(f"  try:         kubectl --kubeconfig {kubeconfig} get pods -w")
+            typer.echo("Ctrl-C stops everything.", err=False)
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            while not stop.wait(0.2):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        finally:
+            sb.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        typer.echo("sandbox stopped")

@@ -1,0 +1,113 @@
+"""Subcommands of this area (registered into `rlscale` by rlscale.cli.commands):
+`rlscale traces inspect PATH` and `rlscale traces convert PATH OUT.parquet`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rlscale.traces.workload import Workload
+
+_FORMAT_HELP = "Trace format: azure, servegen, jsonl, requests, rate or workload (default: detect)."
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to `app`. Import heavy modules inside each command."""
+    traces = typer.Typer(name="traces", help="Inspect and convert request traces.", no_args_is_help=True)
+
+    @traces.command("inspect")
+    def inspect(
+        path: Annotated[Path, typer.Argument(help="Trace file.")],
+        fmt: Annotated[str | None, typer.Option("--format", "-f", help=_FORMAT_HELP)] = None,
+        interval_s: Annotated[float | None, typer.Option("--interval-s", help="Bin width in seconds (default 1; stored bins for workload files).")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate).")] = 0,
+    ) -> None:
+        """Print a summary: requests, span, rates at 1 s and 1 min, peak/trough, sizes, gaps."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from rlscale.traces.loaders import load_workload
+
+        w = load_workload(path, fmt, interval_s=interval_s, seed=seed)
+        table = Table(title=f"{w.name}  ({w.meta.get('format', '?')})", show_header=False)
+        table.add_column("what", style="bold")
+        table.add_column("value")
+        for key, value in summarize(w).items():
+            table.add_row(key, value)
+        Console().print(table)
+
+    @traces.command("convert")
+    def convert(
+        path: Annotated[Path, typer.Argument(help="Trace file.")],
+        out: Annotated[Path, typer.Argument(help="Output .parquet (binned workload).")],
+        fmt: Annotated[str | None, typer.Option("--format", "-f", help=_FORMAT_HELP)] = None,
+        interval_s: Annotated[float | None, typer.Option("--interval-s", help="Bin width in seconds (default 1).")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate).")] = 0,
+        name: Annotated[str | None, typer.Option("--name", help="Workload name (default: file name).")] = None,
+    ) -> None:
+        """Write the binned workload as Parquet, readable back as format `workload`.
+
+        Columns bin_start_s, arrivals, prompt_tokens, output_tokens; the rest in the metadata.
+        """
+        from rlscale.errors import InputError
+        from rlscale.traces.loaders import load_workload, save_workload
+
+        if out.suffix.lower() not in (".parquet", ".pq"):
+            raise InputError(str(out), "expected an output path ending in .parquet")
+        w = load_workload(path, fmt, interval_s=interval_s, seed=seed, name=name)
+        save_workload(w, out)
+        typer.echo(f"wrote {out}: {w.n_bins:,} bins of {w.interval_s:g} s, {w.total_requests:,.0f} requests")
+
+    app.add_typer(traces, name="traces")
+
+
+def summarize(w: Workload) -> dict[str, str]:
+    """The rows `inspect` prints, as text (also handy in notebooks and reports)."""
+    import numpy as np
+
+    rows: dict[str, Any] = {}
+    rows["source"] = w.source
+    rows["requests"] = f"{w.total_requests:,.0f}"
+    rows["span"] = f"{_duration(w.duration_s)} ({w.n_bins:,} bins of {w.interval_s:g} s), start {_start(w.start_s)}"
+    rows["mean rate"] = f"{w.total_requests / w.duration_s:,.2f} req/s"
+    for label, width in (("1 s", 1.0), ("1 min", 60.0)):
+        if width < w.interval_s * (1 - 1e-9) or width > w.duration_s:
+            continue
+        r = w.rebin(width)
+        rows[f"peak rate ({label})"] = f"{r.rate_rps.max():,.2f} req/s (p99 {np.quantile(r.rate_rps, 0.99):,.2f})"
+    if w.duration_s >= 2 * 600:
+        ten = w.rebin(600).rate_rps[: int(w.duration_s // 600)]  # whole windows only
+        lo, hi = float(ten.min()), float(ten.max())
+        ratio = f"{hi / lo:,.1f}x" if lo > 0 else "n/a (a 10-min window with no requests)"
+        rows["peak/trough (10-min means)"] = f"{ratio}  ({hi:,.1f} / {lo:,.1f} req/s; p95/p5 {np.quantile(ten, 0.95) / max(np.quantile(ten, 0.05), 1e-12):,.1f}x)"
+    total = w.total_requests
+    for label, sizes, cv in (
+        ("prompt tokens", w.prompt_tokens, w.prompt_tokens_cv),
+        ("output tokens", w.output_tokens, w.output_tokens_cv),
+    ):
+        mean = float((sizes * w.arrivals).sum() / total) if total > 0 else float(np.mean(sizes))
+        rows[f"{label} (mean, CV)"] = f"{mean:,.0f}, {cv:.2f}"
+    if "gaps_masked" in w.meta:
+        rows["gaps masked"] = f"{w.meta['gaps_masked']} windows flagged is_gap, {w.meta.get('collapses_masked', 0)} collapsed windows"
+    if w.meta.get("transforms"):
+        rows["transforms"] = ", ".join(t.get("op", "?") for t in w.meta["transforms"])
+    return {k: str(v) for k, v in rows.items()}
+
+
+def _duration(s: float) -> str:
+    if s >= 2 * 86_400:
+        return f"{s / 86_400:.2f} days"
+    if s >= 2 * 3600:
+        return f"{s / 3600:.2f} h"
+    return f"{s / 60:.1f} min"
+
+
+def _start(start_s: float) -> str:
+    if start_s > 1e8:  # a calendar time
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(start_s, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{start_s:g} s after midnight"

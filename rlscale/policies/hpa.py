@@ -1,0 +1,481 @@
+"""The Kubernetes HorizontalPodAutoscaler (autoscaling/v2), configured from a real manifest.
+
+The HPA is a pipeline (`pkg/controller/podautoscaler/horizontal.go`, `replica_calculator.go`):
+
+1. per metric, a desired count from the metric's usage ratio (this module, `HPAPolicy.decide`);
+2. the max over metrics; a metric that cannot be read never causes a scale-down;
+3. the `behavior` normalisation: stabilisation windows, `Pods`/`Percent` rate limits per
+   `periodSeconds` combined by `selectPolicy`, then min/max replicas.
+
+Step 3 is not done here: it is `rlscale.safety.clamp`, which the evaluator, the environment and
+the live controller all apply after every policy. `HPAPolicy.limits` carries the manifest's
+behaviour as `SafetyLimits`, so whoever holds the policy clamps it with its own behaviour (and the
+evaluator does: each policy runs under its own limits). The policy itself is stateless.
+
+Per metric (`replica_calculator.go`), with R ready pods, M pods without metrics (starting),
+usage ratio u = value / target and tolerance 0.1:
+
+* `Pods` metric, `AverageValue` target: u = (per-pod average over the ready pods) / target.
+  With no starting pods: |1 - u| <= tol keeps the current count, else ceil(u x R). With starting
+  pods, those are "missing" pods: counted as using the target on a scale-down (u < 1) and 0 on a
+  scale-up, u' = (u R + M) / (R + M) or u R / (R + M); within tolerance of 1 or a flipped
+  direction keeps the current count, else ceil(u' (R + M)). Example: 4 ready pods averaging 15
+  queued requests, target 10, no starting pods: u = 1.5 -> ceil(6.0) = 6.
+* `Object` / `External` metric, `Value` target: u = value / target; ceil(u x R) (tolerance as
+  above). `AverageValue` target: u = value / (target x current); ceil(value / target).
+  The value is the fleet-level reading: the total for summed metrics (queue, rates), the mean for
+  averaged ones (utilisation, KV cache, latency).
+
+Simplifications against the real controller, forced by what `IntervalMetrics` records (fleet
+totals and means, not per-pod samples):
+
+* starting replicas (created, not Ready) are all treated as running pods whose server does not
+  answer /metrics yet ("missing" pods); the real controller ignores Pending ones outright. The
+  two differ only on scale-down while pods are starting, where "missing" is the more cautious.
+* per-pod averages are fleet totals / ready pods; pods that are not Ready are never "unready with
+  metrics" (that case only exists for CPU `Resource` metrics, which are not supported).
+* when every metric is unreadable the HPA skips the cycle and records no recommendation; here
+  the policy proposes the current count, which the clamp records as a recommendation.
+* the sync period (15 s by default) is the simulator's interval; the evaluator runs at 15 s.
+* tolerance is applied here, to the usage ratio before rounding, as the replica calculator does
+  (so `limits.tolerance` is 0: applying it again to the rounded count would differ, e.g. 5 pods at
+  u = 1.09 -> within tolerance, keep 5; rounded first it would be ceil(5.45) = 6, a 20 % change).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rlscale.contract import IntervalMetrics
+from rlscale.errors import InputError
+from rlscale.policies.base import Decision
+from rlscale.safety import (
+    HPA_DEFAULT_DOWN,
+    HPA_DEFAULT_UP,
+    SafetyLimits,
+    ScalingPolicy,
+    ScalingRules,
+)
+
+MANIFEST_DIR = Path(__file__).parent / "manifests"
+DEFAULT_MANIFEST = MANIFEST_DIR / "hpa-default.yaml"
+DEFAULT_TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
+
+
+@dataclass(frozen=True)
+class MetricSource:
+    """How a manifest metric name reads from `IntervalMetrics`.
+
+    `aggregate` is "sum" when the field is a fleet total (the per-pod value is total / ready
+    pods) and "mean" when it already is the mean over ready pods (or a service-level value such
+    as a latency percentile, which every pod is taken to see)."""
+
+    field: str
+    aggregate: Literal["sum", "mean"]
+    unit: str
+    max_target: float | None = None  # targets above this are a units mistake
+
+
+_GPU = MetricSource("gpu_utilization_pct", "mean", "percent, 0..100", 100.0)
+_QUEUE = MetricSource("requests_waiting", "sum", "requests waiting")
+_RUNNING = MetricSource("requests_running", "sum", "requests running")
+_KV = MetricSource("kv_cache_usage", "mean", "fraction 0..1 (as vllm:gpu_cache_usage_perc)", 1.0)
+_RATE = MetricSource("arrival_rps", "sum", "requests/s")
+
+METRICS: dict[str, MetricSource] = {
+    "gpu_utilization": _GPU,
+    "gpu_utilization_pct": _GPU,
+    "DCGM_FI_DEV_GPU_UTIL": _GPU,
+    "request_queue_size": _QUEUE,
+    "requests_waiting": _QUEUE,
+    "num_requests_waiting": _QUEUE,
+    "vllm:num_requests_waiting": _QUEUE,
+    "requests_running": _RUNNING,
+    "num_requests_running": _RUNNING,
+    "vllm:num_requests_running": _RUNNING,
+    "kv_cache_usage": _KV,
+    "gpu_cache_usage_perc": _KV,
+    "vllm:gpu_cache_usage_perc": _KV,
+    "vllm:kv_cache_usage_perc": _KV,
+    "arrival_rate": _RATE,
+    "arrival_rps": _RATE,
+    "request_rate": _RATE,
+    "prompt_tokens_per_second": MetricSource("prompt_tokens_per_s", "sum", "tokens/s"),
+    "generation_tokens_per_second": MetricSource("output_tokens_per_s", "sum", "tokens/s"),
+    "ttft_p50_seconds": MetricSource("ttft_p50_s", "mean", "seconds"),
+    "ttft_p95_seconds": MetricSource("ttft_p95_s", "mean", "seconds"),
+    "ttft_p99_seconds": MetricSource("ttft_p99_s", "mean", "seconds"),
+    "tpot_p95_seconds": MetricSource("tpot_p95_s", "mean", "seconds"),
+    "tpot_p99_seconds": MetricSource("tpot_p99_s", "mean", "seconds"),
+}
+
+# Kubernetes resource.Quantity suffixes (decimal SI and binary).
+_SUFFIX = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
+
+
+def parse_quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity ("200m", "10", "1.5k", "2Gi") as a float (0.2, 10, 1500, 2^31)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a quantity such as '70' or '500m', got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _QUANTITY.match(str(value).strip())
+    if not m:
+        raise ValueError(f"expected a quantity such as '70' or '500m', got {value!r}")
+    return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+# --- the manifest, as far as we read it ---------------------------------------------------------
+
+
+class _K8s(BaseModel):
+    # Kubernetes objects carry many fields we do not use (labels, annotations, status): ignore
+    # them, but validate every field we read.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class MetricIdentifier(_K8s):
+    name: str = Field(min_length=1)
+
+
+class MetricTarget(_K8s):
+    type: Literal["Utilization", "Value", "AverageValue"]
+    value: float | None = None
+    average_value: float | None = Field(default=None, alias="averageValue")
+    average_utilization: int | None = Field(default=None, alias="averageUtilization")
+
+    @field_validator("value", "average_value", mode="before")
+    @classmethod
+    def _quantity(cls, v: Any) -> Any:
+        return None if v is None else parse_quantity(v)
+
+    @model_validator(mode="after")
+    def _has_its_value(self) -> MetricTarget:
+        need = {"Value": "value", "AverageValue": "average_value", "Utilization": "average_utilization"}[self.type]
+        got = getattr(self, need)
+        if got is None:
+            key = {"value": "value", "average_value": "averageValue", "average_utilization": "averageUtilization"}[need]
+            raise ValueError(f"target type {self.type} needs `{key}`")
+        if got <= 0:
+            raise ValueError(f"target must be > 0, got {got}")
+        return self
+
+    @property
+    def amount(self) -> float:
+        return float(self.value if self.type == "Value" else self.average_value)  # type: ignore[arg-type]
+
+
+class MetricSourceSpec(_K8s):
+    metric: MetricIdentifier
+    target: MetricTarget
+
+
+class MetricSpec(_K8s):
+    type: Literal["Pods", "Object", "External", "Resource", "ContainerResource"]
+    pods: MetricSourceSpec | None = None
+    object: MetricSourceSpec | None = None
+    external: MetricSourceSpec | None = None
+    resource: dict[str, Any] | None = None
+    container_resource: dict[str, Any] | None = Field(default=None, alias="containerResource")
+
+
+class HPAScalingPolicy(_K8s):
+    type: Literal["Pods", "Percent"]
+    value: int = Field(gt=0)
+    period_seconds: int = Field(gt=0, le=1800, alias="periodSeconds")
+
+
+class HPAScalingRules(_K8s):
+    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600, alias="stabilizationWindowSeconds")
+    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(default=None, alias="selectPolicy")
+    policies: list[HPAScalingPolicy] | None = None
+
+    def to_rules(self, default: ScalingRules) -> ScalingRules:
+        """Fill unset fields from the HPA defaults, as the API server's defaulting does
+        (`GenerateHPAScaleUpRules` / `GenerateHPAScaleDownRules`)."""
+        return ScalingRules(
+            stabilization_window_s=(
+                default.stabilization_window_s
+                if self.stabilization_window_seconds is None
+                else float(self.stabilization_window_seconds)
+            ),
+            select_policy=self.select_policy or default.select_policy,
+            policies=(
+                default.policies
+                if self.policies is None
+                else tuple(ScalingPolicy(type=p.type, value=p.value, period_s=p.period_seconds) for p in self.policies)
+            ),
+        )
+
+
+class HPABehavior(_K8s):
+    scale_up: HPAScalingRules | None = Field(default=None, alias="scaleUp")
+    scale_down: HPAScalingRules | None = Field(default=None, alias="scaleDown")
+
+
+class HPASpec(_K8s):
+    min_replicas: int = Field(default=1, ge=1, alias="minReplicas")
+    max_replicas: int = Field(ge=1, alias="maxReplicas")
+    metrics: list[MetricSpec] = Field(min_length=1)
+    behavior: HPABehavior | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> HPASpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"maxReplicas = {self.max_replicas}, must be >= minReplicas ({self.min_replicas})")
+        return self
+
+
+class _Metadata(_K8s):
+    name: str = "hpa"
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class HPAManifest(_K8s):
+    api_version: Literal["autoscaling/v2"] = Field(alias="apiVersion")
+    kind: Literal["HorizontalPodAutoscaler"]
+    metadata: _Metadata = _Metadata()
+    spec: HPASpec
+
+
+# --- the resolved configuration ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HPAMetric:
+    """One manifest metric resolved against `METRICS`."""
+
+    name: str
+    type: Literal["Pods", "Object", "External"]
+    target_type: Literal["Value", "AverageValue"]
+    target: float
+    source: MetricSource
+
+
+@dataclass(frozen=True)
+class HPAConfig:
+    name: str
+    metrics: tuple[HPAMetric, ...]
+    limits: SafetyLimits
+    tolerance: float = DEFAULT_TOLERANCE
+    source: str = ""
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+def config_from_manifest(data: Any, where: str = "<manifest>", *, tolerance: float = DEFAULT_TOLERANCE) -> HPAConfig:
+    """Validate a parsed manifest (a dict) and resolve its metrics; `InputError` naming `where`,
+    the field and what was expected on any problem."""
+    if not isinstance(data, dict):
+        raise InputError(where, "expected a HorizontalPodAutoscaler manifest (a YAML mapping) at the top level")
+    try:
+        m = HPAManifest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        problem = "required field is missing" if err["type"] == "missing" else str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict | list):
+            problem += f" (got {err['input']!r})"
+        raise InputError(where, problem, field=loc) from None
+    metrics = []
+    for i, spec in enumerate(m.spec.metrics):
+        metrics.append(_resolve_metric(spec, where, f"spec.metrics.{i}"))
+    beh = m.spec.behavior or HPABehavior()
+    limits = SafetyLimits(
+        min_replicas=m.spec.min_replicas,
+        max_replicas=m.spec.max_replicas,
+        tolerance=0.0,  # applied by the policy, to the usage ratio (see the module docstring)
+        scale_up=(beh.scale_up or HPAScalingRules()).to_rules(HPA_DEFAULT_UP),
+        scale_down=(beh.scale_down or HPAScalingRules()).to_rules(HPA_DEFAULT_DOWN),
+    )
+    return HPAConfig(
+        name=m.metadata.name, metrics=tuple(metrics), limits=limits, tolerance=tolerance, source=where,
+        annotations=tuple(sorted(m.metadata.annotations.items())),
+    )
+
+
+def _resolve_metric(spec: MetricSpec, where: str, loc: str) -> HPAMetric:
+    if spec.type in ("Resource", "ContainerResource"):
+        raise InputError(
+            where,
+            f"metric type {spec.type} (CPU/memory of the pods) is not supported: LLM serving scales on "
+            f"serving metrics; use a Pods, Object or External metric named one of: {', '.join(sorted(METRICS))}",
+            field=f"{loc}.type",
+        )
+    key = spec.type[0].lower() + spec.type[1:]
+    src = getattr(spec, key)
+    if src is None:
+        raise InputError(where, f"metric type {spec.type} needs a `{key}` section", field=f"{loc}.{key}")
+    name = src.metric.name
+    source = METRICS.get(name)
+    if source is None:
+        raise InputError(
+            where,
+            f"unsupported metric {name!r}; supported metric names: {', '.join(sorted(METRICS))}",
+            field=f"{loc}.{key}.metric.name",
+        )
+    t = src.target
+    if t.type == "Utilization":
+        raise InputError(
+            where, f"target type Utilization is only for Resource metrics; use AverageValue for {name!r}",
+            field=f"{loc}.{key}.target.type",
+        )
+    if spec.type == "Pods" and t.type != "AverageValue":
+        raise InputError(where, f"a Pods metric needs an AverageValue target, got {t.type}", field=f"{loc}.{key}.target.type")
+    if source.max_target is not None and t.amount > source.max_target:
+        raise InputError(
+            where,
+            f"target {t.amount:g} for {name!r} is out of range: it is a {source.unit}"
+            + (" (did you mean 800m for 80 %?)" if source.max_target == 1.0 else ""),
+            field=f"{loc}.{key}.target",
+        )
+    return HPAMetric(name=name, type=spec.type, target_type=t.type, target=t.amount, source=source)  # type: ignore[arg-type]
+
+
+def load_hpa_manifest(path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE) -> HPAConfig:
+    """Read a HorizontalPodAutoscaler YAML file (the first HPA document in a multi-document file)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise InputError(str(p), "HPA manifest not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise InputError(str(p), f"cannot read the HPA manifest ({e.__class__.__name__})") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(str(p), f"not valid YAML{at} ({getattr(e, 'problem', None) or e.__class__.__name__})") from None
+    if not docs:
+        raise InputError(str(p), "empty file, expected a HorizontalPodAutoscaler manifest")
+    hpas = [d for d in docs if isinstance(d, dict) and d.get("kind") == "HorizontalPodAutoscaler"]
+    return config_from_manifest(hpas[0] if hpas else docs[0], str(p), tolerance=tolerance)
+
+
+# --- the algorithm --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricRecommendation:
+    name: str
+    replicas: int | None  # None: the metric could not be read
+    value: float  # per-pod value (Pods / AverageValue) or fleet value (Value)
+    ratio: float
+    note: str = ""
+
+
+def _pods_metric_replicas(
+    per_pod: float, target: float, ready: int, missing: int, current: int, tolerance: float
+) -> tuple[int, float, str]:
+    """`calcPlainMetricReplicas` for one metric given its ready-pod average."""
+    ratio = per_pod / target
+    if missing == 0:
+        if abs(1.0 - ratio) <= tolerance:
+            return current, ratio, "within tolerance"
+        return math.ceil(ratio * ready - 1e-9), ratio, ""
+    # missing pods: at the target on a scale-down, at 0 on a scale-up
+    total = ratio * ready + (missing if ratio < 1.0 else 0.0)
+    new_ratio = total / (ready + missing)
+    if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+        return current, ratio, f"within tolerance with {missing} starting"
+    new = math.ceil(new_ratio * (ready + missing) - 1e-9)
+    if (new_ratio < 1.0 and new > current) or (new_ratio > 1.0 and new < current):
+        return current, ratio, "direction would flip"
+    return new, ratio, f"{missing} starting pods counted"
+
+
+def metric_recommendation(
+    metric: HPAMetric, m: IntervalMetrics, current: int, tolerance: float = DEFAULT_TOLERANCE
+) -> MetricRecommendation:
+    """The desired replica count for one metric (None when it cannot be read)."""
+    raw = getattr(m, metric.source.field)
+    ready = int(round(m.replicas_ready)) if math.isfinite(m.replicas_ready) else 0
+    missing = int(round(m.replicas_starting)) if math.isfinite(m.replicas_starting) else 0
+    if not math.isfinite(raw):
+        return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no value")
+    if metric.type == "Pods":
+        if ready <= 0:
+            return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no ready pods")
+        per_pod = raw / ready if metric.source.aggregate == "sum" else raw
+        n, ratio, note = _pods_metric_replicas(per_pod, metric.target, ready, missing, current, tolerance)
+        return MetricRecommendation(metric.name, n, per_pod, ratio, note)
+    # Object / External: the fleet-level value (the total of a summed metric, the mean of an
+    # averaged one)
+    fleet = raw
+    if metric.target_type == "AverageValue":
+        ratio = fleet / (metric.target * max(current, 1))
+        if current > 0 and abs(1.0 - ratio) <= tolerance:
+            return MetricRecommendation(metric.name, current, fleet, ratio, "within tolerance")
+        return MetricRecommendation(metric.name, math.ceil(fleet / metric.target - 1e-9), fleet, ratio)
+    ratio = fleet / metric.target
+    if current == 0:
+        return MetricRecommendation(metric.name, math.ceil(ratio - 1e-9), fleet, ratio)
+    if abs(1.0 - ratio) <= tolerance:
+        return MetricRecommendation(metric.name, current, fleet, ratio, "within tolerance")
+    if ready <= 0:
+        return MetricRecommendation(metric.name, None, fleet, ratio, "no ready pods")
+    return MetricRecommendation(metric.name, math.ceil(ratio * ready - 1e-9), fleet, ratio)
+
+
+def desired_replicas(config: HPAConfig, m: IntervalMetrics) -> tuple[int, str, list[MetricRecommendation]]:
+    """Steps 1-2 of the HPA: per-metric desired counts, their max, and the missing-metric rule
+    (`computeReplicasForMetrics`): if every metric is unreadable, or some are and the readable
+    ones would scale down, keep the current count."""
+    current = _current(m)
+    recs = [metric_recommendation(metric, m, current, config.tolerance) for metric in config.metrics]
+    valid = [r for r in recs if r.replicas is not None]
+    parts = [
+        f"{r.name} {r.value:.3g}{'/pod' if mt.type == 'Pods' else ''} vs {mt.target:g} -> {r.replicas}"
+        + (f" ({r.note})" if r.note else "")
+        if r.replicas is not None
+        else f"{r.name} unavailable ({r.note})"
+        for r, mt in zip(recs, config.metrics, strict=True)
+    ]
+    if not valid:
+        return current, f"{config.name}: no metric readable, holding {current} [{'; '.join(parts)}]", recs
+    best = max(r.replicas for r in valid if r.replicas is not None)
+    if len(valid) < len(recs) and best < current:
+        return current, f"{config.name}: some metrics unavailable, not scaling down [{'; '.join(parts)}]", recs
+    return int(best), f"{config.name}: desired {best} [{'; '.join(parts)}]", recs
+
+
+def _current(m: IntervalMetrics) -> int:
+    """The scale's spec.replicas (what the HPA calls currentReplicas)."""
+    if math.isfinite(m.replicas_desired):
+        return int(round(m.replicas_desired))
+    return int(round((m.replicas_ready if math.isfinite(m.replicas_ready) else 0) + (m.replicas_starting if math.isfinite(m.replicas_starting) else 0)))
+
+
+class HPAPolicy:
+    """The HPA's metric-to-replicas step as a `Policy`; its behaviour is `self.limits`, applied by
+    whoever clamps (the evaluator, the environment, the controller)."""
+
+    def __init__(self, config: HPAConfig, name: str = "hpa") -> None:
+        self.config = config
+        self.name = name
+        self.limits = config.limits
+
+    @classmethod
+    def from_manifest(cls, path: str | Path = DEFAULT_MANIFEST, name: str = "hpa") -> HPAPolicy:
+        return cls(load_hpa_manifest(path), name=name)
+
+    def reset(self) -> None:
+        pass
+
+    def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
+        if not window:
+            raise ValueError("HPAPolicy.decide needs at least one IntervalMetrics")
+        n, reason, _ = desired_replicas(self.config, window[-1])
+        return Decision(n, reason)

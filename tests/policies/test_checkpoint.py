@@ -1,0 +1,184 @@
+"""Checkpoint I/O: round trips, tampering, missing normalisation, contract mismatch, no SB3 at load."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlscale.contract import (
+    CONTRACT_VERSION,
+    ActionSpec,
+    observation_size,
+)
+from rlscale.errors import InputError
+from rlscale.policies.checkpoint import (
+    ObsNorm,
+    build_actor,
+    load_policy,
+    save_checkpoint,
+)
+from rlscale.safety import SafetyLimits
+from tests.policies.windows import SPEC, fixed_windows
+
+ACT = ActionSpec(u_min=0.3, u_max=0.95, max_warm=4)
+
+
+def write_random(path: Path, knob: bool = True) -> Path:
+    torch.manual_seed(0)
+    size = observation_size(SPEC) + (1 if knob else 0)
+    actor = build_actor(size, [16, 16], "tanh")
+    rng = np.random.default_rng(1)
+    norm = ObsNorm(rng.normal(0, 0.3, size), rng.uniform(0.5, 2.0, size), 1e-8, 10.0)
+    return save_checkpoint(
+        path, actor_state=actor.state_dict(), hidden=[16, 16], activation="tanh", obs_norm=norm,
+        obs_spec=SPEC, act_spec=ACT, limits=SafetyLimits(max_replicas=32, max_warm_replicas=4), knob=knob,
+        extra={"default_slo_weight": 20.0},
+    )
+
+
+def test_saved_policy_makes_the_same_decisions_after_loading(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    a, b = load_policy(root), load_policy(root)
+    for w in fixed_windows():
+        assert a.decide(w) == b.decide(w)
+    assert a.slo_weight == 20.0
+    assert a.limits.max_warm_replicas == 4
+    assert {"policy.safetensors", "obs_norm.json", "manifest.json", "SHA256SUMS"} <= {p.name for p in root.iterdir()}
+
+
+def test_loaded_numpy_policy_equals_the_torch_actor_it_was_saved_from(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    torch.manual_seed(0)
+    actor = build_actor(observation_size(SPEC) + 1, [16, 16], "tanh")  # the same weights as write_random
+    pol = load_policy(root)
+    obs = np.stack([pol.observation(w) for w in fixed_windows(20)])
+    with torch.no_grad():
+        want = actor(torch.as_tensor(pol.obs_norm(obs))).numpy()
+    np.testing.assert_allclose(pol.act(obs), np.clip(want, -1, 1), atol=1e-5)
+
+
+def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    size = observation_size(SPEC) + 1
+    state = build_actor(size, [16, 16], "tanh").state_dict()
+    state["2.weight"][0, 0] = float("nan")
+    root = save_checkpoint(
+        tmp_path / "ck", actor_state=state, hidden=[16, 16], activation="tanh", obs_norm=ObsNorm.identity(size),
+        obs_spec=SPEC, act_spec=ACT, limits=SafetyLimits(), knob=True, extra={"default_slo_weight": 20.0},
+    )
+    with pytest.raises(InputError, match="policy.safetensors.*finite"):
+        load_policy(root)
+
+
+def test_slo_knob_changes_the_observation_without_reloading(tmp_path: Path) -> None:
+    pol = load_policy(write_random(tmp_path / "ck"))
+    w = fixed_windows(1)[0]
+    before = pol.observation(w)[-1]
+    pol.slo_weight = 80.0
+    assert pol.observation(w)[-1] == pytest.approx(np.log(80.0))
+    assert before == pytest.approx(np.log(20.0))
+    with pytest.raises(InputError, match="slo_weight"):
+        pol.slo_weight = -1.0
+
+
+def test_tampered_weights_are_refused_naming_the_file(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    data = bytearray((root / "policy.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (root / "policy.safetensors").write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"policy\.safetensors.*sha256 mismatch"):
+        load_policy(root)
+
+
+def test_tampered_manifest_is_refused(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    m = json.loads((root / "manifest.json").read_text())
+    m["action_spec"]["u_max"] = 0.99
+    (root / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match=r"manifest\.json.*sha256 mismatch"):
+        load_policy(root)
+
+
+def test_missing_normalisation_file_is_refused(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    (root / "obs_norm.json").unlink()
+    with pytest.raises(InputError, match=r"obs_norm\.json.*normalisation"):
+        load_policy(root)
+
+
+def _rewrite_manifest(root: Path, change) -> None:  # noqa: ANN001
+    """Edit the manifest and re-sign it, as someone with a mismatched rlscale would produce."""
+    from rlscale.policies.checkpoint import _write_manifest
+
+    m = json.loads((root / "manifest.json").read_text())
+    change(m)
+    _write_manifest(root, m)
+
+
+def test_contract_version_mismatch_is_refused(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    _rewrite_manifest(root, lambda m: m.update(contract_version=CONTRACT_VERSION + 1))
+    with pytest.raises(InputError, match="contract version"):
+        load_policy(root)
+
+
+def test_feature_list_mismatch_is_refused(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+
+    def swap(m: dict) -> None:
+        m["features"][0], m["features"][1] = m["features"][1], m["features"][0]
+
+    _rewrite_manifest(root, swap)
+    with pytest.raises(InputError, match="feature list"):
+        load_policy(root)
+
+
+def test_loading_and_deciding_imports_neither_sb3_nor_envs_nor_torch(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    code = (
+        "import sys\n"
+        "from rlscale.policies.checkpoint import load_policy\n"
+        "from rlscale.contract import IntervalMetrics, N_FIELDS\n"
+        f"p = load_policy({str(root)!r})\n"
+        "d = p.decide([IntervalMetrics.from_array(__import__('numpy').ones(N_FIELDS))])\n"
+        "bad = [m for m in sys.modules if m.startswith(('stable_baselines3', 'rlscale.envs', 'gymnasium', 'torch'))]\n"
+        "assert not bad, bad\n"
+        "print(d.replicas)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_path_options_set_the_knob_and_hold_the_warm_pool(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    pol = load_policy(f"{root}#slo_weight=5,warm=2")
+    assert pol.slo_weight == 5.0
+    assert all(pol.decide(w).warm_replicas == 2 for w in fixed_windows(10))
+    with pytest.raises(InputError, match="expected slo_weight=W, warm=N or u=U"):
+        load_policy(f"{root}#bogus=1")
+
+
+def test_u_option_holds_the_target_utilisation_whatever_the_network_says(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    pol = load_policy(f"{root}#u=0.5")
+    for w in fixed_windows(10):
+        last = w[-1]
+        demand = last.arrival_rps + last.requests_waiting / ACT.drain_s
+        want = math.ceil(demand / (pol.obs_spec.replica_capacity_rps * 0.5) - 1e-9)
+        assert pol.decide(w).replicas == max(0, want)
+    with pytest.raises(InputError, match="outside the action's range"):
+        load_policy(f"{root}#u=0.99")
+
+
+def test_knob_is_refused_on_a_checkpoint_trained_without_it(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck", knob=False)
+    assert load_policy(root).slo_weight is None
+    with pytest.raises(InputError, match="without the cost/SLO knob"):
+        load_policy(root, slo_weight=5.0)
