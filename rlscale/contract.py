@@ -171,6 +171,23 @@ def encode(window: Sequence[IntervalMetrics], spec: ObservationSpec) -> np.ndarr
     return encode_raw(np.stack(rows), spec)
 
 
+# The queue counts as demand drained over this many seconds (a learned policy's action and the
+# `target:U` rule read demand the same way).
+DEMAND_DRAIN_S = 60.0
+
+
+def demand_rps(last: np.ndarray, drain_s: float) -> np.ndarray:
+    """Demand of metrics rows (..., N_FIELDS): the arrival rate plus the queue drained over
+    `drain_s` (unobserved counts as 0)."""
+    return np.nan_to_num(last[..., _I["arrival_rps"]]) + np.nan_to_num(last[..., _I["requests_waiting"]]) / drain_s
+
+
+def replicas_for_utilisation(demand: np.ndarray, capacity_rps: float, u: np.ndarray | float) -> np.ndarray:
+    """The one target-utilisation rule: replicas = ceil(demand / (capacity x u)), used by the
+    action map, the `target:U` policy and the checkpoint's fixed-u ablation alike."""
+    return np.ceil(demand / (capacity_rps * u) - 1e-9)
+
+
 @dataclass(frozen=True, slots=True)
 class ActionSpec:
     """How a learned policy's action in [-1, 1]^2 becomes replica targets (shared by env and
@@ -185,14 +202,14 @@ class ActionSpec:
 
     u_min: float = 0.3
     u_max: float = 0.95
-    drain_s: float = 60.0
+    drain_s: float = DEMAND_DRAIN_S
     max_warm: int = 0
 
     def decode(self, action: np.ndarray, last: np.ndarray, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
         """action (..., 2), last metrics rows (..., N_FIELDS) -> (replicas, warm) float arrays."""
         a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64)), -1.0, 1.0)
         u = self.u_min + (self.u_max - self.u_min) * (a[..., 0] + 1.0) * 0.5
-        demand = np.nan_to_num(last[..., _I["arrival_rps"]]) + np.nan_to_num(last[..., _I["requests_waiting"]]) / self.drain_s
-        replicas = np.ceil(demand / (spec.replica_capacity_rps * u) - 1e-9)
+        demand = demand_rps(last, self.drain_s)
+        replicas = replicas_for_utilisation(demand, spec.replica_capacity_rps, u)
         warm = np.rint((a[..., 1] + 1.0) * 0.5 * self.max_warm)
         return replicas, warm

@@ -136,14 +136,11 @@ def register(app: typer.Typer) -> None:
 
 def _validate_specs(policies: list[str], profile) -> None:
     """Raise InputError for an unknown policy, an unreadable manifest or checkpoint, before any
-    simulation (the oracle's plan needs the workload, so it is only checked by name)."""
-    import numpy as np
+    simulation (the policies that read the workload, the oracle and `static`, are checked by
+    grammar only: they are built per workload)."""
+    from rlscale.policies.registry import PolicySpec, make_policy
 
-    from rlscale.policies.registry import make_policy
-    from rlscale.traces.workload import Workload
-
-    probe = Workload("probe", "probe", 60.0, np.ones(2), np.full(2, 1000.0), np.full(2, 200.0))
-    for spec in policies:
-        if spec.strip().lower() == "oracle":
-            continue
-        make_policy(spec, profile=profile, workload=probe)
+    for text in policies:
+        spec = PolicySpec.parse(text)
+        if spec.kind not in ("oracle", "static"):
+            make_policy(spec, profile=profile)

@@ -39,26 +39,39 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PolicySpec(_Strict):
-    """Who proposes: a PPO checkpoint folder, or a rule policy by its registry name (`hpa`,
-    `threshold`, `tuned`, `predictive`) with its options."""
+class PolicyChoice(_Strict):
+    """Who proposes, in either spelling of the one policy grammar (`rlscale.policies.registry`):
+    a spec string, `policy: "ppo:/checkpoints/ppo-8b#slo_weight=5"` or `policy: hpa`, or the
+    structured form, `{checkpoint: PATH, slo_weight: W}` or `{rule: NAME, options: {...}}`.
+    Both become one `registry.PolicySpec` (`rlscale.deploy.policies.policy_spec`)."""
 
+    spec: str | None = None
     checkpoint: str | None = None
     rule: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     slo_weight: float | None = Field(default=None, gt=0)  # the PPO cost/SLO knob, if trained with it
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"spec": data} if isinstance(data, str) else data
+
     @model_validator(mode="after")
-    def _one_source(self) -> PolicySpec:
-        if (self.checkpoint is None) == (self.rule is None):
-            raise ValueError("give exactly one of `checkpoint` (a PPO checkpoint folder) or `rule` (a rule policy name)")
-        if self.checkpoint is not None and self.options:
+    def _one_source(self) -> PolicyChoice:
+        if sum(x is not None for x in (self.spec, self.checkpoint, self.rule)) != 1:
+            raise ValueError(
+                "give exactly one of a spec string (e.g. 'hpa', 'ppo:PATH'), `checkpoint` (a PPO checkpoint folder) "
+                "or `rule` (a rule policy name)"
+            )
+        if self.rule is None and self.options:
             raise ValueError("`options` apply to rule policies; a checkpoint carries its own configuration")
+        if self.spec is not None and self.slo_weight is not None:
+            raise ValueError("with a spec string, write the knob in it: 'ppo:PATH#slo_weight=W'")
         return self
 
     @property
     def label(self) -> str:
-        return f"checkpoint:{self.checkpoint}" if self.checkpoint else f"rule:{self.rule}"
+        return self.spec or (f"checkpoint:{self.checkpoint}" if self.checkpoint else f"rule:{self.rule}")
 
 
 class SLOConfig(_Strict):
@@ -170,10 +183,10 @@ class TargetConfig(_Strict):
     namespace: str
     deployment: str
     profile: str = "llama-3.1-8b-h100"  # shipped profile name or YAML path
-    policy: PolicySpec = PolicySpec(rule="hpa")
+    policy: PolicyChoice = PolicyChoice(rule="hpa")
     # Used when the policy raises, or when fields it requires are missing but the fallback's are
     # there; null: hold instead.
-    fallback: PolicySpec | None = PolicySpec(rule="hpa")
+    fallback: PolicyChoice | None = PolicyChoice(rule="hpa")
     slo: SLOConfig | None = None  # null: the checkpoint's SLO, else 2 s TTFT / 0.1 s TPOT (p95)
     limits: SafetyLimits | None = None  # null: the policy's own (checkpoint, HPA manifest, rule bounds)
     dry_run: bool | None = None  # null: the controller-wide `dry_run`

@@ -34,7 +34,7 @@ import numpy as np
 from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX
 from rlscale.errors import InputError
 from rlscale.evaluation.rollout import RunSummary, rollout
-from rlscale.policies.registry import PolicyFactory, default_limits, make_policy
+from rlscale.policies.registry import PolicyFactory, PolicySpec, default_limits, make_policy
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
 from rlscale.serving.model import SimConfig
@@ -63,6 +63,9 @@ class EvalSettings:
     baseline: str = "tuned"
     synthetic_seed: int = 0
     config: SimConfig = SimConfig()
+
+    def __post_init__(self) -> None:
+        PolicySpec.parse(self.baseline, "baseline")  # a typo fails here, not at the first evaluation
 
 
 @dataclass

@@ -371,25 +371,6 @@ def _check_contract(m: Mapping[str, Any], where: Path) -> tuple[ObservationSpec,
     return obs_spec, act_spec, knob
 
 
-def split_options(path: str | Path) -> tuple[Path, dict[str, float]]:
-    """`DIR#slo_weight=5,warm=2` -> (DIR, {"slo_weight": 5.0, "warm": 2.0}) (also `u=U`): run-time settings a
-    policy spec can carry (`ppo:DIR#slo_weight=5` in `rlscale evaluate`)."""
-    text = str(path)
-    if "#" not in text or Path(text).exists():
-        return Path(text), {}
-    base, _, opts = text.partition("#")
-    out: dict[str, float] = {}
-    for item in filter(None, opts.split(",")):
-        key, sep, value = item.partition("=")
-        if key not in ("slo_weight", "warm", "u") or not sep:
-            raise InputError(text, f"option {item!r}: expected slo_weight=W, warm=N or u=U", field="checkpoint")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise InputError(text, f"option {item!r}: {value!r} is not a number", field="checkpoint") from None
-    return Path(base), out
-
-
 def layers_from_state(state: Mapping[str, Any], n_hidden: int) -> Layers:
     """`build_actor`-keyed tensors (torch or numpy) -> the (weight (in, out), bias) pairs
     `PPOPolicy` runs: Linear layers at 0, 2, 4, ... (activations between them)."""
@@ -406,17 +387,22 @@ def actor_shapes(obs_size: int, hidden: Sequence[int], action_size: int = 2) -> 
     return out
 
 
-def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str | None = None) -> PPOPolicy:
+def load_policy(
+    path: str | Path,
+    *,
+    slo_weight: float | None = None,
+    warm: int | None = None,
+    u: float | None = None,
+    name: str | None = None,
+) -> PPOPolicy:
     """Load a checkpoint folder as a `PPOPolicy` (verifies hashes, normalisation, contract).
-    `path` may carry options after '#': `slo_weight=W` (the cost/SLO knob), `warm=N` (hold the
-    warm pool at N, an ablation), `u=U` (hold the target utilisation at U, an ablation: the
-    action space and clamps without the network)."""
+    Run-time settings (`ppo:PATH#slo_weight=W,warm=N,u=U` in a policy spec): `slo_weight` the
+    cost/SLO knob; `warm` holds the warm pool at N and `u` the target utilisation at U, two
+    ablations (the action space and clamps without the network's choice)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    root, opts = split_options(path)
-    if "slo_weight" in opts and slo_weight is None:
-        slo_weight = opts["slo_weight"]
+    root = Path(path)
     if root.is_file() and root.name == MANIFEST_FILE:
         root = root.parent
     m = verify_checkpoint(root)
@@ -456,8 +442,7 @@ def load_policy(path: str | Path, *, slo_weight: float | None = None, name: str 
         raise InputError(mf, "this checkpoint was trained without the cost/SLO knob", field="slo_weight")
     if slo_weight is not None and not (math.isfinite(slo_weight) and slo_weight > 0):
         raise InputError(mf, f"expected a weight > 0, got {slo_weight}", field="slo_weight")
-    fixed_warm = int(opts["warm"]) if "warm" in opts else None
-    fixed_u = opts.get("u")
+    fixed_warm, fixed_u = warm, u
     if fixed_u is not None and not (act_spec.u_min <= fixed_u <= act_spec.u_max):
         raise InputError(root, f"u={fixed_u:g} is outside the action's range [{act_spec.u_min:g}, {act_spec.u_max:g}]",
                          field="checkpoint")

@@ -1,57 +1,136 @@
-"""Policies by name, as the evaluator and the command line spell them.
+"""The one policy factory: a spec string (or its parsed `PolicySpec`) -> a `PolicyFactory`, used by
+`simulate`, `evaluate`, `train`, `tune`, the sandbox and the live controller alike.
 
-| spec                    | policy                                                        | limits (clamps)                 |
-|-------------------------|---------------------------------------------------------------|---------------------------------|
-| `hpa`                   | Kubernetes HPA, `manifests/hpa-default.yaml`                  | the manifest's min/max/behavior |
-| `hpa:PATH`              | Kubernetes HPA from any autoscaling/v2 manifest               | that manifest's                 |
-| `threshold`             | threshold rule, `ThresholdConfig()` defaults                  | its min/max (2 / 20)            |
-| `threshold:PATH`        | threshold rule from a YAML of `ThresholdConfig` fields        | its min/max                     |
-| `tuned`                 | the tuned HPA for the profile (`manifests/tuned-<profile>.yaml`) | the manifest's               |
-| `predictive`            | forecast one cold start ahead                                 | the default + 120 s down-window |
-| `static`                | fixed count serving the workload's peak minute within the SLO | the default limits              |
-| `static:N`              | fixed count N                                                 | the default limits              |
-| `oracle`                | clairvoyant DP plan (sees the workload)                       | the default limits, no rate limits |
-| `ppo:PATH`              | trained checkpoint (`rlscale.policies.checkpoint.load_policy`)  | the limits it was trained under |
+Grammar: `KIND[:ARG][#KEY=VALUE,...]`, e.g. `hpa`, `hpa:my-hpa.yaml`, `static:4`, `target:0.7`,
+`threshold#gpu_up_pct=80`, `ppo:checkpoints/ppo-llama-3.1-8b-h100#slo_weight=10`.
 
-Each entry carries its own `SafetyLimits`, and the evaluator clamps every policy with its own:
-a policy is evaluated as it would be deployed (an HPA with its behaviour, a rule with its bounds).
-The default limits are the evaluator's (min 2, max 20 unless told otherwise) and have no
-stabilisation or rate limit: the policies that use them pace themselves.
+| spec                 | policy                                                        | limits (clamps)                 |
+|----------------------|---------------------------------------------------------------|---------------------------------|
+| `hpa`, `hpa:PATH`    | Kubernetes HPA from an autoscaling/v2 manifest (default: `manifests/hpa-default.yaml`) | the manifest's |
+| `threshold[:PATH]`   | threshold rule; `ThresholdConfig` fields from a YAML or as `#field=value` | its min/max (2 / 20) |
+| `tuned`              | the tuned HPA for the profile (`manifests/tuned-<profile>.yaml`) | the manifest's               |
+| `predictive`         | forecast one cold start ahead                                 | the default + 120 s down-window |
+| `target:U`           | constant target utilisation U of demand (the action map with a fixed u) | the default limits    |
+| `static:N`           | fixed count N                                                 | the default limits, widened to N |
+| `static`             | fixed count serving the workload's peak minute within the SLO | the default limits              |
+| `oracle`             | clairvoyant DP plan (sees the workload)                       | the default limits              |
+| `ppo:PATH`           | trained checkpoint; options `slo_weight`, `warm`, `u`         | the limits it was trained under |
+
+`static` and `oracle` read the workload (its peak, its future), so they exist only offline; the
+live controller, which has no workload, gets a one-line error naming them. Every other policy is
+built the same way offline and live.
+
+Each factory carries its own `SafetyLimits`: a policy is evaluated as it would be deployed (an HPA
+with its behaviour, a rule with its bounds). The default limits (min 2, max 20 unless told
+otherwise) have no stabilisation or rate limit: the policies that use them pace themselves.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from rlscale.contract import DEFAULT_SLO_TARGET
 from rlscale.errors import InputError
 from rlscale.policies.base import Policy
-from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import SafetyLimits, ScalingRules
-from rlscale.serving.model import SimConfig
-from rlscale.traces.workload import Workload
 
-POLICY_NAMES: tuple[str, ...] = ("hpa", "threshold", "tuned", "predictive", "static", "oracle", "ppo")
+if TYPE_CHECKING:
+    from rlscale.profiles.model import ServiceProfile
+    from rlscale.serving.model import SimConfig
+    from rlscale.traces.workload import Workload
+
+POLICY_NAMES: tuple[str, ...] = ("hpa", "threshold", "tuned", "predictive", "target", "static", "oracle", "ppo")
 RULE_POLICIES: tuple[str, ...] = ("hpa", "threshold", "tuned", "predictive", "static")
-_USAGE = "hpa, hpa:PATH, threshold, threshold:PATH, tuned, predictive, static, static:N, oracle, ppo:PATH"
+_USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W,warm=N,u=U]"
+_PPO_OPTIONS = ("slo_weight", "warm", "u")
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A parsed policy spec: `kind`, its argument (a path, a count, a utilisation) and options."""
+
+    kind: str
+    arg: str = ""
+    options: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, where: str = "policy") -> PolicySpec:
+        """Parse and check a spec string at once (unknown kinds, bad counts and option names are
+        errors here, before any evaluation runs)."""
+        head, _, opts = str(text).strip().partition("#")
+        kind, _, arg = head.partition(":")
+        spec = cls(kind.strip().lower(), arg.strip(), _parse_options(opts, text, where))
+        spec.check(where)
+        return spec
+
+    def check(self, where: str = "policy") -> None:
+        def fail(problem: str) -> None:
+            raise InputError(where, f"{self}: {problem}", field="policy")
+
+        if self.kind not in POLICY_NAMES:
+            fail(f"unknown policy {self.kind!r}; valid: {_USAGE}")
+        if self.kind in ("ppo", "target") and not self.arg:
+            fail(f"expected {self.kind}:{'PATH to a checkpoint folder' if self.kind == 'ppo' else 'U, a utilisation in (0, 1]'}")
+        if self.kind in ("tuned", "predictive", "oracle") and self.arg:
+            fail(f"{self.kind} takes no argument")
+        if self.kind == "static" and self.arg and not (self.arg.isdigit()):
+            fail(f"expected static:N with N a replica count >= 0, got {self.arg!r}")
+        if self.kind == "target":
+            try:
+                u = float(self.arg)
+            except ValueError:
+                u = math.nan
+            if not 0 < u <= 1:
+                fail(f"expected target:U with 0 < U <= 1, got {self.arg!r}")
+        allowed = _PPO_OPTIONS if self.kind == "ppo" else _threshold_fields() if self.kind == "threshold" else ()
+        for key, _ in self.options:
+            if key not in allowed:
+                fail(f"unknown option {key!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else f"; {self.kind} takes none"))
+
+    def option(self, key: str) -> float | None:
+        return dict(self.options).get(key)
+
+    def __str__(self) -> str:
+        text = self.kind + (f":{self.arg}" if self.arg else "")
+        if self.options:
+            text += "#" + ",".join(f"{k}={v:g}" for k, v in self.options)
+        return text
+
+
+def _parse_options(text: str, spec: str, where: str) -> tuple[tuple[str, float], ...]:
+    out: list[tuple[str, float]] = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out.append((key.strip(), float(value)))
+        except ValueError:
+            raise InputError(where, f"{spec}: option {item!r}: expected KEY=NUMBER", field="policy") from None
+    return tuple(out)
+
+
+def _threshold_fields() -> tuple[str, ...]:
+    from rlscale.policies.threshold import ThresholdConfig
+
+    return tuple(ThresholdConfig.model_fields)
 
 
 @dataclass
 class PolicyFactory:
-    """`factory(seed) -> Policy`, with the limits to clamp it by and where it came from."""
+    """`factory(seed) -> Policy`, with the limits to clamp it by, the intervals of history it reads,
+    and where it came from."""
 
     spec: str
     name: str
     limits: SafetyLimits
     build: Callable[[int], Policy]
     info: dict[str, Any] = field(default_factory=dict)
+    window: int = 1
 
     def __call__(self, seed: int) -> Policy:
         return self.build(seed)
@@ -61,120 +140,139 @@ def default_limits(min_replicas: int = 2, max_replicas: int = 20, gpus_per_repli
     return SafetyLimits(min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=gpus_per_replica)
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What a builder may read: the service, the default limits and the SLO; the workload only
+    offline (None live)."""
+
+    profile: ServiceProfile
+    limits: SafetyLimits
+    config: SimConfig
+    slo_target: float
+    workload: Workload | None
+    initial_replicas: int | None
+
+    def need_workload(self, spec: PolicySpec, why: str) -> Workload:
+        if self.workload is None:
+            raise InputError(str(spec), f"{why}, so it runs only offline (`rlscale evaluate`, `simulate`)", field="policy")
+        return self.workload
+
+
 def make_policy(
-    spec: str,
+    spec: str | PolicySpec,
     *,
     profile: ServiceProfile,
-    workload: Workload,
+    workload: Workload | None = None,
     limits: SafetyLimits | None = None,
     config: SimConfig | None = None,
     slo_target: float = DEFAULT_SLO_TARGET,
     initial_replicas: int | None = None,
 ) -> PolicyFactory:
-    """Resolve a policy spec for one (profile, workload). `workload` is what the evaluation runs:
-    only the oracle reads its future, `static` its peak (the sizing a team does from last
-    month's peak), the others nothing. `initial_replicas` is the fleet the run starts with (the
-    oracle plans from it)."""
-    cfg = config or SimConfig()
+    """Resolve a policy spec for one profile (and, offline, the workload the run replays: only the
+    oracle reads its future and `static` its peak). `initial_replicas` is the fleet the run starts
+    with (the oracle plans from it)."""
+    from rlscale.serving.model import SimConfig
+
+    ps = spec if isinstance(spec, PolicySpec) else PolicySpec.parse(spec)
     lim = limits or default_limits(gpus_per_replica=profile.gpus_per_replica)
-    kind, _, arg = spec.strip().partition(":")
-    kind = kind.strip().lower()
-    if kind not in POLICY_NAMES:
-        raise InputError(spec, f"unknown policy {kind!r}; valid: {_USAGE}", field="policy")
+    ctx = _Context(profile, lim, config or SimConfig(), slo_target, workload, initial_replicas)
+    return _BUILDERS[ps.kind](ps, ctx)
 
-    if kind == "hpa":
-        from rlscale.policies.hpa import DEFAULT_MANIFEST, HPAPolicy, load_hpa_manifest
 
-        path = Path(arg) if arg else DEFAULT_MANIFEST
-        hpa_cfg = load_hpa_manifest(path)
-        name = "hpa" if not arg else f"hpa:{path.stem}"
-        return PolicyFactory(spec, name, hpa_cfg.limits, lambda seed: HPAPolicy(hpa_cfg, name=name), {"manifest": str(path)})
+def _hpa(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.policies.hpa import DEFAULT_MANIFEST, HPAPolicy, load_hpa_manifest
 
-    if kind == "threshold":
-        from rlscale.policies.threshold import ThresholdConfig, ThresholdPolicy
+    path = Path(ps.arg) if ps.arg else DEFAULT_MANIFEST
+    cfg = load_hpa_manifest(path)
+    name = f"hpa:{path.stem}" if ps.arg else "hpa"
+    return PolicyFactory(str(ps), name, cfg.limits, lambda seed: HPAPolicy(cfg, name=name), {"manifest": str(path)})
 
-        tcfg = ThresholdConfig.load(arg) if arg else ThresholdConfig()
-        name = "threshold" if not arg else f"threshold:{Path(arg).stem}"
-        return PolicyFactory(spec, name, ThresholdPolicy(tcfg).limits, lambda seed: ThresholdPolicy(tcfg, name=name), {"config": tcfg.model_dump()})
 
-    if kind == "tuned":
-        from rlscale.policies.hpa import HPAPolicy, load_hpa_manifest
-        from rlscale.policies.tuned import tuned_manifest_path
+def _threshold(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.policies.threshold import ThresholdConfig, ThresholdPolicy
 
-        path = tuned_manifest_path(profile)
-        if not path.exists():
-            raise InputError(str(path), "no tuned manifest shipped; run `python -m rlscale.training.tune` first")
-        tuned_cfg = load_hpa_manifest(path)
-        return PolicyFactory(
-            spec, "tuned", tuned_cfg.limits, lambda seed: HPAPolicy(tuned_cfg, name="tuned"), {"manifest": str(path)}
+    cfg = ThresholdConfig.load(ps.arg) if ps.arg else ThresholdConfig()
+    if ps.options:
+        cfg = ThresholdConfig.model_validate({**cfg.model_dump(), **dict(ps.options)})
+    name = f"threshold:{Path(ps.arg).stem}" if ps.arg else "threshold"
+    limits = ThresholdPolicy(cfg).limits
+    return PolicyFactory(str(ps), name, limits, lambda seed: ThresholdPolicy(cfg, name=name), {"config": cfg.model_dump()})
+
+
+def _tuned(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.policies.hpa import HPAPolicy, load_hpa_manifest
+    from rlscale.policies.tuned import tuned_manifest_path
+
+    path = tuned_manifest_path(ctx.profile)
+    if not path.exists():
+        raise InputError(path, "no tuned manifest shipped; run `rlscale tune` first")
+    cfg = load_hpa_manifest(path)
+    return PolicyFactory(str(ps), "tuned", cfg.limits, lambda seed: HPAPolicy(cfg, name="tuned"), {"manifest": str(path)})
+
+
+def _predictive(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.policies.predictive import SCALE_DOWN_WINDOW_S, PredictiveConfig, PredictivePolicy
+
+    limits = ctx.limits.model_copy(update={"scale_down": ScalingRules(stabilization_window_s=SCALE_DOWN_WINDOW_S)})
+    cfg = PredictiveConfig(slo_target=ctx.slo_target, ttft_slo_s=ctx.config.ttft_slo_s, tpot_slo_s=ctx.config.tpot_slo_s)
+    return PolicyFactory(str(ps), "predictive", limits, lambda seed: PredictivePolicy(ctx.profile, cfg, limits=limits))
+
+
+def _target(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.policies.target import TargetUtilisationPolicy
+
+    u = float(ps.arg)
+    capacity = ctx.profile.capacity_rps()
+    return PolicyFactory(str(ps), f"target:{u:g}", ctx.limits, lambda seed: TargetUtilisationPolicy(u, capacity), {"u": u})
+
+
+def _static(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.policies.static import StaticPolicy
+
+    if ps.arg:
+        # a count asked for is the count served: the bounds widen to it rather than clip it
+        n = int(ps.arg)
+        limits = ctx.limits.model_copy(
+            update={"min_replicas": min(ctx.limits.min_replicas, n), "max_replicas": max(ctx.limits.max_replicas, n)}
         )
+        name = f"static:{n}"
+    else:
+        from rlscale.policies.static import replicas_for_peak
 
-    if kind == "predictive":
-        from rlscale.policies.predictive import (
-            SCALE_DOWN_WINDOW_S,
-            PredictiveConfig,
-            PredictivePolicy,
-        )
+        peak = replicas_for_peak(ctx.need_workload(ps, "static sizes for the workload's peak minute"), ctx.profile, ctx.config, ctx.slo_target)
+        n, limits, name = min(max(peak, ctx.limits.min_replicas), ctx.limits.max_replicas), ctx.limits, "static"
+    return PolicyFactory(str(ps), name, limits, lambda seed: StaticPolicy(n), {"replicas": n})
 
-        plim = lim.model_copy(update={"scale_down": ScalingRules(stabilization_window_s=SCALE_DOWN_WINDOW_S)})
-        pcfg = PredictiveConfig(slo_target=slo_target, ttft_slo_s=cfg.ttft_slo_s, tpot_slo_s=cfg.tpot_slo_s)
-        return PolicyFactory(spec, "predictive", plim, lambda seed: PredictivePolicy(profile, pcfg, limits=plim))
 
-    if kind == "static":
-        from rlscale.policies.static import StaticPolicy
+def _oracle(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.policies.oracle import OraclePolicy, plan_oracle
 
-        if arg:
-            try:
-                n = int(arg)
-            except ValueError:
-                raise InputError(spec, f"expected static:N with N a replica count, got {arg!r}", field="policy") from None
-        else:
-            n = static_replicas_for_peak(workload, profile, cfg, slo_target)
-        n = int(np.clip(n, lim.min_replicas, lim.max_replicas))
-        name = f"static:{arg}" if arg else "static"
-        return PolicyFactory(spec, name, lim, lambda seed: StaticPolicy(n), {"replicas": n})
+    workload = ctx.need_workload(ps, "the oracle plans on the workload's future")
+    plan = plan_oracle(
+        ctx.profile, workload, config=ctx.config, limits=ctx.limits, slo_target=ctx.slo_target,
+        initial_replicas=ctx.initial_replicas,
+    )
+    info = {
+        "predicted_slo_attainment": plan.predicted_attainment, "planned_slo_attainment": plan.planned_attainment,
+        "lookahead_bins": plan.lookahead_bins, "lagrange_multiplier": plan.lam,
+    }
+    return PolicyFactory(str(ps), "oracle", ctx.limits, lambda seed: OraclePolicy(plan), info)
 
-    if kind == "oracle":
-        from rlscale.policies.oracle import OraclePolicy, plan_oracle
 
-        plan = plan_oracle(profile, workload, config=cfg, limits=lim, slo_target=slo_target, initial_replicas=initial_replicas)
-        return PolicyFactory(
-            spec, "oracle", lim, lambda seed: OraclePolicy(plan),
-            {"predicted_slo_attainment": plan.predicted_attainment, "planned_slo_attainment": plan.planned_attainment, "lookahead_bins": plan.lookahead_bins,
-             "lagrange_multiplier": plan.lam},
-        )
-
-    # ppo
-    if not arg:
-        raise InputError(spec, "expected ppo:PATH to a checkpoint folder", field="policy")
-    if importlib.util.find_spec("rlscale.policies.checkpoint") is None:
-        raise InputError(spec, "ppo checkpoints not available yet (rlscale.policies.checkpoint is missing)", field="policy")
+def _ppo(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     from rlscale.policies.checkpoint import load_policy
 
-    probe = load_policy(arg, name=f"ppo:{Path(arg).name}")
-    plim = getattr(probe, "limits", None) or lim
-    pname = probe.name
-    return PolicyFactory(spec, pname, plim, lambda seed: load_policy(arg, name=pname), {"checkpoint": arg})
+    name = f"ppo:{Path(ps.arg).name}" + (str(ps)[str(ps).index("#"):] if ps.options else "")
+    warm = ps.option("warm")
+    # One load (hashes verified once); the actor is a deterministic MLP with no state between
+    # decisions, so every seed (and every live target) can share it.
+    policy = load_policy(
+        ps.arg, slo_weight=ps.option("slo_weight"), warm=int(warm) if warm is not None else None, u=ps.option("u"), name=name
+    )
+    return PolicyFactory(str(ps), name, policy.limits, lambda seed: policy, {"checkpoint": ps.arg}, window=int(policy.obs_spec.window))
 
 
-def static_replicas_for_peak(
-    workload: Workload, profile: ServiceProfile, config: SimConfig | None = None, slo_target: float = DEFAULT_SLO_TARGET
-) -> int:
-    """Replicas that serve the peak minute within the SLO (e.g. 250 req/s peak / 21 req/s per
-    replica within the SLO = 11.9 -> 12)."""
-    from rlscale.serving.capacity import slo_capacity_rps
-
-    cfg = config or SimConfig()
-    w = workload.rebin(max(60.0, cfg.interval_s))
-    peak = float(np.max(w.rate_rps))
-    arrived = float(w.arrivals.sum())
-    isl = float((w.prompt_tokens * w.arrivals).sum() / arrived) if arrived > 0 else None
-    osl = float((w.output_tokens * w.arrivals).sum() / arrived) if arrived > 0 else None
-    guess = 1
-    for _ in range(3):  # per-replica capacity depends (weakly) on the fleet size
-        cap = slo_capacity_rps(
-            profile, isl, osl, replicas=guess, slo_target=slo_target, prompt_cv=workload.prompt_tokens_cv,
-            ttft_slo_s=cfg.ttft_slo_s, tpot_slo_s=cfg.tpot_slo_s, arrival_scv=cfg.arrival_scv,
-        )
-        guess = max(1, math.ceil(peak / cap - 1e-9))
-    return guess
+_BUILDERS: dict[str, Callable[[PolicySpec, _Context], PolicyFactory]] = {
+    "hpa": _hpa, "threshold": _threshold, "tuned": _tuned, "predictive": _predictive, "target": _target,
+    "static": _static, "oracle": _oracle, "ppo": _ppo,
+}

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rlscale.contract import IntervalMetrics
+from rlscale.contract import DEFAULT_SLO_TARGET, IntervalMetrics
 from rlscale.policies.base import Decision
-from rlscale.profiles.model import ServiceProfile
-from rlscale.traces.workload import Workload
+
+if TYPE_CHECKING:
+    from rlscale.profiles.model import ServiceProfile
+    from rlscale.serving.model import SimConfig
+    from rlscale.traces.workload import Workload
 
 
 class StaticPolicy:
@@ -28,9 +32,22 @@ class StaticPolicy:
 
 
 def replicas_for_peak(
-    workload: Workload, profile: ServiceProfile, *, interval_s: float = 60.0, target_utilisation: float = 0.8
+    workload: Workload, profile: ServiceProfile, config: SimConfig, slo_target: float = DEFAULT_SLO_TARGET
 ) -> int:
-    """Replicas that serve the workload's peak minute at `target_utilisation` of capacity
-    (e.g. peak 120 rps / (22 rps x 0.8) = 6.8 -> 7)."""
-    peak_rps = float(np.max(workload.rebin(interval_s).rate_rps))
-    return max(1, math.ceil(peak_rps / (profile.capacity_rps() * target_utilisation)))
+    """Replicas that serve the workload's peak minute within the SLO, the sizing a team does from
+    last month's peak (e.g. 250 req/s peak / 21 req/s per replica within the SLO = 11.9 -> 12)."""
+    from rlscale.serving.capacity import slo_capacity_rps
+
+    w = workload.rebin(max(60.0, config.interval_s))
+    peak = float(np.max(w.rate_rps))
+    arrived = float(w.arrivals.sum())
+    isl = float((w.prompt_tokens * w.arrivals).sum() / arrived) if arrived > 0 else None
+    osl = float((w.output_tokens * w.arrivals).sum() / arrived) if arrived > 0 else None
+    guess = 1
+    for _ in range(3):  # per-replica capacity depends (weakly) on the fleet size
+        cap = slo_capacity_rps(
+            profile, isl, osl, replicas=guess, slo_target=slo_target, prompt_cv=workload.prompt_tokens_cv,
+            ttft_slo_s=config.ttft_slo_s, tpot_slo_s=config.tpot_slo_s, arrival_scv=config.arrival_scv,
+        )
+        guess = max(1, math.ceil(peak / cap - 1e-9))
+    return guess

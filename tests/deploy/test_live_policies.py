@@ -46,8 +46,10 @@ def test_rule_policies_take_their_options() -> None:
 @pytest.mark.parametrize(
     ("policy", "field", "words"),
     [
-        ({"rule": "predictive"}, "policy.rule", "needs the simulator"),
-        ({"rule": "magic"}, "policy.rule", "offers: hpa, threshold, tuned, static"),
+        ({"rule": "magic"}, "policy.rule", "unknown policy 'magic'; valid: hpa[:PATH], threshold[:PATH], tuned, predictive"),
+        ({"rule": "oracle"}, None, "the oracle plans on the workload's future, so it runs only offline"),
+        ({"rule": "static"}, "policy.options.replicas", "a count"),
+        ("static", None, "static sizes for the workload's peak minute, so it runs only offline"),
         ({"rule": "static", "options": {"replicas": -1}}, "policy.options.replicas", "a count"),
         ({"rule": "hpa", "options": {"manifest": "/nope.yaml"}}, None, "HPA manifest not found"),
         ({"rule": "threshold", "options": {"step_upp": 1}}, "policy.options.step_upp", "Extra inputs"),

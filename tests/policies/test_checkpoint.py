@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -156,25 +157,33 @@ def test_loading_and_deciding_imports_neither_sb3_nor_envs_nor_torch(tmp_path: P
     assert r.returncode == 0, r.stderr
 
 
-def test_path_options_set_the_knob_and_hold_the_warm_pool(tmp_path: Path) -> None:
+def from_spec(spec: str) -> Any:
+    """A checkpoint through the one policy factory, as `rlscale evaluate --policy SPEC` builds it."""
+    from rlscale.policies.registry import make_policy
+    from rlscale.profiles.model import load_profile
+
+    return make_policy(spec, profile=load_profile("llama-3.1-8b-h100"))(0)
+
+
+def test_spec_options_set_the_knob_and_hold_the_warm_pool(tmp_path: Path) -> None:
     root = write_random(tmp_path / "ck")
-    pol = load_policy(f"{root}#slo_weight=5,warm=2")
+    pol = from_spec(f"ppo:{root}#slo_weight=5,warm=2")
     assert pol.slo_weight == 5.0
     assert all(pol.decide(w).warm_replicas == 2 for w in fixed_windows(10))
-    with pytest.raises(InputError, match="expected slo_weight=W, warm=N or u=U"):
-        load_policy(f"{root}#bogus=1")
+    with pytest.raises(InputError, match="unknown option 'bogus'; allowed: slo_weight, warm, u"):
+        from_spec(f"ppo:{root}#bogus=1")
 
 
 def test_u_option_holds_the_target_utilisation_whatever_the_network_says(tmp_path: Path) -> None:
     root = write_random(tmp_path / "ck")
-    pol = load_policy(f"{root}#u=0.5")
+    pol = from_spec(f"ppo:{root}#u=0.5")
     for w in fixed_windows(10):
         last = w[-1]
         demand = last.arrival_rps + last.requests_waiting / ACT.drain_s
         want = math.ceil(demand / (pol.obs_spec.replica_capacity_rps * 0.5) - 1e-9)
         assert pol.decide(w).replicas == max(0, want)
     with pytest.raises(InputError, match="outside the action's range"):
-        load_policy(f"{root}#u=0.99")
+        from_spec(f"ppo:{root}#u=0.99")
 
 
 def test_knob_is_refused_on_a_checkpoint_trained_without_it(tmp_path: Path) -> None:
