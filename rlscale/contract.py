@@ -182,7 +182,7 @@ def demand_rps(last: np.ndarray, drain_s: float) -> np.ndarray:
     return np.nan_to_num(last[..., _I["arrival_rps"]]) + np.nan_to_num(last[..., _I["requests_waiting"]]) / drain_s
 
 
-def replicas_for_utilisation(demand: np.ndarray, capacity_rps: float, u: np.ndarray | float) -> np.ndarray:
+def replicas_for_utilisation(demand: np.ndarray | np.floating, capacity_rps: float, u: np.ndarray | float) -> np.ndarray:
     """The one target-utilisation rule: replicas = ceil(demand / (capacity x u)), used by the
     action map, the `target:U` policy and the checkpoint's fixed-u ablation alike."""
     return np.ceil(demand / (capacity_rps * u) - 1e-9)

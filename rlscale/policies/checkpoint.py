@@ -177,7 +177,7 @@ class PPOPolicy:
     def observation(self, window: Sequence[IntervalMetrics]) -> np.ndarray:
         obs = encode(window, self.obs_spec)
         if self.knob:
-            obs = np.concatenate([obs, np.float32([math.log(self._slo_weight or 1.0)])])
+            obs = np.concatenate([obs, np.array([math.log(self._slo_weight or 1.0)], dtype=np.float32)])
         return obs
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -201,7 +201,7 @@ class PPOPolicy:
         r = max(0, int(replicas)) if math.isfinite(float(replicas)) else 0
         manages_warm = self.act_spec.max_warm > 0 or self.fixed_warm is not None
         if self.fixed_warm is not None:
-            warm = np.float64(self.fixed_warm)
+            warm = np.full_like(warm, float(self.fixed_warm))
         reason = f"ppo: target utilisation {u:.2f} -> {r} replicas"
         if manages_warm:
             reason += f", warm pool {int(warm)}"

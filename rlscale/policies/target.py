@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from rlscale.contract import DEMAND_DRAIN_S, IntervalMetrics, demand_rps, replicas_for_utilisation
 from rlscale.policies.base import Decision
 
@@ -26,5 +28,5 @@ class TargetUtilisationPolicy:
     def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
         last = window[-1].to_array()
         demand = float(demand_rps(last, self.drain_s))
-        replicas = max(0, int(replicas_for_utilisation(demand, self.capacity_rps, self.u)))
+        replicas = max(0, int(replicas_for_utilisation(np.float64(demand), self.capacity_rps, self.u)))
         return Decision(replicas, f"{self.name}: demand {demand:.1f} rps / ({self.capacity_rps:.1f} x {self.u:g}) = {replicas}")
