@@ -94,3 +94,21 @@ def test_the_target_rule_sizes_the_fleet_as_the_action_space_does():
 
 def test_the_target_rule_reads_missing_metrics_as_no_demand():
     assert TargetUtilisationRule(0.7, SPEC).decide([_m(arrival_rps=float("nan"), requests_waiting=float("nan"))]).replicas == 0
+
+
+def test_the_train_command_reports_a_bad_override_as_one_line_and_exit_status_2():
+    import typer
+    from typer.testing import CliRunner
+
+    from rlscale.cli import train as train_cli
+
+    app = typer.Typer()
+    train_cli.register(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command so typer keeps `train` as a subcommand
+        pass
+
+    r = CliRunner().invoke(app, ["train", "--config", SHIPPED[0], "--set", "workloads.9.copies=2"])
+    assert r.exit_code == 2
+    assert "error: training/default.yaml, field 'workloads.9':" in r.output and "Traceback" not in r.output
