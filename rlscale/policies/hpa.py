@@ -12,6 +12,12 @@ the live controller all apply after every policy. `HPAPolicy.limits` carries the
 behaviour as `SafetyLimits`, so whoever holds the policy clamps it with its own behaviour (and the
 evaluator does: each policy runs under its own limits). The policy itself is stateless.
 
+The manifest is read strictly, as `kubectl apply --validate=strict` would: a field the API does
+not have (`scaleUp.stabilisationWindowSeconds`, a typo that would otherwise leave the window at
+its 0 s default) is an error naming it. Fields the API has and rlscale does not use
+(`scaleTargetRef`, a metric's `selector`, `describedObject`, `status`, any `metadata`) are
+accepted and ignored.
+
 Per metric (`replica_calculator.go`), with R ready pods, M pods without metrics (starting),
 usage ratio u = value / target and tolerance 0.1:
 

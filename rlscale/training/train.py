@@ -128,12 +128,14 @@ def check_baseline_spec(text: str) -> None:
 
     TODO(registry): replace with `PolicySpec.parse(text, "eval.baseline")` from
     rlscale.policies.registry once it exists (it knows `target` and each kind's argument)."""
-    kind, sep, arg = text.strip().partition(":")
+    kind, _, arg = text.strip().partition(":")
     kind = kind.strip().lower()
     if kind == "rule":
         raise ValueError(f"the target-utilisation baseline is spelled target:U now, e.g. target:{arg or '0.7'}")
     if kind not in (*POLICY_NAMES, "target"):
         raise ValueError(f"unknown policy {kind!r}; expected one of {', '.join((*POLICY_NAMES, 'target:U'))}")
+    if kind == "ppo" and not arg:
+        raise ValueError("expected ppo:PATH to a checkpoint folder")
     if kind == "target":
         try:
             u = float(arg)

@@ -317,3 +317,10 @@ def test_every_shipped_manifest_loads():
     assert paths
     for p in paths:
         assert load_hpa_manifest(p).metrics
+
+
+def test_a_per_direction_tolerance_is_refused_not_ignored():
+    m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleDown": {"tolerance": "50m"}})
+    with pytest.raises(InputError, match="per-direction tolerance is not supported") as e:
+        config_from_manifest(m, "hpa.yaml")
+    assert e.value.field == "spec.behavior.scaleDown.tolerance"
