@@ -1,6 +1,7 @@
 """`rlscale train --config training/default.yaml [--set key.sub=value ...] [--resume DIR]`.
 
-Registered by rlscale.cli.commands (`train_cli.register(app)`); heavy imports happen inside."""
+Registered by `rlscale.cli.register(app)`; heavy imports happen inside. A bad config or `--set`
+fails before any training with one line naming the file and the field (exit status 2)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ A requirement is `METRIC OP [FACTOR *] REFERENCE` or `METRIC OP NUMBER`:
     ttft_p95 <= 2             absolute bound, in the metric's unit (seconds)
 
 Metrics: cost (cost_usd), slo (slo_attainment), gpu_hours, cost_vs_oracle, ttft_p50/p95/p99,
-tpot_p50/p95/p99, dropped, scale_events, cold_starts, mean_replicas (any record key works too).
+tpot_p50/p95/p99, dropped, scale_events, cold_starts, mean_replicas, or any other metric of the
+evaluation's records (`rlscale.evaluation.evaluate.METRIC_FIELDS`, and each one's `_std`); an
+unknown metric is an error when the gate is read, before anything is evaluated.
 A requirement is checked on every (profile, workload) on the mean over seeds, and the gate passes
 only if all hold everywhere. A YAML gate file:
 
@@ -27,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
+from rlscale.config import load_yaml_model
 from rlscale.errors import InputError
+from rlscale.evaluation.evaluate import METRIC_FIELDS
 
 ALIASES = {
     "cost": "cost_usd",
@@ -43,6 +47,7 @@ ALIASES = {
 }
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _REQ = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(?:([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*[*x×]\s*)?([^=<>\s].*?)\s*$")
+METRICS: tuple[str, ...] = (*METRIC_FIELDS, *(f"{k}_std" for k in METRIC_FIELDS))
 _NUMBER = re.compile(r"^[+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?$")
 
 
@@ -59,15 +64,22 @@ class Requirement:
         return self.text
 
 
-def parse_requirement(text: str, where: str = "--gate") -> Requirement:
+def parse_requirement(text: str, where: str | Path = "--gate", field: str | None = None) -> Requirement:
     m = _REQ.match(text)
     if not m:
-        raise InputError(where, f"cannot read gate requirement {text!r}; expected e.g. 'cost<=0.85*tuned' or 'slo>=0.99'")
+        raise InputError(
+            where, f"cannot read gate requirement {text!r}; expected e.g. 'cost<=0.85*tuned' or 'slo>=0.99'", field=field
+        )
     metric, op, factor, rhs = m.group(1), m.group(2), m.group(3), m.group(4)
     key = ALIASES.get(metric, metric)
+    if key not in METRICS:
+        raise InputError(
+            where, f"{text!r}: unknown metric {metric!r}; expected one of {', '.join([*ALIASES, *METRIC_FIELDS])} "
+            "(or a metric's _std)", field=field,
+        )
     if _NUMBER.match(rhs):
         if factor is not None:
-            raise InputError(where, f"{text!r}: a factor needs a reference policy, e.g. 'cost<=0.85*tuned'")
+            raise InputError(where, f"{text!r}: a factor needs a reference policy, e.g. 'cost<=0.85*tuned'", field=field)
         return Requirement(text.strip(), key, op, 1.0, None, float(rhs))
     return Requirement(text.strip(), key, op, float(factor) if factor else 1.0, rhs.strip(), None)
 
@@ -82,19 +94,19 @@ def gate_from_args(requirements: Sequence[str], policy: str | None = None) -> Ga
     return Gate(tuple(parse_requirement(r) for r in requirements), policy)
 
 
+class GateFile(BaseModel):
+    """A gate YAML file as written: the candidate (optional) and its requirements."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    policy: str | None = None
+    require: list[str] = Field(min_length=1)
+
+
 def load_gate(path: str | Path) -> Gate:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise InputError(str(p), "gate file not found") from None
-    except yaml.YAMLError as e:
-        raise InputError(str(p), f"not valid YAML ({e.__class__.__name__})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("require"), list) or not data["require"]:
-        raise InputError(str(p), "expected a mapping with `require:` a non-empty list of requirements", field="require")
-    reqs = tuple(parse_requirement(str(r), f"{p}: require") for r in data["require"])
-    pol = data.get("policy")
-    return Gate(reqs, str(pol) if pol is not None else None)
+    data = load_yaml_model(p, GateFile, what="gate file")
+    reqs = tuple(parse_requirement(r, p, field=f"require.{i}") for i, r in enumerate(data.require))
+    return Gate(reqs, data.policy)
 
 
 @dataclass(frozen=True)

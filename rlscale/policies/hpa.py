@@ -12,6 +12,12 @@ the live controller all apply after every policy. `HPAPolicy.limits` carries the
 behaviour as `SafetyLimits`, so whoever holds the policy clamps it with its own behaviour (and the
 evaluator does: each policy runs under its own limits). The policy itself is stateless.
 
+The manifest is read strictly, as `kubectl apply --validate=strict` would: a field the API does
+not have (`scaleUp.stabilisationWindowSeconds`, a typo that would otherwise leave the window at
+its 0 s default) is an error naming it. Fields the API has and rlscale does not use
+(`scaleTargetRef`, a metric's `selector`, `describedObject`, `status`, any `metadata`) are
+accepted and ignored.
+
 Per metric (`replica_calculator.go`), with R ready pods, M pods without metrics (starting),
 usage ratio u = value / target and tolerance 0.1:
 
@@ -51,9 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rlscale.config import read_yaml_documents, validate_model
 from rlscale.contract import IntervalMetrics
 from rlscale.errors import InputError
 from rlscale.policies.base import Decision
@@ -141,13 +147,15 @@ def parse_quantity(value: str | int | float) -> float:
 
 
 class _K8s(BaseModel):
-    # Kubernetes objects carry many fields we do not use (labels, annotations, status): ignore
-    # them, but validate every field we read.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # Strict: a misspelt Kubernetes field (`stabilisationWindowSeconds`) is an error, never a
+    # silent default. Fields Kubernetes has that we do not read are declared (as `Any`) so a real
+    # manifest still loads; the object metadata and `status` are taken as they come.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 class MetricIdentifier(_K8s):
     name: str = Field(min_length=1)
+    selector: dict[str, Any] | None = None  # a LabelSelector; the simulator has one series per metric
 
 
 class MetricTarget(_K8s):
@@ -178,16 +186,22 @@ class MetricTarget(_K8s):
 
 
 class MetricSourceSpec(_K8s):
+    """A `pods` or `external` metric source (an `object` one also names its `describedObject`)."""
+
     metric: MetricIdentifier
     target: MetricTarget
+
+
+class ObjectMetricSourceSpec(MetricSourceSpec):
+    described_object: dict[str, Any] | None = Field(default=None, alias="describedObject")
 
 
 class MetricSpec(_K8s):
     type: Literal["Pods", "Object", "External", "Resource", "ContainerResource"]
     pods: MetricSourceSpec | None = None
-    object: MetricSourceSpec | None = None
+    object: ObjectMetricSourceSpec | None = None
     external: MetricSourceSpec | None = None
-    resource: dict[str, Any] | None = None
+    resource: dict[str, Any] | None = None  # refused in `_resolve_metric`, with the alternative
     container_resource: dict[str, Any] | None = Field(default=None, alias="containerResource")
 
 
@@ -201,6 +215,18 @@ class HPAScalingRules(_K8s):
     stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600, alias="stabilizationWindowSeconds")
     select_policy: Literal["Max", "Min", "Disabled"] | None = Field(default=None, alias="selectPolicy")
     policies: list[HPAScalingPolicy] | None = None
+    # Kubernetes 1.33+ (HPAConfigurableTolerance): a Kubernetes field, but not modelled here
+    tolerance: Any = None
+
+    @field_validator("tolerance")
+    @classmethod
+    def _no_tolerance(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError(
+                f"a per-direction tolerance is not supported; rlscale applies one tolerance ({DEFAULT_TOLERANCE:g}) "
+                "to both directions, remove the field"
+            )
+        return v
 
     def to_rules(self, default: ScalingRules) -> ScalingRules:
         """Fill unset fields from the HPA defaults, as the API server's defaulting does
@@ -226,6 +252,7 @@ class HPABehavior(_K8s):
 
 
 class HPASpec(_K8s):
+    scale_target_ref: dict[str, Any] | None = Field(default=None, alias="scaleTargetRef")  # the simulator scales one fleet
     min_replicas: int = Field(default=1, ge=1, alias="minReplicas")
     max_replicas: int = Field(ge=1, alias="maxReplicas")
     metrics: list[MetricSpec] = Field(min_length=1)
@@ -238,7 +265,10 @@ class HPASpec(_K8s):
         return self
 
 
-class _Metadata(_K8s):
+class _Metadata(BaseModel):
+    # ObjectMeta as `kubectl get -o yaml` writes it (uid, labels, managedFields, ...): kept as it
+    # comes; we read the name and the annotations (the tuned manifests record their search there).
+    model_config = ConfigDict(extra="ignore", frozen=True)
     name: str = "hpa"
     annotations: dict[str, str] = Field(default_factory=dict)
 
@@ -248,6 +278,7 @@ class HPAManifest(_K8s):
     kind: Literal["HorizontalPodAutoscaler"]
     metadata: _Metadata = _Metadata()
     spec: HPASpec
+    status: dict[str, Any] | None = None  # what the cluster's controller last did; not an input
 
 
 # --- the resolved configuration ---------------------------------------------------------------
@@ -279,15 +310,7 @@ def config_from_manifest(data: Any, where: str = "<manifest>", *, tolerance: flo
     the field and what was expected on any problem."""
     if not isinstance(data, dict):
         raise InputError(where, "expected a HorizontalPodAutoscaler manifest (a YAML mapping) at the top level")
-    try:
-        m = HPAManifest.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        problem = "required field is missing" if err["type"] == "missing" else str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] != "missing" and "input" in err and not isinstance(err["input"], dict | list):
-            problem += f" (got {err['input']!r})"
-        raise InputError(where, problem, field=loc) from None
+    m = validate_model(data, HPAManifest, where)
     metrics = []
     for i, spec in enumerate(m.spec.metrics):
         metrics.append(_resolve_metric(spec, where, f"spec.metrics.{i}"))
@@ -346,18 +369,7 @@ def _resolve_metric(spec: MetricSpec, where: str, loc: str) -> HPAMetric:
 def load_hpa_manifest(path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE) -> HPAConfig:
     """Read a HorizontalPodAutoscaler YAML file (the first HPA document in a multi-document file)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise InputError(str(p), "HPA manifest not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise InputError(str(p), f"cannot read the HPA manifest ({e.__class__.__name__})") from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(str(p), f"not valid YAML{at} ({getattr(e, 'problem', None) or e.__class__.__name__})") from None
+    docs = read_yaml_documents(p, what="HPA manifest")
     if not docs:
         raise InputError(str(p), "empty file, expected a HorizontalPodAutoscaler manifest")
     hpas = [d for d in docs if isinstance(d, dict) and d.get("kind") == "HorizontalPodAutoscaler"]

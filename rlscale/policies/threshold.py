@@ -16,11 +16,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlscale.config import load_yaml_model
 from rlscale.contract import IntervalMetrics
-from rlscale.errors import InputError
 from rlscale.policies.base import Decision
 from rlscale.safety import SafetyLimits
 
@@ -52,18 +51,7 @@ class ThresholdConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> ThresholdConfig:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError:
-            raise InputError(str(p), "threshold rule config not found") from None
-        except yaml.YAMLError as e:
-            raise InputError(str(p), f"not valid YAML ({e.__class__.__name__})") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise InputError(str(p), str(err["msg"]), field=".".join(str(x) for x in err["loc"])) from None
+        return load_yaml_model(path, cls, what="threshold rule config")
 
 
 class ThresholdPolicy:

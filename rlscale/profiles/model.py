@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from rlscale.config import load_yaml_model
 from rlscale.errors import InputError
 
 
@@ -182,21 +182,4 @@ def load_profile(name_or_path: str | Path) -> ServiceProfile:
             raise InputError(
                 str(name_or_path), f"no such profile; shipped profiles: {', '.join(shipped_profiles())}"
             )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(str(path), "file not found") from None
-    except yaml.YAMLError as e:
-        raise InputError(str(path), f"not valid YAML ({e.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise InputError(str(path), "expected a mapping of profile fields at the top level")
-    try:
-        return ServiceProfile.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "missing":
-            problem = "required field is missing"
-        else:
-            problem = f"{err['msg']} (got {err.get('input')!r})"
-        raise InputError(str(path), problem, field=loc) from None
+    return load_yaml_model(path, ServiceProfile)

@@ -2,17 +2,20 @@
 
 The run, top to bottom (`train`):
 
-1. config: `TrainConfig.load(path, overrides)` — YAML validated by pydantic, every field
-   overridable with `--set ppo.learning_rate=1e-4`; the resolved config goes into the checkpoint;
+1. config: `TrainConfig.load(path, overrides)` — YAML validated by pydantic where it enters
+   (`rlscale.config`), every field overridable with `--set ppo.learning_rate=1e-4`; the resolved
+   config goes into the checkpoint;
 2. seeding: one block (python, numpy, torch, SB3, the env's generator);
-3. workloads: each trace is loaded at the control interval, sliced to its training window and
-   rate-scaled to `copies` fleet sizes drawn from `peak_replicas` (domain randomisation, together
-   with `augmentation` noise/bursts and the env's cold-start and latency jitter);
+3. workloads: each trace is loaded at the control interval, cut to its window (`PATH@START:END`
+   in days, as `rlscale evaluate --trace` spells it) and rate-scaled to `copies` fleet sizes
+   drawn from `peak_replicas` (domain randomisation, together with `augmentation` noise/bursts
+   and the env's cold-start and latency jitter);
 4. env: `LLMAutoscaleVecEnv` (B clusters in numpy) under SB3's `VecNormalize`;
 5. model: SB3 `PPO` with SB3's hyperparameter names; TensorBoard logs under `tensorboard_log`;
-6. `EvalVsRule` callback: every `eval.every_steps`, roll the current policy and the baseline rule
-   out on held-out windows (`rlscale.evaluation.rollout`, the evaluator's own harness) and keep
-   the best checkpoint; the curve (score vs steps and wall time) is written beside it;
+6. evaluator: the baseline is rolled out once on the held-out windows; every
+   `eval.every_steps` the current policy is rolled out on them too (`rlscale.evaluation.rollout`,
+   the evaluator's own harness), the best checkpoint is kept and the curve (score vs steps and
+   wall time) written beside it;
 7. `learn`, then the final checkpoint (`checkpoints/<name>/`, see rlscale.policies.checkpoint).
 
 Score (higher is better), per eval workload then averaged: with `eval.slo_penalty: shortfall`
@@ -24,28 +27,41 @@ the baseline scores -1 and attainment above the baseline's earns nothing; with `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from rlscale.contract import FIELD_INDEX, IntervalMetrics, ObservationSpec
+from rlscale.config import load_yaml_model, validate_model
+from rlscale.contract import ActionSpec, IntervalMetrics, ObservationSpec
 from rlscale.envs.core import EnvConfig
 from rlscale.errors import InputError
-from rlscale.policies.base import Decision
+from rlscale.evaluation.evaluate import parse_trace_arg
+from rlscale.policies.base import Decision, Policy
+from rlscale.policies.checkpoint import sha256_file
+from rlscale.policies.registry import POLICY_NAMES
 from rlscale.profiles.model import ServiceProfile, load_profile
+from rlscale.safety import SafetyLimits
+from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
-_F = FIELD_INDEX
+if TYPE_CHECKING:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rlscale.policies.checkpoint import PPOPolicy
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_DAY_S = 86_400.0
+# workload -> (factory(seed) -> Policy, the limits to clamp it by)
+Runner = Callable[[Workload], tuple[Callable[[int], Policy], SafetyLimits]]
 
 
 class _Strict(BaseModel):
@@ -53,26 +69,80 @@ class _Strict(BaseModel):
 
 
 class WorkloadSpec(_Strict):
-    """One trace and how it is cut and scaled. `slice_h` = [start, end) hours from the trace's
-    start; `peak_replicas` = the range of fleet sizes (replicas the p99 minute needs) the trace is
-    scaled to; `copies` = how many scaled copies are drawn from that range."""
+    """One trace and how it is cut and scaled. `path` = `PATH` or `PATH@START:END`, the window in
+    days from the trace's start (`x.csv@10:10.5` = hours 240-252); `peak_replicas` = the range
+    of fleet sizes (replicas the p99 minute needs) the trace is scaled to; `copies` = how many
+    scaled copies are drawn from that range."""
 
     path: str
     format: str | None = None
     name: str | None = None
-    slice_h: tuple[float, float] | None = None
     peak_replicas: tuple[float, float] = (4.0, 16.0)
     copies: int = Field(default=1, ge=1, le=64)
     seed: int = 0
+    # the old spelling, refused with its conversion (never stored: excluded from the dump)
+    slice_h: Any = Field(default=None, exclude=True)
+
+    @field_validator("path")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        try:
+            parse_trace_arg(v)
+        except InputError as e:
+            raise ValueError(e.problem) from None
+        return v
+
+    @field_validator("slice_h")
+    @classmethod
+    def _no_slice_h(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None:
+            return v
+        path = parse_trace_arg(info.data["path"])[0] if "path" in info.data else "PATH"
+        try:
+            a, b = (float(x) / 24.0 for x in v)
+            example = f"path: {path}@{a:g}:{b:g}"
+        except (TypeError, ValueError):
+            example = f"path: {path}@START:END"
+        raise ValueError(f"`slice_h` (hours) is gone: give the window in days in the path, `{example}`")
 
     @model_validator(mode="after")
     def _ranges(self) -> WorkloadSpec:
         lo, hi = self.peak_replicas
         if not (0 < lo <= hi):
             raise ValueError(f"peak_replicas = {list(self.peak_replicas)}, expected 0 < low <= high")
-        if self.slice_h is not None and not (0 <= self.slice_h[0] < self.slice_h[1]):
-            raise ValueError(f"slice_h = {list(self.slice_h)}, expected 0 <= start < end")
         return self
+
+    @property
+    def file(self) -> str:
+        """The trace file, without its window."""
+        return parse_trace_arg(self.path)[0]
+
+    @property
+    def days(self) -> tuple[float, float] | None:
+        """The [start, end) window in days, or None for the whole trace."""
+        return parse_trace_arg(self.path)[1]
+
+
+def check_baseline_spec(text: str) -> None:
+    """A baseline spec the registry will resolve, or `target:U` with 0 < U <= 1; ValueError if not.
+
+    TODO(registry): replace with `PolicySpec.parse(text, "eval.baseline")` from
+    rlscale.policies.registry once it exists (it knows `target` and each kind's argument)."""
+    kind, _, arg = text.strip().partition(":")
+    kind = kind.strip().lower()
+    if kind == "rule":
+        raise ValueError(f"the target-utilisation baseline is spelled target:U now, e.g. target:{arg or '0.7'}")
+    if kind not in (*POLICY_NAMES, "target"):
+        raise ValueError(f"unknown policy {kind!r}; expected one of {', '.join((*POLICY_NAMES, 'target:U'))}")
+    if kind == "ppo" and not arg:
+        raise ValueError("expected ppo:PATH to a checkpoint folder")
+    if kind == "target":
+        try:
+            u = float(arg)
+        except ValueError:
+            raise ValueError("expected target:U with U a utilisation in (0, 1], e.g. target:0.7") from None
+        if not 0 < u <= 1:
+            raise ValueError(f"target:U with U = {u:g}, expected 0 < U <= 1")
 
 
 class Augmentation(_Strict):
@@ -109,8 +179,9 @@ class EvalSpec(_Strict):
     every_steps: int = Field(default=100_000, ge=1)
     seeds: list[int] = [0, 1]
     workloads: list[WorkloadSpec] = []
-    # "tuned", "hpa", "threshold" (rlscale.policies.registry, each under its own limits), or
-    # "rule:U" = target utilisation U of demand (arrivals + queue / 60 s) under the training limits.
+    # a policy spec: "tuned", "hpa", "threshold", ... (rlscale.policies.registry, each under its
+    # own limits), or "target:U" = target utilisation U of demand (arrivals + queue / 60 s) under
+    # the training limits
     baseline: str = "tuned"
     slo_weight: float = Field(default=20.0, ge=0)  # score penalty per unit of SLO miss (or shortfall)
     slo_penalty: Literal["shortfall", "miss"] = "shortfall"
@@ -119,6 +190,12 @@ class EvalSpec(_Strict):
     slo_weights: list[float] = []
     # also evaluate the untrained policy (step 0), so the curve shows what training added
     at_start: bool = True
+
+    @field_validator("baseline")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        check_baseline_spec(v)
+        return v
 
 
 class TrainConfig(_Strict):
@@ -139,52 +216,14 @@ class TrainConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-        p = Path(path)
-        if not p.exists():
-            raise InputError(p, "config not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(p, f"not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise InputError(p, "expected a mapping at the top level")
-        for o in overrides:
-            apply_override(raw, o, p)
-        return cls.from_dict(raw, p)
+        return load_yaml_model(path, cls, overrides=overrides, what="training config")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str | Path = "config") -> TrainConfig:
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise InputError(where, f"{err['msg']} (got {err.get('input')!r})", field=loc) from None
+        return validate_model(raw, cls, str(where))
 
     def out_dir(self) -> Path:
         return Path(self.out.format(name=self.name))
-
-
-def apply_override(raw: dict[str, Any], override: str, where: str | Path = "--set") -> None:
-    """`a.b.c=value` (value parsed as YAML: numbers, lists, null) into the nested dict."""
-    key, sep, value = override.partition("=")
-    if not sep or not key:
-        raise InputError(where, f"override {override!r}: expected key.path=value", field="--set")
-    node: Any = raw
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        if isinstance(node, list):
-            node = node[int(part)]
-            continue
-        node = node.setdefault(part, {})
-        if not isinstance(node, (dict, list)):
-            raise InputError(where, f"override {override!r}: {part} is not a section", field="--set")
-    last = parts[-1]
-    parsed = yaml.safe_load(value)
-    if isinstance(node, list):
-        node[int(last)] = parsed
-    else:
-        node[last] = parsed
 
 
 def resolve_path(path: str) -> Path:
@@ -196,29 +235,20 @@ def resolve_path(path: str) -> Path:
     return q if q.exists() else p
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_workloads(
     specs: Sequence[WorkloadSpec], profile: ServiceProfile, interval_s: float, rng: np.random.Generator,
     aug: Augmentation | None = None,
 ) -> list[Workload]:
-    """Load, slice, scale (and augment) every spec into its copies."""
+    """Load, cut to the window, scale (and augment) every spec into its copies."""
     from rlscale.traces.loaders import load_workload
     from rlscale.traces.transforms import augment, scale_to_fleet, slice_window
 
     out: list[Workload] = []
     cap = profile.capacity_rps()
     for spec in specs:
-        path = resolve_path(spec.path)
-        base = load_workload(path, spec.format, interval_s=interval_s, seed=spec.seed, name=spec.name)
-        if spec.slice_h is not None:
-            base = slice_window(base, spec.slice_h[0] * 3600.0, spec.slice_h[1] * 3600.0)
+        base = load_workload(resolve_path(spec.file), spec.format, interval_s=interval_s, seed=spec.seed, name=spec.name)
+        if spec.days is not None:
+            base = slice_window(base, spec.days[0] * _DAY_S, spec.days[1] * _DAY_S)
         lo, hi = spec.peak_replicas
         for k in range(spec.copies):
             peak = lo if spec.copies == 1 and lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
@@ -232,45 +262,56 @@ def build_workloads(
 
 class TargetUtilisationRule:
     """replicas = ceil((arrivals + queue / drain_s) / (capacity x u)): the rule the action space
-    holds constant, i.e. a target-tracking autoscaler tuned to utilisation u."""
+    holds constant (`ActionSpec.decode` with u_min = u_max = u), i.e. a target-tracking
+    autoscaler tuned to utilisation u. The baseline `target:U`.
+
+    TODO(registry): replace with make_policy('target:U') once the registry has the `target` kind."""
 
     def __init__(self, u: float, spec: ObservationSpec, drain_s: float = 60.0) -> None:
-        self.u, self.spec, self.drain_s = u, spec, drain_s
-        self.name = f"rule:{u:g}"
+        self.u, self.spec = u, spec
+        self.action = ActionSpec(u_min=u, u_max=u, drain_s=drain_s)
+        self.name = f"target:{u:g}"
 
     def reset(self) -> None:
         pass
 
     def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
         m = window[-1]
-        demand = np.nan_to_num(m.arrival_rps) + np.nan_to_num(m.requests_waiting) / self.drain_s
-        r = max(0, math.ceil(demand / (self.spec.replica_capacity_rps * self.u) - 1e-9))
-        return Decision(r, f"{self.name}: demand {demand:.1f} rps")
+        replicas, _ = self.action.decode(np.zeros(2), m.to_array(), self.spec)
+        demand_rps = np.nan_to_num(m.arrival_rps) + np.nan_to_num(m.requests_waiting) / self.action.drain_s
+        return Decision(max(0, int(replicas)), f"{self.name}: demand {demand_rps:.1f} rps")
 
 
-def baseline_runner(name: str, profile: ServiceProfile, cfg: TrainConfig) -> tuple[str, Callable[[Workload], tuple[Any, Any]]]:
-    """(resolved name, workload -> (factory(seed) -> Policy, limits to clamp it by)).
+def baseline_runner(spec: str, profile: ServiceProfile, cfg: TrainConfig) -> Runner:
+    """How the baseline runs on a workload: `target:U` is `TargetUtilisationRule` under the
+    training limits; any other spec is resolved by `rlscale.policies.registry.make_policy`
+    (tuned, hpa, threshold, ...) with its own limits, as `rlscale evaluate` runs it."""
+    kind, _, arg = spec.partition(":")
+    if kind.strip().lower() == "target":
+        rule = TargetUtilisationRule(float(arg), cfg.env.observation_spec(profile))
+        return fixed_runner(rule, cfg.env.limits)
+    from rlscale.policies.registry import make_policy
 
-    "rule:U" is `TargetUtilisationRule` under the training limits; any other name is resolved by
-    `rlscale.policies.registry.make_policy` (tuned, hpa, threshold, ...) with its own limits, as
-    `rlscale evaluate` runs it. An unavailable baseline falls back to rule:0.7, loudly."""
-    spec = cfg.env.observation_spec(profile)
-    if not name.startswith("rule:"):
-        try:
-            from rlscale.policies.registry import make_policy
+    sim_cfg = eval_sim_config(cfg)
 
-            sim_cfg = _eval_sim_config(cfg)
+    def via_registry(w: Workload) -> tuple[Callable[[int], Policy], SafetyLimits]:
+        f = make_policy(spec, profile=profile, workload=w, config=sim_cfg)
+        return f, f.limits
 
-            def via_registry(w: Workload) -> tuple[Any, Any]:
-                f = make_policy(name, profile=profile, workload=w, config=sim_cfg)
-                return f, f.limits
+    return via_registry
 
-            return name, via_registry
-        except Exception as e:  # noqa: BLE001 - the run goes on against the rule, and says so
-            print(f"[train] baseline {name!r} unavailable ({type(e).__name__}: {e}); using rule:0.7")
-            name = "rule:0.7"
-    u = float(name.split(":", 1)[1])
-    return name, lambda w: ((lambda seed: TargetUtilisationRule(u, spec)), cfg.env.limits)
+
+def fixed_runner(policy: Policy, limits: SafetyLimits) -> Runner:
+    """The same policy object on every workload and seed, under `limits`."""
+    def run(w: Workload) -> tuple[Callable[[int], Policy], SafetyLimits]:
+        return (lambda seed: policy), limits
+
+    return run
+
+
+def eval_sim_config(cfg: TrainConfig) -> SimConfig:
+    """The training simulator without its jitter: every evaluation sees the same service."""
+    return replace(cfg.env.sim_config(), latency_jitter=0.0, cold_start_jitter=0.0)
 
 
 def summarise(rollouts: list[Any]) -> tuple[float, float]:
@@ -279,21 +320,14 @@ def summarise(rollouts: list[Any]) -> tuple[float, float]:
     return cost, slo
 
 
-def _eval_sim_config(cfg: TrainConfig) -> Any:
-    from dataclasses import replace
-
-    return replace(cfg.env.sim_config(), latency_jitter=0.0, cold_start_jitter=0.0)
-
-
 def evaluate_policy(
-    runner: Callable[[Workload], tuple[Any, Any]], profile: ServiceProfile, workloads: Sequence[Workload],
-    cfg: TrainConfig, seeds: Sequence[int],
-) -> list[dict[str, float]]:
+    runner: Runner, profile: ServiceProfile, workloads: Sequence[Workload], cfg: TrainConfig, seeds: Sequence[int],
+) -> list[dict[str, Any]]:
     """Per workload: mean cost and SLO attainment over seeds, each policy under its own limits."""
     from rlscale.evaluation.rollout import rollout
 
-    sim_cfg = _eval_sim_config(cfg)
-    out = []
+    sim_cfg = eval_sim_config(cfg)
+    out: list[dict[str, Any]] = []
     for w in workloads:
         make, limits = runner(w)
         r = rollout(make, profile, w, seeds=seeds, limits=limits, config=sim_cfg)
@@ -320,12 +354,211 @@ def score(
 
 
 def set_seeds(seed: int, threads: int) -> None:
+    """The one seeding block: python, numpy, torch (and SB3's own helper, which seeds the same)."""
     import torch
+    from stable_baselines3.common.utils import set_random_seed
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
+    set_random_seed(seed)
+
+
+def make_env(cfg: TrainConfig, profile: ServiceProfile, workloads: Sequence[Workload]) -> VecNormalize:
+    """B simulated clusters over the training workloads, observations (and rewards) normalised."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rlscale.envs.vec_env import LLMAutoscaleVecEnv
+
+    venv = LLMAutoscaleVecEnv(profile, list(workloads), cfg.n_envs, cfg.env, seed=cfg.seed)
+    return VecNormalize(venv, norm_obs=True, norm_reward=cfg.normalize.norm_reward,
+                        clip_obs=cfg.normalize.clip_obs, gamma=cfg.ppo.gamma)
+
+
+def make_model(cfg: TrainConfig, env: VecNormalize, verbose: int = 0) -> PPO:
+    """SB3 PPO with the config's hyperparameters (SB3's names), actor and critic of `net_arch`."""
+    import torch
+    from stable_baselines3 import PPO
+
+    p = cfg.ppo
+    act_fn = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[p.activation]
+    return PPO(
+        "MlpPolicy", env, learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
+        n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
+        ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
+        policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)}, "activation_fn": act_fn,
+                       "log_std_init": p.log_std_init},
+        tensorboard_log=cfg.tensorboard_log, seed=cfg.seed, verbose=verbose, device="cpu",
+    )
+
+
+@dataclass
+class Learner:
+    """The model as it trains, with what turns it into a served policy or a checkpoint."""
+
+    cfg: TrainConfig
+    profile: ServiceProfile
+    model: PPO
+    env: VecNormalize
+    workload_hashes: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def knob(self) -> bool:
+        return self.cfg.env.slo_weight_range is not None
+
+    @property
+    def obs_spec(self) -> ObservationSpec:
+        return self.cfg.env.observation_spec(self.profile)
+
+    def policy(self, slo_weight: float) -> PPOPolicy:
+        """The served policy of the model as it is now, at cost/SLO knob `slo_weight`."""
+        from rlscale.training.ppo import policy_from_model
+
+        p = self.cfg.ppo
+        return policy_from_model(self.model, self.env, self.obs_spec, self.cfg.env.action_spec(),
+                                 hidden=list(p.net_arch), activation=p.activation, limits=self.cfg.env.limits,
+                                 knob=self.knob, slo_weight=slo_weight)
+
+    def save(self, folder: Path, evaluation: dict[str, Any], curve: list[dict[str, Any]], default_slo_weight: float) -> None:
+        """A checkpoint of the model as it is now, resumable (`train_state.safetensors`)."""
+        from safetensors.torch import save_file
+
+        from rlscale.policies.checkpoint import save_checkpoint
+        from rlscale.training.ppo import actor_state, full_state, obs_norm_of, obs_size
+
+        cfg, env = self.cfg, self.env
+        tensors, state_extra = full_state(self.model, env)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(folder / "train_state.safetensors"))
+        save_checkpoint(
+            folder, actor_state=actor_state(self.model), hidden=list(cfg.ppo.net_arch), activation=cfg.ppo.activation,
+            obs_norm=obs_norm_of(env, obs_size(self.model)), obs_spec=self.obs_spec,
+            act_spec=cfg.env.action_spec(), limits=cfg.env.limits, knob=self.knob,
+            extra={
+                "name": cfg.name,
+                "profile": {"name": self.profile.name, "sha256": _profile_hash(cfg.profile)},
+                "slo": {"ttft_slo_s": cfg.env.ttft_slo_s, "tpot_slo_s": cfg.env.tpot_slo_s},
+                "reward": cfg.env.reward.model_dump(),
+                "default_slo_weight": default_slo_weight,
+                "slo_weight_range": list(cfg.env.slo_weight_range) if cfg.env.slo_weight_range is not None else None,
+                "training_config": cfg.model_dump(mode="json"),
+                "workloads": self.workload_hashes,
+                "train_state": {**state_extra, "file": "train_state.safetensors"},
+                "evaluation": evaluation,
+            },
+            extra_files={"training_curve.json": _curve_json(curve), "train_state.safetensors": None},
+        )
+
+
+def workload_hashes(cfg: TrainConfig) -> dict[str, str | None]:
+    """sha256 of every trace file the run reads (None: not found here), by file path."""
+    out: dict[str, str | None] = {}
+    for spec in [*cfg.workloads, *cfg.eval.workloads]:
+        rp = resolve_path(spec.file)
+        out[spec.file] = sha256_file(rp) if rp.exists() else None
+    return out
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The baseline's results on the evaluation windows, computed once per run."""
+
+    spec: str
+    results: list[dict[str, Any]]
+    score: float
+
+
+def evaluate_baseline(cfg: TrainConfig, profile: ServiceProfile, workloads: Sequence[Workload]) -> Baseline:
+    if not workloads:
+        return Baseline(cfg.eval.baseline, [], float("nan"))
+    runner = baseline_runner(cfg.eval.baseline, profile, cfg)
+    results = evaluate_policy(runner, profile, workloads, cfg, cfg.eval.seeds)
+    return Baseline(cfg.eval.baseline, results, score(results, results, cfg.eval.slo_weight, cfg.eval.slo_penalty))
+
+
+class Evaluator:
+    """Scores the learner against the baseline at each evaluation, keeps the curve and writes the
+    best checkpoint (best score over every (step, knob setting) pair) to `out`."""
+
+    def __init__(
+        self, learner: Learner, workloads: Sequence[Workload], baseline: Baseline, out: Path,
+        curve: list[dict[str, Any]], log: Callable[[str], None] = print,
+    ) -> None:
+        cfg = learner.cfg
+        self.learner, self.workloads, self.baseline, self.out, self.log = learner, list(workloads), baseline, out, log
+        self.curve = curve
+        self.best_score = -math.inf
+        # the knob settings tried at every evaluation: the training default first
+        extra = cfg.eval.slo_weights if learner.knob else []
+        self.slo_weights = list(dict.fromkeys([cfg.env.reward.slo, *extra]))
+        self.wall_before_s = curve[-1]["wall_s"] if curve else 0.0
+        self.t0 = time.perf_counter()
+
+    def evaluate(self, steps: int, logger: Any | None = None) -> None:
+        if not self.workloads:
+            return
+        cfg = self.learner.cfg
+        tried = []
+        for w in self.slo_weights:
+            res = self._results(w)
+            tried.append((self._score(res), w, res))
+        sc, slo_weight, res = max(tried, key=lambda t: t[0])
+        wall_s = self.wall_before_s + time.perf_counter() - self.t0
+        point = self._curve_point(steps, wall_s, sc, slo_weight, res, {str(w): s for s, w, _ in tried})
+        self.curve.append(point)
+        if logger is not None:
+            for k in ("score", "baseline_score", "cost_vs_baseline", "slo_attainment"):
+                logger.record(f"eval/{k}", point[k])
+        self.log(f"[train] {steps} steps, {wall_s:.0f} s: score {sc:.3f} at knob {slo_weight:g} "
+                 f"(baseline {self.baseline.score:.3f}), cost x{point['cost_vs_baseline']:.3f}, "
+                 f"SLO {point['slo_attainment']:.4f} (baseline {point['baseline_slo_attainment']:.4f})")
+        if sc > self.best_score:
+            self.best_score = sc
+            evaluation = {"baseline": self.baseline.spec, "seeds": cfg.eval.seeds, "score": sc, "slo_weight": slo_weight,
+                          "baseline_score": self.baseline.score, "timesteps": int(steps), "policy": res,
+                          "baseline_results": self.baseline.results}
+            self.learner.save(self.out, evaluation, self.curve, default_slo_weight=slo_weight)
+
+    def _results(self, slo_weight: float) -> list[dict[str, Any]]:
+        cfg = self.learner.cfg
+        runner = fixed_runner(self.learner.policy(slo_weight), cfg.env.limits)
+        return evaluate_policy(runner, self.learner.profile, self.workloads, cfg, cfg.eval.seeds)
+
+    def _score(self, results: list[dict[str, Any]]) -> float:
+        e = self.learner.cfg.eval
+        return score(results, self.baseline.results, e.slo_weight, e.slo_penalty)
+
+    def _curve_point(
+        self, steps: int, wall_s: float, sc: float, slo_weight: float, res: list[dict[str, Any]],
+        by_weight: dict[str, float],
+    ) -> dict[str, Any]:
+        base = self.baseline.results
+        pairs = list(zip(res, base, strict=True))
+        return {
+            "timesteps": int(steps),
+            "wall_s": round(wall_s, 1),
+            "score": sc, "baseline_score": self.baseline.score, "slo_weight": slo_weight,
+            "scores_by_slo_weight": by_weight,
+            "beats_baseline_everywhere": all(
+                r["cost_usd"] <= b["cost_usd"] and r["slo_attainment"] >= b["slo_attainment"] - 1e-4 for r, b in pairs
+            ),
+            "cost_vs_baseline": float(np.mean([r["cost_usd"] / b["cost_usd"] for r, b in pairs])),
+            "slo_attainment": float(np.mean([r["slo_attainment"] for r in res])),
+            "baseline_slo_attainment": float(np.mean([b["slo_attainment"] for b in base])),
+        }
+
+
+def learn(model: PPO, evaluator: Evaluator, cfg: TrainConfig, *, resumed: bool, progress_bar: bool) -> None:
+    """PPO up to `total_timesteps`, handing control to the evaluator every `eval.every_steps`."""
+    from rlscale.training.ppo import EvaluateEvery
+
+    done_steps = int(model.num_timesteps)
+    remaining = max(cfg.total_timesteps - done_steps, 0)
+    if remaining > 0:
+        every = EvaluateEvery(evaluator.evaluate, every_steps=cfg.eval.every_steps, first_at=done_steps + cfg.eval.every_steps)
+        model.learn(total_timesteps=remaining, callback=every, progress_bar=progress_bar, tb_log_name=cfg.name,
+                    reset_num_timesteps=not resumed)
 
 
 def train(
@@ -333,189 +566,68 @@ def train(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train, evaluate periodically against the baseline, write the best checkpoint; returns its folder."""
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.utils import set_random_seed
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from rlscale.envs.vec_env import LLMAutoscaleVecEnv
-    from rlscale.policies.checkpoint import (
-        read_manifest,
-        save_checkpoint,
-        update_checkpoint,
-        verify_checkpoint,
-    )
-    from rlscale.training.ppo import actor_state, full_state, obs_norm_of, policy_from_model
-
-    # seeding: one block
     set_seeds(cfg.seed, cfg.torch_threads)
-    set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-
-    # workloads: training copies (randomised), held-out evaluation windows (fixed)
     profile = load_profile(cfg.profile)
-    interval_s = cfg.env.interval_s
-    train_w = build_workloads(cfg.workloads, profile, interval_s, rng, cfg.augmentation)
-    eval_w = build_workloads(cfg.eval.workloads, profile, interval_s, np.random.default_rng(cfg.seed + 1))
-    obs_spec = cfg.env.observation_spec(profile)
-    act_spec = cfg.env.action_spec()
-    knob = cfg.env.slo_weight_range is not None
-    hidden, activation = list(cfg.ppo.net_arch), cfg.ppo.activation
-
-    # env
-    venv = LLMAutoscaleVecEnv(profile, train_w, cfg.n_envs, cfg.env, seed=cfg.seed)
-    env = VecNormalize(venv, norm_obs=True, norm_reward=cfg.normalize.norm_reward,
-                       clip_obs=cfg.normalize.clip_obs, gamma=cfg.ppo.gamma)
-
-    # model
-    p = cfg.ppo
-    act_fn = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[activation]
-    model = PPO(
-        "MlpPolicy", env, learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
-        n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
-        ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
-        policy_kwargs={"net_arch": {"pi": hidden, "vf": hidden}, "activation_fn": act_fn, "log_std_init": p.log_std_init},
-        tensorboard_log=cfg.tensorboard_log, seed=cfg.seed, verbose=verbose, device="cpu",
-    )
-    out = cfg.out_dir()
-    done_steps = 0
+    # training copies (randomised from the seed), held-out evaluation windows (fixed)
+    train_w = build_workloads(cfg.workloads, profile, cfg.env.interval_s, np.random.default_rng(cfg.seed), cfg.augmentation)
+    eval_w = build_workloads(cfg.eval.workloads, profile, cfg.env.interval_s, np.random.default_rng(cfg.seed + 1))
+    env = make_env(cfg, profile, train_w)
+    model = make_model(cfg, env, verbose)
     curve: list[dict[str, Any]] = []
     if resume is not None:
-        done_steps, curve = _resume(model, env, Path(resume), verify_checkpoint, read_manifest)
-        log(f"[train] resumed from {resume} at {done_steps} steps")
-
-    workload_hashes = {}
-    for spec in [*cfg.workloads, *cfg.eval.workloads]:
-        rp = resolve_path(spec.path)
-        workload_hashes[spec.path] = sha256_of(rp) if rp.exists() else None
-
-    base_name, base_runner = baseline_runner(cfg.eval.baseline, profile, cfg)
-    base_results = evaluate_policy(base_runner, profile, eval_w, cfg, cfg.eval.seeds) if eval_w else []
-    base_score = score(base_results, base_results, cfg.eval.slo_weight, cfg.eval.slo_penalty) if eval_w else float("nan")
-    default_w = cfg.env.reward.slo
-    t0 = time.perf_counter()
-    wall_before = curve[-1]["wall_s"] if curve else 0.0
-
-    knob_settings = list(dict.fromkeys([default_w, *(cfg.eval.slo_weights if knob else [])]))
-
-    def current_policy(slo_weight: float) -> Any:
-        return policy_from_model(model, env, obs_spec, act_spec, hidden=hidden, activation=activation,
-                                 limits=cfg.env.limits, knob=knob, slo_weight=slo_weight)
-
-    def write(folder: Path, evaluation: dict[str, Any], default_w: float = default_w) -> None:
-        tensors, state_extra = full_state(model, env)
-        from safetensors.torch import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(folder / "train_state.safetensors"))
-        save_checkpoint(
-            folder, actor_state=actor_state(model), hidden=hidden, activation=activation,
-            obs_norm=obs_norm_of(env, int(model.observation_space.shape[0])), obs_spec=obs_spec,
-            act_spec=act_spec, limits=cfg.env.limits, knob=knob,
-            extra={
-                "name": cfg.name,
-                "profile": {"name": profile.name, "sha256": _profile_hash(cfg.profile)},
-                "slo": {"ttft_slo_s": cfg.env.ttft_slo_s, "tpot_slo_s": cfg.env.tpot_slo_s},
-                "reward": cfg.env.reward.model_dump(),
-                "default_slo_weight": default_w,
-                "slo_weight_range": list(cfg.env.slo_weight_range) if knob else None,
-                "training_config": cfg.model_dump(mode="json"),
-                "workloads": workload_hashes,
-                "train_state": {**state_extra, "file": "train_state.safetensors"},
-                "evaluation": evaluation,
-            },
-            extra_files={"training_curve.json": json.dumps(curve, indent=1) + "\n",
-                         "train_state.safetensors": None},  # type: ignore[dict-item]
-        )
-
-    best = {"score": -math.inf}
-
-    class EvalVsRule(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.next_eval = done_steps + cfg.eval.every_steps
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next_eval:
-                self.next_eval += cfg.eval.every_steps
-                run_eval(self.num_timesteps, self.logger)
-            return True
-
-    def run_eval(steps: int, logger: Any | None) -> None:
-        if not eval_w:
-            return
-        tried = []
-        for w_knob in knob_settings:
-            pol = current_policy(w_knob)
-            res_w = evaluate_policy(lambda w, pol=pol: ((lambda seed: pol), cfg.env.limits), profile, eval_w, cfg, cfg.eval.seeds)
-            tried.append((score(res_w, base_results, cfg.eval.slo_weight, cfg.eval.slo_penalty), w_knob, res_w))
-        sc, knob_w, res = max(tried, key=lambda t: t[0])
-        beats = all(r["cost_usd"] <= b["cost_usd"] and r["slo_attainment"] >= b["slo_attainment"] - 1e-4
-                    for r, b in zip(res, base_results, strict=True))
-        wall = wall_before + time.perf_counter() - t0
-        point = {"timesteps": int(steps), "wall_s": round(wall, 1), "score": sc, "baseline_score": base_score,
-                 "slo_weight": knob_w, "scores_by_slo_weight": {str(t[1]): t[0] for t in tried},
-                 "beats_baseline_everywhere": beats,
-                 "cost_vs_baseline": float(np.mean([r["cost_usd"] / b["cost_usd"] for r, b in zip(res, base_results, strict=True)])),
-                 "slo_attainment": float(np.mean([r["slo_attainment"] for r in res])),
-                 "baseline_slo_attainment": float(np.mean([b["slo_attainment"] for b in base_results]))}
-        curve.append(point)
-        if logger is not None:
-            for k in ("score", "baseline_score", "cost_vs_baseline", "slo_attainment"):
-                logger.record(f"eval/{k}", point[k])
-        log(f"[train] {steps} steps, {wall:.0f} s: score {sc:.3f} at knob {knob_w:g} (baseline {base_score:.3f}), "
-            f"cost x{point['cost_vs_baseline']:.3f}, SLO {point['slo_attainment']:.4f} "
-            f"(baseline {point['baseline_slo_attainment']:.4f})")
-        if sc > best["score"]:
-            best["score"] = sc
-            write(out, {"baseline": base_name, "seeds": cfg.eval.seeds, "score": sc, "slo_weight": knob_w,
-                        "baseline_score": base_score, "timesteps": int(steps), "policy": res,
-                        "baseline_results": base_results}, default_w=knob_w)
+        curve = resume_from(model, env, Path(resume))
+        log(f"[train] resumed from {resume} at {model.num_timesteps} steps")
+    learner = Learner(cfg, profile, model, env, workload_hashes(cfg))
+    out = cfg.out_dir()
+    evaluator = Evaluator(learner, eval_w, evaluate_baseline(cfg, profile, eval_w), out, curve, log)
 
     if resume is None and cfg.eval.at_start:
-        run_eval(0, None)
-    remaining = max(cfg.total_timesteps - done_steps, 0)
-    if remaining > 0:
-        model.learn(total_timesteps=remaining, callback=EvalVsRule(), progress_bar=progress_bar,
-                    tb_log_name=cfg.name, reset_num_timesteps=resume is None)
-    if not curve or curve[-1]["timesteps"] != int(model.num_timesteps):
-        run_eval(int(model.num_timesteps), None)
-    if not eval_w:
-        write(out, {"note": "no eval workloads configured"})
-    else:
-        update_checkpoint(out, files={"training_curve.json": json.dumps(curve, indent=1) + "\n"})
+        evaluator.evaluate(0)
+    learn(model, evaluator, cfg, resumed=resume is not None, progress_bar=progress_bar)
+    if not evaluator.curve or evaluator.curve[-1]["timesteps"] != int(model.num_timesteps):
+        evaluator.evaluate(int(model.num_timesteps))
+    write_final_checkpoint(learner, evaluator, out)
     env.close()
     return out
+
+
+def write_final_checkpoint(learner: Learner, evaluator: Evaluator, out: Path) -> None:
+    """With evaluation windows the best checkpoint is already there: only its curve is brought up
+    to date; without them the final model is the checkpoint."""
+    from rlscale.policies.checkpoint import update_checkpoint
+
+    if not evaluator.workloads:
+        learner.save(out, {"note": "no eval workloads configured"}, evaluator.curve,
+                     default_slo_weight=learner.cfg.env.reward.slo)
+    else:
+        update_checkpoint(out, files={"training_curve.json": _curve_json(evaluator.curve)})
+
+
+def _curve_json(curve: list[dict[str, Any]]) -> str:
+    return json.dumps(curve, indent=1) + "\n"
 
 
 def _profile_hash(name: str) -> str | None:
     p = Path(name)
     if not p.exists():
         p = REPO_ROOT / "rlscale" / "profiles" / f"{name}.yaml"
-    return sha256_of(p) if p.exists() else None
+    return sha256_file(p) if p.exists() else None
 
 
-def _resume(model: Any, env: Any, folder: Path, verify: Callable, read: Callable) -> tuple[int, list]:
-    """Restore policy (actor, critic, log_std), normalisation statistics and step count."""
+def resume_from(model: PPO, env: VecNormalize, folder: Path) -> list[dict[str, Any]]:
+    """Restore policy (actor, critic, log_std), normalisation statistics and step count from a
+    checkpoint folder; returns its training curve."""
     from safetensors.torch import load_file
 
-    m = verify(folder)
+    from rlscale.policies.checkpoint import verify_checkpoint
+    from rlscale.training.ppo import restore_full_state
+
+    manifest = verify_checkpoint(folder)
     st = folder / "train_state.safetensors"
     if not st.exists():
         raise InputError(st, "missing: this checkpoint cannot be resumed")
-    model.policy.load_state_dict(load_file(str(st)))
     norm = json.loads((folder / "obs_norm.json").read_text())
-    env.obs_rms.mean = np.asarray(norm["mean"], dtype=np.float64)
-    env.obs_rms.var = np.asarray(norm["var"], dtype=np.float64)
-    ts = m.get("train_state", {})
-    env.obs_rms.count = float(ts.get("obs_rms_count", 1e4))
-    if "ret_rms" in ts:
-        env.ret_rms.mean = np.float64(ts["ret_rms"]["mean"])
-        env.ret_rms.var = np.float64(ts["ret_rms"]["var"])
-        env.ret_rms.count = float(ts["ret_rms"]["count"])
-    steps = int(ts.get("num_timesteps", 0))
-    model.num_timesteps = steps
+    restore_full_state(model, env, load_file(str(st)), norm, manifest.get("train_state", {}))
     curve_f = folder / "training_curve.json"
-    curve = json.loads(curve_f.read_text()) if curve_f.exists() else []
-    return steps, curve
+    curve: list[dict[str, Any]] = json.loads(curve_f.read_text()) if curve_f.exists() else []
+    return curve

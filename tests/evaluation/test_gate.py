@@ -75,3 +75,26 @@ def test_bad_gate_files_and_references_are_input_errors(tmp_path):
         check_gate(gate_from_args(["latency<=tuned"]), rows(), "ppo:v3")
     with pytest.raises(InputError, match="was not evaluated"):
         check_gate(gate_from_args(["cost<=tuned"]), rows(), "static")
+
+
+def test_a_metric_typo_fails_when_the_gate_is_read_not_after_the_evaluation(tmp_path):
+    with pytest.raises(InputError, match="unknown metric 'cots'") as e:
+        gate_from_args(["cots <= 0.85 * tuned"])
+    assert "cost" in str(e.value)  # lists what is known
+    p = tmp_path / "gate.yaml"
+    p.write_text("require:\n  - cost <= 0.85 * tuned\n  - slo_attainmnet >= tuned\n")
+    with pytest.raises(InputError) as e:
+        load_gate(p)
+    assert e.value.field == "require.1" and str(p) in str(e.value) and "slo_attainmnet" in str(e.value)
+
+
+def test_record_keys_and_their_spread_are_gate_metrics():
+    assert gate_from_args(["cold_starts <= 40", "cost_usd_std <= 5", "gpu_hours <= hpa"]).requirements[2].reference == "hpa"
+
+
+def test_an_unknown_gate_file_key_is_named(tmp_path):
+    p = tmp_path / "gate.yaml"
+    p.write_text("polcy: ppo:v3\nrequire:\n  - cost <= tuned\n")
+    with pytest.raises(InputError) as e:
+        load_gate(p)
+    assert e.value.field == "polcy" and "unknown field" in str(e.value)

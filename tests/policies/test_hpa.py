@@ -268,3 +268,59 @@ def test_decide_uses_only_the_last_interval():
     old = metrics(gpu_utilization_pct=100.0, requests_waiting=500.0)
     new = replace(old, gpu_utilization_pct=70.0, requests_waiting=40.0)
     assert pol.decide([old, new]).replicas == 4
+
+
+def test_a_misspelt_behaviour_field_is_an_error_naming_the_field(tmp_path):
+    # `stabilisationWindowSeconds` (British spelling) used to be ignored: a 0 s window, silently
+    beh = {"scaleUp": {"stabilisationWindowSeconds": 120}}
+    p = write(tmp_path, manifest([pods_metric("request_queue_size", "10")], behavior=beh))
+    with pytest.raises(InputError) as e:
+        load_hpa_manifest(p)
+    assert e.value.field == "spec.behavior.scaleUp.stabilisationWindowSeconds"
+    assert str(e.value) == f"{p}, field 'spec.behavior.scaleUp.stabilisationWindowSeconds': unknown field"
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        (lambda m: m["spec"].update(maxReplica=5), "spec.maxReplica"),
+        (lambda m: m["spec"]["metrics"][0]["pods"]["target"].update(averagevalue="3"), "spec.metrics.0.pods.target.averagevalue"),
+        (lambda m: m.update(specs={}), "specs"),
+    ],
+)
+def test_unknown_fields_anywhere_in_the_modelled_spec_are_errors(where, field):
+    m = manifest([pods_metric("request_queue_size", "10")])
+    where(m)
+    with pytest.raises(InputError, match="unknown field") as e:
+        config_from_manifest(m, "hpa.yaml")
+    assert e.value.field == field
+
+
+def test_a_manifest_as_the_cluster_returns_it_still_loads():
+    m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleDown": {"stabilizationWindowSeconds": 60}})
+    m["metadata"].update(namespace="llm", labels={"app": "llm"}, uid="1234", resourceVersion="42",
+                         annotations={"note": "x"}, managedFields=[{"manager": "kubectl"}])
+    m["spec"]["scaleTargetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"}
+    m["spec"]["metrics"][0]["pods"]["metric"]["selector"] = {"matchLabels": {"model": "8b"}}
+    m["spec"]["metrics"].append({"type": "Object", "object": {
+        "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "llm"},
+        "metric": {"name": "arrival_rate"}, "target": {"type": "Value", "value": "100"}}})
+    m["status"] = {"currentReplicas": 3, "desiredReplicas": 3}
+    cfg = config_from_manifest(m, "hpa.yaml")
+    assert cfg.limits.scale_down.stabilization_window_s == 60.0 and len(cfg.metrics) == 2
+
+
+def test_every_shipped_manifest_loads():
+    from rlscale.policies.hpa import MANIFEST_DIR
+
+    paths = sorted(MANIFEST_DIR.glob("*.yaml"))
+    assert paths
+    for p in paths:
+        assert load_hpa_manifest(p).metrics
+
+
+def test_a_per_direction_tolerance_is_refused_not_ignored():
+    m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleDown": {"tolerance": "50m"}})
+    with pytest.raises(InputError, match="per-direction tolerance is not supported") as e:
+        config_from_manifest(m, "hpa.yaml")
+    assert e.value.field == "spec.behavior.scaleDown.tolerance"

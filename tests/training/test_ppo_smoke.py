@@ -12,8 +12,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from rlscale.config import apply_override
 from rlscale.policies.checkpoint import load_policy
-from rlscale.training.train import TrainConfig, apply_override, resolve_path
+from rlscale.training.train import TrainConfig, resolve_path
 from tests.policies.windows import fixed_windows
 
 DATA = resolve_path("../shared/data/azure_llm_2023_code.csv")
@@ -35,7 +36,7 @@ def tiny_config(tmp_path: Path) -> Path:
         "workloads": [{"path": str(DATA), "peak_replicas": [3, 8], "copies": 2}],
         "ppo": {"n_steps": 128, "batch_size": 128, "n_epochs": 2, "net_arch": [16, 16]},
         "eval": {"every_steps": 1024, "seeds": [0], "slo_weights": [5.0, 40.0],
-                 "workloads": [{"path": str(DATA), "slice_h": [0, 0.25], "peak_replicas": [4, 4]}]},
+                 "workloads": [{"path": f"{DATA}@0:{0.25 / 24}", "peak_replicas": [4, 4]}]},  # 15 min
     }
     p = tmp_path / "tiny.yaml"
     p.write_text(yaml.safe_dump(cfg))
