@@ -23,9 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rlscale.config import read_yaml, validate_model
 from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.deploy import promql
 from rlscale.errors import InputError
@@ -322,37 +322,11 @@ class ControllerConfig(_Strict):
         return self.dry_run if target.dry_run is None else target.dry_run
 
 
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
-    loc = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "missing":
-        return loc, "required field is missing"
-    if err["type"] == "extra_forbidden":
-        return loc, "unknown field"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    value = err.get("input")
-    if isinstance(value, dict | list) or value is None:
-        return loc, msg
-    return loc, f"{msg} (got {value!r})"
-
-
 def parse_config(data: Any, where: str = "<config>") -> ControllerConfig:
     if not isinstance(data, dict):
         raise InputError(where, "expected a mapping of controller settings at the top level")
-    try:
-        return ControllerConfig.model_validate(data)
-    except ValidationError as e:
-        loc, problem = _describe(e.errors()[0])
-        raise InputError(where, problem, field=loc or None) from None
+    return validate_model(data, ControllerConfig, where)
 
 
 def load_config(path: str | Path) -> ControllerConfig:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise InputError(p, "file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        row = mark.line + 1 if mark is not None else None
-        raise InputError(p, f"not valid YAML ({getattr(e, 'problem', None) or e.__class__.__name__})", row=row) from None
-    return parse_config(data, str(p))
+    return parse_config(read_yaml(path), str(path))

@@ -71,6 +71,8 @@ class PolicySpec:
         def fail(problem: str) -> None:
             raise InputError(where, f"{self}: {problem}", field="policy")
 
+        if self.kind == "rule":
+            fail(f"the target-utilisation rule is spelled target:U, e.g. target:{self.arg or '0.7'}")
         if self.kind not in POLICY_NAMES:
             fail(f"unknown policy {self.kind!r}; valid: {_USAGE}")
         if self.kind in ("ppo", "target") and not self.arg:

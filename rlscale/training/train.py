@@ -40,13 +40,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rlscale.config import load_yaml_model, validate_model
-from rlscale.contract import ActionSpec, IntervalMetrics, ObservationSpec
+from rlscale.contract import ObservationSpec
 from rlscale.envs.core import EnvConfig
 from rlscale.errors import InputError
 from rlscale.evaluation.evaluate import parse_trace_arg
-from rlscale.policies.base import Decision, Policy
+from rlscale.policies.base import Policy
 from rlscale.policies.checkpoint import sha256_file
-from rlscale.policies.registry import POLICY_NAMES
+from rlscale.policies.registry import PolicySpec
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.safety import SafetyLimits
 from rlscale.serving.model import SimConfig
@@ -123,28 +123,6 @@ class WorkloadSpec(_Strict):
         return parse_trace_arg(self.path)[1]
 
 
-def check_baseline_spec(text: str) -> None:
-    """A baseline spec the registry will resolve, or `target:U` with 0 < U <= 1; ValueError if not.
-
-    TODO(registry): replace with `PolicySpec.parse(text, "eval.baseline")` from
-    rlscale.policies.registry once it exists (it knows `target` and each kind's argument)."""
-    kind, _, arg = text.strip().partition(":")
-    kind = kind.strip().lower()
-    if kind == "rule":
-        raise ValueError(f"the target-utilisation baseline is spelled target:U now, e.g. target:{arg or '0.7'}")
-    if kind not in (*POLICY_NAMES, "target"):
-        raise ValueError(f"unknown policy {kind!r}; expected one of {', '.join((*POLICY_NAMES, 'target:U'))}")
-    if kind == "ppo" and not arg:
-        raise ValueError("expected ppo:PATH to a checkpoint folder")
-    if kind == "target":
-        try:
-            u = float(arg)
-        except ValueError:
-            raise ValueError("expected target:U with U a utilisation in (0, 1], e.g. target:0.7") from None
-        if not 0 < u <= 1:
-            raise ValueError(f"target:U with U = {u:g}, expected 0 < U <= 1")
-
-
 class Augmentation(_Strict):
     noise_cv: float = Field(default=0.0, ge=0, le=2)
     bursts_per_day: float = Field(default=0.0, ge=0, le=200)
@@ -194,8 +172,7 @@ class EvalSpec(_Strict):
     @field_validator("baseline")
     @classmethod
     def _known_policy(cls, v: str) -> str:
-        check_baseline_spec(v)
-        return v
+        return str(PolicySpec.parse(v, "eval.baseline"))
 
 
 class TrainConfig(_Strict):
@@ -260,42 +237,17 @@ def build_workloads(
     return out
 
 
-class TargetUtilisationRule:
-    """replicas = ceil((arrivals + queue / drain_s) / (capacity x u)): the rule the action space
-    holds constant (`ActionSpec.decode` with u_min = u_max = u), i.e. a target-tracking
-    autoscaler tuned to utilisation u. The baseline `target:U`.
-
-    TODO(registry): replace with make_policy('target:U') once the registry has the `target` kind."""
-
-    def __init__(self, u: float, spec: ObservationSpec, drain_s: float = 60.0) -> None:
-        self.u, self.spec = u, spec
-        self.action = ActionSpec(u_min=u, u_max=u, drain_s=drain_s)
-        self.name = f"target:{u:g}"
-
-    def reset(self) -> None:
-        pass
-
-    def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
-        m = window[-1]
-        replicas, _ = self.action.decode(np.zeros(2), m.to_array(), self.spec)
-        demand_rps = np.nan_to_num(m.arrival_rps) + np.nan_to_num(m.requests_waiting) / self.action.drain_s
-        return Decision(max(0, int(replicas)), f"{self.name}: demand {demand_rps:.1f} rps")
-
-
 def baseline_runner(spec: str, profile: ServiceProfile, cfg: TrainConfig) -> Runner:
-    """How the baseline runs on a workload: `target:U` is `TargetUtilisationRule` under the
-    training limits; any other spec is resolved by `rlscale.policies.registry.make_policy`
-    (tuned, hpa, threshold, ...) with its own limits, as `rlscale evaluate` runs it."""
-    kind, _, arg = spec.partition(":")
-    if kind.strip().lower() == "target":
-        rule = TargetUtilisationRule(float(arg), cfg.env.observation_spec(profile))
-        return fixed_runner(rule, cfg.env.limits)
+    """How the baseline runs on a workload, resolved by the one policy factory as `rlscale
+    evaluate` resolves it: each rule under its own limits, `target:U` (the action map with a fixed
+    u) under the training limits, as the learned policy runs."""
     from rlscale.policies.registry import make_policy
 
     sim_cfg = eval_sim_config(cfg)
+    limits = cfg.env.limits if PolicySpec.parse(spec).kind == "target" else None
 
     def via_registry(w: Workload) -> tuple[Callable[[int], Policy], SafetyLimits]:
-        f = make_policy(spec, profile=profile, workload=w, config=sim_cfg)
+        f = make_policy(spec, profile=profile, workload=w, config=sim_cfg, limits=limits)
         return f, f.limits
 
     return via_registry

@@ -10,7 +10,8 @@ import pytest
 
 from rlscale.contract import FIELDS, ActionSpec, IntervalMetrics, ObservationSpec
 from rlscale.errors import InputError
-from rlscale.training.train import TargetUtilisationRule, TrainConfig
+from rlscale.policies.target import TargetUtilisationPolicy
+from rlscale.training.train import TrainConfig
 
 SHIPPED = ["training/default.yaml", "training/llama-70b.yaml"]
 
@@ -78,9 +79,13 @@ SPEC = ObservationSpec(replica_capacity_rps=22.0, max_batch=128.0, ttft_slo_s=2.
                        max_replicas=20.0, window=1)
 
 
+def TargetUtilisationRule(u: float) -> TargetUtilisationPolicy:  # noqa: N802  (the baseline target:U, as it was named)
+    return TargetUtilisationPolicy(u, SPEC.replica_capacity_rps)
+
+
 def test_the_target_rule_sizes_the_fleet_as_the_action_space_does():
     # 90 rps + 300 waiting / 60 s = 95 rps; at 22 rps/replica and u = 0.8: ceil(5.40) = 6
-    rule = TargetUtilisationRule(0.8, SPEC)
+    rule = TargetUtilisationRule(0.8)
     d = rule.decide([_m(arrival_rps=90.0, requests_waiting=300.0)])
     assert d.replicas == 6 and rule.name == "target:0.8" and "95.0 rps" in d.reason
     rng = np.random.default_rng(0)
@@ -89,11 +94,11 @@ def test_the_target_rule_sizes_the_fleet_as_the_action_space_does():
         u = float(rng.uniform(0.3, 0.95))
         # a[0] = -1 is u_min: the action space's count at a constant target u
         want, _ = ActionSpec(u_min=u, u_max=0.99).decode(np.array([-1.0, -1.0]), m.to_array(), SPEC)
-        assert TargetUtilisationRule(u, SPEC).decide([m]).replicas == int(want)
+        assert TargetUtilisationRule(u).decide([m]).replicas == int(want)
 
 
 def test_the_target_rule_reads_missing_metrics_as_no_demand():
-    assert TargetUtilisationRule(0.7, SPEC).decide([_m(arrival_rps=float("nan"), requests_waiting=float("nan"))]).replicas == 0
+    assert TargetUtilisationRule(0.7).decide([_m(arrival_rps=float("nan"), requests_waiting=float("nan"))]).replicas == 0
 
 
 def test_the_train_command_reports_a_bad_override_as_one_line_and_exit_status_2():
