@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose prerequisite is missing, except under CI (`CI=true`), which always has
+    it (../shared/data beside the clone, Prometheus and the dev tools from scripts/setup.sh):
+    there a missing one fails the test instead of silently skipping it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: CI must have it)")
+    pytest.skip(reason)
 
 
 def _shared_data_dir() -> Path:
@@ -17,11 +28,22 @@ def _shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data: the real traces and calibration tables. CI always has it beside the repo."""
+    """../shared/data (or $RLSCALE_SHARED_DATA): the real traces and calibration tables. Every
+    test that reads them takes this fixture, so a clone without them skips those tests."""
     path = _shared_data_dir()
     if not path.is_dir():
-        pytest.fail(f"{path} not found: tests need ../shared/data beside the repository")
+        skip_or_fail(f"needs {path} (../shared/data beside the repository)")
     return path
+
+
+@pytest.fixture(scope="session")
+def lint_imports() -> Path:
+    """The `lint-imports` command of the running Python's environment (import-linter, a dev extra)."""
+    beside = Path(sys.executable).parent / "lint-imports"
+    found = beside if beside.exists() else shutil.which("lint-imports")
+    if found is None:
+        skip_or_fail("needs lint-imports (pip install -e '.[dev]')")
+    return Path(found)
 
 
 def make_profile(cold_start_s: tuple[float, float, float] = (60.0, 60.0, 60.0), **latency: float):

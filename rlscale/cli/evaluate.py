@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from rlscale.cli import options as opts
+from rlscale.contract import DEFAULT_SLO_TARGET, DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`. Import heavy modules inside each command."""
@@ -18,24 +21,16 @@ def register(app: typer.Typer) -> None:
             help="Policy to evaluate (repeat): hpa, hpa:PATH, threshold, threshold:PATH, tuned, predictive, "
             "static, static:N, oracle, ppo:PATH. Default: every rule policy and the oracle.",
         )] = None,
-        trace: Annotated[list[str] | None, typer.Option(
-            "--trace", "-t",
-            help="Workload (repeat): a trace file in any supported format, PATH@START:END to cut days "
-            "START..END of it, or synthetic / synthetic:SEED (the default).",
-        )] = None,
-        profile: Annotated[list[str] | None, typer.Option(
-            "--profile", help="Service profile name or YAML path (repeat). Default: llama-3.1-8b-h100.")] = None,
-        seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..N-1 per policy x workload.")] = 3,
+        trace: opts.Traces = None,
+        profile: opts.Profiles = None,
+        seeds: opts.Seeds = 3,
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md/json/csv and plots.")] = Path("report"),
-        peak_replicas: Annotated[float, typer.Option(
-            "--peak-replicas", min=0.1,
-            help="Rescale each workload so its p99 minute needs this many replicas to meet the SLO.")] = 12.0,
-        min_replicas: Annotated[int, typer.Option("--min-replicas", min=0, help="Bounds for policies without their own.")] = 2,
-        max_replicas: Annotated[int, typer.Option("--max-replicas", min=1, help="Bounds for policies without their own.")] = 20,
-        slo_target: Annotated[float, typer.Option(
-            "--slo-target", min=0.0, max=1.0, help="SLO attainment the oracle plans for.")] = 0.99,
-        ttft_slo_s: Annotated[float, typer.Option("--ttft-slo-s", min=0.0, help="TTFT SLO (s).")] = 2.0,
-        tpot_slo_s: Annotated[float, typer.Option("--tpot-slo-s", min=0.0, help="TPOT SLO (s).")] = 0.1,
+        peak_replicas: opts.PeakReplicas = opts.DEFAULT_PEAK_REPLICAS,
+        min_replicas: opts.MinReplicas = opts.DEFAULT_MIN_REPLICAS,
+        max_replicas: opts.MaxReplicas = opts.DEFAULT_MAX_REPLICAS,
+        slo_target: opts.SloTarget = DEFAULT_SLO_TARGET,
+        ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S,
+        tpot_slo_s: opts.TpotSlo = DEFAULT_TPOT_SLO_S,
         interval_s: Annotated[float, typer.Option(
             "--interval-s", min=1.0, help="Control interval (the HPA sync period).")] = 15.0,
         baseline: Annotated[str, typer.Option("--baseline", help="Policy that costs are also reported relative to.")] = "tuned",

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from rlscale.cli import options as opts
+
 
 def _workload(trace: str, seed: int, rate_rps: float | None, profile: object) -> object:
     from rlscale.sandbox.replay import constant_workload
@@ -24,9 +26,7 @@ def _workload(trace: str, seed: int, rate_rps: float | None, profile: object) ->
             prompt_tokens=profile.typical_prompt_tokens,  # type: ignore[attr-defined]
             output_tokens=profile.typical_output_tokens,  # type: ignore[attr-defined]
         )
-    from rlscale.traces.loaders import load_workload
-
-    return load_workload(trace, seed=seed)
+    return opts.load_trace(trace, seed=seed)
 
 
 def register(app: typer.Typer) -> None:
@@ -34,10 +34,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sandbox")
     def sandbox(
-        profile: Annotated[str, typer.Option(help="Shipped profile name or profile YAML path.")] = "llama-3.1-8b-h100",
-        trace: Annotated[
-            str, typer.Option(help="Trace file to replay (any format `rlscale traces` reads), or 'synthetic'.")
-        ] = "synthetic",
+        profile: opts.Profile = opts.DEFAULT_PROFILE,
+        trace: opts.Trace = opts.SYNTHETIC,
         time_scale: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall-clock second.")] = 1.0,
         replicas: Annotated[int, typer.Option(min=0, help="Initial replicas of the Deployment.")] = 1,
         kubeconfig_out: Annotated[Path | None, typer.Option(help="Also write the kubeconfig here.")] = None,

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from rlscale.cli import options as opts
+
 if TYPE_CHECKING:
     from rlscale.traces.workload import Workload
-
-_FORMAT_HELP = "Trace format: azure, servegen, jsonl, requests, rate or workload (default: detect)."
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
 
     @traces.command("inspect")
     def inspect(
-        path: Annotated[Path, typer.Argument(help="Trace file.")],
-        fmt: Annotated[str | None, typer.Option("--format", "-f", help=_FORMAT_HELP)] = None,
+        path: opts.TraceArgument,
+        fmt: opts.TraceFormat = None,
         interval_s: Annotated[float | None, typer.Option("--interval-s", help="Bin width in seconds (default 1; stored bins for workload files).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate).")] = 0,
     ) -> None:
@@ -29,9 +29,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from rlscale.traces.loaders import load_workload
-
-        w = load_workload(path, fmt, interval_s=interval_s, seed=seed)
+        w = opts.load_trace(path, fmt, interval_s=interval_s, seed=seed)
         table = Table(title=f"{w.name}  ({w.meta.get('format', '?')})", show_header=False)
         table.add_column("what", style="bold")
         table.add_column("value")
@@ -41,9 +39,9 @@ def register(app: typer.Typer) -> None:
 
     @traces.command("convert")
     def convert(
-        path: Annotated[Path, typer.Argument(help="Trace file.")],
+        path: opts.TraceArgument,
         out: Annotated[Path, typer.Argument(help="Output .parquet (binned workload).")],
-        fmt: Annotated[str | None, typer.Option("--format", "-f", help=_FORMAT_HELP)] = None,
+        fmt: opts.TraceFormat = None,
         interval_s: Annotated[float | None, typer.Option("--interval-s", help="Bin width in seconds (default 1).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate).")] = 0,
         name: Annotated[str | None, typer.Option("--name", help="Workload name (default: file name).")] = None,
@@ -53,11 +51,11 @@ def register(app: typer.Typer) -> None:
         Columns bin_start_s, arrivals, prompt_tokens, output_tokens; the rest in the metadata.
         """
         from rlscale.errors import InputError
-        from rlscale.traces.loaders import load_workload, save_workload
+        from rlscale.traces.loaders import save_workload
 
         if out.suffix.lower() not in (".parquet", ".pq"):
             raise InputError(str(out), "expected an output path ending in .parquet")
-        w = load_workload(path, fmt, interval_s=interval_s, seed=seed, name=name)
+        w = opts.load_trace(path, fmt, interval_s=interval_s, seed=seed, name=name)
         save_workload(w, out)
         typer.echo(f"wrote {out}: {w.n_bins:,} bins of {w.interval_s:g} s, {w.total_requests:,.0f} requests")
 

@@ -95,5 +95,3 @@ class LLMAutoscaleEnv(gym.Env):
         obs = np.clip(core.observe()[0], -1.0, 10.0)
         info = {"cost_usd": float(cost[0]), "replicas": float(core.current[0])}
         return obs, float(reward[0]), False, bool(done[0]), info
-
-from rlscale.envs import registration as _registration  # noqa: E402,F401  (registers rlscale/LLMAutoscale-v0)
