@@ -17,7 +17,7 @@ The deterministic action is the Gaussian's mean, as SB3's `predict(deterministic
 Loading and deciding need only numpy, safetensors and the bottom layer (`rlscale.contract`,
 `rlscale.safety`, `rlscale.errors`): the live controller uses this module, and it must not pull in
 `rlscale.envs`, stable-baselines3 or torch (torch alone is ~180 MB of a controller's memory).
-torch is imported only by `build_actor`, which tests use.
+torch is never imported here: `rlscale.training.ppo.build_actor` is the torch twin of the actor.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -43,9 +43,6 @@ from rlscale.contract import (
 from rlscale.errors import InputError
 from rlscale.policies.base import Decision
 from rlscale.safety import SafetyLimits
-
-if TYPE_CHECKING:
-    from torch import nn
 
 WEIGHTS_FILE = "policy.safetensors"
 NORM_FILE = "obs_norm.json"
@@ -91,22 +88,6 @@ class ObsNorm:
     @classmethod
     def identity(cls, size: int) -> ObsNorm:
         return cls(np.zeros(size), np.ones(size), 0.0, math.inf)
-
-
-def build_actor(obs_size: int, hidden: Sequence[int], activation: str, action_size: int = 2) -> nn.Sequential:
-    """Linear/activation pairs then the action-mean layer; keys 0, 2, ... as SB3 lays out
-    `mlp_extractor.policy_net` followed by `action_net`. Training and tests only: serving runs the
-    same layers in numpy (`PPOPolicy`)."""
-    from torch import nn
-
-    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
-    layers: list[nn.Module] = []
-    last = obs_size
-    for h in hidden:
-        layers += [nn.Linear(last, int(h)), act()]
-        last = int(h)
-    layers.append(nn.Linear(last, action_size))
-    return nn.Sequential(*layers)
 
 
 class PPOPolicy:

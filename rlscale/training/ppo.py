@@ -11,7 +11,7 @@ Also here, as the other half of the bridge: the full training state for resuming
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -130,3 +130,18 @@ class EvaluateEvery(BaseCallback):
             self.next_eval += self.every_steps
             self.evaluate(self.num_timesteps, self.logger)
         return True
+
+
+def build_actor(obs_size: int, hidden: Sequence[int], activation: str, action_size: int = 2) -> torch.nn.Sequential:
+    """Linear/activation pairs then the action-mean layer; keys 0, 2, ... as SB3 lays out
+    `mlp_extractor.policy_net` followed by `action_net`. Training and tests only: serving runs the
+    same layers in numpy (`PPOPolicy`)."""
+    nn = torch.nn
+    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
+    layers: list[nn.Module] = []
+    last = obs_size
+    for h in hidden:
+        layers += [nn.Linear(last, int(h)), act()]
+        last = int(h)
+    layers.append(nn.Linear(last, action_size))
+    return nn.Sequential(*layers)

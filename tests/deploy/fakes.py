@@ -352,7 +352,8 @@ class HarnessFactory:
 def make_checkpoint(path: str | Path, *, profile: str = "llama-3.1-8b-h100", max_warm: int = 0, ttft_slo_s: float = 2.0,
                     gpus_per_replica: int = 1) -> Path:
     """A tiny PPO checkpoint folder (16-unit MLP, identity normalisation) trained for `profile`."""
-    from rlscale.policies.checkpoint import ObsNorm, build_actor, save_checkpoint
+    from rlscale.policies.checkpoint import ObsNorm, save_checkpoint
+    from rlscale.training.ppo import build_actor
 
     spec = ObservationSpec(replica_capacity_rps=20.0, max_batch=256, ttft_slo_s=ttft_slo_s, tpot_slo_s=0.1, max_replicas=20, window=4)
     size = observation_size(spec)

@@ -21,11 +21,11 @@ from rlscale.contract import (
 from rlscale.errors import InputError
 from rlscale.policies.checkpoint import (
     ObsNorm,
-    build_actor,
     load_policy,
     save_checkpoint,
 )
 from rlscale.safety import SafetyLimits
+from rlscale.training.ppo import build_actor
 from tests.policies.windows import SPEC, fixed_windows
 
 ACT = ActionSpec(u_min=0.3, u_max=0.95, max_warm=4)
