@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX, IntervalMetrics
-from rlscale.envs.cluster import ClusterSim
+from rlscale.contract import DEFAULT_SLO_TARGET
 from rlscale.errors import InputError
 from rlscale.evaluation.evaluate import (
     EvalSettings,
@@ -40,12 +39,11 @@ from rlscale.evaluation.evaluate import (
     resolve_profile,
     scale_for_profile,
 )
-from rlscale.evaluation.rollout import pre_start_rows, rollout
+from rlscale.evaluation.rollout import Run, rollout, run_batch
 from rlscale.policies.hpa import HPAPolicy, config_from_manifest
 from rlscale.policies.registry import default_limits
 from rlscale.policies.tuned import MANIFEST_DIR, TunedRuleParams, manifest_for, write_manifest
 from rlscale.profiles.model import ServiceProfile
-from rlscale.safety import ClampState, clamp_batch
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
@@ -79,14 +77,6 @@ STARTS: tuple[dict[str, Any], ...] = (
 )
 
 
-def evaluate_params(
-    params: TunedRuleParams, profile: ServiceProfile, workloads: Sequence[Workload], config: SimConfig, seed: int = 0,
-    initial: Sequence[int] | None = None,
-) -> list[tuple[float, float]]:
-    """(cost, SLO attainment) of the rule on each workload."""
-    return evaluate_batch([params], profile, workloads, config, seed, initial)[0]
-
-
 def evaluate_batch(
     param_sets: Sequence[TunedRuleParams],
     profile: ServiceProfile,
@@ -95,41 +85,22 @@ def evaluate_batch(
     seed: int = 0,
     initial: Sequence[int] | None = None,
 ) -> list[list[tuple[float, float]]]:
-    """(cost, SLO attainment) per parameter set per workload, all in one batched simulator: the
+    """(cost, SLO attainment) per parameter set per workload, all in one batched rollout: the
     simulator's per-step cost hardly grows with the batch, so K rules x n workloads cost about
-    one rollout. Cluster b runs rule b // n on workload b % n, each rule under its own clamp
-    state and limits, as `rollout` does, starting from `initial[j]` replicas on workload j (default:
-    the simulator's own guess). The workloads must have the same number of bins."""
-    dt = config.interval_s
-    ws = [w.rebin(dt) for w in workloads]
+    one rollout. Cluster b runs rule b // n on workload b % n under that rule's limits, starting
+    from `initial[j]` replicas on workload j (default: the simulator's own guess, within the
+    limits). The workloads must have the same number of bins."""
+    ws = [w.rebin(config.interval_s) for w in workloads]
     if len({w.n_bins for w in ws}) != 1:
         raise ValueError("evaluate_batch needs workloads of equal length (see day_chunks)")
     n, k = len(ws), len(param_sets)
     cfgs = [config_from_manifest(manifest_for(p), "<trial>") for p in param_sets]
-    sim = ClusterSim(profile, ws, batch=n * k, config=config, seed=seed * 7919 + n * k)
-    if initial is not None:
-        sim.reset(initial_replicas=np.tile(np.asarray(initial, dtype=np.float64), k))
-    for i, c in enumerate(cfgs):
-        sl = slice(i * n, (i + 1) * n)
-        sim.ready[sl] = np.clip(sim.ready[sl], c.limits.min_replicas, c.limits.max_replicas)
-    sim.metrics[:, FIELD_INDEX["replicas_ready"]] = sim.ready
-    sim.metrics[:, FIELD_INDEX["replicas_desired"]] = sim.ready
-    policies = [HPAPolicy(cfgs[b // n]) for b in range(n * k)]
-    states = [ClampState.empty(n, c.limits, dt) for c in cfgs]
-    current = sim.ready.copy()
-    proposed = np.zeros(n * k)
-    for step in range(ws[0].n_bins):
-        now = float(sim.metrics[0, FIELD_INDEX["time_s"]])
-        rows = [IntervalMetrics.from_array(r) for r in (pre_start_rows(sim.metrics) if step == 0 else sim.metrics)]
-        for b, pol in enumerate(policies):
-            proposed[b] = pol.decide(rows[b : b + 1]).replicas
-        for i, c in enumerate(cfgs):
-            sl = slice(i * n, (i + 1) * n)
-            current[sl], _ = clamp_batch(proposed[sl], current[sl], now, c.limits, states[i])
-        sim.step(current)
-    tot = sim.totals
-    att = np.where(tot.arrived > 0, tot.slo_ok / np.maximum(tot.arrived, 1e-12), 1.0)
-    return [[(float(tot.cost_usd[i * n + j]), float(att[i * n + j])) for j in range(n)] for i in range(k)]
+    runs = [Run(HPAPolicy(cfgs[b // n]), cfgs[b // n].limits, b % n) for b in range(n * k)]
+    start = None if initial is None else np.tile(np.asarray(initial, dtype=np.float64), k)
+    # the HPA form reads only the last interval
+    ro = run_batch(runs, profile, ws, sim_seed=seed * 7919 + n * k, config=config, window=1, initial_replicas=start)
+    res = [(s.cost_usd, s.slo_attainment) for s in ro.summaries]
+    return [res[i * n : (i + 1) * n] for i in range(k)]
 
 
 def day_chunks(w: Workload, interval_s: float) -> list[Workload]:
