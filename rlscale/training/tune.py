@@ -1,8 +1,10 @@
 """Tune the HPA-form rule (`rlscale.policies.tuned`) on training workloads and write its manifest.
 
-    python -m rlscale.training.tune --profile llama-3.1-8b-h100 --trials 80 \\
+    rlscale tune --profile llama-3.1-8b-h100 --trials 80 \\
         --train synthetic:101 --train synthetic:102 \\
         --train ../shared/data/servegen_language_m-large_clients_10min.csv@0:2
+
+(`rlscale.cli.tune` is the command; this module is the search and the manifest it writes.)
 
 Search: optuna's TPE sampler (seeded, so a rerun gives the same manifest) over
 `TunedRuleParams`, starting from a few hand-picked points (the shipped HPA's queue target, a
@@ -19,10 +21,8 @@ and command, so the shipped file says where it came from. Evaluate on workloads 
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +36,6 @@ from rlscale.evaluation.evaluate import (
     EvalSettings,
     load_source,
     opening_replicas,
-    resolve_profile,
     scale_for_profile,
 )
 from rlscale.evaluation.rollout import Run, rollout, run_batch
@@ -228,46 +227,33 @@ def tune(
     return params_best, record
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rlscale.training.tune", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="llama-3.1-8b-h100")
-    ap.add_argument("--train", action="append", help="training workload (repeat): path[@START:END days] or synthetic:SEED")
-    ap.add_argument("--trials", type=int, default=80)
-    ap.add_argument("--batch", type=int, default=8, help="trials simulated together")
-    ap.add_argument("--slo-target", type=float, default=DEFAULT_SLO_TARGET)
-    ap.add_argument("--peak-replicas", type=float, default=12.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None, help="manifest to write (default manifests/tuned-<profile>.yaml)")
-    a = ap.parse_args(argv)
-    try:
-        profile = resolve_profile(a.profile)
-        train = a.train or list(DEFAULT_TRAIN)
-        settings = EvalSettings(peak_replicas=a.peak_replicas, slo_target=a.slo_target)
-        params, record = tune(profile, train, trials=a.trials, batch=a.batch, slo_target=a.slo_target, settings=settings, seed=a.seed)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = a.out or MANIFEST_DIR / f"tuned-{profile.name}.yaml"
-    cmd = "python -m rlscale.training.tune " + " ".join(sys.argv[1:] if argv is None else argv)
-    annotations = {
+def tuned_annotations(
+    profile: ServiceProfile, record: dict[str, Any], command: str, slo_target: float
+) -> dict[str, str]:
+    """What the manifest records about where the rule came from (`record` is `tune`'s)."""
+    return {
         "rlscale.io/tuned-for-profile": profile.name,
-        "rlscale.io/tuned-by": cmd,
+        "rlscale.io/tuned-by": command,
         "rlscale.io/tuned-on": ", ".join(_shown(t) for t in record["train"]),
         "rlscale.io/tuned-at": dt.date.today().isoformat(),
-        "rlscale.io/objective": f"cost / oracle cost + 100 x SLO shortfall below {a.slo_target:g} (per workload)",
+        "rlscale.io/objective": f"cost / oracle cost + 100 x SLO shortfall below {slo_target:g} (per workload)",
         "rlscale.io/score": f"{record['score']:.4f} after {record['trials']} trials",
         "rlscale.io/train-results": "; ".join(
             f"{r['workload']}: {r['cost_vs_oracle']:.2f}x oracle, SLO {100 * r['slo_attainment']:.2f}%" for r in record["results"]
         ),
     }
+
+
+def write_tuned_manifest(
+    out: Path | None, profile: ServiceProfile, params: TunedRuleParams, record: dict[str, Any], command: str,
+    slo_target: float,
+) -> Path:
+    """Write the winner as an annotated HPA manifest (default: the shipped tuned-<profile>.yaml)."""
+    path = out or MANIFEST_DIR / f"tuned-{profile.name}.yaml"
     header = (
-        f"# Tuned HPA rule for {profile.name} (rlscale issue #3), written by `python -m rlscale.training.tune`.\n"
-        "# Search space and objective: rlscale/policies/tuned.py and tune.py. Do not tune on evaluation traces."
+        f"# Tuned HPA rule for {profile.name} (rlscale issue #3), written by `rlscale tune`.\n"
+        "# Search space and objective: rlscale/policies/tuned.py and rlscale/training/tune.py. "
+        "Do not tune on evaluation traces."
     )
-    write_manifest(out, manifest_for(params, annotations=annotations), header)
-    print(f"best {params.model_dump()} score {record['score']:.4f}; wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    annotations = tuned_annotations(profile, record, command, slo_target)
+    return write_manifest(path, manifest_for(params, annotations=annotations), header)
