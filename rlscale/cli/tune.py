@@ -26,8 +26,9 @@ def register(app: typer.Typer) -> None:
 def tune_command(
     profile: Annotated[str, typer.Option("--profile", help="Shipped profile name or a profile YAML path.")] = DEFAULT_PROFILE,
     train: Annotated[list[str] | None, typer.Option(
-        "--train", help="Training workload (repeat): PATH[@START:END days] or synthetic:SEED. "
-        "Default: synthetic:101, synthetic:102 and days 0-2 of the ServeGen m-large trace.")] = None,
+        "--train", help="Training workload (repeat): a trace file, PATH@START:END to cut days START..END "
+        "of it, or synthetic:SEED. Default: synthetic:101, synthetic:102 and days 0-2 of the ServeGen "
+        "m-large trace.")] = None,
     trials: Annotated[int, typer.Option("--trials", min=1, help="Parameter sets to try.")] = DEFAULT_TRIALS,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Trials simulated together.")] = DEFAULT_BATCH,
     slo_target: Annotated[float, typer.Option(
@@ -39,8 +40,9 @@ def tune_command(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Manifest to write (default: rlscale/policies/manifests/tuned-<profile>.yaml).")] = None,
 ) -> None:
-    """Tune the HPA-form rule (optuna TPE) on training workloads and write it as an annotated
-    HPA manifest. Do not tune on evaluation traces."""
+    """Tune the HPA-form rule (Optuna) on training workloads and write its annotated manifest.
+
+    Do not tune on evaluation traces: evaluate the result with `rlscale evaluate` on others."""
     from rlscale.errors import InputError
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile
     from rlscale.training.tune import DEFAULT_TRAIN, tune, write_tuned_manifest
