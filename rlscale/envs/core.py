@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlscale.contract import (
     DEFAULT_TPOT_SLO_S,
     DEFAULT_TTFT_SLO_S,
-    FIELD_INDEX,
     N_FIELDS,
     ActionSpec,
     ObservationSpec,
@@ -27,8 +26,6 @@ from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import SafetyLimits
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
-
-_F = FIELD_INDEX
 
 
 class RewardWeights(BaseModel):
