@@ -1,6 +1,7 @@
 """The batched autoscaling loop both environments share: action -> replicas (contract.ActionSpec)
--> safety clamps (rlscale.safety, as in production) -> ClusterSim.step -> reward and observation
-(contract.encode_raw). The Gymnasium env is this with B=1; the SB3 VecEnv is this with B=n_envs.
+-> safety clamps and ClusterSim.step (`envs.fleet.ClampedFleet`, the path the evaluator's
+rollouts take too) -> reward and observation (contract.encode_raw). The Gymnasium env is this
+with B=1; the SB3 VecEnv is this with B=n_envs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlscale.contract import (
     DEFAULT_TPOT_SLO_S,
     DEFAULT_TTFT_SLO_S,
-    FIELD_INDEX,
     N_FIELDS,
     ActionSpec,
     ObservationSpec,
@@ -21,12 +21,11 @@ from rlscale.contract import (
     observation_size,
 )
 from rlscale.envs.cluster import ClusterSim
+from rlscale.envs.fleet import ClampedFleet
 from rlscale.profiles.model import ServiceProfile
-from rlscale.safety import ClampState, SafetyLimits, clamp_batch, clamp_warm
+from rlscale.safety import SafetyLimits
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
-
-_F = FIELD_INDEX
 
 
 class RewardWeights(BaseModel):
@@ -87,9 +86,8 @@ class AutoscaleCore:
         self.sim = ClusterSim(profile, workloads, batch=batch, config=config.sim_config(), seed=seed)
         self.rng = np.random.default_rng(seed)
         self.episode_bins = max(1, int(round(config.episode_s / config.interval_s)))
+        self.fleet = ClampedFleet(self.sim, config.limits)
         self.window = np.zeros((batch, config.window, N_FIELDS))
-        self.clamp_state = ClampState.empty(batch, config.limits, config.interval_s)
-        self.current = np.zeros(batch)
         self.slo_weight = np.full(batch, config.reward.slo)
         self._clock_s = 0.0
         self.knob = config.slo_weight_range is not None
@@ -114,16 +112,16 @@ class AutoscaleCore:
         span = np.maximum(lengths - self.episode_bins, 0)
         start[idx] = (self.rng.random(idx.size) * (span[idx] + 1)).astype(np.int64)
         self.sim.reset(mask=mask, workload_index=wid, start_bin=start, episode_bins=self.episode_bins)
-        lim = self.config.limits
-        self.sim.ready[idx] = np.clip(self.sim.ready[idx], lim.min_replicas, lim.max_replicas)
-        self.sim.metrics[idx, _F["replicas_ready"]] = self.sim.ready[idx]
-        self.sim.metrics[idx, _F["replicas_desired"]] = self.sim.ready[idx]
-        self.current[idx] = self.sim.ready[idx]
+        self.fleet.start(mask)
         self.window[idx] = self.sim.metrics[idx, None, :]
-        self.clamp_state.reset(mask)
         if self.knob:
             lo, hi = self.config.slo_weight_range  # type: ignore[misc]
             self.slo_weight[idx] = np.exp(self.rng.uniform(np.log(lo), np.log(hi), idx.size))
+
+    @property
+    def current(self) -> np.ndarray:
+        """The replica targets (B,) the clamps last set."""
+        return self.fleet.current
 
     def observe(self) -> np.ndarray:
         obs = encode_raw(self.window, self.obs_spec)
@@ -136,17 +134,12 @@ class AutoscaleCore:
         observes (and resets finished clusters) afterwards."""
         last = self.window[:, -1, :]
         proposed, warm = self.act_spec.decode(actions, last, self.obs_spec)
-        lim = self.config.limits
-        warm = clamp_warm(warm, lim).astype(np.float64)
         # Clusters in the batch replay different times of day; the clamp only needs a clock that
         # advances one interval per step (its windows are relative).
         self._clock_s += self.config.interval_s
-        now = self._clock_s
-        target, _ = clamp_batch(proposed, self.current, now, lim, self.clamp_state, warm=warm)
-        self.current = target.astype(np.float64)
         cost_before = self.sim.totals.cost_usd.copy()
         ok_before = self.sim.totals.slo_ok.copy()
-        m = self.sim.step(self.current, warm if lim.max_warm_replicas > 0 else None)
+        m = self.fleet.step(proposed, self._clock_s, warm if self.config.limits.max_warm_replicas > 0 else None)
         self.window[:, :-1] = self.window[:, 1:]
         self.window[:, -1] = m
         wid = self.sim.wid

@@ -1,7 +1,10 @@
 """Run policies on the simulator through the same clamps the controller uses, and summarise.
 
-One rollout runs one policy on one workload for several seeds at once: the seeds are the batch of
-one `ClusterSim` (each with its own policy instance), so the simulator's cost is paid once.
+The one rollout loop: `run_batch` steps a batch of `Run`s (each a policy under its own limits on
+one of the workloads) in one `ClusterSim`, through `ClampedFleet` (start within the limits,
+clamp, step), so the simulator's cost is paid once for the batch. `rollout` is the common case
+(one policy, one workload, several seeds); the tuner scores K rules x n workloads with
+`run_batch` directly (`rlscale.training.tune.evaluate_batch`).
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import numpy as np
 
 from rlscale.contract import FIELD_INDEX, IntervalMetrics
 from rlscale.envs.cluster import ClusterSim
+from rlscale.envs.fleet import ClampedFleet
 from rlscale.policies.base import Policy
 from rlscale.profiles.model import ServiceProfile
-from rlscale.safety import ClampState, SafetyLimits, clamp_batch
+from rlscale.safety import SafetyLimits
 from rlscale.serving.model import P_GRID, SimConfig
 from rlscale.traces.workload import Workload
 
@@ -51,7 +55,7 @@ def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[f
     order = np.argsort(v)
     v, w = v[order], w[order]
     cum = np.cumsum(w) / w.sum()
-    return [float(v[min(np.searchsorted(cum, q), len(v) - 1)]) for q in qs]
+    return [float(v[min(int(np.searchsorted(cum, q)), len(v) - 1)]) for q in qs]
 
 
 @dataclass
@@ -91,6 +95,17 @@ class Rollout:
     arrivals: np.ndarray  # (T, B)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One cluster of a batched rollout: a policy, the limits that clamp it, the index of its
+    workload, and the seed its summary is labelled with."""
+
+    policy: Policy
+    limits: SafetyLimits
+    workload: int = 0
+    seed: int = 0
+
+
 def rollout(
     make_policy: Callable[[int], Policy],
     profile: ServiceProfile,
@@ -104,25 +119,50 @@ def rollout(
     initial_replicas: int | None = None,
 ) -> Rollout:
     """Run `make_policy(seed)` on `workload` for every seed; each decision passes `clamp_batch`."""
-    cfg = config or SimConfig()
-    limits = limits or SafetyLimits()
-    b = len(seeds)
+    lim = limits or SafetyLimits()
+    runs = [Run(make_policy(int(s)), lim, 0, int(s)) for s in seeds]
     # One generator for the batch, seeded by the seed list: every policy evaluated on the same
     # seeds meets the same cold-start pool.
-    sim = ClusterSim(profile, [workload], batch=b, config=cfg, seed=int(np.sum(seeds)) * 7919 + b)
-    if initial_replicas is not None:
-        sim.reset(initial_replicas=initial_replicas)
-    if initial_replicas is None:
-        sim.ready[:] = np.clip(sim.ready, limits.min_replicas, limits.max_replicas)
-        sim.metrics[:, _F["replicas_ready"]] = sim.ready
-        sim.metrics[:, _F["replicas_desired"]] = sim.ready
-    policies = [make_policy(int(s)) for s in seeds]
+    sim_seed = int(np.sum(seeds)) * 7919 + len(seeds)
+    return run_batch(
+        runs, profile, [workload], sim_seed=sim_seed, config=config, window=window, record=record,
+        initial_replicas=initial_replicas,
+    )
+
+
+def run_batch(
+    runs: Sequence[Run],
+    profile: ServiceProfile,
+    workloads: Sequence[Workload],
+    *,
+    sim_seed: int,
+    config: SimConfig | None = None,
+    window: int = 8,
+    record: bool = False,
+    initial_replicas: int | Sequence[int] | np.ndarray | None = None,
+) -> Rollout:
+    """Step every run in one batched simulator seeded with `sim_seed`; returns one summary per run.
+
+    Each run starts from `initial_replicas` (one count, or one per run) as given, or by default
+    from the simulator's guess for its workload's first interval clipped into the run's limits.
+    Each policy sees the last `window` intervals (the first is the pre-start row, with its
+    serving metrics unobserved) and every decision passes its run's safety clamps."""
+    cfg = config or SimConfig()
+    b = len(runs)
+    wid = np.array([r.workload for r in runs], dtype=np.int64)
+    sim = ClusterSim(profile, workloads, batch=b, config=cfg, seed=sim_seed)
+    # The constructor's reset gives cluster b workload b % n; another reset is only made when
+    # needed, since it redraws the cold-start pool.
+    if initial_replicas is not None or not np.array_equal(wid, np.arange(b) % len(workloads)):
+        init = None if initial_replicas is None else np.asarray(initial_replicas, dtype=np.float64)
+        sim.reset(workload_index=wid, initial_replicas=init)
+    fleet = ClampedFleet(sim, [r.limits for r in runs])
+    fleet.start(clip=initial_replicas is None)
+    policies = [r.policy for r in runs]
     for p in policies:
         p.reset()
-    state = ClampState.empty(b, limits, cfg.interval_s)
     first = pre_start_rows(sim.metrics)
     history: list[list[IntervalMetrics]] = [[IntervalMetrics.from_array(first[i])] for i in range(b)]
-    current = sim.ready.copy()
     steps = int(sim.t_end.max() - sim.t.min())
     tl = np.zeros((steps, b, sim.metrics.shape[1])) if record else None
     arrivals = np.zeros((steps, b))
@@ -138,10 +178,8 @@ def rollout(
             proposed[i] = d.replicas
             if d.warm_replicas is not None:
                 manages_warm = True
-                warm[i] = min(max(d.warm_replicas, 0), limits.max_warm_replicas)
-        target, _ = clamp_batch(proposed, current, now, limits, state, warm=warm)
-        current = target.astype(np.float64)
-        m = sim.step(current, warm if manages_warm else None)
+                warm[i] = d.warm_replicas
+        m = fleet.step(proposed, now, warm if manages_warm else None)
         arrivals[step] = sim.last_arrivals
         ttft_q[step] = sim.last.ttft_q
         tpot_q[step] = sim.last.tpot_q
@@ -154,7 +192,7 @@ def rollout(
                 del h[0]
     tot = sim.totals
     summaries = []
-    for i, seed in enumerate(seeds):
+    for i, run in enumerate(runs):
         w = arrivals[:, i, None] * _WEIGHTS[None, :]
         # pool each interval's quantile grid (midpoints of grid cells) weighted by its arrivals
         tq = 0.5 * (ttft_q[:, i, 1:] + ttft_q[:, i, :-1])
@@ -165,9 +203,9 @@ def rollout(
         summaries.append(
             RunSummary(
                 policy=policies[i].name,
-                workload=workload.name,
+                workload=workloads[run.workload].name,
                 profile=profile.name,
-                seed=int(seed),
+                seed=run.seed,
                 gpu_hours=float(tot.gpu_hours[i]),
                 cost_usd=float(tot.cost_usd[i]),
                 slo_attainment=float(tot.slo_ok[i] / arrived) if arrived > 0 else 1.0,

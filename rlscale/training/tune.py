@@ -1,8 +1,10 @@
 """Tune the HPA-form rule (`rlscale.policies.tuned`) on training workloads and write its manifest.
 
-    python -m rlscale.training.tune --profile llama-3.1-8b-h100 --trials 80 \\
+    rlscale tune --profile llama-3.1-8b-h100 --trials 80 \\
         --train synthetic:101 --train synthetic:102 \\
         --train ../shared/data/servegen_language_m-large_clients_10min.csv@0:2
+
+(`rlscale.cli.tune` is the command; this module is the search and the manifest it writes.)
 
 Search: optuna's TPE sampler (seeded, so a rerun gives the same manifest) over
 `TunedRuleParams`, starting from a few hand-picked points (the shipped HPA's queue target, a
@@ -19,10 +21,8 @@ and command, so the shipped file says where it came from. Evaluate on workloads 
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,22 +30,19 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX, IntervalMetrics
-from rlscale.envs.cluster import ClusterSim
+from rlscale.contract import DEFAULT_SLO_TARGET
 from rlscale.errors import InputError
 from rlscale.evaluation.evaluate import (
     EvalSettings,
     load_source,
     opening_replicas,
-    resolve_profile,
     scale_for_profile,
 )
-from rlscale.evaluation.rollout import pre_start_rows, rollout
+from rlscale.evaluation.rollout import Run, rollout, run_batch
 from rlscale.policies.hpa import HPAPolicy, config_from_manifest
 from rlscale.policies.registry import default_limits
 from rlscale.policies.tuned import MANIFEST_DIR, TunedRuleParams, manifest_for, write_manifest
 from rlscale.profiles.model import ServiceProfile
-from rlscale.safety import ClampState, clamp_batch
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
@@ -79,14 +76,6 @@ STARTS: tuple[dict[str, Any], ...] = (
 )
 
 
-def evaluate_params(
-    params: TunedRuleParams, profile: ServiceProfile, workloads: Sequence[Workload], config: SimConfig, seed: int = 0,
-    initial: Sequence[int] | None = None,
-) -> list[tuple[float, float]]:
-    """(cost, SLO attainment) of the rule on each workload."""
-    return evaluate_batch([params], profile, workloads, config, seed, initial)[0]
-
-
 def evaluate_batch(
     param_sets: Sequence[TunedRuleParams],
     profile: ServiceProfile,
@@ -95,41 +84,22 @@ def evaluate_batch(
     seed: int = 0,
     initial: Sequence[int] | None = None,
 ) -> list[list[tuple[float, float]]]:
-    """(cost, SLO attainment) per parameter set per workload, all in one batched simulator: the
+    """(cost, SLO attainment) per parameter set per workload, all in one batched rollout: the
     simulator's per-step cost hardly grows with the batch, so K rules x n workloads cost about
-    one rollout. Cluster b runs rule b // n on workload b % n, each rule under its own clamp
-    state and limits, as `rollout` does, starting from `initial[j]` replicas on workload j (default:
-    the simulator's own guess). The workloads must have the same number of bins."""
-    dt = config.interval_s
-    ws = [w.rebin(dt) for w in workloads]
+    one rollout. Cluster b runs rule b // n on workload b % n under that rule's limits, starting
+    from `initial[j]` replicas on workload j (default: the simulator's own guess, within the
+    limits). The workloads must have the same number of bins."""
+    ws = [w.rebin(config.interval_s) for w in workloads]
     if len({w.n_bins for w in ws}) != 1:
         raise ValueError("evaluate_batch needs workloads of equal length (see day_chunks)")
     n, k = len(ws), len(param_sets)
     cfgs = [config_from_manifest(manifest_for(p), "<trial>") for p in param_sets]
-    sim = ClusterSim(profile, ws, batch=n * k, config=config, seed=seed * 7919 + n * k)
-    if initial is not None:
-        sim.reset(initial_replicas=np.tile(np.asarray(initial, dtype=np.float64), k))
-    for i, c in enumerate(cfgs):
-        sl = slice(i * n, (i + 1) * n)
-        sim.ready[sl] = np.clip(sim.ready[sl], c.limits.min_replicas, c.limits.max_replicas)
-    sim.metrics[:, FIELD_INDEX["replicas_ready"]] = sim.ready
-    sim.metrics[:, FIELD_INDEX["replicas_desired"]] = sim.ready
-    policies = [HPAPolicy(cfgs[b // n]) for b in range(n * k)]
-    states = [ClampState.empty(n, c.limits, dt) for c in cfgs]
-    current = sim.ready.copy()
-    proposed = np.zeros(n * k)
-    for step in range(ws[0].n_bins):
-        now = float(sim.metrics[0, FIELD_INDEX["time_s"]])
-        rows = [IntervalMetrics.from_array(r) for r in (pre_start_rows(sim.metrics) if step == 0 else sim.metrics)]
-        for b, pol in enumerate(policies):
-            proposed[b] = pol.decide(rows[b : b + 1]).replicas
-        for i, c in enumerate(cfgs):
-            sl = slice(i * n, (i + 1) * n)
-            current[sl], _ = clamp_batch(proposed[sl], current[sl], now, c.limits, states[i])
-        sim.step(current)
-    tot = sim.totals
-    att = np.where(tot.arrived > 0, tot.slo_ok / np.maximum(tot.arrived, 1e-12), 1.0)
-    return [[(float(tot.cost_usd[i * n + j]), float(att[i * n + j])) for j in range(n)] for i in range(k)]
+    runs = [Run(HPAPolicy(cfgs[b // n]), cfgs[b // n].limits, b % n) for b in range(n * k)]
+    start = None if initial is None else np.tile(np.asarray(initial, dtype=np.float64), k)
+    # the HPA form reads only the last interval
+    ro = run_batch(runs, profile, ws, sim_seed=seed * 7919 + n * k, config=config, window=1, initial_replicas=start)
+    res = [(s.cost_usd, s.slo_attainment) for s in ro.summaries]
+    return [res[i * n : (i + 1) * n] for i in range(k)]
 
 
 def day_chunks(w: Workload, interval_s: float) -> list[Workload]:
@@ -257,46 +227,33 @@ def tune(
     return params_best, record
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rlscale.training.tune", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="llama-3.1-8b-h100")
-    ap.add_argument("--train", action="append", help="training workload (repeat): path[@START:END days] or synthetic:SEED")
-    ap.add_argument("--trials", type=int, default=80)
-    ap.add_argument("--batch", type=int, default=8, help="trials simulated together")
-    ap.add_argument("--slo-target", type=float, default=DEFAULT_SLO_TARGET)
-    ap.add_argument("--peak-replicas", type=float, default=12.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None, help="manifest to write (default manifests/tuned-<profile>.yaml)")
-    a = ap.parse_args(argv)
-    try:
-        profile = resolve_profile(a.profile)
-        train = a.train or list(DEFAULT_TRAIN)
-        settings = EvalSettings(peak_replicas=a.peak_replicas, slo_target=a.slo_target)
-        params, record = tune(profile, train, trials=a.trials, batch=a.batch, slo_target=a.slo_target, settings=settings, seed=a.seed)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = a.out or MANIFEST_DIR / f"tuned-{profile.name}.yaml"
-    cmd = "python -m rlscale.training.tune " + " ".join(sys.argv[1:] if argv is None else argv)
-    annotations = {
+def tuned_annotations(
+    profile: ServiceProfile, record: dict[str, Any], command: str, slo_target: float
+) -> dict[str, str]:
+    """What the manifest records about where the rule came from (`record` is `tune`'s)."""
+    return {
         "rlscale.io/tuned-for-profile": profile.name,
-        "rlscale.io/tuned-by": cmd,
+        "rlscale.io/tuned-by": command,
         "rlscale.io/tuned-on": ", ".join(_shown(t) for t in record["train"]),
         "rlscale.io/tuned-at": dt.date.today().isoformat(),
-        "rlscale.io/objective": f"cost / oracle cost + 100 x SLO shortfall below {a.slo_target:g} (per workload)",
+        "rlscale.io/objective": f"cost / oracle cost + 100 x SLO shortfall below {slo_target:g} (per workload)",
         "rlscale.io/score": f"{record['score']:.4f} after {record['trials']} trials",
         "rlscale.io/train-results": "; ".join(
             f"{r['workload']}: {r['cost_vs_oracle']:.2f}x oracle, SLO {100 * r['slo_attainment']:.2f}%" for r in record["results"]
         ),
     }
+
+
+def write_tuned_manifest(
+    out: Path | None, profile: ServiceProfile, params: TunedRuleParams, record: dict[str, Any], command: str,
+    slo_target: float,
+) -> Path:
+    """Write the winner as an annotated HPA manifest (default: the shipped tuned-<profile>.yaml)."""
+    path = out or MANIFEST_DIR / f"tuned-{profile.name}.yaml"
     header = (
-        f"# Tuned HPA rule for {profile.name} (rlscale issue #3), written by `python -m rlscale.training.tune`.\n"
-        "# Search space and objective: rlscale/policies/tuned.py and tune.py. Do not tune on evaluation traces."
+        f"# Tuned HPA rule for {profile.name} (rlscale issue #3), written by `rlscale tune`.\n"
+        "# Search space and objective: rlscale/policies/tuned.py and rlscale/training/tune.py. "
+        "Do not tune on evaluation traces."
     )
-    write_manifest(out, manifest_for(params, annotations=annotations), header)
-    print(f"best {params.model_dump()} score {record['score']:.4f}; wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    annotations = tuned_annotations(profile, record, command, slo_target)
+    return write_manifest(path, manifest_for(params, annotations=annotations), header)

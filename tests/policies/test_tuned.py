@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from rlscale.cli import tune as tune_cli
 from rlscale.evaluation.rollout import rollout
 from rlscale.policies.hpa import load_hpa_manifest
 from rlscale.policies.registry import make_policy
@@ -13,7 +16,7 @@ from rlscale.policies.tuned import TunedRuleParams, manifest_for, policy_for, tu
 from rlscale.profiles.model import load_profile, shipped_profiles
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
-from rlscale.training.tune import evaluate_batch, main, score
+from rlscale.training.tune import evaluate_batch, score
 from tests.conftest import make_profile
 
 
@@ -53,18 +56,42 @@ def test_the_score_ranks_any_slo_miss_below_any_rule_that_meets_it():
     assert score([(150.0, 0.995)], oracle, 0.99) < score([(101.0, 0.985)], oracle, 0.99)
 
 
-def test_the_tuning_entry_point_writes_an_annotated_manifest(tmp_path):
+def tune_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        pass
+
+    tune_cli.register(app)
+    return app
+
+
+def test_the_tune_command_writes_an_annotated_manifest_that_loads(tmp_path):
     t = np.arange(0, 3600, 60)
     trace = tmp_path / "train.csv"
     trace.write_text("timestamp,rps\n" + "".join(f"{a},{20 + 30 * a / 3600:.2f}\n" for a in t))
     out = tmp_path / "tuned.yaml"
-    rc = main(["--profile", "llama-3.1-8b-h100", "--train", str(trace), "--trials", "2", "--batch", "2",
-               "--out", str(out)])
-    assert rc == 0
+    res = CliRunner().invoke(tune_app(), ["tune", "--profile", "llama-3.1-8b-h100", "--train", str(trace), "--trials", "2",
+                                          "--batch", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out}" in res.output
     cfg = load_hpa_manifest(out)
     notes = dict(cfg.annotations)
     assert notes["rlscale.io/tuned-on"].endswith("train.csv") and "2 trials" in notes["rlscale.io/score"]
-    assert "python -m rlscale.training.tune" in notes["rlscale.io/tuned-by"]
+    assert notes["rlscale.io/tuned-by"] == (
+        f"rlscale tune --profile llama-3.1-8b-h100 --trials 2 --batch 2 --train {trace} --out {out}"
+    )
+    assert out.read_text().startswith("# Tuned HPA rule for llama-3.1-8b-h100 (rlscale issue #3), written by `rlscale tune`.")
+    assert cfg.limits.min_replicas == 2 and cfg.limits.max_replicas == 20
+
+
+def test_the_tune_command_names_a_bad_training_workload_in_one_line(tmp_path):
+    res = CliRunner().invoke(tune_app(), ["tune", "--train", str(tmp_path / "missing.csv"), "--trials", "1",
+                                          "--out", str(tmp_path / "t.yaml")])
+    assert res.exit_code == 2
+    assert res.output.startswith("error: ") and "missing.csv" in res.output
+    assert not (tmp_path / "t.yaml").exists()
 
 
 @pytest.mark.parametrize("name", shipped_profiles())

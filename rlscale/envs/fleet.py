@@ -1,0 +1,75 @@
+"""`ClampedFleet`: a `ClusterSim` whose every target passes the production safety clamps.
+
+The one "start the fleet within the limits, clamp, step" path: the evaluator's rollouts, the
+tuner's batched trials and the RL environment all step the simulator through it, so a policy is
+scored, tuned and trained under the limits the live controller applies (`rlscale.safety`).
+
+Each cluster has its own `SafetyLimits`; clusters with equal limits share one batched
+`ClampState` (the clamp is row-wise, so grouping them changes no number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rlscale.contract import FIELD_INDEX
+from rlscale.envs.cluster import ClusterSim
+from rlscale.safety import ClampState, SafetyLimits, clamp_batch, clamp_warm
+
+_F = FIELD_INDEX
+
+
+class ClampedFleet:
+    """B clusters of `sim`, cluster b clamped by `limits[b]` (or one `SafetyLimits` for all)."""
+
+    def __init__(self, sim: ClusterSim, limits: SafetyLimits | Sequence[SafetyLimits]) -> None:
+        self.sim = sim
+        per_cluster = [limits] * sim.batch if isinstance(limits, SafetyLimits) else list(limits)
+        if len(per_cluster) != sim.batch:
+            raise ValueError(f"{len(per_cluster)} limits for a batch of {sim.batch} clusters")
+        members: dict[SafetyLimits, list[int]] = {}
+        for b, lim in enumerate(per_cluster):
+            members.setdefault(lim, []).append(b)
+        interval_s = sim.config.interval_s
+        # One group covering the batch indexes it whole (no gather/scatter per step).
+        self._groups: list[tuple[SafetyLimits, slice | np.ndarray, ClampState]] = [
+            (
+                lim,
+                slice(None) if len(idx) == sim.batch else np.asarray(idx, dtype=np.int64),
+                ClampState.empty(len(idx), lim, interval_s),
+            )
+            for lim, idx in members.items()
+        ]
+        self.current = sim.ready.copy()
+
+    def start(self, mask: np.ndarray | None = None, *, clip: bool = True) -> None:
+        """Take the (just reset) simulator's fleet as the start of the clusters in `mask` (all by
+        default) and forget their clamp history. `clip` moves the simulator's own opening guess
+        into each cluster's limits; an explicit start (`clip=False`) is the caller's, used as given."""
+        sim = self.sim
+        every = np.ones(sim.batch, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        for lim, idx, state in self._groups:
+            sel = np.nonzero(every)[0] if isinstance(idx, slice) else idx[every[idx]]
+            if clip:
+                sim.ready[sel] = np.clip(sim.ready[sel], lim.min_replicas, lim.max_replicas)
+            sim.metrics[sel, _F["replicas_ready"]] = sim.ready[sel]
+            sim.metrics[sel, _F["replicas_desired"]] = sim.ready[sel]
+            self.current[sel] = sim.ready[sel]
+            state.reset(None if mask is None else every[idx])
+
+    def step(self, proposed: np.ndarray, now_s: float, warm: np.ndarray | None = None) -> np.ndarray:
+        """Clamp the proposals (B,) (and warm-pool sizes, when the policy manages one) and advance
+        the simulator one interval toward the result; returns its metrics rows (B, N_FIELDS).
+        `now_s` only has to advance one interval per step: the clamp's windows are relative."""
+        target = np.empty(self.sim.batch)
+        warm_target = None if warm is None else np.empty(self.sim.batch)
+        for lim, idx, state in self._groups:
+            w = None
+            if warm is not None and warm_target is not None:
+                w = clamp_warm(np.asarray(warm)[idx], lim).astype(np.float64)
+                warm_target[idx] = w
+            target[idx], _ = clamp_batch(np.asarray(proposed)[idx], self.current[idx], now_s, lim, state, warm=w)
+        self.current = target
+        return self.sim.step(self.current, warm_target)
