@@ -23,9 +23,9 @@ app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     """Add every command to `app`."""
-    from rlscale.cli import control, evaluate, sandbox, simulate, traces, train
+    from rlscale.cli import control, evaluate, sandbox, simulate, traces, train, tune
 
-    for command in (traces, simulate, evaluate, train, sandbox, control):
+    for command in (traces, simulate, evaluate, train, tune, sandbox, control):
         command.register(app)
 
 

@@ -1,9 +1,9 @@
-"""Subcommands of this area (registered into `rlscale` by rlscale.cli.commands)."""
+"""`rlscale evaluate`: every policy on every trace and profile for several seeds; report and gate."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,8 +18,8 @@ def register(app: typer.Typer) -> None:
     def evaluate_command(
         policy: Annotated[list[str] | None, typer.Option(
             "--policy", "-p",
-            help="Policy to evaluate (repeat): hpa, hpa:PATH, threshold, threshold:PATH, tuned, predictive, "
-            "static, static:N, oracle, ppo:PATH. Default: every rule policy and the oracle.",
+            help="Policy spec to evaluate (repeat): hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, "
+            "static[:N], oracle, ppo:PATH[#slo_weight=W]. Default: every rule policy and the oracle.",
         )] = None,
         trace: opts.Traces = None,
         profile: opts.Profiles = None,
@@ -47,11 +47,8 @@ def register(app: typer.Typer) -> None:
         import sys
         import time
 
-        from rich.console import Console
-        from rich.table import Table
         from tqdm import tqdm
 
-        from rlscale.errors import InputError
         from rlscale.evaluation.evaluate import (
             DEFAULT_POLICIES,
             DEFAULT_PROFILE,
@@ -61,72 +58,89 @@ def register(app: typer.Typer) -> None:
             resolve_profile,
             run_evaluation,
         )
-        from rlscale.evaluation.gate import Gate, check_gate, gate_from_args, load_gate
-        from rlscale.evaluation.report import TABLE_COLUMNS, fmt_value, write_report
-        from rlscale.policies.registry import make_policy  # noqa: F401  (fail early on bad imports)
+        from rlscale.evaluation.report import write_report
         from rlscale.serving.model import SimConfig
 
         t_start = time.perf_counter()
         policies = list(policy or DEFAULT_POLICIES)
         traces = list(trace or [SYNTHETIC])
         profiles = [resolve_profile(p) for p in (profile or [DEFAULT_PROFILE])]
-        if min_replicas > max_replicas:
-            raise InputError("--max-replicas", f"max_replicas = {max_replicas}, must be >= min_replicas ({min_replicas})")
-        gate_obj: Gate | None = None
-        if gate_file is not None:
-            gate_obj = load_gate(gate_file)
-        if gate:
-            extra = gate_from_args(gate, gate_policy)
-            gate_obj = extra if gate_obj is None else Gate(gate_obj.requirements + extra.requirements, gate_obj.policy or gate_policy)
-        candidate = None
-        if gate_obj is not None:
-            candidate = gate_policy or gate_obj.policy or policies[0]
-            if candidate not in policies:
-                policies.insert(0, candidate)
+        opts.check_replica_bounds(min_replicas, max_replicas)
+        gate_obj, candidate = _gate(gate, gate_file, gate_policy, policies)
         # Resolve every policy spec once up front so a typo fails before minutes of simulation.
         _validate_specs(policies, profiles[0])
         settings = EvalSettings(
-            seeds=tuple(range(seeds)),
-            peak_replicas=peak_replicas,
-            min_replicas=min_replicas,
-            max_replicas=max_replicas,
-            slo_target=slo_target,
-            baseline=baseline,
+            seeds=tuple(range(seeds)), peak_replicas=peak_replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+            slo_target=slo_target, baseline=baseline,
             config=SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s),
         )
-        total = count_runs(policies, traces, profiles, baseline)
-        bar = tqdm(total=total, desc="evaluate", unit="run", disable=not progress, file=sys.stderr, leave=False)
+        bar = tqdm(total=count_runs(policies, traces, profiles, baseline), desc="evaluate", unit="run",
+                   disable=not progress, file=sys.stderr, leave=False)
         result = run_evaluation(
             policies, traces, profiles, settings, progress=lambda s: bar.set_postfix_str(s, refresh=True),
             on_step=lambda: bar.update(1),
         )
         bar.close()
         files = write_report(result, out, plots=plots)
-
-        # wide enough for every column when piped (CI logs); a terminal keeps its own width
-        console = Console(width=None if sys.stdout.isatty() else 200)
-        groups: dict[tuple[str, str], list[dict]] = {}
-        for r in result.aggregates():
-            groups.setdefault((r["profile"], r["workload"]), []).append(r)
-        for (prof, wl), rows in groups.items():
-            table = Table(title=f"{wl} on {prof}  (mean ± sd over {len(settings.seeds)} seeds)")
-            for _, header, _ in TABLE_COLUMNS:
-                table.add_column(header, justify="left" if header == "policy" else "right")
-            for r in rows:
-                table.add_row(*(fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in TABLE_COLUMNS))
-            console.print(table)
+        console = _print_tables(result, len(settings.seeds))
         console.print(f"report: {', '.join(str(f) for f in files[:3])} (+{len(files) - 3} plots)")
         console.print(f"done in {time.perf_counter() - t_start:.1f} s")
-
         if gate_obj is not None and candidate is not None:
-            checks = check_gate(gate_obj, result.aggregates(), candidate)
-            for c in checks:
-                console.print(c.message, style="green" if c.passed else "bold red", markup=False, highlight=False)
-            failed = [c for c in checks if not c.passed]
-            if failed:
-                console.print(f"gate FAILED: {len(failed)} of {len(checks)} requirement checks missed", style="bold red")
-                raise typer.Exit(1)
-            console.print(f"gate passed: {len(checks)} requirement checks", style="green")
+            _check_gate(console, gate_obj, result, candidate)
+
+
+def _gate(gate: list[str] | None, gate_file: Path | None, gate_policy: str | None, policies: list[str]) -> tuple[Any, str | None]:
+    """The gate from --gate-file and --gate, and the candidate it checks (added to `policies`)."""
+    from rlscale.evaluation.gate import Gate, gate_from_args, load_gate
+
+    gate_obj: Gate | None = load_gate(gate_file) if gate_file is not None else None
+    if gate:
+        extra = gate_from_args(gate, gate_policy)
+        gate_obj = extra if gate_obj is None else Gate(gate_obj.requirements + extra.requirements, gate_obj.policy or gate_policy)
+    if gate_obj is None:
+        return None, None
+    candidate = gate_policy or gate_obj.policy or policies[0]
+    if candidate not in policies:
+        policies.insert(0, candidate)
+    return gate_obj, candidate
+
+
+def _print_tables(result: Any, n_seeds: int) -> Any:
+    """One table per (profile, workload); returns the console for the lines after it."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from rlscale.evaluation.report import TABLE_COLUMNS, fmt_value
+
+    # wide enough for every column when piped (CI logs); a terminal keeps its own width
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in result.aggregates():
+        groups.setdefault((r["profile"], r["workload"]), []).append(r)
+    for (prof, wl), rows in groups.items():
+        table = Table(title=f"{wl} on {prof}  (mean ± sd over {n_seeds} seeds)")
+        for _, header, _ in TABLE_COLUMNS:
+            table.add_column(header, justify="left" if header == "policy" else "right")
+        for r in rows:
+            table.add_row(*(fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in TABLE_COLUMNS))
+        console.print(table)
+    return console
+
+
+def _check_gate(console: Any, gate_obj: Any, result: Any, candidate: str) -> None:
+    """Print every requirement check; exit status 1 when one is missed."""
+    from rlscale.evaluation.gate import check_gate
+
+    checks = check_gate(gate_obj, result.aggregates(), candidate)
+    for c in checks:
+        console.print(c.message, style="green" if c.passed else "bold red", markup=False, highlight=False)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        console.print(f"gate FAILED: {len(failed)} of {len(checks)} requirement checks missed", style="bold red")
+        raise typer.Exit(1)
+    console.print(f"gate passed: {len(checks)} requirement checks", style="green")
 
 
 def _validate_specs(policies: list[str], profile) -> None:

@@ -1,7 +1,7 @@
 """Tuned rule: the best HPA a careful operator would configure for this service.
 
 It is an HPA (`rlscale.policies.hpa`) whose targets and windows were searched on *training*
-workloads (`python -m rlscale.training.tune`), scored by cost subject to SLO attainment >= the
+workloads (`rlscale tune`), scored by cost subject to SLO attainment >= the
 target. The search space (`TunedRuleParams`):
 
 | parameter                   | range                          | HPA field                                  |
