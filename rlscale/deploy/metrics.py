@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import urllib3
@@ -61,7 +61,7 @@ def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None =
         raise PermanentError(f"Prometheus rejected the query ({doc.get('errorType')}): {doc.get('error')}", status=status)
     data = doc.get("data") or {}
     kind = data.get("resultType")
-    result = data.get("result")
+    result: Any = data.get("result")  # a [time, value] pair or a list of samples, by kind
     if kind == "scalar":
         return [({}, _value(result[1]))]
     if kind != "vector":

@@ -246,7 +246,7 @@ class ClusterSim:
         sub = ring.count[rows]
         # only the bins that hold a replica in some of these rows take part (a ring is mostly
         # empty: ~10 of its ~60 bins are in use)
-        cols = order[sub.any(axis=0)[order]]
+        cols = order[np.asarray(sub.any(axis=0))[order]]
         if cols.size == 0:
             return removed
         c = sub[:, cols]
