@@ -113,10 +113,6 @@ class DecisionRecord:
     policy_latency_s: float | None = None
     warm_proposed: int | None = None
 
-    @property
-    def wants_write(self) -> bool:
-        return self.outcome == SCALE
-
     def explain(self) -> str:
         return "; ".join(f"{s.name}: {s.reason}" + (f" ({s.detail})" if s.detail else "") for s in self.steps)
 
