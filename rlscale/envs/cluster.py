@@ -137,59 +137,26 @@ class ClusterSim:
         starting with the replicas the first bins need at the profile's capacity."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        b = self.batch
-        full = mask is None
-        m = np.ones(b, dtype=bool) if full else np.asarray(mask, dtype=bool)
-        if full:
-            dt = self.config.interval_s
-            self.t_head = 0
-            self.ready = np.zeros(b)
-            self.warm = np.zeros(b)
-            self.queue = np.zeros(b)
-            self.running = np.zeros(b)
-            self.starting = _Ring(np.zeros((b, self._h_start)))
-            self.warm_loading = _Ring(np.zeros((b, self._h_start)))
-            self.waking = _Ring(np.zeros((b, self._h_wake)))
-            self.draining = np.zeros((b, self._drain_bins + 1))
-            self.wid = np.zeros(b, dtype=np.int64)
-            self.t = np.zeros(b, dtype=np.int64)
-            self.t_end = np.zeros(b, dtype=np.int64)
-            self.totals = Totals.zeros(b)
-            self.metrics = np.zeros((b, N_FIELDS))
-            self.metrics[:, _F["interval_s"]] = dt
-            self.lat = LatencyArrays.from_profile(self.profile, b)
-            self.cold_scale = np.ones(b)
-            self.done = np.zeros(b, dtype=bool)
-            self._cold_pool = self.profile.sample_cold_start_s(self.rng, _POOL)
-            self._wake_pool = self.profile.sample_wake_s(self.rng, _POOL)
+        if mask is None:
+            self._allocate()
+        m = np.ones(self.batch, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         n = int(m.sum())
         if n == 0:
             return
         idx = np.nonzero(m)[0]
-        if workload_index is None:
-            wid = idx % len(self.workloads)
-        else:
-            wid = np.broadcast_to(np.asarray(workload_index), (b,))[idx] if np.ndim(workload_index) else np.full(n, int(workload_index))
+        wid = idx % len(self.workloads) if workload_index is None else self._per_row(workload_index, idx, int)
         self.wid[idx] = wid
-        start = 0 if start_bin is None else start_bin
-        start = np.broadcast_to(np.asarray(start), (b,))[idx] if np.ndim(start) else np.full(n, int(start))
+        start = self._per_row(0 if start_bin is None else start_bin, idx, int)
         self.t[idx] = start
         length = self._lengths[wid]
-        end = length if episode_bins is None else np.minimum(start + episode_bins, length)
-        self.t_end[idx] = end
-        for ring in (self.starting, self.warm_loading, self.waking):
-            ring.count[idx] = 0
-            ring.partial[idx] = 0
-        self.draining[idx] = 0
-        self.warm[idx] = 0
-        self.queue[idx] = 0
-        self.running[idx] = 0
+        self.t_end[idx] = length if episode_bins is None else np.minimum(start + episode_bins, length)
+        self._empty_rows(idx)
+        first_rate_rps = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
         if initial_replicas is None:
-            rate = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
             cap = np.array([self.profile.capacity_rps()] * n)
-            init = np.maximum(np.ceil(rate / (0.7 * cap)), 1.0)
+            init = np.maximum(np.ceil(first_rate_rps / (0.7 * cap)), 1.0)
         else:
-            init = np.broadcast_to(np.asarray(initial_replicas, dtype=np.float64), (b,))[idx] if np.ndim(initial_replicas) else np.full(n, float(initial_replicas))
+            init = self._per_row(np.asarray(initial_replicas, dtype=np.float64), idx, float)
         self.ready[idx] = init
         for name in Totals.__dataclass_fields__:
             getattr(self.totals, name)[idx] = 0
@@ -199,9 +166,49 @@ class ClusterSim:
         self.metrics[idx] = 0
         self.metrics[idx, _F["interval_s"]] = self.config.interval_s
         self.metrics[idx, _F["time_s"]] = self._start_s[wid] + start * self.config.interval_s
-        self.metrics[idx, _F["arrival_rps"]] = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
+        self.metrics[idx, _F["arrival_rps"]] = first_rate_rps
         self.metrics[idx, _F["replicas_ready"]] = init
         self.metrics[idx, _F["replicas_desired"]] = init
+
+    def _per_row(self, value: np.ndarray | int | float, idx: np.ndarray, scalar: type[int] | type[float]) -> np.ndarray:
+        """`value[idx]` of a per-cluster (B,) value, or a scalar repeated for the rows in idx."""
+        if np.ndim(value):
+            return np.broadcast_to(np.asarray(value), (self.batch,))[idx]
+        return np.full(len(idx), scalar(value))
+
+    def _allocate(self) -> None:
+        """Fresh state for every cluster, and fresh cold-start and wake pools from self.rng."""
+        b, dt = self.batch, self.config.interval_s
+        self.t_head = 0
+        self.ready = np.zeros(b)
+        self.warm = np.zeros(b)
+        self.queue = np.zeros(b)
+        self.running = np.zeros(b)
+        self.starting = _Ring(np.zeros((b, self._h_start)))
+        self.warm_loading = _Ring(np.zeros((b, self._h_start)))
+        self.waking = _Ring(np.zeros((b, self._h_wake)))
+        self.draining = np.zeros((b, self._drain_bins + 1))
+        self.wid = np.zeros(b, dtype=np.int64)
+        self.t = np.zeros(b, dtype=np.int64)
+        self.t_end = np.zeros(b, dtype=np.int64)
+        self.totals = Totals.zeros(b)
+        self.metrics = np.zeros((b, N_FIELDS))
+        self.metrics[:, _F["interval_s"]] = dt
+        self.lat = LatencyArrays.from_profile(self.profile, b)
+        self.cold_scale = np.ones(b)
+        self.done = np.zeros(b, dtype=bool)
+        self._cold_pool = self.profile.sample_cold_start_s(self.rng, _POOL)
+        self._wake_pool = self.profile.sample_wake_s(self.rng, _POOL)
+
+    def _empty_rows(self, idx: np.ndarray) -> None:
+        """No replica starting, waking, loading, draining or warm; no request queued or running."""
+        for ring in (self.starting, self.warm_loading, self.waking):
+            ring.count[idx] = 0
+            ring.partial[idx] = 0
+        self.draining[idx] = 0
+        self.warm[idx] = 0
+        self.queue[idx] = 0
+        self.running[idx] = 0
 
     def lat_reset(self, idx: np.ndarray) -> None:
         base = LatencyArrays.from_profile(self.profile, len(idx))
