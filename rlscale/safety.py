@@ -155,6 +155,94 @@ def _rate_limit(
     return stack.max(axis=0) if pick_max else stack.min(axis=0)
 
 
+def _within_tolerance(proposed: np.ndarray, current: np.ndarray, limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+    """1. HPA tolerance: |ratio - 1| <= tolerance keeps the current count. (proposal, reason bits)"""
+    if limits.tolerance <= 0:
+        return proposed, np.zeros(proposed.shape, dtype=np.int64)
+    within = (np.abs(proposed - current) <= limits.tolerance * np.maximum(current, 1.0)) & (proposed != current)
+    return np.where(within, current, proposed), np.where(within, _BIT["WithinTolerance"], 0)
+
+
+def _record_proposal(state: ClampState, now_s: float, proposed: np.ndarray) -> int:
+    """Store the proposal first (the HPA's windows include the newest recommendation); its slot."""
+    slot = state.cursor % len(state.times_s)
+    state.times_s[slot] = now_s
+    state.proposals[:, slot] = proposed
+    state.added[:, slot] = 0
+    state.removed[:, slot] = 0
+    state.cursor += 1
+    return slot
+
+
+def _stabilised(
+    proposed: np.ndarray, current: np.ndarray, now_s: float, limits: SafetyLimits, state: ClampState, slot: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """2. The min of the proposals in the scale-up window, the max of those in the scale-down
+    window, around the current count. (recommendation, reason bits)"""
+    # A reset cluster (NaN history) has no opinion in the window: use its own proposal.
+    hist = np.where(np.isnan(state.proposals), proposed[:, None], state.proposals)
+    # strictly inside the window, as the HPA's timestamp.After(cutoff)
+    up_win = state.times_s > now_s - limits.scale_up.stabilization_window_s + 1e-9
+    down_win = state.times_s > now_s - limits.scale_down.stabilization_window_s + 1e-9
+    up_win[slot] = down_win[slot] = True
+    up_rec = np.where(up_win[None, :], hist, np.inf).min(axis=1)
+    down_rec = np.where(down_win[None, :], hist, -np.inf).max(axis=1)
+    rec = np.maximum(current, up_rec)
+    rec = np.minimum(rec, down_rec)
+    reasons = np.where((proposed > current) & (rec < proposed), _BIT["ScaleUpStabilized"], 0)
+    reasons |= np.where((proposed < current) & (rec > proposed), _BIT["ScaleDownStabilized"], 0)
+    return rec, reasons
+
+
+def _period_starts(rules: ScalingRules, current: np.ndarray, now_s: float, state: ClampState, slot: int) -> np.ndarray:
+    """(P, B) replicas at the start of each policy's period.
+
+    HPA: periodStartReplicas = current - added + deleted within the period, whichever way the
+    clamp is now going (e.g. 10 -> 6 at t=0, then at t=15 a scale-up policy of Pods 4/60 s
+    starts from 6 - 0 + 4 = 10 and allows 14)."""
+    if not rules.policies:
+        return current[None, :]
+    rows = []
+    for p in rules.policies:
+        in_period = state.times_s > now_s - p.period_s + 1e-9
+        in_period[slot] = False
+        mask = in_period[None, :]
+        rows.append(current - (state.added * mask).sum(axis=1) + (state.removed * mask).sum(axis=1))
+    return np.stack(rows)
+
+
+def _rate_limited(
+    rec: np.ndarray, current: np.ndarray, now_s: float, limits: SafetyLimits, state: ClampState, slot: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """3. Rate limits against this clamp's own changes inside each policy period. (replicas, bits)"""
+    up_limit = _rate_limit(limits.scale_up, _period_starts(limits.scale_up, current, now_s, state, slot), up=True)
+    down_limit = _rate_limit(limits.scale_down, _period_starts(limits.scale_down, current, now_s, state, slot), up=False)
+    # The HPA never lets a rate limit push below/above the current count.
+    up_limit = np.maximum(up_limit, current)
+    down_limit = np.minimum(down_limit, current)
+    out = rec.copy()
+    hit_up = out > up_limit
+    hit_down = out < down_limit
+    out = np.where(hit_up, up_limit, np.where(hit_down, down_limit, out))
+    return out, np.where(hit_up, _BIT["ScaleUpLimit"], 0) | np.where(hit_down, _BIT["ScaleDownLimit"], 0)
+
+
+def _within_bounds(out: np.ndarray, limits: SafetyLimits, warm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """4. min/max replicas, then the GPU budget (less the warm pool, never below min). (replicas, bits)"""
+    low = out < limits.min_replicas
+    high = out > limits.max_replicas
+    out = np.clip(out, limits.min_replicas, limits.max_replicas)
+    reasons = np.where(low, _BIT["TooFewReplicas"], 0) | np.where(high, _BIT["TooManyReplicas"], 0)
+    if limits.max_gpus is not None:
+        w = np.zeros_like(out) if warm is None else np.asarray(warm, dtype=np.float64)
+        budget = np.floor(limits.max_gpus / limits.gpus_per_replica) - w
+        budget = np.maximum(budget, limits.min_replicas)
+        over = out > budget
+        out = np.where(over, budget, out)
+        reasons |= np.where(over, _BIT["GPUBudget"], 0)
+    return out, reasons
+
+
 def clamp_batch(
     proposed: np.ndarray,
     current: np.ndarray,
@@ -168,76 +256,16 @@ def clamp_batch(
     (B,) int64) and records this step in `state`. `warm` (B,) counts against the GPU budget."""
     proposed = np.asarray(proposed, dtype=np.float64)
     current = np.asarray(current, dtype=np.float64)
-    reasons = np.zeros(proposed.shape, dtype=np.int64)
-
-    # 1. tolerance (HPA: |ratio - 1| <= tolerance keeps the current count)
-    if limits.tolerance > 0:
-        within = (np.abs(proposed - current) <= limits.tolerance * np.maximum(current, 1.0)) & (proposed != current)
-        reasons |= np.where(within, _BIT["WithinTolerance"], 0)
-        proposed = np.where(within, current, proposed)
-
-    # Store the proposal first: the HPA's windows include the newest recommendation.
-    slot = state.cursor % len(state.times_s)
-    state.times_s[slot] = now_s
-    state.proposals[:, slot] = proposed
-    state.added[:, slot] = 0
-    state.removed[:, slot] = 0
-    state.cursor += 1
-    # A reset cluster (NaN history) has no opinion in the window: use its own proposal.
-    hist = np.where(np.isnan(state.proposals), proposed[:, None], state.proposals)
-
-    # 2. stabilisation
-    # strictly inside the window, as the HPA's timestamp.After(cutoff)
-    up_win = state.times_s > now_s - limits.scale_up.stabilization_window_s + 1e-9
-    down_win = state.times_s > now_s - limits.scale_down.stabilization_window_s + 1e-9
-    up_win[slot] = down_win[slot] = True
-    up_rec = np.where(up_win[None, :], hist, np.inf).min(axis=1)
-    down_rec = np.where(down_win[None, :], hist, -np.inf).max(axis=1)
-    rec = np.maximum(current, up_rec)
-    rec = np.minimum(rec, down_rec)
-    reasons |= np.where((proposed > current) & (rec < proposed), _BIT["ScaleUpStabilized"], 0)
-    reasons |= np.where((proposed < current) & (rec > proposed), _BIT["ScaleDownStabilized"], 0)
-
-    # 3. rate limits against this clamp's own changes inside each policy period
-    # HPA: periodStartReplicas = current - added + deleted within the period, whichever way the
-    # clamp is now going (e.g. 10 -> 6 at t=0, then at t=15 a scale-up policy of Pods 4/60 s
-    # starts from 6 - 0 + 4 = 10 and allows 14).
-    def period_starts(rules: ScalingRules) -> np.ndarray:
-        if not rules.policies:
-            return current[None, :]
-        rows = []
-        for p in rules.policies:
-            in_period = state.times_s > now_s - p.period_s + 1e-9
-            in_period[slot] = False
-            mask = in_period[None, :]
-            rows.append(current - (state.added * mask).sum(axis=1) + (state.removed * mask).sum(axis=1))
-        return np.stack(rows)
-
-    up_limit = _rate_limit(limits.scale_up, period_starts(limits.scale_up), up=True)
-    down_limit = _rate_limit(limits.scale_down, period_starts(limits.scale_down), up=False)
-    # The HPA never lets a rate limit push below/above the current count.
-    up_limit = np.maximum(up_limit, current)
-    down_limit = np.minimum(down_limit, current)
-    out = rec.copy()
-    hit_up = out > up_limit
-    hit_down = out < down_limit
-    out = np.where(hit_up, up_limit, np.where(hit_down, down_limit, out))
-    reasons |= np.where(hit_up, _BIT["ScaleUpLimit"], 0) | np.where(hit_down, _BIT["ScaleDownLimit"], 0)
-
-    # 4. bounds and budget
-    low = out < limits.min_replicas
-    high = out > limits.max_replicas
-    out = np.clip(out, limits.min_replicas, limits.max_replicas)
-    reasons |= np.where(low, _BIT["TooFewReplicas"], 0) | np.where(high, _BIT["TooManyReplicas"], 0)
-    if limits.max_gpus is not None:
-        w = np.zeros_like(out) if warm is None else np.asarray(warm, dtype=np.float64)
-        budget = np.floor(limits.max_gpus / limits.gpus_per_replica) - w
-        budget = np.maximum(budget, limits.min_replicas)
-        over = out > budget
-        out = np.where(over, budget, out)
-        reasons |= np.where(over, _BIT["GPUBudget"], 0)
-
-    out = np.rint(out).astype(np.int64)
+    proposed, reasons = _within_tolerance(proposed, current, limits)
+    slot = _record_proposal(state, now_s, proposed)
+    rec, bits = _stabilised(proposed, current, now_s, limits, state, slot)
+    reasons |= bits
+    limited, bits = _rate_limited(rec, current, now_s, limits, state, slot)
+    reasons |= bits
+    bounded, bits = _within_bounds(limited, limits, warm)
+    reasons |= bits
+    out = np.rint(bounded).astype(np.int64)
+    # what this step changed, for the rate limits of the steps after it
     delta = out - current
     state.added[:, slot] = np.maximum(delta, 0)
     state.removed[:, slot] = np.maximum(-delta, 0)

@@ -22,6 +22,10 @@ The outcome is one of Scale, NoChange, Hold; `reason` names what decided it; `st
 step's reason in order. "No data" is a named outcome, never a guess: every Hold keeps the
 current count, so missing metrics never scale anything down.
 
+Each stage is one function with a typed result: `_observe`, `_trust_metrics` -> `_Trusted`,
+`_propose` -> `_Proposal`, `_guard`, `safety.clamp` -> `Clamped`, `_gate` -> `DecisionRecord`; a
+stage that holds returns the Hold record instead, and `decide` returns it as it is.
+
 Mutates only `TargetMemory` (the window of trusted intervals, the clamp's history, what was last
 seen and written), which the controller keeps per target.
 """
@@ -38,7 +42,7 @@ from rlscale.deploy.kube import ReplicaState
 from rlscale.deploy.metrics import MetricsReading
 from rlscale.deploy.promql import QUERY_FIELDS
 from rlscale.policies.base import Decision, Policy
-from rlscale.safety import ClampState, SafetyLimits, clamp
+from rlscale.safety import Clamped, ClampState, SafetyLimits, clamp
 
 SCALE, NO_CHANGE, HOLD = "Scale", "NoChange", "Hold"
 
@@ -109,10 +113,6 @@ class DecisionRecord:
     policy_latency_s: float | None = None
     warm_proposed: int | None = None
 
-    @property
-    def wants_write(self) -> bool:
-        return self.outcome == SCALE
-
     def explain(self) -> str:
         return "; ".join(f"{s.name}: {s.reason}" + (f" ({s.detail})" if s.detail else "") for s in self.steps)
 
@@ -141,6 +141,183 @@ def _checked(d: object) -> Decision:
     return d
 
 
+@dataclass
+class _Tick:
+    """One tick's inputs and the steps recorded so far; every stage appends to `steps`."""
+
+    target: str
+    now_s: float
+    replicas: ReplicaState | None
+    reading: MetricsReading
+    memory: TargetMemory
+    steps: list[Step] = field(default_factory=list)
+
+    def step(self, name: str, reason: str, detail: str = "") -> None:
+        self.steps.append(Step(name, reason, detail))
+
+    def hold(
+        self, reason: str, detail: str, *, current: int | None, reset_window: bool,
+        metrics: IntervalMetrics | None = None, fallback_cause: str | None = None,
+        policy_latency_s: float | None = None,
+    ) -> DecisionRecord:
+        """Keep the current count; `reset_window` when the data it was decided on is not to be trusted."""
+        self.step("gate", reason, detail)
+        if reset_window:
+            self.memory.window.clear()
+        return DecisionRecord(
+            self.target, self.now_s, HOLD, reason, current, None, current, tuple(self.steps),
+            replicas=self.replicas, missing=self.reading.missing, metrics=metrics,
+            fallback_cause=fallback_cause, policy_latency_s=policy_latency_s,
+        )
+
+
+def _observe(tick: _Tick, replicas: ReplicaState, options: DecideOptions) -> DecisionRecord | None:
+    """Record the replica state and notice changes that are not ours; a Hold, or None to go on."""
+    memory, current = tick.memory, replicas.desired
+    tick.step(
+        "observe", "ReplicaState",
+        f"spec {current}, ready {replicas.ready}, starting {replicas.starting}, terminating {replicas.terminating}",
+    )
+    last_seen = memory.last_seen_replicas
+    if last_seen is not None and current != last_seen and current != memory.last_written:
+        if not options.dry_run and options.manual_override_hold_s > 0:
+            memory.manual_until_s = tick.now_s + options.manual_override_hold_s
+        tick.step("observe", "ExternalChange", f"spec.replicas {last_seen} -> {current}, not by this controller")
+    memory.last_seen_replicas = current
+    memory.last_written = None
+    if current == 0 and memory.limits.min_replicas > 0:
+        # The HPA's convention: a Deployment scaled to zero by hand is switched off, not starved.
+        return tick.hold("ScaledToZero", "spec.replicas is 0; scale it up (or set min_replicas: 0) to hand it back",
+                         current=current, reset_window=True)
+    return None
+
+
+@dataclass(frozen=True)
+class _Trusted:
+    """The interval the policies see, and which of them have the fields they need."""
+
+    interval: IntervalMetrics
+    primary_ok: bool
+    fallback_ok: bool
+
+
+def _trust_metrics(
+    tick: _Tick, replicas: ReplicaState, fallback: Policy | None, options: DecideOptions
+) -> _Trusted | DecisionRecord:
+    """Unavailable, stale, or missing what every policy needs -> Hold; else push the interval."""
+    reading, current = tick.reading, replicas.desired
+    m = to_interval(reading, replicas, tick.memory.interval_s)
+    if reading.error is not None:
+        return tick.hold("MetricsUnavailable", reading.error, current=current, reset_window=True, metrics=m)
+    if reading.stale:
+        return tick.hold("MetricsStale", reading.why, current=current, reset_window=True, metrics=m)
+    primary_ok = reading.has(options.required)
+    fallback_ok = fallback is not None and reading.has(options.fallback_required)
+    if not primary_ok:
+        lacking = ", ".join(f for f in options.required if f in reading.missing)
+        tick.step("metrics", "MetricsMissing", lacking)
+        if not fallback_ok:
+            return tick.hold("MetricsMissing", lacking, current=current, reset_window=True, metrics=m)
+    else:
+        tick.step("metrics", "MetricsTrusted", f"age {reading.age_s:.0f} s" if reading.age_s is not None else "")
+    tick.memory.push(m)
+    return _Trusted(m, primary_ok, fallback_ok)
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    decision: Decision
+    policy: Policy
+    source: str  # primary | fallback
+    fallback_cause: str | None  # why the fallback proposed: MetricsMissing | PolicyError
+    latency_s: float | None  # both policies' time, when both ran
+
+
+def _run(policy: Policy, window: Sequence[IntervalMetrics], perf_counter: Callable[[], float],
+         spent_s: float = 0.0) -> tuple[Decision | None, str, float]:
+    """(decision or None, the error when it raised, spent_s + its own time)."""
+    t0 = perf_counter()
+    try:
+        decision, error = _checked(policy.decide(window)), ""
+    except Exception as e:  # noqa: BLE001 - any policy failure is a named outcome, never a crash
+        decision, error = None, f"{policy.name}: {type(e).__name__}: {e}"[:300]
+    return decision, error, spent_s + perf_counter() - t0
+
+
+def _propose(
+    tick: _Tick, current: int, trusted: _Trusted, policy: Policy, fallback: Policy | None,
+    perf_counter: Callable[[], float],
+) -> _Proposal | DecisionRecord:
+    """The primary on complete data; the fallback when the primary raised or data is partial;
+    Hold(PolicyError) when neither proposed."""
+    window: Sequence[IntervalMetrics] = tick.memory.window
+    cause: str | None = "MetricsMissing"
+    latency_s: float | None = None
+    if trusted.primary_ok:
+        decision, error, latency_s = _run(policy, window, perf_counter)
+        if decision is not None:
+            tick.step("policy", "PolicyProposal", f"{policy.name}: {decision.reason}")
+            return _Proposal(decision, policy, "primary", None, latency_s)
+        cause = "PolicyError"
+        tick.step("policy", "PolicyError", error)
+    if fallback is not None and trusted.fallback_ok:
+        decision, error, latency_s = _run(fallback, window, perf_counter, latency_s or 0.0)
+        if decision is not None:
+            tick.step("fallback", "FallbackProposal", f"{fallback.name} ({cause}): {decision.reason}")
+            return _Proposal(decision, fallback, "fallback", cause, latency_s)
+        tick.step("fallback", "PolicyError", error)
+    return tick.hold(
+        "PolicyError", "no policy produced a proposal", current=current, reset_window=False, metrics=trusted.interval, fallback_cause=cause, policy_latency_s=latency_s,
+    )
+
+
+def _guard(tick: _Tick, proposed: int, replicas: ReplicaState, primary_ok: bool, options: DecideOptions) -> int:
+    """No scale-down on partial data; no scale-up on top of pods still starting (unless stuck)."""
+    current, want = replicas.desired, proposed
+    if not primary_ok and want < current:
+        tick.step("missing", "NoScaleDownOnMissingData", f"{want} -> {current}")
+        want = current
+    guard = options.starting_guard_s
+    if guard is not None and replicas.starting > 0 and want > current:
+        age = replicas.oldest_starting_s or 0.0
+        if age < guard:
+            tick.step("guard", "WaitingForStartingReplicas",
+                      f"{replicas.starting} starting (oldest {age:.0f} s): {want} -> {current}")
+            want = current
+        else:
+            tick.step("guard", "StartingReplicasStuck", f"oldest has been starting {age:.0f} s >= {guard:.0f} s")
+    return want
+
+
+def _gate(tick: _Tick, replicas: ReplicaState, trusted: _Trusted, proposal: _Proposal, proposed: int,
+          clamped: Clamped) -> DecisionRecord:
+    """NoChange, Hold(Paused), Hold(ManualOverride) or Scale; only Scale keeps the clamp's change."""
+    memory, now_s, current, desired = tick.memory, tick.now_s, replicas.desired, clamped.replicas
+    decided_by = "PolicyProposal" if proposal.source == "primary" else "FallbackProposal"
+    if desired == current:
+        outcome, reason = NO_CHANGE, decided_by
+        tick.step("gate", NO_CHANGE, f"stays at {current}")
+    elif replicas.paused:
+        outcome, reason = HOLD, "Paused"
+        tick.step("gate", "Paused", f"would scale {current} -> {desired}; the kill-switch annotation is set")
+    elif now_s < memory.manual_until_s:
+        outcome, reason = HOLD, "ManualOverride"
+        left = memory.manual_until_s - now_s
+        tick.step("gate", "ManualOverride",
+                  f"would scale {current} -> {desired}; respecting a manual change for {left:.0f} s more")
+    else:
+        outcome, reason = SCALE, decided_by
+        tick.step("gate", SCALE, f"{current} -> {desired}")
+    if outcome != SCALE:
+        memory.forget_last_change()
+    return DecisionRecord(
+        tick.target, now_s, outcome, reason, current, proposed, desired, tuple(tick.steps),
+        policy=proposal.policy.name, source=proposal.source, fallback_cause=proposal.fallback_cause,
+        clamps=clamped.reasons, missing=tick.reading.missing, metrics=trusted.interval, replicas=replicas,
+        policy_latency_s=proposal.latency_s, warm_proposed=proposal.decision.warm_replicas,
+    )
+
+
 def decide(
     *,
     target: str,
@@ -154,126 +331,22 @@ def decide(
     replicas_error: str | None = None,
     perf_counter: Callable[[], float] = time.perf_counter,
 ) -> DecisionRecord:
-    steps: list[Step] = []
-
-    def hold(reason: str, detail: str, *, current: int | None, reset_window: bool, **kw: object) -> DecisionRecord:
-        steps.append(Step("gate", reason, detail))
-        if reset_window:
-            memory.window.clear()
-        return DecisionRecord(
-            target, now_s, HOLD, reason, current, kw.pop("proposed", None), current, tuple(steps),
-            replicas=replicas, missing=reading.missing, **kw,  # type: ignore[arg-type]
-        )
-
+    tick = _Tick(target, now_s, replicas, reading, memory)
     if replicas is None:
-        return hold("ReplicaStateUnavailable", replicas_error or "the API could not be read", current=None, reset_window=True)
-    current = replicas.desired
-    steps.append(
-        Step(
-            "observe", "ReplicaState",
-            f"spec {current}, ready {replicas.ready}, starting {replicas.starting}, terminating {replicas.terminating}",
-        )
-    )
-    last_seen = memory.last_seen_replicas
-    if last_seen is not None and current != last_seen and current != memory.last_written:
-        if not options.dry_run and options.manual_override_hold_s > 0:
-            memory.manual_until_s = now_s + options.manual_override_hold_s
-        steps.append(Step("observe", "ExternalChange", f"spec.replicas {last_seen} -> {current}, not by this controller"))
-    memory.last_seen_replicas = current
-    memory.last_written = None
-    if current == 0 and memory.limits.min_replicas > 0:
-        # The HPA's convention: a Deployment scaled to zero by hand is switched off, not starved.
-        return hold("ScaledToZero", "spec.replicas is 0; scale it up (or set min_replicas: 0) to hand it back",
-                    current=current, reset_window=True)
-
-    m = to_interval(reading, replicas, memory.interval_s)
-    if reading.error is not None:
-        return hold("MetricsUnavailable", reading.error, current=current, reset_window=True, metrics=m)
-    if reading.stale:
-        return hold("MetricsStale", reading.why, current=current, reset_window=True, metrics=m)
-    primary_ok = reading.has(options.required)
-    fallback_ok = fallback is not None and reading.has(options.fallback_required)
-    if not primary_ok:
-        lacking = [f for f in options.required if f in reading.missing]
-        steps.append(Step("metrics", "MetricsMissing", ", ".join(lacking)))
-        if not fallback_ok:
-            return hold("MetricsMissing", ", ".join(lacking), current=current, reset_window=True, metrics=m)
-    else:
-        steps.append(Step("metrics", "MetricsTrusted", f"age {reading.age_s:.0f} s" if reading.age_s is not None else ""))
-    memory.push(m)
-    window: Sequence[IntervalMetrics] = memory.window
-
-    decision: Decision | None = None
-    source: str | None = None
-    cause: str | None = None
-    used: Policy | None = None
-    latency_s: float | None = None
-    if primary_ok:
-        t0 = perf_counter()
-        try:
-            decision = _checked(policy.decide(window))
-            source, used = "primary", policy
-            steps.append(Step("policy", "PolicyProposal", f"{policy.name}: {decision.reason}"))
-        except Exception as e:  # noqa: BLE001 - any policy failure is a named outcome, never a crash
-            cause = "PolicyError"
-            steps.append(Step("policy", "PolicyError", f"{policy.name}: {type(e).__name__}: {e}"[:300]))
-        latency_s = perf_counter() - t0
-    else:
-        cause = "MetricsMissing"
-    if decision is None and fallback is not None and fallback_ok:
-        t0 = perf_counter()
-        try:
-            decision = _checked(fallback.decide(window))
-            source, used = "fallback", fallback
-            steps.append(Step("fallback", "FallbackProposal", f"{fallback.name} ({cause}): {decision.reason}"))
-        except Exception as e:  # noqa: BLE001
-            steps.append(Step("fallback", "PolicyError", f"{fallback.name}: {type(e).__name__}: {e}"[:300]))
-        latency_s = (latency_s or 0.0) + perf_counter() - t0
-    if decision is None or used is None:
-        return hold(
-            "PolicyError", "no policy produced a proposal", current=current, reset_window=False, metrics=m,
-            fallback_cause=cause, policy_latency_s=latency_s,
-        )
-
-    proposed = int(math.ceil(decision.replicas))
-    want = proposed
-    if not primary_ok and want < current:
-        steps.append(Step("missing", "NoScaleDownOnMissingData", f"{want} -> {current}"))
-        want = current
-    guard = options.starting_guard_s
-    if guard is not None and replicas.starting > 0 and want > current:
-        age = replicas.oldest_starting_s or 0.0
-        if age < guard:
-            steps.append(
-                Step("guard", "WaitingForStartingReplicas", f"{replicas.starting} starting (oldest {age:.0f} s): {want} -> {current}")
-            )
-            want = current
-        else:
-            steps.append(Step("guard", "StartingReplicasStuck", f"oldest has been starting {age:.0f} s >= {guard:.0f} s"))
-
-    clamped = clamp(want, current, now_s, memory.limits, memory.clamp_state, warm=0)
+        return tick.hold("ReplicaStateUnavailable", replicas_error or "the API could not be read",
+                         current=None, reset_window=True)
+    held = _observe(tick, replicas, options)
+    if held is not None:
+        return held
+    trusted = _trust_metrics(tick, replicas, fallback, options)
+    if isinstance(trusted, DecisionRecord):
+        return trusted
+    proposal = _propose(tick, replicas.desired, trusted, policy, fallback, perf_counter)
+    if isinstance(proposal, DecisionRecord):
+        return proposal
+    proposed = int(math.ceil(proposal.decision.replicas))
+    want = _guard(tick, proposed, replicas, trusted.primary_ok, options)
+    clamped = clamp(want, replicas.desired, now_s, memory.limits, memory.clamp_state, warm=0)
     for r in clamped.reasons:
-        steps.append(Step("clamp", r, f"{want} -> {clamped.replicas}"))
-    desired = clamped.replicas
-
-    common = dict(
-        policy=used.name, source=source, fallback_cause=cause if source == "fallback" else None,
-        clamps=clamped.reasons, missing=reading.missing, metrics=m, replicas=replicas,
-        policy_latency_s=latency_s, warm_proposed=decision.warm_replicas,
-    )
-    decided_by = "PolicyProposal" if source == "primary" else "FallbackProposal"
-    if desired == current:
-        memory.forget_last_change()
-        steps.append(Step("gate", NO_CHANGE, f"stays at {current}"))
-        return DecisionRecord(target, now_s, NO_CHANGE, decided_by, current, proposed, desired, tuple(steps), **common)  # type: ignore[arg-type]
-    if replicas.paused:
-        memory.forget_last_change()
-        steps.append(Step("gate", "Paused", f"would scale {current} -> {desired}; the kill-switch annotation is set"))
-        return DecisionRecord(target, now_s, HOLD, "Paused", current, proposed, desired, tuple(steps), **common)  # type: ignore[arg-type]
-    if now_s < memory.manual_until_s:
-        memory.forget_last_change()
-        left = memory.manual_until_s - now_s
-        steps.append(Step("gate", "ManualOverride", f"would scale {current} -> {desired}; respecting a manual change for {left:.0f} s more"))
-        return DecisionRecord(target, now_s, HOLD, "ManualOverride", current, proposed, desired, tuple(steps), **common)  # type: ignore[arg-type]
-    steps.append(Step("gate", SCALE, f"{current} -> {desired}"))
-    return DecisionRecord(target, now_s, SCALE, decided_by, current, proposed, desired, tuple(steps), **common)  # type: ignore[arg-type]
+        tick.step("clamp", r, f"{want} -> {clamped.replicas}")
+    return _gate(tick, replicas, trusted, proposal, proposed, clamped)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import urllib3
@@ -61,7 +61,7 @@ def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None =
         raise PermanentError(f"Prometheus rejected the query ({doc.get('errorType')}): {doc.get('error')}", status=status)
     data = doc.get("data") or {}
     kind = data.get("resultType")
-    result = data.get("result")
+    result: Any = data.get("result")  # a [time, value] pair or a list of samples, by kind
     if kind == "scalar":
         return [({}, _value(result[1]))]
     if kind != "vector":
@@ -205,49 +205,89 @@ class PrometheusSource:
 
     def read(self, q: TargetQueries, now_s: float) -> MetricsReading:
         required = q.config.required_fields
-        notes: list[str] = []
-        by_field: dict[str, list[Sample]] = {}
-        failed: dict[str, str] = {}
+        fetched = self._fetch(q, now_s)
+        if fetched.error is not None:
+            return MetricsReading.unavailable(now_s, fetched.error, required)
+        fields = _Fields({f: math.nan for f in promql.QUERY_FIELDS})
+        fields.gauges(q, fetched)
+        fields.histograms(q, fetched)
+        fields.drop_non_finite(q)
+        age_s, stale = fields.freshness(q, fetched, now_s)
+        return MetricsReading(
+            time_s=now_s,
+            values=fields.values,
+            missing=tuple(fields.missing),
+            required=tuple(required),
+            age_s=age_s,
+            stale=stale,
+            notes=tuple(fields.notes),
+        )
+
+    def _fetch(self, q: TargetQueries, now_s: float) -> _Fetched:
+        """Samples by `rlscale_field` from the combined query (or, when Prometheus rejects it,
+        from each expression on its own)."""
+        fetched = _Fetched()
         try:
             for labels, value in self._query(q.combined, now_s):
                 name = labels.pop(promql.FIELD_LABEL, None)
                 if name is not None:
-                    by_field.setdefault(name, []).append((labels, value))
+                    fetched.by_field.setdefault(name, []).append((labels, value))
         except TemporaryError as e:
-            return MetricsReading.unavailable(now_s, str(e), required)
+            return _Fetched(error=str(e))
         except PermanentError:
             # One bad expression fails the whole combined query: find which, field by field.
             for name, expr in q.exprs().items():
                 try:
-                    by_field[name] = self._query(expr, now_s)
+                    fetched.by_field[name] = self._query(expr, now_s)
                 except TemporaryError as e:
-                    return MetricsReading.unavailable(now_s, str(e), required)
+                    return _Fetched(error=str(e))
                 except PermanentError as e:
-                    failed[name] = str(e)
+                    fetched.failed[name] = str(e)
+        return fetched
 
-        values: dict[str, float] = {f: math.nan for f in promql.QUERY_FIELDS}
-        missing: list[str] = []
+
+@dataclass
+class _Fetched:
+    by_field: dict[str, list[Sample]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # field -> Prometheus's error for its query
+    error: str | None = None  # Prometheus could not be read at all
+
+
+@dataclass
+class _Fields:
+    """The reading being built: values (NaN until read), what is missing, and why (notes)."""
+
+    values: dict[str, float]
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def _lack(self, name: str, note: str) -> None:
+        self.notes.append(note)
+        self.missing.append(name)
+
+    def gauges(self, q: TargetQueries, f: _Fetched) -> None:
+        """A field's own query must answer with exactly one series."""
         for name in q.fields:
-            samples = by_field.get(name, [])
-            if name in failed:
-                notes.append(f"{name}: {failed[name]}")
-                missing.append(name)
+            samples = f.by_field.get(name, [])
+            if name in f.failed:
+                self._lack(name, f"{name}: {f.failed[name]}")
             elif not samples:
-                notes.append(f"{name}: no series")
-                missing.append(name)
+                self._lack(name, f"{name}: no series")
             elif len(samples) > 1:
-                notes.append(f"{name}: {len(samples)} series, expected one (aggregate the query with sum/avg)")
-                missing.append(name)
+                self._lack(name, f"{name}: {len(samples)} series, expected one (aggregate the query with sum/avg)")
             else:
-                values[name] = samples[0][1]
+                self.values[name] = samples[0][1]
 
+    def histograms(self, q: TargetQueries, f: _Fetched) -> None:
+        """Percentile fields from one histogram's bucket rates (a bucket whose `le` is not a number
+        is skipped)."""
         for hist, (_, quantiles) in q.histograms.items():
             key = promql.histogram_field(hist)
-            samples = by_field.get(key, [])
-            problem = failed.get(key) or ("" if samples else "no series")
+            samples = f.by_field.get(key, [])
+            problem = f.failed.get(key) or ("" if samples else "no series")
             if problem:
-                notes.append(f"{hist} histogram: {problem}")
-                missing.extend(quantiles)
+                self.notes.append(f"{hist} histogram: {problem}")
+                self.missing.extend(quantiles)
                 continue
             buckets = []
             for labels, value in samples:
@@ -255,42 +295,38 @@ class PrometheusSource:
                     buckets.append((float(labels.get("le", "nan")), value))
                 except ValueError:
                     continue
-            for f, quantile in quantiles.items():
-                values[f] = promql.histogram_quantile(quantile, buckets)
+            for name, quantile in quantiles.items():
+                self.values[name] = promql.histogram_quantile(quantile, buckets)
 
+    def drop_non_finite(self, q: TargetQueries) -> None:
+        """A non-finite value is missing, except a latency beyond the largest bucket (+Inf: very
+        slow, not unknown) and a latency of an idle window (NaN -> 0)."""
         window_s = q.config.rate_window_s
         for name in q.collected:
-            v = values[name]
-            if name in missing or math.isfinite(v):
+            v = self.values[name]
+            if name in self.missing or math.isfinite(v):
                 continue
             if name in promql.LATENCY_FIELDS:
                 if v == math.inf:
-                    continue  # beyond the largest bucket: very slow, not unknown
-                if math.isnan(v) and _idle(name, values, window_s):
-                    values[name] = 0.0
                     continue
-            notes.append(f"{name}: {v}")
-            values[name] = math.nan
-            missing.append(name)
+                if math.isnan(v) and _idle(name, self.values, window_s):
+                    self.values[name] = 0.0
+                    continue
+            self.values[name] = math.nan
+            self._lack(name, f"{name}: {v}")
 
-        age_s: float | None = None
-        stale = False
-        if q.freshness:
-            fresh = by_field.get(promql.FRESHNESS, [])
-            if promql.FRESHNESS in failed:
-                notes.append(f"freshness: {failed[promql.FRESHNESS]}")
-            elif fresh and math.isfinite(fresh[0][1]):
-                age_s = max(0.0, now_s - fresh[0][1])
-                stale = age_s > q.config.max_staleness_s
-        return MetricsReading(
-            time_s=now_s,
-            values=values,
-            missing=tuple(missing),
-            required=tuple(required),
-            age_s=age_s,
-            stale=stale,
-            notes=tuple(notes),
-        )
+    def freshness(self, q: TargetQueries, f: _Fetched, now_s: float) -> tuple[float | None, bool]:
+        """(age of the newest sample, stale); (None, False) when there is no freshness query or
+        it gave no finite answer."""
+        if not q.freshness:
+            return None, False
+        fresh = f.by_field.get(promql.FRESHNESS, [])
+        if promql.FRESHNESS in f.failed:
+            self.notes.append(f"freshness: {f.failed[promql.FRESHNESS]}")
+        elif fresh and math.isfinite(fresh[0][1]):
+            age_s = max(0.0, now_s - fresh[0][1])
+            return age_s, age_s > q.config.max_staleness_s
+        return None, False
 
 
 def _idle(name: str, values: Mapping[str, float], window_s: float) -> bool:

@@ -32,7 +32,7 @@ import numpy as np
 
 from rlscale.contract import FIELD_INDEX, N_FIELDS
 from rlscale.profiles.model import ServiceProfile
-from rlscale.serving.model import LatencyArrays, SimConfig, serve_interval
+from rlscale.serving.model import LatencyArrays, ServeResult, SimConfig, serve_interval
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX
@@ -137,59 +137,26 @@ class ClusterSim:
         starting with the replicas the first bins need at the profile's capacity."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
-        b = self.batch
-        full = mask is None
-        m = np.ones(b, dtype=bool) if full else np.asarray(mask, dtype=bool)
-        if full:
-            dt = self.config.interval_s
-            self.t_head = 0
-            self.ready = np.zeros(b)
-            self.warm = np.zeros(b)
-            self.queue = np.zeros(b)
-            self.running = np.zeros(b)
-            self.starting = _Ring(np.zeros((b, self._h_start)))
-            self.warm_loading = _Ring(np.zeros((b, self._h_start)))
-            self.waking = _Ring(np.zeros((b, self._h_wake)))
-            self.draining = np.zeros((b, self._drain_bins + 1))
-            self.wid = np.zeros(b, dtype=np.int64)
-            self.t = np.zeros(b, dtype=np.int64)
-            self.t_end = np.zeros(b, dtype=np.int64)
-            self.totals = Totals.zeros(b)
-            self.metrics = np.zeros((b, N_FIELDS))
-            self.metrics[:, _F["interval_s"]] = dt
-            self.lat = LatencyArrays.from_profile(self.profile, b)
-            self.cold_scale = np.ones(b)
-            self.done = np.zeros(b, dtype=bool)
-            self._cold_pool = self.profile.sample_cold_start_s(self.rng, _POOL)
-            self._wake_pool = self.profile.sample_wake_s(self.rng, _POOL)
+        if mask is None:
+            self._allocate()
+        m = np.ones(self.batch, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         n = int(m.sum())
         if n == 0:
             return
         idx = np.nonzero(m)[0]
-        if workload_index is None:
-            wid = idx % len(self.workloads)
-        else:
-            wid = np.broadcast_to(np.asarray(workload_index), (b,))[idx] if np.ndim(workload_index) else np.full(n, int(workload_index))
+        wid = idx % len(self.workloads) if workload_index is None else self._per_row(workload_index, idx, int)
         self.wid[idx] = wid
-        start = 0 if start_bin is None else start_bin
-        start = np.broadcast_to(np.asarray(start), (b,))[idx] if np.ndim(start) else np.full(n, int(start))
+        start = self._per_row(0 if start_bin is None else start_bin, idx, int)
         self.t[idx] = start
         length = self._lengths[wid]
-        end = length if episode_bins is None else np.minimum(start + episode_bins, length)
-        self.t_end[idx] = end
-        for ring in (self.starting, self.warm_loading, self.waking):
-            ring.count[idx] = 0
-            ring.partial[idx] = 0
-        self.draining[idx] = 0
-        self.warm[idx] = 0
-        self.queue[idx] = 0
-        self.running[idx] = 0
+        self.t_end[idx] = length if episode_bins is None else np.minimum(start + episode_bins, length)
+        self._empty_rows(idx)
+        first_rate_rps = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
         if initial_replicas is None:
-            rate = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
             cap = np.array([self.profile.capacity_rps()] * n)
-            init = np.maximum(np.ceil(rate / (0.7 * cap)), 1.0)
+            init = np.maximum(np.ceil(first_rate_rps / (0.7 * cap)), 1.0)
         else:
-            init = np.broadcast_to(np.asarray(initial_replicas, dtype=np.float64), (b,))[idx] if np.ndim(initial_replicas) else np.full(n, float(initial_replicas))
+            init = self._per_row(np.asarray(initial_replicas, dtype=np.float64), idx, float)
         self.ready[idx] = init
         for name in Totals.__dataclass_fields__:
             getattr(self.totals, name)[idx] = 0
@@ -199,9 +166,49 @@ class ClusterSim:
         self.metrics[idx] = 0
         self.metrics[idx, _F["interval_s"]] = self.config.interval_s
         self.metrics[idx, _F["time_s"]] = self._start_s[wid] + start * self.config.interval_s
-        self.metrics[idx, _F["arrival_rps"]] = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
+        self.metrics[idx, _F["arrival_rps"]] = first_rate_rps
         self.metrics[idx, _F["replicas_ready"]] = init
         self.metrics[idx, _F["replicas_desired"]] = init
+
+    def _per_row(self, value: np.ndarray | int | float, idx: np.ndarray, scalar: type[int] | type[float]) -> np.ndarray:
+        """`value[idx]` of a per-cluster (B,) value, or a scalar repeated for the rows in idx."""
+        if np.ndim(value):
+            return np.broadcast_to(np.asarray(value), (self.batch,))[idx]
+        return np.full(len(idx), scalar(value))
+
+    def _allocate(self) -> None:
+        """Fresh state for every cluster, and fresh cold-start and wake pools from self.rng."""
+        b, dt = self.batch, self.config.interval_s
+        self.t_head = 0
+        self.ready = np.zeros(b)
+        self.warm = np.zeros(b)
+        self.queue = np.zeros(b)
+        self.running = np.zeros(b)
+        self.starting = _Ring(np.zeros((b, self._h_start)))
+        self.warm_loading = _Ring(np.zeros((b, self._h_start)))
+        self.waking = _Ring(np.zeros((b, self._h_wake)))
+        self.draining = np.zeros((b, self._drain_bins + 1))
+        self.wid = np.zeros(b, dtype=np.int64)
+        self.t = np.zeros(b, dtype=np.int64)
+        self.t_end = np.zeros(b, dtype=np.int64)
+        self.totals = Totals.zeros(b)
+        self.metrics = np.zeros((b, N_FIELDS))
+        self.metrics[:, _F["interval_s"]] = dt
+        self.lat = LatencyArrays.from_profile(self.profile, b)
+        self.cold_scale = np.ones(b)
+        self.done = np.zeros(b, dtype=bool)
+        self._cold_pool = self.profile.sample_cold_start_s(self.rng, _POOL)
+        self._wake_pool = self.profile.sample_wake_s(self.rng, _POOL)
+
+    def _empty_rows(self, idx: np.ndarray) -> None:
+        """No replica starting, waking, loading, draining or warm; no request queued or running."""
+        for ring in (self.starting, self.warm_loading, self.waking):
+            ring.count[idx] = 0
+            ring.partial[idx] = 0
+        self.draining[idx] = 0
+        self.warm[idx] = 0
+        self.queue[idx] = 0
+        self.running[idx] = 0
 
     def lat_reset(self, idx: np.ndarray) -> None:
         base = LatencyArrays.from_profile(self.profile, len(idx))
@@ -246,7 +253,7 @@ class ClusterSim:
         sub = ring.count[rows]
         # only the bins that hold a replica in some of these rows take part (a ring is mostly
         # empty: ~10 of its ~60 bins are in use)
-        cols = order[sub.any(axis=0)[order]]
+        cols = order[np.asarray(sub.any(axis=0))[order]]
         if cols.size == 0:
             return removed
         c = sub[:, cols]
@@ -262,11 +269,33 @@ class ClusterSim:
 
     def step(self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None) -> np.ndarray:
         """Advance one interval toward the (already clamped) targets; returns the metrics rows."""
-        dt = self.config.interval_s
         target = np.asarray(target_replicas, dtype=np.float64)
-        prov = self.provisioned()
-        delta = target - prov
+        self._scale_toward(target)
+        if target_warm is not None:
+            self._resize_warm_pool(np.asarray(target_warm, dtype=np.float64))
+        paid = (
+            self.ready + self.warm + self.draining.sum(axis=1)
+            + self.starting.total() + self.warm_loading.total() + self.waking.total()
+        )
+        head = self.t_head % self.starting.count.shape[1]
+        whead = self.t_head % self.waking.count.shape[1]
+        # replicas whose start ends inside this interval serve the part of it after they are up
+        ready_eff = self.ready + self.starting.partial[:, head] + self.waking.partial[:, whead]
+        arrivals, prompt, output, r = self._serve(ready_eff)
+        self._advance_pipelines(head, whead)
+        self._account(arrivals, r, paid, ready_eff)
+        self._write_metrics(target, arrivals, prompt, output, r)
+        self.last = r
+        self.last_arrivals = arrivals
+        self.last_paid = paid
+        self.t += 1
+        self.done = self.t >= self.t_end
+        return self.metrics
 
+    def _scale_toward(self, target: np.ndarray) -> None:
+        """Up: wake warm replicas first, cold-start the rest. Down: cancel the newest starts,
+        then the newest wakes, then drain ready replicas."""
+        delta = target - self.provisioned()
         up = np.maximum(delta, 0.0)
         if up.any():
             from_warm = np.minimum(up, self.warm)
@@ -284,39 +313,35 @@ class ClusterSim:
             self.draining[:, -1] += to_drain
         self.totals.scale_events += delta != 0
 
-        if target_warm is not None:
-            wt = np.asarray(target_warm, dtype=np.float64)
-            wdelta = wt - (self.warm + self.warm_loading.total())
-            grow = np.maximum(wdelta, 0.0)
-            if grow.any():
-                self._admit(self.warm_loading, grow, self._cold_pool)
-                self.totals.cold_starts += grow
-            shrink = np.maximum(-wdelta, 0.0)
-            if shrink.any():
-                left = shrink - self._cancel_newest(self.warm_loading, shrink)
-                self.warm -= np.minimum(left, self.warm)
+    def _resize_warm_pool(self, target_warm: np.ndarray) -> None:
+        """Grow by cold-starting into the pool; shrink by cancelling loads, then dropping warm."""
+        wdelta = target_warm - (self.warm + self.warm_loading.total())
+        grow = np.maximum(wdelta, 0.0)
+        if grow.any():
+            self._admit(self.warm_loading, grow, self._cold_pool)
+            self.totals.cold_starts += grow
+        shrink = np.maximum(-wdelta, 0.0)
+        if shrink.any():
+            left = shrink - self._cancel_newest(self.warm_loading, shrink)
+            self.warm -= np.minimum(left, self.warm)
 
-        paid = (
-            self.ready + self.warm + self.draining.sum(axis=1)
-            + self.starting.total() + self.warm_loading.total() + self.waking.total()
-        )
-        head = self.t_head % self.starting.count.shape[1]
-        whead = self.t_head % self.waking.count.shape[1]
-        ready_eff = self.ready + self.starting.partial[:, head] + self.waking.partial[:, whead]
-
+    def _serve(self, ready_eff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, ServeResult]:
+        """This interval's load (none once a cluster's window has ended) through the serving model."""
         wid, t = self.wid, np.minimum(self.t, self._lengths[self.wid] - 1)
         arrivals = np.where(self.done, 0.0, self._arrivals[wid, t])
         prompt = self._prompt[wid, t]
         output = self._output[wid, t]
         cfg = self.config
         r = serve_interval(
-            self.queue, self.running, ready_eff, arrivals, prompt, output, dt, self.lat,
+            self.queue, self.running, ready_eff, arrivals, prompt, output, cfg.interval_s, self.lat,
             prompt_cv=self._prompt_cv[wid], arrival_scv=cfg.arrival_scv, timeout_s=cfg.timeout_s,
             ttft_slo_s=cfg.ttft_slo_s, tpot_slo_s=cfg.tpot_slo_s,
         )
         self.queue, self.running = r.queue, r.running
+        return arrivals, prompt, output, r
 
-        # advance pipelines: what finishes its start in this interval is ready from the next
+    def _advance_pipelines(self, head: int, whead: int) -> None:
+        """What finishes its start in this interval is ready (or warm) from the next."""
         self.ready += self.starting.count[:, head] + self.waking.count[:, whead]
         self.warm += self.warm_loading.count[:, head]
         for ring, col in ((self.starting, head), (self.warm_loading, head), (self.waking, whead)):
@@ -326,6 +351,8 @@ class ClusterSim:
         self.draining[:, :-1] = self.draining[:, 1:]
         self.draining[:, -1] = 0
 
+    def _account(self, arrivals: np.ndarray, r: ServeResult, paid: np.ndarray, ready_eff: np.ndarray) -> None:
+        dt = self.config.interval_s
         tot = self.totals
         tot.arrived += arrivals
         tot.completed += r.completed
@@ -335,8 +362,12 @@ class ClusterSim:
         tot.gpu_hours += paid * self._gpus * dt / 3600.0
         tot.replica_intervals += ready_eff
 
+    def _write_metrics(self, target: np.ndarray, arrivals: np.ndarray, prompt: np.ndarray, output: np.ndarray,
+                       r: ServeResult) -> None:
+        """The IntervalMetrics rows the policies see next."""
+        dt = self.config.interval_s
         mtr = self.metrics
-        mtr[:, _F["time_s"]] = self._start_s[wid] + (self.t + 1) * dt
+        mtr[:, _F["time_s"]] = self._start_s[self.wid] + (self.t + 1) * dt
         mtr[:, _F["arrival_rps"]] = arrivals / dt
         mtr[:, _F["prompt_tokens_per_s"]] = r.started * prompt / dt
         mtr[:, _F["output_tokens_per_s"]] = r.completed * output / dt
@@ -344,21 +375,10 @@ class ClusterSim:
         mtr[:, _F["requests_running"]] = r.running
         mtr[:, _F["kv_cache_usage"]] = r.kv_cache_usage
         mtr[:, _F["gpu_utilization_pct"]] = r.gpu_utilization_pct
-        mtr[:, _F["ttft_p50_s"]] = r.ttft_p50_s
-        mtr[:, _F["ttft_p95_s"]] = r.ttft_p95_s
-        mtr[:, _F["ttft_p99_s"]] = r.ttft_p99_s
-        mtr[:, _F["tpot_p50_s"]] = r.tpot_p50_s
-        mtr[:, _F["tpot_p95_s"]] = r.tpot_p95_s
-        mtr[:, _F["tpot_p99_s"]] = r.tpot_p99_s
+        for name in ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s"):
+            mtr[:, _F[name]] = getattr(r, name)
         mtr[:, _F["replicas_desired"]] = target
         mtr[:, _F["replicas_ready"]] = self.ready
         mtr[:, _F["replicas_starting"]] = self.starting.total() + self.waking.total()
         mtr[:, _F["replicas_warm"]] = self.warm
         mtr[:, _F["replicas_draining"]] = self.draining.sum(axis=1)
-
-        self.last = r
-        self.last_arrivals = arrivals
-        self.last_paid = paid
-        self.t += 1
-        self.done = self.t >= self.t_end
-        return mtr

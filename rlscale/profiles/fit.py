@@ -1,8 +1,10 @@
 """Fit the shipped service profiles from the calibration data in ../shared/data.
 
-    python -m rlscale.profiles.fit --data ../shared/data --out rlscale/profiles [--check]
+    rlscale profiles fit --data ../shared/data --out rlscale/profiles [--check]
 
-writes `<name>.yaml` for each profile in `SPECS` and `FITS.md` (data filter, points, coefficients,
+(the command is in rlscale/cli/profiles.py; this module is the library it calls)
+
+This writes `<name>.yaml` for each profile in `SPECS` and `FITS.md` (data filter, points, coefficients,
 R², and the per-point error table). `--check` writes nothing and exits 1 when the files on disk
 differ from what the data give. The story, top to bottom:
 
@@ -32,13 +34,12 @@ differ from what the data give. The story, top to bottom:
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -182,7 +183,7 @@ class ProfileSpec:
     model: str
     gpu: str
     gpus_per_replica: int
-    precision: str
+    precision: Literal["bf16", "fp16", "fp8", "fp4"]  # as ServiceProfile.precision
     backend: str
     selection: PerfSelection
     kv: KvBudget
@@ -196,70 +197,63 @@ class ProfileSpec:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _cold_start_stages(size: str) -> tuple[StageSpec, ...]:
-    """Stages of a replica's start, as triangular (low, mode, high) seconds.
+# The occasional stages, the same for both sizes; their probabilities: see COLD_START_PROBABILITIES.
+NEW_NODE_STAGE = StageSpec(
+    "gpu_node_provisioning",
+    80,
+    100,
+    120,
+    P_NEW_NODE,
+    f"{COLD_START_FILE} id=tf_node (80-120 s, cloud provider boots a new GPU instance); mode = midpoint; "
+    f"README §5 'a new GPU node adds 80-120'. probability {P_NEW_NODE}: assumed warm node pool, see FITS.md",
+)
+UNCACHED_IMAGE_STAGE = StageSpec(
+    "image_pull_uncached",
+    300,
+    420,
+    600,
+    P_IMAGE_UNCACHED,
+    f"{COLD_START_FILE} ids=bento_pull (300-360 s for a 20.2 GB image) + bento_extract (180-240 s), "
+    f"tf_pull10gb (420-600 s, 10 GB image); README §5 'an uncached image adds 300-600'; mode = tf_pull10gb low. "
+    f"probability {P_IMAGE_UNCACHED} = P(new node) 0.2 x P(image not pre-pulled) 0.5, see FITS.md",
+)
 
-    The base stages (always present) are split so their lows, modes and highs add up to README
-    §5's totals for "node up, image cached": 8B 25 / 60 / 120 s, 70B 120 / 240 / 420 s. The
-    occasional stages' probabilities: see COLD_START_PROBABILITIES.
-    """
-    node = StageSpec(
-        "gpu_node_provisioning",
-        80,
-        100,
-        120,
-        P_NEW_NODE,
-        f"{COLD_START_FILE} id=tf_node (80-120 s, cloud provider boots a new GPU instance); mode = midpoint; "
-        f"README §5 'a new GPU node adds 80-120'. probability {P_NEW_NODE}: assumed warm node pool, see FITS.md",
-    )
-    image = StageSpec(
-        "image_pull_uncached",
-        300,
-        420,
-        600,
-        P_IMAGE_UNCACHED,
-        f"{COLD_START_FILE} ids=bento_pull (300-360 s for a 20.2 GB image) + bento_extract (180-240 s), "
-        f"tf_pull10gb (420-600 s, 10 GB image); README §5 'an uncached image adds 300-600'; mode = tf_pull10gb low. "
-        f"probability {P_IMAGE_UNCACHED} = P(new node) 0.2 x P(image not pre-pulled) 0.5, see FITS.md",
-    )
-    if size == "8b":
-        return (
-            node,
-            image,
-            StageSpec(
-                "weight_load",
-                3,
-                15,
-                40,
-                1.0,
-                f"{COLD_START_FILE} ids=ice_Llama-2-7B_weights_uncached (29.3 s cold page cache, 1.8 s warm), "
-                "ice_Qwen-7B_weights_uncached (9.4 s), runai_io2_streamer / runai_gp3_streamer (7.5-14.3 s, 15 GB), "
-                "runai_gp3_safetensors (48 s, A10G): low = page cache warm, mode = streamer/local NVMe, high = cold disk",
-            ),
-            StageSpec(
-                "compile_and_cuda_graphs",
-                8,
-                20,
-                45,
-                1.0,
-                f"{COLD_START_FILE} ids=ice_*_compile_uncached (19-30 s without compile cache, 3.7-5.9 s with), "
-                "vllm20264_torch_compile (7.5 s cached) + vllm20264_cuda_graph_capture (17 s), vllm20098_graph (>10 s): "
-                "low = cached compile + few graphs, mode = cached compile + default graphs, high = no compile cache",
-            ),
-            StageSpec(
-                "engine_start",
-                14,
-                25,
-                35,
-                1.0,
-                f"{COLD_START_FILE} ids=ice_bootstrap (6-8 s), ice_kvprof_uncached (6-16 s; warm 1.4-2.1), k8s_slo "
-                "(pod start <= 5 s p99), vllm20264_pod_start_to_first_response (59 s) - vllm20264_engine_init_total "
-                "(34 s) = ~25 s not in the engine log (API server, readiness probe)",
-            ),
-        )
-    return (
-        node,
-        image,
+# The base stages (always present), split so their lows, modes and highs add up to README §5's
+# totals for "node up, image cached": 8B 25 / 60 / 120 s, 70B 120 / 240 / 420 s.
+BASE_STAGES: dict[str, tuple[StageSpec, ...]] = {
+    "8b": (
+        StageSpec(
+            "weight_load",
+            3,
+            15,
+            40,
+            1.0,
+            f"{COLD_START_FILE} ids=ice_Llama-2-7B_weights_uncached (29.3 s cold page cache, 1.8 s warm), "
+            "ice_Qwen-7B_weights_uncached (9.4 s), runai_io2_streamer / runai_gp3_streamer (7.5-14.3 s, 15 GB), "
+            "runai_gp3_safetensors (48 s, A10G): low = page cache warm, mode = streamer/local NVMe, high = cold disk",
+        ),
+        StageSpec(
+            "compile_and_cuda_graphs",
+            8,
+            20,
+            45,
+            1.0,
+            f"{COLD_START_FILE} ids=ice_*_compile_uncached (19-30 s without compile cache, 3.7-5.9 s with), "
+            "vllm20264_torch_compile (7.5 s cached) + vllm20264_cuda_graph_capture (17 s), vllm20098_graph (>10 s): "
+            "low = cached compile + few graphs, mode = cached compile + default graphs, high = no compile cache",
+        ),
+        StageSpec(
+            "engine_start",
+            14,
+            25,
+            35,
+            1.0,
+            f"{COLD_START_FILE} ids=ice_bootstrap (6-8 s), ice_kvprof_uncached (6-16 s; warm 1.4-2.1), k8s_slo "
+            "(pod start <= 5 s p99), vllm20264_pod_start_to_first_response (59 s) - vllm20264_engine_init_total "
+            "(34 s) = ~25 s not in the engine log (API server, readiness probe)",
+        ),
+    ),
+    "70b": (
         StageSpec(
             "weight_load",
             20,
@@ -290,7 +284,13 @@ def _cold_start_stages(size: str) -> tuple[StageSpec, ...]:
             "vllm20264_pod_start_to_first_response - engine_init_total (~25 s); plus tensor-parallel worker start "
             "and NCCL init for 4 GPUs (~10-20 s, assumed)",
         ),
-    )
+    ),
+}
+
+
+def _cold_start_stages(size: str) -> tuple[StageSpec, ...]:
+    """Stages of a replica's start, as triangular (low, mode, high) seconds."""
+    return (NEW_NODE_STAGE, UNCACHED_IMAGE_STAGE, *BASE_STAGES[size])
 
 
 WARM_WAKE = StageSpec(
@@ -597,7 +597,7 @@ def fit_profile(data_dir: Path | str, name: str) -> ProfileFit:
             "(README §1: 1,155), the workload a chat service most resembles"
         ),
         "typical_output_tokens": f"{CONV_TRACE_FILE}: mean GeneratedTokens (README §1: 211)",
-        "fit_report": "FITS.md beside this file; regenerate with python -m rlscale.profiles.fit",
+        "fit_report": "FITS.md beside this file; regenerate with rlscale profiles fit",
     }
     profile = ServiceProfile(
         name=spec.name,
@@ -740,12 +740,11 @@ def _md_table(df: pd.DataFrame, floatfmt: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def render_fits_md(data_dir: Path | str, fits: Sequence[ProfileFit]) -> str:
-    data_dir = Path(data_dir)
-    out = [
+def _header_md() -> list[str]:
+    return [
         "# Shipped profile fits",
         "",
-        "Generated by `python -m rlscale.profiles.fit --data ../shared/data --out rlscale/profiles`; do not edit by",
+        "Generated by `rlscale profiles fit --data ../shared/data --out rlscale/profiles`; do not edit by",
         "hand. Data: ../shared/data (see its README for licences and citations: the latency points are NVIDIA",
         "AIConfigurator's `silicon_sample.csv`, Apache-2.0). Method: see the docstring of `rlscale/profiles/fit.py`.",
         "",
@@ -770,131 +769,165 @@ def render_fits_md(data_dir: Path | str, fits: Sequence[ProfileFit]) -> str:
         "used (`used` column); the excluded points are listed with the reason and are predicted too.",
         "",
     ]
-    for f in fits:
-        p, lat = f.profile, f.profile.latency
-        err = prediction_errors(p, f.points)
-        st, sq = summarize(err, "tpot"), summarize(err, "ttft")
-        st_all, sq_all = summarize(err, "tpot", False), summarize(err, "ttft", False)
-        out += [
-            f"## {p.name}",
-            "",
-            f"- **Filter**: `{f.spec.selection.describe()}` -> {len(f.points)} rows.",
-            *[f"- {n}" for n in f.spec.notes],
-            f"- **KV cache**: {lat.kv_cache_tokens:,} tokens; {f.spec.kv_note}.",
-            f"- **max_batch**: {lat.max_batch}; {f.spec.max_batch_note}.",
-            f"- **Knee**: highest KV demand among the rows is {f.points['kv_demand_tokens'].max():,.0f} tokens "
-            f"(c = {f.points.loc[f.points['kv_demand_tokens'].idxmax(), 'concurrency']:.0f}, "
-            f"isl {f.points.loc[f.points['kv_demand_tokens'].idxmax(), 'isl']:.0f}, "
-            f"osl {f.points.loc[f.points['kv_demand_tokens'].idxmax(), 'osl']:.0f}), "
-            f"{'above' if f.points['above_knee'].any() else 'below'} the capacity; "
-            f"{int(f.points['exploded'].sum())} rows exploded. At the typical request "
-            f"({p.typical_prompt_tokens:.0f} / {p.typical_output_tokens:.0f} tokens) the knee is "
-            f"c = {p.max_concurrency():.0f} (KV alone: {lat.kv_cache_tokens / (p.typical_prompt_tokens + p.typical_output_tokens / 2):.0f}).",
-            "",
-            "| fit | points | coefficients | R² |",
-            "|---|---|---|---|",
-            "| TPOT | {} | {} | {:.4f} |".format(
-                f.tpot.n_points,
-                ", ".join(f"{k} = {getattr(lat, k):.5g}" for k in f.tpot.coef),
-                f.tpot.r2,
-            ),
-            "| TPOT without the r term (not shipped) | {} | {} | {:.4f} |".format(
-                f.tpot_plain.n_points,
-                ", ".join(f"{k} = {v:.5g}" for k, v in f.tpot_plain.coef.items()),
-                f.tpot_plain.r2,
-            ),
-            "| TTFT | {} | {} | {:.4f} |".format(
-                f.ttft.n_points,
-                ", ".join(f"{k} = {getattr(lat, k):.5g}" for k in f.ttft.coef),
-                f.ttft.r2,
-            ),
-            "",
-            "| metric | points | MAPE % | max abs error % | all rows: MAPE % / max % |",
-            "|---|---|---|---|---|",
-            f"| TPOT | {st.n} | {st.mape_pct:.1f} | {st.max_abs_pct:.1f} | {st_all.mape_pct:.1f} / {st_all.max_abs_pct:.1f} |",
-            f"| TTFT | {sq.n} | {sq.mape_pct:.1f} | {sq.max_abs_pct:.1f} | {sq_all.mape_pct:.1f} / {sq_all.max_abs_pct:.1f} |",
-            "",
-        ]
-        plain = f.points.copy()
-        a = _tpot_design(plain)[:, :3] @ np.array(list(f.tpot_plain.coef.values()))
-        plain_err = np.abs(a - plain["tpot_ms"]) / plain["tpot_ms"] * 100
-        used = plain["used_tpot"]
-        out += [
-            f"Plain TPOT model (no r term) on the same points: MAPE {plain_err[used].mean():.1f} %, "
-            f"max {plain_err[used].max():.1f} %.",
-            "",
-        ]
-        table = err[
-            [
-                "row",
-                "isl",
-                "osl",
-                "concurrency",
-                "tpot_ms",
-                "tpot_pred_ms",
-                "tpot_err_pct",
-                "ttft_ms",
-                "ttft_pred_ms",
-                "ttft_err_pct",
-                "excluded",
-            ]
-        ].copy()
-        table["excluded"] = table["excluded"].replace("", "used")
-        table = table.rename(columns={"concurrency": "c", "excluded": "TTFT fit"})
-        for col in ("isl", "osl", "c"):
-            table[col] = table[col].astype(int)
-        out += [
-            "<details><summary>per-point errors</summary>",
-            "",
-            _md_table(table, {c: ".1f" for c in table.columns if c.endswith(("_ms", "_pct"))}),
-            "",
-            "</details>",
-            "",
-            "perf_calibration_fits_aiconfigurator.csv per-group TPOT lines (a + b*c) beside the profile's:",
-            "",
-            _md_table(
-                group_lines(data_dir, f),
-                {
-                    "tpot_fit_a_ms": ".2f",
-                    "model_a_ms": ".2f",
-                    "tpot_fit_b_ms_per_conc": ".4f",
-                    "model_b_ms_per_conc": ".4f",
-                },
-            ),
-            "",
-        ]
-        out += [
-            f"README §5 sanity targets: {f.spec.readme_target}. The profile at those request shapes:",
-            "",
-        ]
-        for isl, osl in f.spec.readme_shapes:
-            ctx, r = isl + osl / 2.0, isl / osl
-            slope = float(p.tpot_ms(1, ctx, r)) - lat.tpot_base_ms
-            tok_s = ", ".join(f"{c * 1e3 / float(p.tpot_ms(c, ctx, r)):,.0f}" for c in (64, 128))
-            ttft = ", ".join(f"{float(p.ttft_ms(c, isl)) / 1e3:.3f}" for c in (4, 8, 16, 32, 64))
-            out.append(
-                f"- {isl}/{osl}: TPOT {lat.tpot_base_ms:.2f} + {slope:.3f} x c ms; output tok/s at c = 64, 128: "
-                f"{tok_s}; TTFT at c = 4, 8, 16, 32, 64: {ttft} s."
-            )
-        out += [
-            "",
-            f"At the typical request ({p.typical_prompt_tokens:.0f} / {p.typical_output_tokens:.0f} tokens): TPOT "
-            f"{lat.tpot_base_ms:.2f} + {float(p.tpot_ms(1, p.typical_prompt_tokens + p.typical_output_tokens / 2)) - lat.tpot_base_ms:.3f}"
-            f" x c ms; capacity_rps {p.capacity_rps():.2f} req/s per replica at c = {p.max_concurrency():.0f} "
-            f"(${p.replica_usd_per_hour:.2f}/h per replica).",
-            "",
-            f"Cold start: mean {p.mean_cold_start_s:.1f} s; stages (low / mode / high s, probability): "
-            + "; ".join(
-                f"{s.name} {s.low_s:g}/{s.mode_s:g}/{s.high_s:g} p={s.probability:g}"
-                for s in p.cold_start
-            )
-            + f". Warm wake {p.warm_wake.low_s:g}/{p.warm_wake.mode_s:g}/{p.warm_wake.high_s:g} s.",
-            "",
-        ]
 
+
+def _profile_facts_md(f: ProfileFit) -> list[str]:
+    """Filter, notes, KV budget, max_batch, and where the data sit against the knee."""
+    p, lat, pts = f.profile, f.profile.latency, f.points
+    densest = pts.loc[pts["kv_demand_tokens"].idxmax()]
+    kv_only = lat.kv_cache_tokens / (p.typical_prompt_tokens + p.typical_output_tokens / 2)
+    return [
+        f"## {p.name}",
+        "",
+        f"- **Filter**: `{f.spec.selection.describe()}` -> {len(pts)} rows.",
+        *[f"- {n}" for n in f.spec.notes],
+        f"- **KV cache**: {lat.kv_cache_tokens:,} tokens; {f.spec.kv_note}.",
+        f"- **max_batch**: {lat.max_batch}; {f.spec.max_batch_note}.",
+        f"- **Knee**: highest KV demand among the rows is {pts['kv_demand_tokens'].max():,.0f} tokens "
+        f"(c = {densest['concurrency']:.0f}, isl {densest['isl']:.0f}, osl {densest['osl']:.0f}), "
+        f"{'above' if pts['above_knee'].any() else 'below'} the capacity; "
+        f"{int(pts['exploded'].sum())} rows exploded. At the typical request "
+        f"({p.typical_prompt_tokens:.0f} / {p.typical_output_tokens:.0f} tokens) the knee is "
+        f"c = {p.max_concurrency():.0f} (KV alone: {kv_only:.0f}).",
+        "",
+    ]
+
+
+def _coefficients_md(f: ProfileFit) -> list[str]:
+    lat = f.profile.latency
+
+    def row(label: str, fit: Fit, coef: dict[str, float]) -> str:
+        terms = ", ".join(f"{k} = {v:.5g}" for k, v in coef.items())
+        return f"| {label} | {fit.n_points} | {terms} | {fit.r2:.4f} |"
+
+    return [
+        "| fit | points | coefficients | R² |",
+        "|---|---|---|---|",
+        row("TPOT", f.tpot, {k: getattr(lat, k) for k in f.tpot.coef}),
+        row("TPOT without the r term (not shipped)", f.tpot_plain, f.tpot_plain.coef),
+        row("TTFT", f.ttft, {k: getattr(lat, k) for k in f.ttft.coef}),
+        "",
+    ]
+
+
+def _error_summary_md(f: ProfileFit, err: pd.DataFrame) -> list[str]:
+    """MAPE and max over the points each fit used, over all rows, and the plain TPOT model's."""
+    st, sq = summarize(err, "tpot"), summarize(err, "ttft")
+    st_all, sq_all = summarize(err, "tpot", False), summarize(err, "ttft", False)
+    plain = f.points.copy()
+    a = _tpot_design(plain)[:, :3] @ np.array(list(f.tpot_plain.coef.values()))
+    plain_err = np.abs(a - plain["tpot_ms"]) / plain["tpot_ms"] * 100
+    used = plain["used_tpot"]
+    return [
+        "| metric | points | MAPE % | max abs error % | all rows: MAPE % / max % |",
+        "|---|---|---|---|---|",
+        f"| TPOT | {st.n} | {st.mape_pct:.1f} | {st.max_abs_pct:.1f} | {st_all.mape_pct:.1f} / {st_all.max_abs_pct:.1f} |",
+        f"| TTFT | {sq.n} | {sq.mape_pct:.1f} | {sq.max_abs_pct:.1f} | {sq_all.mape_pct:.1f} / {sq_all.max_abs_pct:.1f} |",
+        "",
+        f"Plain TPOT model (no r term) on the same points: MAPE {plain_err[used].mean():.1f} %, "
+        f"max {plain_err[used].max():.1f} %.",
+        "",
+    ]
+
+
+_PER_POINT_COLUMNS = [
+    "row", "isl", "osl", "concurrency", "tpot_ms", "tpot_pred_ms", "tpot_err_pct", "ttft_ms", "ttft_pred_ms",
+    "ttft_err_pct", "excluded",
+]
+
+
+def _per_point_md(err: pd.DataFrame) -> list[str]:
+    table = err[_PER_POINT_COLUMNS].copy()
+    table["excluded"] = table["excluded"].replace("", "used")
+    table = table.rename(columns={"concurrency": "c", "excluded": "TTFT fit"})
+    for col in ("isl", "osl", "c"):
+        table[col] = table[col].astype(int)
+    return [
+        "<details><summary>per-point errors</summary>",
+        "",
+        _md_table(table, {c: ".1f" for c in table.columns if c.endswith(("_ms", "_pct"))}),
+        "",
+        "</details>",
+        "",
+    ]
+
+
+def _group_lines_md(data_dir: Path, f: ProfileFit) -> list[str]:
+    return [
+        "perf_calibration_fits_aiconfigurator.csv per-group TPOT lines (a + b*c) beside the profile's:",
+        "",
+        _md_table(
+            group_lines(data_dir, f),
+            {
+                "tpot_fit_a_ms": ".2f",
+                "model_a_ms": ".2f",
+                "tpot_fit_b_ms_per_conc": ".4f",
+                "model_b_ms_per_conc": ".4f",
+            },
+        ),
+        "",
+    ]
+
+
+def _readme_targets_md(f: ProfileFit) -> list[str]:
+    """The profile at README §5's request shapes, beside README §5's numbers."""
+    p, lat = f.profile, f.profile.latency
+    out = [f"README §5 sanity targets: {f.spec.readme_target}. The profile at those request shapes:", ""]
+    for isl, osl in f.spec.readme_shapes:
+        ctx, r = isl + osl / 2.0, isl / osl
+        slope = float(p.tpot_ms(1, ctx, r)) - lat.tpot_base_ms
+        tok_s = ", ".join(f"{c * 1e3 / float(p.tpot_ms(c, ctx, r)):,.0f}" for c in (64, 128))
+        ttft = ", ".join(f"{float(p.ttft_ms(c, isl)) / 1e3:.3f}" for c in (4, 8, 16, 32, 64))
+        out.append(
+            f"- {isl}/{osl}: TPOT {lat.tpot_base_ms:.2f} + {slope:.3f} x c ms; output tok/s at c = 64, 128: "
+            f"{tok_s}; TTFT at c = 4, 8, 16, 32, 64: {ttft} s."
+        )
+    return out
+
+
+def _typical_and_cold_start_md(f: ProfileFit) -> list[str]:
+    p, lat = f.profile, f.profile.latency
+    typical_slope = float(p.tpot_ms(1, p.typical_prompt_tokens + p.typical_output_tokens / 2)) - lat.tpot_base_ms
+    stages = "; ".join(
+        f"{s.name} {s.low_s:g}/{s.mode_s:g}/{s.high_s:g} p={s.probability:g}" for s in p.cold_start
+    )
+    return [
+        "",
+        f"At the typical request ({p.typical_prompt_tokens:.0f} / {p.typical_output_tokens:.0f} tokens): TPOT "
+        f"{lat.tpot_base_ms:.2f} + {typical_slope:.3f}"
+        f" x c ms; capacity_rps {p.capacity_rps():.2f} req/s per replica at c = {p.max_concurrency():.0f} "
+        f"(${p.replica_usd_per_hour:.2f}/h per replica).",
+        "",
+        f"Cold start: mean {p.mean_cold_start_s:.1f} s; stages (low / mode / high s, probability): "
+        + stages
+        + f". Warm wake {p.warm_wake.low_s:g}/{p.warm_wake.mode_s:g}/{p.warm_wake.high_s:g} s.",
+        "",
+    ]
+
+
+def _profile_md(data_dir: Path, f: ProfileFit) -> list[str]:
+    err = prediction_errors(f.profile, f.points)
+    return [
+        *_profile_facts_md(f),
+        *_coefficients_md(f),
+        *_error_summary_md(f, err),
+        *_per_point_md(err),
+        *_group_lines_md(data_dir, f),
+        *_readme_targets_md(f),
+        *_typical_and_cold_start_md(f),
+    ]
+
+
+_KNEE_COLUMNS = [
+    "tp", "kv_cache_tokens", "kv_cache_tokens_fp8_kv", "isl", "osl", "concurrency", "kv_demand_tokens", "ttft_ms",
+    "above_knee", "exploded",
+]
+
+
+def _knee_md(data_dir: Path) -> list[str]:
     knees = knee_check(data_dir)
     eight_b = measured_points(data_dir, "llama-3.1-8b-h100")
-    out += [
+    return [
         "## KV-cache knee check (Llama-3.1-70B, vLLM FP8, H100, every TP the data has)",
         "",
         "`above_knee`: KV demand c*(isl + osl/2) > the budget's capacity (bf16 KV). `exploded`: TTFT > 4x the",
@@ -906,20 +939,7 @@ def render_fits_md(data_dir: Path | str, fits: Sequence[ProfileFit]) -> str:
         " tokens, no row exploded): consistent, but only a lower bound on its capacity.",
         "",
         _md_table(
-            knees[
-                [
-                    "tp",
-                    "kv_cache_tokens",
-                    "kv_cache_tokens_fp8_kv",
-                    "isl",
-                    "osl",
-                    "concurrency",
-                    "kv_demand_tokens",
-                    "ttft_ms",
-                    "above_knee",
-                    "exploded",
-                ]
-            ],
+            knees[_KNEE_COLUMNS],
             {
                 "kv_demand_tokens": ".0f",
                 "ttft_ms": ".0f",
@@ -931,16 +951,28 @@ def render_fits_md(data_dir: Path | str, fits: Sequence[ProfileFit]) -> str:
         "",
         f"Agreement: {int((knees['above_knee'] == knees['exploded']).sum())} of {len(knees)} rows.",
         "",
+    ]
+
+
+def _backend_gap_md(data_dir: Path) -> list[str]:
+    gap = backend_gap(data_dir)
+    return [
         "## Backend gap (70B FP8, H200, perf_calibration_fits rows where both were measured)",
         "",
         "For the 8B profile's TRT-LLM fallback: how much slower vLLM's TPOT is on the same hardware.",
         "",
-        _md_table(backend_gap(data_dir), {c: ".3g" for c in backend_gap(data_dir).columns}),
+        _md_table(gap, {c: ".3g" for c in gap.columns}),
         "",
-        "## Cold-start probabilities",
-        "",
-        COLD_START_PROBABILITIES,
-        "",
+    ]
+
+
+def _cold_start_probabilities_md() -> list[str]:
+    return ["## Cold-start probabilities", "", COLD_START_PROBABILITIES, ""]
+
+
+def _price_md(data_dir: Path) -> list[str]:
+    prices = h100_price_rows(data_dir)
+    return [
         "## Price",
         "",
         "Rows of gpu_prices_usd_per_hour.csv used (current on-demand H100 quotes; the stale pre-June-2025",
@@ -948,20 +980,29 @@ def render_fits_md(data_dir: Path | str, fits: Sequence[ProfileFit]) -> str:
         "per GPU-hour, README §5's recommendation, just under the median quote midpoint.",
         "",
         _md_table(
-            h100_price_rows(data_dir)[
+            prices[
                 ["gpu", "usd_per_gpu_hour_low", "usd_per_gpu_hour_high", "mid", "as_of", "source"]
             ].reset_index(names="row"),
             {"mid": ".3f", "usd_per_gpu_hour_low": ".2f", "usd_per_gpu_hour_high": ".2f"},
         ),
         "",
-        f"Median midpoint: {h100_price_rows(data_dir)['mid'].median():.3f}.",
+        f"Median midpoint: {prices['mid'].median():.3f}.",
         "",
     ]
+
+
+def render_fits_md(data_dir: Path | str, fits: Sequence[ProfileFit]) -> str:
+    """FITS.md: the method, one section per profile, then the checks that are not per profile."""
+    data_dir = Path(data_dir)
+    out = _header_md()
+    for f in fits:
+        out += _profile_md(data_dir, f)
+    out += _knee_md(data_dir) + _backend_gap_md(data_dir) + _cold_start_probabilities_md() + _price_md(data_dir)
     return "\n".join(out)
 
 
 YAML_HEADER = (
-    "# Generated by `python -m rlscale.profiles.fit --data ../shared/data --out rlscale/profiles`.\n"
+    "# Generated by `rlscale profiles fit --data ../shared/data --out rlscale/profiles`.\n"
     "# Do not edit by hand: change fit.py and re-run. Every number's source is under `sources:`,\n"
     "# and the fit (points, R², per-point errors) is in FITS.md beside this file.\n"
 )
@@ -981,46 +1022,20 @@ def render_all(data_dir: Path | str) -> dict[str, str]:
     return files
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
+    """$RLSCALE_SHARED_DATA, else ../shared/data beside the checkout."""
     env = os.environ.get("RLSCALE_SHARED_DATA")
     return Path(env) if env else PROFILE_DIR.parents[2] / "shared" / "data"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m rlscale.profiles.fit", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--data", type=Path, default=_default_data_dir(), help="../shared/data")
-    parser.add_argument(
-        "--out", type=Path, default=PROFILE_DIR, help="where the YAML and FITS.md go"
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 if the files differ"
-    )
-    args = parser.parse_args(argv)
-    try:
-        files = render_all(args.data)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    stale = [
-        n
-        for n, text in files.items()
-        if not (args.out / n).exists() or (args.out / n).read_text() != text
-    ]
-    if args.check:
-        for n in stale:
-            print(
-                f"{args.out / n}: differs from what {args.data} gives; re-run the fit",
-                file=sys.stderr,
-            )
-        return 1 if stale else 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for n, text in files.items():
-        (args.out / n).write_text(text)
-        print(f"wrote {args.out / n}")
-    return 0
+def stale_files(files: dict[str, str], out_dir: Path) -> list[str]:
+    """Names of `files` whose copy in out_dir is missing or differs."""
+    return [n for n, text in files.items() if not (out_dir / n).exists() or (out_dir / n).read_text() != text]
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / n for n in files]
+    for path, text in zip(paths, files.values(), strict=True):
+        path.write_text(text)
+    return paths

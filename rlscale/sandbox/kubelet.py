@@ -36,7 +36,6 @@ import numpy as np
 
 from rlscale.profiles.model import ServiceProfile
 from rlscale.sandbox.apiserver.resources import DEPLOYMENTS, EVENTS, PODS, Obj
-from rlscale.sandbox.apiserver.selectors import LabelSelector
 from rlscale.sandbox.apiserver.store import ChangeEvent, Store, rfc3339
 from rlscale.sandbox.loop import wait_any
 
@@ -489,7 +488,3 @@ def _set_not_ready(pod: Obj) -> None:
     _set_container_states(pod, running=True, ready=False)
     _set_condition(pod, "ContainersReady", False)
     _set_condition(pod, "Ready", False)
-
-
-def selector_of(deployment: Obj) -> LabelSelector:
-    return LabelSelector.from_label_selector((deployment.get("spec") or {}).get("selector") or {})

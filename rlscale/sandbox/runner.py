@@ -24,7 +24,7 @@ from rlscale.sandbox.apiserver.store import Store
 from rlscale.sandbox.kubelet import ClusterController, ScaledClock, is_terminating, serving
 from rlscale.sandbox.loop import LoopThread, wait_any
 from rlscale.sandbox.pods import PodFleet, Spelling
-from rlscale.sandbox.prometheus import PrometheusProcess, scalar
+from rlscale.sandbox.prometheus import PrometheusProcess
 from rlscale.sandbox.prometheus import wait_for as prom_wait_for
 from rlscale.sandbox.replay import (
     Replay,
@@ -453,9 +453,6 @@ class Sandbox:
     def ready_count(self) -> int:
         return sum(1 for p in self.pods() if serving(p))
 
-    def terminating_count(self) -> int:
-        return sum(1 for p in self.pods() if is_terminating(p))
-
     @property
     def last_step(self) -> ReplayStep | None:
         return self.replay.last if self.replay is not None else None
@@ -488,9 +485,6 @@ class Sandbox:
         if self.prom is None:
             raise RuntimeError("this sandbox runs without Prometheus")
         return self.prom.query(promql)
-
-    def query_value(self, promql: str) -> float | None:
-        return scalar(self.query(promql))
 
     def wait_for_query(
         self,

@@ -29,6 +29,7 @@ quantile grid) and TPOT (lognormal in context length) are both within the SLO.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import reduce
 
 import numpy as np
 from scipy.special import ndtr, ndtri
@@ -36,12 +37,22 @@ from scipy.special import ndtr, ndtri
 from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.profiles.model import ServiceProfile
 
-# Quantile grid for the TTFT distribution; 0 and 1 close it for interpolation.
-P_GRID = _P_GRID = np.array([0.0, 0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0])
-_Z_GRID = ndtri(np.clip(_P_GRID, 1e-4, 1 - 1e-4))  # standard-normal quantiles, clipped tails
-_EXP_GRID = -np.log1p(-np.clip(_P_GRID, 0.0, 1 - 1e-4))  # exponential quantiles (mean 1)
-_I50, _I95, _I99 = 3, 6, 7
-_SIGN = np.where(_P_GRID >= 0.5, 1.0, -1.0)[None, :]  # below / above the median
+# Quantile grid for the TTFT and TPOT distributions; 0 and 1 close it for interpolation.
+P_GRID = np.array([0.0, 0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0])
+_Z_GRID = ndtri(np.clip(P_GRID, 1e-4, 1 - 1e-4))  # standard-normal quantiles, clipped tails
+_EXP_GRID = -np.log1p(-np.clip(P_GRID, 0.0, 1 - 1e-4))  # exponential quantiles (mean 1)
+_SIGN = np.where(P_GRID >= 0.5, 1.0, -1.0)[None, :]  # below / above the median
+
+
+def grid_index(p: float) -> int:
+    """Column of probability `p` in P_GRID (an exact grid point, else ValueError)."""
+    hits = np.flatnonzero(P_GRID == p)
+    if len(hits) != 1:
+        raise ValueError(f"{p} is not a point of P_GRID {P_GRID.tolist()}")
+    return int(hits[0])
+
+
+_P50, _P95, _P99 = grid_index(0.5), grid_index(0.95), grid_index(0.99)
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,143 @@ class ServeResult:
     tpot_q: np.ndarray  # (B, len(P_GRID)) TPOT quantiles at P_GRID
 
 
+@dataclass(frozen=True)
+class _ServiceCurve:
+    """Per replica, service time S(c) = s0 + s1 * c seconds at batch concurrency c (all (B,))."""
+
+    ctx_tokens: np.ndarray  # mean context over a request's decode: isl + osl / 2
+    c_max: np.ndarray  # KV-cache knee (or max_batch, whichever binds)
+    per_seq_ms: np.ndarray  # TPOT slope per sequence, before its context term
+    s0: np.ndarray
+    s1: np.ndarray
+    mu_max: np.ndarray  # requests/s at the knee: c_max / S(c_max)
+
+
+def _service_curve(lat: LatencyArrays, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> _ServiceCurve:
+    ctx = prompt_tokens + 0.5 * output_tokens
+    c_max = np.minimum(lat.max_batch, lat.kv_cache_tokens / ctx)
+    # per-sequence TPOT slope: its own decode, its context, and the prompt tokens that chunked
+    # prefill mixes into each decode step (isl/osl of them per output token)
+    per_seq_ms = lat.tpot_ms_per_seq + lat.tpot_ms_per_prefill_token * prompt_tokens / output_tokens
+    slope = per_seq_ms + lat.tpot_ms_per_seq_per_ktok * (ctx / 1000.0)
+    prefill_ms = lat.prefill_ms_per_token * prompt_tokens
+    s0 = (lat.prefill_base_ms + prefill_ms + output_tokens * lat.tpot_base_ms) / 1000.0
+    s1 = (prefill_ms * lat.prefill_interference / lat.max_batch + output_tokens * slope) / 1000.0
+    return _ServiceCurve(ctx, c_max, per_seq_ms, s0, s1, c_max / (s0 + s1 * c_max))
+
+
+@dataclass(frozen=True)
+class _Admission:
+    started: np.ndarray  # admitted into a batch this interval
+    queue_end: np.ndarray
+    dropped: np.ndarray  # would have waited past timeout_s
+
+
+def _admit(queue: np.ndarray, arrivals: np.ndarray, drain_rps: np.ndarray, dt_s: float,
+           timeout_s: float) -> _Admission:
+    demand = queue + arrivals
+    started = np.minimum(demand, drain_rps * dt_s)
+    q_end = demand - started
+    # Clients give up after timeout_s: the queue holds at most timeout_s of drain (or arrivals
+    # when nothing drains).
+    q_cap = np.maximum(drain_rps, arrivals / dt_s) * timeout_s
+    dropped = np.maximum(q_end - q_cap, 0.0)
+    return _Admission(started, q_end - dropped, dropped)
+
+
+def _concurrency(started: np.ndarray, ready: np.ndarray, dt_s: float, curve: _ServiceCurve) -> tuple[np.ndarray, np.ndarray]:
+    """Little's law on the batch: admitted rate x per replica -> c = x s0 / (1 - x s1), capped at
+    the knee. Returns (x, c); both 0 where no replica is ready."""
+    has_ready = ready > 0
+    x = started / (np.where(has_ready, ready, 1.0) * dt_s)
+    c = np.where(has_ready, np.minimum(x * curve.s0 / np.maximum(1.0 - x * curve.s1, 1e-9), curve.c_max), 0.0)
+    return x, c
+
+
+def _queue_wait_q(queue: np.ndarray, adm: _Admission, ready: np.ndarray, drain_rps: np.ndarray,
+                  timeout_s: float) -> np.ndarray:
+    """(B, P) queue wait (s): the wait ramps linearly from the start to the end of the interval,
+    so the ramp's quantile at p is its value at fraction p of its span."""
+    has_ready = ready > 0
+    safe_drain = np.where(has_ready, drain_rps, 1.0)
+    w0 = np.minimum(np.where(has_ready, queue / safe_drain, np.where(queue > 0, timeout_s, 0.0)), timeout_s)
+    w1 = np.minimum(
+        np.where(has_ready, adm.queue_end / safe_drain, np.where(adm.queue_end + adm.dropped > 0, timeout_s, 0.0)),
+        timeout_s,
+    )
+    w_lo = np.minimum(w0, w1)
+    w_span = np.abs(w1 - w0)
+    return w_lo[:, None] + w_span[:, None] * P_GRID[None, :]
+
+
+def _burst_wait_q(x: np.ndarray, c: np.ndarray, ready: np.ndarray, queue_end: np.ndarray, curve: _ServiceCurve,
+                  arrival_scv: float | np.ndarray) -> np.ndarray:
+    """(B, P) burst wait (s): Sakasegawa's GI/G/m mean over m batch slots at utilisation rho,
+    taken as exponential."""
+    m = np.maximum(ready * curve.c_max, 1.0)
+    # Once saturated the fluid queue carries the waiting; the burst term covers the approach to
+    # the knee only (rho capped at 0.97, i.e. at most ~33x the service time / m).
+    rho = np.clip(np.where((ready > 0) & (queue_end <= 0), x / curve.mu_max, 0.0), 0.0, 0.97)
+    service_s = curve.s0 + curve.s1 * c
+    wq = (arrival_scv + 1.0) * 0.5 * rho ** (np.sqrt(2.0 * (m + 1.0)) - 1.0) / (m * (1.0 - rho)) * service_s
+    return wq[:, None] * _EXP_GRID[None, :]
+
+
+def _prefill_q(c: np.ndarray, prompt_tokens: np.ndarray, lat: LatencyArrays, sig_isl: np.ndarray) -> np.ndarray:
+    """(B, P) prefill time (s): base + per_token * isl * interference, lognormal in isl."""
+    pf_scale = (
+        lat.prefill_ms_per_token * prompt_tokens * (1.0 + lat.prefill_interference * c / lat.max_batch) / 1000.0
+    )
+    pf_base = lat.prefill_base_ms / 1000.0
+    sig_p = np.broadcast_to(sig_isl, c.shape)[:, None]
+    return pf_base[:, None] + pf_scale[:, None] * np.exp(sig_p * _Z_GRID[None, :] - 0.5 * np.square(sig_p))
+
+
+def _combine_around_median(*parts_q: np.ndarray) -> np.ndarray:
+    """(B, P) quantiles of a sum of independent parts: the sum of their medians plus (above the
+    median) or minus (below) the root-sum-square of each part's distance from its median,
+    floored at 0 and made monotone."""
+    med = reduce(np.add, [q[:, _P50:_P50 + 1] for q in parts_q])
+    dev = np.sqrt(reduce(np.add, [np.square(q - q[:, _P50:_P50 + 1]) for q in parts_q]))
+    return np.maximum.accumulate(np.maximum(med + _SIGN * dev, 0.0), axis=1)
+
+
+def _share_within(quantiles: np.ndarray, slo_s: float) -> np.ndarray:
+    """(B,) probability that a value is <= slo_s, interpolated where the monotone (B, P)
+    quantiles cross it."""
+    k = (quantiles <= slo_s).sum(axis=1)  # grid points within SLO (monotone, so the first k)
+    k_hi = np.minimum(k, len(P_GRID) - 1)
+    k_lo = np.maximum(k - 1, 0)
+    rows = np.arange(len(k))
+    q_lo = quantiles[rows, k_lo]
+    q_hi = quantiles[rows, k_hi]
+    frac = np.clip((slo_s - q_lo) / np.maximum(q_hi - q_lo, 1e-12), 0.0, 1.0)
+    p = np.where(k == 0, 0.0, P_GRID[k_lo] + (P_GRID[k_hi] - P_GRID[k_lo]) * frac)
+    return np.where(k == len(P_GRID), 1.0, p)
+
+
+def _tpot(c: np.ndarray, curve: _ServiceCurve, lat: LatencyArrays, sig_isl: np.ndarray,
+          tpot_slo_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """TPOT = base + (b0 + b1 * ctx/1000) * c with ctx lognormal with the prompt's spread.
+    Returns the (B, P) quantiles and the (B,) share within tpot_slo_s."""
+    tpot_base = lat.tpot_base_ms / 1000.0
+    b0c = curve.per_seq_ms * c / 1000.0
+    b1c = lat.tpot_ms_per_seq_per_ktok * c / 1e6  # per context token
+    mu_c = np.log(curve.ctx_tokens) - 0.5 * np.square(sig_isl)
+    tpot_q = (tpot_base + b0c)[:, None] + b1c[:, None] * np.exp(
+        mu_c[:, None] + np.broadcast_to(sig_isl, c.shape)[:, None] * _Z_GRID[None, :]
+    )
+    headroom = tpot_slo_s - tpot_base - b0c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ctx_limit = np.where(b1c > 0, headroom / np.where(b1c > 0, b1c, 1.0), np.inf)
+        p_tpot = np.where(
+            headroom <= 0,
+            0.0,
+            np.where(np.isinf(ctx_limit), 1.0, ndtr((np.log(np.maximum(ctx_limit, 1e-12)) - mu_c) / sig_isl)),
+        )
+    return tpot_q, p_tpot
+
+
 def serve_interval(
     queue: np.ndarray,
     running: np.ndarray,
@@ -129,117 +277,36 @@ def serve_interval(
     queue + arrivals = started + queue_end + dropped and running + started = completed + running_end.
     """
     ready = np.asarray(ready, dtype=np.float64)
-    ctx = prompt_tokens + 0.5 * output_tokens
-    c_max = np.minimum(lat.max_batch, lat.kv_cache_tokens / ctx)
-    # per-sequence TPOT slope: its own decode, its context, and the prompt tokens that chunked
-    # prefill mixes into each decode step (isl/osl of them per output token)
-    per_seq_ms = lat.tpot_ms_per_seq + lat.tpot_ms_per_prefill_token * prompt_tokens / output_tokens
-    slope = per_seq_ms + lat.tpot_ms_per_seq_per_ktok * (ctx / 1000.0)
-    prefill_ms = lat.prefill_ms_per_token * prompt_tokens
-    s0 = (lat.prefill_base_ms + prefill_ms + output_tokens * lat.tpot_base_ms) / 1000.0
-    s1 = (prefill_ms * lat.prefill_interference / lat.max_batch + output_tokens * slope) / 1000.0
-    mu_max = c_max / (s0 + s1 * c_max)
-    drain_rps = ready * mu_max
-    cap = drain_rps * dt_s
+    curve = _service_curve(lat, prompt_tokens, output_tokens)
+    drain_rps = ready * curve.mu_max
+    adm = _admit(queue, arrivals, drain_rps, dt_s, timeout_s)
+    x, c = _concurrency(adm.started, ready, dt_s, curve)
+    completed = np.maximum(running + adm.started - ready * c, 0.0)
 
-    demand = queue + arrivals
-    started = np.minimum(demand, cap)
-    q_end = demand - started
-    # Clients give up after timeout_s: the queue holds at most timeout_s of drain (or arrivals
-    # when nothing drains).
-    q_cap = np.maximum(drain_rps, arrivals / dt_s) * timeout_s
-    dropped = np.maximum(q_end - q_cap, 0.0)
-    q_end = q_end - dropped
-
-    has_ready = ready > 0
-    safe_ready = np.where(has_ready, ready, 1.0)
-    x = started / (safe_ready * dt_s)
-    c = np.where(has_ready, np.minimum(x * s0 / np.maximum(1.0 - x * s1, 1e-9), c_max), 0.0)
-    completed = np.maximum(running + started - ready * c, 0.0)
-    running_end = running + started - completed
-
-    # queue wait ramp (seconds) from the start to the end of the interval
-    safe_drain = np.where(has_ready, drain_rps, 1.0)
-    w0 = np.minimum(np.where(has_ready, queue / safe_drain, np.where(queue > 0, timeout_s, 0.0)), timeout_s)
-    w1 = np.minimum(np.where(has_ready, q_end / safe_drain, np.where(q_end + dropped > 0, timeout_s, 0.0)), timeout_s)
-    w_lo = np.minimum(w0, w1)
-    w_span = np.abs(w1 - w0)
-    # burst wait (Sakasegawa), mean; m batch slots at utilisation rho
-    m = np.maximum(ready * c_max, 1.0)
-    # Once saturated the fluid queue above carries the waiting; the burst term covers the
-    # approach to the knee only (rho capped at 0.97, i.e. at most ~33x the service time / m).
-    rho = np.clip(np.where(has_ready & (q_end <= 0), x / mu_max, 0.0), 0.0, 0.97)
-    service_s = s0 + s1 * c
-    wq = (arrival_scv + 1.0) * 0.5 * rho ** (np.sqrt(2.0 * (m + 1.0)) - 1.0) / (m * (1.0 - rho)) * service_s
-    # prefill: base + per_token * isl * interference, lognormal in isl
-    sig_p = np.broadcast_to(np.sqrt(np.log1p(np.square(prompt_cv))), ready.shape)[:, None]
-    pf_scale = (
-        lat.prefill_ms_per_token * prompt_tokens * (1.0 + lat.prefill_interference * c / lat.max_batch) / 1000.0
+    sig_isl = np.sqrt(np.log1p(np.square(prompt_cv)))  # lognormal sigma of the prompt length
+    ttft_q = _combine_around_median(
+        _queue_wait_q(queue, adm, ready, drain_rps, timeout_s),
+        _burst_wait_q(x, c, ready, adm.queue_end, curve, arrival_scv),
+        _prefill_q(c, prompt_tokens, lat, sig_isl),
     )
-    pf_base = lat.prefill_base_ms / 1000.0
-
-    # (B, P) quantiles of each part, combined around the medians
-    wait_q = w_lo[:, None] + w_span[:, None] * _P_GRID[None, :]
-    burst_q = wq[:, None] * _EXP_GRID[None, :]
-    pf_q = pf_base[:, None] + pf_scale[:, None] * np.exp(sig_p * _Z_GRID[None, :] - 0.5 * np.square(sig_p))
-    med = wait_q[:, _I50:_I50 + 1] + burst_q[:, _I50:_I50 + 1] + pf_q[:, _I50:_I50 + 1]
-    dev = np.sqrt(
-        np.square(wait_q - wait_q[:, _I50:_I50 + 1])
-        + np.square(burst_q - burst_q[:, _I50:_I50 + 1])
-        + np.square(pf_q - pf_q[:, _I50:_I50 + 1])
-    )
-    ttft_q = np.maximum(med + _SIGN * dev, 0.0)
-    ttft_q = np.maximum.accumulate(ttft_q, axis=1)
-
-    # share of arrivals with TTFT <= SLO: interpolate p where ttft_q crosses the SLO
-    below = ttft_q <= ttft_slo_s
-    k = below.sum(axis=1)  # grid points within SLO (monotone, so the first k)
-    k_hi = np.minimum(k, len(_P_GRID) - 1)
-    k_lo = np.maximum(k - 1, 0)
-    rows = np.arange(len(k))
-    q_lo = ttft_q[rows, k_lo]
-    q_hi = ttft_q[rows, k_hi]
-    frac = np.clip((ttft_slo_s - q_lo) / np.maximum(q_hi - q_lo, 1e-12), 0.0, 1.0)
-    p_ttft = np.where(k == 0, 0.0, _P_GRID[k_lo] + (_P_GRID[k_hi] - _P_GRID[k_lo]) * frac)
-    p_ttft = np.where(k == len(_P_GRID), 1.0, p_ttft)
-
-    # TPOT: base + (b0 + b1 * ctx/1000) * c, ctx lognormal with the prompt's spread
-    tpot_base = lat.tpot_base_ms / 1000.0
-    b0c = per_seq_ms * c / 1000.0
-    b1c = lat.tpot_ms_per_seq_per_ktok * c / 1e6  # per context token
-    sig_c = np.sqrt(np.log1p(np.square(prompt_cv)))
-    mu_c = np.log(ctx) - 0.5 * np.square(sig_c)
-
-    tpot_q = (tpot_base + b0c)[:, None] + b1c[:, None] * np.exp(
-        mu_c[:, None] + np.broadcast_to(sig_c, c.shape)[:, None] * _Z_GRID[None, :]
-    )
-
-    headroom = tpot_slo_s - tpot_base - b0c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ctx_limit = np.where(b1c > 0, headroom / np.where(b1c > 0, b1c, 1.0), np.inf)
-        p_tpot = np.where(
-            headroom <= 0,
-            0.0,
-            np.where(np.isinf(ctx_limit), 1.0, ndtr((np.log(np.maximum(ctx_limit, 1e-12)) - mu_c) / sig_c)),
-        )
-    slo_ok = arrivals * p_ttft * p_tpot
+    tpot_q, p_tpot = _tpot(c, curve, lat, sig_isl, tpot_slo_s)
 
     return ServeResult(
-        started=started,
+        started=adm.started,
         completed=completed,
-        dropped=dropped,
-        queue=q_end,
-        running=running_end,
+        dropped=adm.dropped,
+        queue=adm.queue_end,
+        running=running + adm.started - completed,
         concurrency=c,
-        kv_cache_usage=np.minimum(c * ctx / lat.kv_cache_tokens, 1.0),
+        kv_cache_usage=np.minimum(c * curve.ctx_tokens / lat.kv_cache_tokens, 1.0),
         gpu_utilization_pct=100.0 * (1.0 - np.exp(-c)),
-        ttft_p50_s=ttft_q[:, _I50],
-        ttft_p95_s=ttft_q[:, _I95],
-        ttft_p99_s=ttft_q[:, _I99],
-        tpot_p50_s=tpot_q[:, _I50],
-        tpot_p95_s=tpot_q[:, _I95],
-        tpot_p99_s=tpot_q[:, _I99],
-        slo_ok=slo_ok,
+        ttft_p50_s=ttft_q[:, _P50],
+        ttft_p95_s=ttft_q[:, _P95],
+        ttft_p99_s=ttft_q[:, _P99],
+        tpot_p50_s=tpot_q[:, _P50],
+        tpot_p95_s=tpot_q[:, _P95],
+        tpot_p99_s=tpot_q[:, _P99],
+        slo_ok=arrivals * _share_within(ttft_q, ttft_slo_s) * p_tpot,
         capacity_rps=drain_rps,
         ttft_q=ttft_q,
         tpot_q=tpot_q,

@@ -279,14 +279,17 @@ def _collapses(rate: np.ndarray, is_gap: np.ndarray, ratio: float | None) -> np.
     return find_collapses(rate, is_gap, ratio=ratio)
 
 
-def _from_clients(
-    p: Path,
-    k: int,
-    rng: np.random.Generator,
-    exact_max: int,
-    solo_min_dispersion: float,
-    collapse_ratio: float | None,
-) -> tuple[np.ndarray, int, dict]:
+@dataclass(frozen=True)
+class _ClientRows:
+    """A clients file's rows, checked: window index, rate, IAT family code and shape per row."""
+
+    window: np.ndarray  # window_start_s / WINDOW_S
+    rate_rps: np.ndarray
+    family: np.ndarray  # _GAMMA | _WEIBULL | _POISSON
+    shape: np.ndarray  # NaN allowed where the family is Poisson
+
+
+def _read_clients(p: Path) -> _ClientRows:
     required = ("client_id", "window_start_s", "rate_rps", "iat_family", "iat_shape")
     df = _ld._read_csv(p, required, dtype={"iat_family": str})
     _ld.numeric_column(df, "client_id", p)
@@ -306,56 +309,101 @@ def _from_clients(
     if nonpos.any():
         i = int(np.flatnonzero(nonpos)[0])
         raise InputError(str(p), f"expected a shape > 0 for family {df['iat_family'].iloc[i]}, got {shape[i]:g}", row=i + 1, field="iat_shape")
+    return _ClientRows(widx, rate, fam, shape)
 
-    # The window grid and which windows are gaps come from the sibling totals file if there is
-    # one; without it, windows with no client rows are zero traffic (nothing says otherwise).
+
+@dataclass(frozen=True)
+class _WindowGrid:
+    first: int  # window index of the first window
+    n_windows: int
+    w: np.ndarray  # each row's window, from 0
+    gap: np.ndarray  # (n_windows,) collection gaps
+    where_gap: Path  # the file that says which windows are gaps
+
+
+def _window_grid(p: Path, rows: _ClientRows) -> _WindowGrid:
+    """The window grid and which windows are gaps come from the sibling totals file if there is
+    one; without it, windows with no client rows are zero traffic (nothing says otherwise)."""
+    widx = rows.window
     sib = _sibling_totals(p)
-    where_gap: Path = p
-    if sib is not None:
-        tot = read_totals(sib)
-        first, n_windows = tot.first_window, len(tot.rate_rps)
-        outside = (widx < first) | (widx >= first + n_windows)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise InputError(str(p), f"window {widx[i] * WINDOW_S:g} s is outside the span of {sib.name}", row=i + 1, field="window_start_s")
-        where_gap = sib
-    else:
+    if sib is None:
         first, n_windows = int(widx.min()), int(widx.max() - widx.min()) + 1
+        return _WindowGrid(first, n_windows, widx - first, np.zeros(n_windows, dtype=bool), p)
+    tot = read_totals(sib)
+    first, n_windows = tot.first_window, len(tot.rate_rps)
+    outside = (widx < first) | (widx >= first + n_windows)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise InputError(str(p), f"window {widx[i] * WINDOW_S:g} s is outside the span of {sib.name}", row=i + 1, field="window_start_s")
     w = widx - first
-    window_rate = np.bincount(w, weights=rate, minlength=n_windows)
     has_rows = np.bincount(w, minlength=n_windows) > 0
-    gap = (tot.is_gap & ~has_rows) if sib is not None else np.zeros(n_windows, dtype=bool)
-    collapsed = _collapses(window_rate, gap, collapse_ratio)
-    masked = gap | collapsed
+    return _WindowGrid(first, n_windows, w, tot.is_gap & ~has_rows, sib)
 
-    n_req = np.rint(rate * WINDOW_S).astype(np.int64)
-    disp = np.minimum(family_cv2(fam, shape), np.maximum(n_req, 1))
+
+@dataclass(frozen=True)
+class _Split:
+    """How each client-window is drawn: exactly, on its own (over-dispersed), or pooled."""
+
+    n_req: np.ndarray  # expected requests per row
+    disp: np.ndarray  # var / mean of its count, capped at n_req
+    active: np.ndarray
+    exact: np.ndarray
+    solo: np.ndarray
+    pooled: np.ndarray
+
+
+def _split(rows: _ClientRows, w: np.ndarray, masked: np.ndarray, exact_max: int, solo_min_dispersion: float) -> _Split:
+    n_req = np.rint(rows.rate_rps * WINDOW_S).astype(np.int64)
+    disp = np.minimum(family_cv2(rows.family, rows.shape), np.maximum(n_req, 1))
     active = (n_req > 0) & ~masked[w]
     exact = active & (n_req <= exact_max)
     solo = active & ~exact & (disp >= solo_min_dispersion)
-    pooled = active & ~exact & ~solo
+    return _Split(n_req, disp, active, exact, solo, active & ~exact & ~solo)
 
-    counts = np.zeros(n_windows * k, dtype=np.int64)
-    counts += _exact_counts(rng, w[exact], n_req[exact], fam[exact], shape[exact], k, n_windows)
-    if solo.any():
-        cell = _dm_counts(rng, n_req[solo], disp[solo], k)
-        flat = (w[solo][:, None] * k + np.arange(k)).ravel()
-        counts += np.bincount(flat, weights=cell.ravel(), minlength=n_windows * k).astype(np.int64)
 
-    # Pooled clients: one draw per window, with the window's summed count and pooled dispersion.
-    win_n = np.bincount(w[pooled], weights=n_req[pooled], minlength=n_windows)
-    win_var = np.bincount(w[pooled], weights=(disp * n_req)[pooled], minlength=n_windows)
+def _pooled_draw(
+    s: _Split, w: np.ndarray, n_windows: int, window_rate: np.ndarray, masked: np.ndarray, where_gap: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """(requests, var) per window drawn once: the pooled clients' sums and, for a masked window,
+    its filled rate with the pooled dispersion of all clients in the last real window before it."""
+    win_n = np.bincount(w[s.pooled], weights=s.n_req[s.pooled], minlength=n_windows)
+    win_var = np.bincount(w[s.pooled], weights=(s.disp * s.n_req)[s.pooled], minlength=n_windows)
     if masked.any():
-        # A masked window is drawn whole from its filled rate, with the pooled dispersion of all
-        # clients in the last real window before it.
         filled = _filled(window_rate, masked, where_gap)
-        all_n = np.bincount(w[active], weights=n_req[active], minlength=n_windows)
-        all_var = np.bincount(w[active], weights=(disp * n_req)[active], minlength=n_windows)
+        all_n = np.bincount(w[s.active], weights=s.n_req[s.active], minlength=n_windows)
+        all_var = np.bincount(w[s.active], weights=(s.disp * s.n_req)[s.active], minlength=n_windows)
         with np.errstate(invalid="ignore", divide="ignore"):
             d_all = np.where((all_n > 0) & ~masked, all_var / all_n, np.nan)
         d_all = _ffill(d_all)
         win_n[masked] = np.rint(filled[masked] * WINDOW_S)
         win_var[masked] = d_all[masked] * win_n[masked]
+    return win_n, win_var
+
+
+def _from_clients(
+    p: Path,
+    k: int,
+    rng: np.random.Generator,
+    exact_max: int,
+    solo_min_dispersion: float,
+    collapse_ratio: float | None,
+) -> tuple[np.ndarray, int, dict]:
+    rows = _read_clients(p)
+    grid = _window_grid(p, rows)
+    w, n_windows = grid.w, grid.n_windows
+    window_rate = np.bincount(w, weights=rows.rate_rps, minlength=n_windows)
+    collapsed = _collapses(window_rate, grid.gap, collapse_ratio)
+    masked = grid.gap | collapsed
+    s = _split(rows, w, masked, exact_max, solo_min_dispersion)
+
+    # draws in this order, from one rng: exact client-windows, solo ones, then one per window
+    counts = np.zeros(n_windows * k, dtype=np.int64)
+    counts += _exact_counts(rng, w[s.exact], s.n_req[s.exact], rows.family[s.exact], rows.shape[s.exact], k, n_windows)
+    if s.solo.any():
+        cell = _dm_counts(rng, s.n_req[s.solo], s.disp[s.solo], k)
+        flat = (w[s.solo][:, None] * k + np.arange(k)).ravel()
+        counts += np.bincount(flat, weights=cell.ravel(), minlength=n_windows * k).astype(np.int64)
+    win_n, win_var = _pooled_draw(s, w, n_windows, window_rate, masked, grid.where_gap)
     sel = win_n > 0
     if sel.any():
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -365,12 +413,12 @@ def _from_clients(
 
     meta = {
         "servegen_file": "clients",
-        **_mask_meta(gap, collapsed),
-        "expected_requests": float(n_req[active].sum() + win_n[masked].sum()),
-        "client_windows": int(active.sum()),
-        "client_windows_exact": int(exact.sum()),
-        "client_windows_solo": int(solo.sum()),
-        "client_windows_pooled": int(pooled.sum()),
+        **_mask_meta(grid.gap, collapsed),
+        "expected_requests": float(s.n_req[s.active].sum() + win_n[masked].sum()),
+        "client_windows": int(s.active.sum()),
+        "client_windows_exact": int(s.exact.sum()),
+        "client_windows_solo": int(s.solo.sum()),
+        "client_windows_pooled": int(s.pooled.sum()),
         "exact_max_requests": int(exact_max),
         "approximation": (
             "exact ServeGen IAT sampling for client-windows with <= exact_max_requests requests; "
@@ -379,7 +427,7 @@ def _from_clients(
             "else pooled per window)"
         ),
     }
-    return counts, first, meta
+    return counts, grid.first, meta
 
 
 def family_cv2(fam: np.ndarray, shape: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ from rlscale.profiles.fit import (
     fit_ttft,
     flag_points,
     knee_check,
-    main,
     measured_points,
     prediction_errors,
     summarize,
@@ -60,16 +59,6 @@ def test_refitting_reproduces_the_shipped_profiles(fits):
         assert shipped.model_dump(exclude={"latency"}) == refit.model_dump(exclude={"latency"}), (
             name
         )
-
-
-def test_fit_check_mode_finds_the_shipped_files_current(shared_data, capsys):
-    assert main(["--data", str(shared_data), "--check"]) == 0, capsys.readouterr().err
-
-
-def test_fit_reports_missing_data_as_one_line_error(tmp_path, capsys):
-    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--check"]) == 2
-    err = capsys.readouterr().err
-    assert "perf_aiconfigurator_silicon_sample.csv" in err and "file not found" in err
 
 
 def test_kv_capacity_agrees_with_where_measured_ttft_explodes(shared_data):

@@ -166,10 +166,6 @@ def _validate_pod(obj: Obj) -> list[Cause]:
     return _validate_pod_spec(obj.get("spec"), "spec")
 
 
-def _validate_scale(obj: Obj) -> list[Cause]:
-    return _non_negative_int(obj, "spec.replicas")
-
-
 def _validate_lease(obj: Obj) -> list[Cause]:
     spec = obj.get("spec") or {}
     duration = spec.get("leaseDurationSeconds")
