@@ -66,11 +66,6 @@ def make_profile(cold_start_s: tuple[float, float, float] = (60.0, 60.0, 60.0), 
     )
 
 
-@pytest.fixture()
-def toy_profile():
-    return make_profile()
-
-
 def constant_workload(rate_rps: float, bins: int, interval_s: float = 15.0, prompt: float = 1000.0, output: float = 200.0):
     import numpy as np
 

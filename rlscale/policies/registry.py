@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from rlscale.traces.workload import Workload
 
 POLICY_NAMES: tuple[str, ...] = ("hpa", "threshold", "tuned", "predictive", "target", "static", "oracle", "ppo")
-RULE_POLICIES: tuple[str, ...] = ("hpa", "threshold", "tuned", "predictive", "static")
 _USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W,warm=N,u=U]"
 _PPO_OPTIONS = ("slo_weight", "warm", "u")
 
