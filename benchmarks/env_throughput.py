@@ -90,7 +90,11 @@ def main() -> None:
 
     out = {
         "benchmark": "env_throughput",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
         "seconds_per_case": args.seconds,
         "loadavg_1m": os.getloadavg()[0],
         "targets": {
@@ -104,7 +108,9 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for k_, v in results.items():
         target = out["targets"].get(k_)
-        mark = "" if target is None else f" (target {target:,}: {'met' if v >= target else 'MISSED'})"
+        mark = (
+            "" if target is None else f" (target {target:,}: {'met' if v >= target else 'MISSED'})"
+        )
         print(f"{k_:32s} {v:>14,.0f}{mark}")
 
 

@@ -36,7 +36,9 @@ LOOKAHEAD_BINS = (4, 9)
 class UtilisationRule:
     """Target utilisation u of demand; with `future` rates, of the largest of the next h bins."""
 
-    def __init__(self, capacity_rps: float, u: float, future_rps: np.ndarray | None = None, h: int = 0) -> None:
+    def __init__(
+        self, capacity_rps: float, u: float, future_rps: np.ndarray | None = None, h: int = 0
+    ) -> None:
         self.cap, self.u, self.future, self.h = capacity_rps, u, future_rps, h
         self.name = f"u={u:g}" + (f",h={h}" if future_rps is not None else "")
         self.step = 0
@@ -49,9 +51,10 @@ class UtilisationRule:
 
         m = window[-1]
         demand = (0.0 if math.isnan(m.arrival_rps) else m.arrival_rps) + (
-            0.0 if math.isnan(m.requests_waiting) else m.requests_waiting) / 60.0
+            0.0 if math.isnan(m.requests_waiting) else m.requests_waiting
+        ) / 60.0
         if self.future is not None:
-            ahead = self.future[self.step: self.step + self.h + 1]
+            ahead = self.future[self.step : self.step + self.h + 1]
             demand = max(demand, float(ahead.max()) if ahead.size else 0.0)
         self.step += 1
         return Decision(max(1, math.ceil(demand / (self.cap * self.u) - 1e-9)), self.name)
@@ -71,13 +74,19 @@ def frontier(trace: str, prof, st, base, ppo_limits) -> dict:
     start = info["opening_replicas"]
 
     def run(make, limits) -> tuple[float, float]:
-        ro = rollout(make, prof, w, seeds=st.seeds, limits=limits, config=cfg, initial_replicas=start)
-        return (float(np.mean([s.cost_usd for s in ro.summaries])),
-                float(np.mean([s.slo_attainment for s in ro.summaries])))
+        ro = rollout(
+            make, prof, w, seeds=st.seeds, limits=limits, config=cfg, initial_replicas=start
+        )
+        return (
+            float(np.mean([s.cost_usd for s in ro.summaries])),
+            float(np.mean([s.slo_attainment for s in ro.summaries])),
+        )
 
     ref = {}
     for spec in ("tuned", "oracle"):
-        f = make_policy(spec, profile=prof, workload=w, limits=base, config=cfg, initial_replicas=start)
+        f = make_policy(
+            spec, profile=prof, workload=w, limits=base, config=cfg, initial_replicas=start
+        )
         ref[spec] = run(f, f.limits)
     (tc, ts), (oc, os_) = ref["tuned"], ref["oracle"]
     rows = []
@@ -92,13 +101,17 @@ def frontier(trace: str, prof, st, base, ppo_limits) -> dict:
         return None if r is None or tc <= oc else (tc - r["cost_usd"]) / (tc - oc)
 
     def best(family: str, h: int) -> dict | None:
-        ok = [r for r in rows if r["family"] == family and r["h"] == h and r["slo_attainment"] >= ts]
+        ok = [
+            r for r in rows if r["family"] == family and r["h"] == h and r["slo_attainment"] >= ts
+        ]
         r = min(ok, key=lambda r: r["cost_usd"]) if ok else None
         return None if r is None else {**r, "gap_closed": closed(r)}
 
     return {
-        "workload": w.name, "tuned": {"cost_usd": tc, "slo_attainment": ts},
-        "oracle": {"cost_usd": oc, "slo_attainment": os_}, "rows": rows,
+        "workload": w.name,
+        "tuned": {"cost_usd": tc, "slo_attainment": ts},
+        "oracle": {"cost_usd": oc, "slo_attainment": os_},
+        "rows": rows,
         "best_reactive": best("reactive", 0),
         "best_lookahead": {str(h): best("lookahead", h) for h in LOOKAHEAD_BINS},
     }
@@ -131,17 +144,23 @@ def main() -> None:
     down = ScalingRules(policies=(ScalingPolicy(type="Percent", value=10, period_s=60),))
     ppo_limits = base.model_copy(update={"scale_down": down})
     out: dict = {"profile": prof.name, "seeds": args.seeds, "u_grid": list(U_GRID), "workloads": []}
-    lines = ["| workload | tuned $ / SLO | oracle $ / SLO | best reactive u (SLO >= tuned) | "
-             + " | ".join(f"best lookahead {h * 15} s" for h in LOOKAHEAD_BINS) + " |",
-             "|---|---|---|---|" + "---|" * len(LOOKAHEAD_BINS)]
+    lines = [
+        "| workload | tuned $ / SLO | oracle $ / SLO | best reactive u (SLO >= tuned) | "
+        + " | ".join(f"best lookahead {h * 15} s" for h in LOOKAHEAD_BINS)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(LOOKAHEAD_BINS),
+    ]
     t0 = time.perf_counter()
     for trace in args.trace or HELD_OUT:
         r = frontier(trace, prof, st, base, ppo_limits)
         out["workloads"].append(r)
         t, o = r["tuned"], r["oracle"]
-        lines.append(f"| {r['workload']} | {t['cost_usd']:.1f} / {100 * t['slo_attainment']:.2f} % | "
-                     f"{o['cost_usd']:.1f} / {100 * o['slo_attainment']:.2f} % | {cell(r['best_reactive'])} | "
-                     + " | ".join(cell(r["best_lookahead"][str(h)]) for h in LOOKAHEAD_BINS) + " |")
+        lines.append(
+            f"| {r['workload']} | {t['cost_usd']:.1f} / {100 * t['slo_attainment']:.2f} % | "
+            f"{o['cost_usd']:.1f} / {100 * o['slo_attainment']:.2f} % | {cell(r['best_reactive'])} | "
+            + " | ".join(cell(r["best_lookahead"][str(h)]) for h in LOOKAHEAD_BINS)
+            + " |"
+        )
         print(lines[-1], flush=True)
     out["elapsed_s"] = time.perf_counter() - t0
     path = Path(args.out or ROOT / "benchmarks" / "results" / f"reactive_frontier_{prof.name}.json")

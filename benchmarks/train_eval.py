@@ -47,17 +47,41 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--profile", action="append")
     ap.add_argument("--trace", action="append")
-    ap.add_argument("--checkpoint", action="append", default=[], metavar="PROFILE=DIR",
-                    help="evaluate DIR instead of the shipped checkpoint for PROFILE")
-    ap.add_argument("--slo-weight", action="append", type=float, default=[],
-                    help="also run the checkpoint at this cost/SLO knob setting (repeatable)")
-    ap.add_argument("--warm", action="append", type=int, default=[],
-                    help="also run the checkpoint with the warm pool held at N (repeatable)")
-    ap.add_argument("--u", action="append", type=float, default=[],
-                    help="also run the checkpoint with its target utilisation held at U (ablation: the action "
-                         "space and clamps without the network; repeatable)")
-    ap.add_argument("--policy", action="append", default=[],
-                    help="another policy spec to compare, e.g. ppo:checkpoints/OLD (repeatable)")
+    ap.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="PROFILE=DIR",
+        help="evaluate DIR instead of the shipped checkpoint for PROFILE",
+    )
+    ap.add_argument(
+        "--slo-weight",
+        action="append",
+        type=float,
+        default=[],
+        help="also run the checkpoint at this cost/SLO knob setting (repeatable)",
+    )
+    ap.add_argument(
+        "--warm",
+        action="append",
+        type=int,
+        default=[],
+        help="also run the checkpoint with the warm pool held at N (repeatable)",
+    )
+    ap.add_argument(
+        "--u",
+        action="append",
+        type=float,
+        default=[],
+        help="also run the checkpoint with its target utilisation held at U (ablation: the action "
+        "space and clamps without the network; repeatable)",
+    )
+    ap.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        help="another policy spec to compare, e.g. ppo:checkpoints/OLD (repeatable)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_eval.json"))
     args = ap.parse_args()
 
@@ -69,11 +93,15 @@ def main() -> None:
     for item in args.checkpoint:
         pname, sep, folder = item.partition("=")
         if not sep or pname not in CHECKPOINTS:
-            ap.error(f"--checkpoint {item!r}: expected PROFILE=DIR with PROFILE one of {sorted(CHECKPOINTS)}")
+            ap.error(
+                f"--checkpoint {item!r}: expected PROFILE=DIR with PROFILE one of {sorted(CHECKPOINTS)}"
+            )
         checkpoints[pname] = folder
     out: dict = {"seeds": args.seeds, "traces": traces, "profiles": {}}
-    md = ["| profile | workload | policy | cost $ | SLO % | cost/tuned | cost/HPA | cost/oracle | gap closed | half-gap | <=0.7 HPA |",
-          "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    md = [
+        "| profile | workload | policy | cost $ | SLO % | cost/tuned | cost/HPA | cost/oracle | gap closed | half-gap | <=0.7 HPA |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for pname in args.profile or list(CHECKPOINTS):
         ck = str(ROOT / checkpoints[pname])
         ppo = f"ppo:{ck}"
@@ -95,18 +123,37 @@ def main() -> None:
             for name, r in pol.items():
                 gap = tuned["cost_usd"] - oracle["cost_usd"]
                 closed = (tuned["cost_usd"] - r["cost_usd"]) / gap if gap > 0 else float("nan")
-                half = r["cost_usd"] <= tuned["cost_usd"] - 0.5 * gap and r["slo_attainment"] >= tuned["slo_attainment"]
-                vs_hpa = r["cost_usd"] <= 0.7 * hpa["cost_usd"] and r["slo_attainment"] >= hpa["slo_attainment"]
-                row = {"profile": pname, "workload": wl, "policy": name, "cost_usd": r["cost_usd"],
-                       "slo_attainment": r["slo_attainment"], "cost_vs_tuned": r["cost_usd"] / tuned["cost_usd"],
-                       "cost_vs_hpa": r["cost_usd"] / hpa["cost_usd"], "cost_vs_oracle": r["cost_usd"] / oracle["cost_usd"],
-                       "gap_closed": closed, "half_gap_met": bool(half), "hpa_70pct_met": bool(vs_hpa),
-                       "ttft_p95_s": r.get("ttft_p95_s"), "mean_replicas": r.get("mean_replicas"),
-                       "cold_starts": r.get("cold_starts"), "scale_events": r.get("scale_events")}
+                half = (
+                    r["cost_usd"] <= tuned["cost_usd"] - 0.5 * gap
+                    and r["slo_attainment"] >= tuned["slo_attainment"]
+                )
+                vs_hpa = (
+                    r["cost_usd"] <= 0.7 * hpa["cost_usd"]
+                    and r["slo_attainment"] >= hpa["slo_attainment"]
+                )
+                row = {
+                    "profile": pname,
+                    "workload": wl,
+                    "policy": name,
+                    "cost_usd": r["cost_usd"],
+                    "slo_attainment": r["slo_attainment"],
+                    "cost_vs_tuned": r["cost_usd"] / tuned["cost_usd"],
+                    "cost_vs_hpa": r["cost_usd"] / hpa["cost_usd"],
+                    "cost_vs_oracle": r["cost_usd"] / oracle["cost_usd"],
+                    "gap_closed": closed,
+                    "half_gap_met": bool(half),
+                    "hpa_70pct_met": bool(vs_hpa),
+                    "ttft_p95_s": r.get("ttft_p95_s"),
+                    "mean_replicas": r.get("mean_replicas"),
+                    "cold_starts": r.get("cold_starts"),
+                    "scale_events": r.get("scale_events"),
+                }
                 rows.append(row)
-                md.append(f"| {pname} | {wl} | {name.replace(ck, '…')} | {row['cost_usd']:.1f} | {100 * row['slo_attainment']:.2f} | "
-                          f"{row['cost_vs_tuned']:.3f} | {row['cost_vs_hpa']:.3f} | {row['cost_vs_oracle']:.3f} | "
-                          f"{closed:.2f} | {'yes' if half else 'no'} | {'yes' if vs_hpa else 'no'} |")
+                md.append(
+                    f"| {pname} | {wl} | {name.replace(ck, '…')} | {row['cost_usd']:.1f} | {100 * row['slo_attainment']:.2f} | "
+                    f"{row['cost_vs_tuned']:.3f} | {row['cost_vs_hpa']:.3f} | {row['cost_vs_oracle']:.3f} | "
+                    f"{closed:.2f} | {'yes' if half else 'no'} | {'yes' if vs_hpa else 'no'} |"
+                )
         out["profiles"][pname] = {"rows": rows, "elapsed_s": time.perf_counter() - t0}
         print(f"{pname}: {time.perf_counter() - t0:.0f} s", flush=True)
     Path(args.out).write_text(json.dumps(out, indent=1))

@@ -27,7 +27,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--steps", type=int, default=150_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for every trial")
+    ap.add_argument(
+        "--set", dest="sets", action="append", default=[], help="config override for every trial"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_sweep.json"))
     args = ap.parse_args()
 
@@ -48,24 +50,50 @@ def main() -> None:
         }
         with tempfile.TemporaryDirectory() as tmp:
             overrides = [f"{k}={v}" for k, v in sets.items()]
-            overrides += [f"total_timesteps={args.steps}", f"eval.every_steps={args.steps // 3}",
-                          f"out={tmp}/ck", "tensorboard_log=null", f"seed={args.seed}", "eval.at_start=false",
-                          *args.sets]
+            overrides += [
+                f"total_timesteps={args.steps}",
+                f"eval.every_steps={args.steps // 3}",
+                f"out={tmp}/ck",
+                "tensorboard_log=null",
+                f"seed={args.seed}",
+                "eval.at_start=false",
+                *args.sets,
+            ]
             cfg = TrainConfig.load(args.config, overrides)
             t0 = time.perf_counter()
             out = train(cfg, progress_bar=False, log=lambda s: None)
             curve = json.loads((out / "training_curve.json").read_text())
         best = max(p["score"] for p in curve)
-        trials.append({"number": trial.number, "params": sets, "best_score": best,
-                       "baseline_score": curve[0]["baseline_score"], "wall_s": time.perf_counter() - t0, "curve": curve})
+        trials.append(
+            {
+                "number": trial.number,
+                "params": sets,
+                "best_score": best,
+                "baseline_score": curve[0]["baseline_score"],
+                "wall_s": time.perf_counter() - t0,
+                "curve": curve,
+            }
+        )
         print(f"trial {trial.number}: {best:.4f} {sets}", flush=True)
         return best
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed))
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed)
+    )
     study.optimize(objective, n_trials=args.trials)
-    Path(args.out).write_text(json.dumps({"config": args.config, "steps": args.steps, "overrides": args.sets,
-                                          "best": study.best_params,
-                                          "best_value": study.best_value, "trials": trials}, indent=1))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "config": args.config,
+                "steps": args.steps,
+                "overrides": args.sets,
+                "best": study.best_params,
+                "best_value": study.best_value,
+                "trials": trials,
+            },
+            indent=1,
+        )
+    )
     print("best", study.best_value, study.best_params)
 
 

@@ -44,7 +44,9 @@ def describe_error(err: ErrorDetails) -> tuple[str, str]:
 def validate_model(data: Any, model: type[M], where: str) -> M:
     """`model` from parsed data; the first validation error as one `InputError` line."""
     if not isinstance(data, dict):
-        raise InputError(where, f"expected a mapping of fields at the top level, got {type(data).__name__}")
+        raise InputError(
+            where, f"expected a mapping of fields at the top level, got {type(data).__name__}"
+        )
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -64,7 +66,9 @@ def _read_text(path: Path, what: str) -> str:
 def _yaml_error(path: Path, e: yaml.YAMLError) -> InputError:
     mark = getattr(e, "problem_mark", None)
     row = mark.line + 1 if mark is not None else None
-    return InputError(path, f"not valid YAML ({getattr(e, 'problem', None) or e.__class__.__name__})", row=row)
+    return InputError(
+        path, f"not valid YAML ({getattr(e, 'problem', None) or e.__class__.__name__})", row=row
+    )
 
 
 def read_yaml(path: str | Path, *, what: str = "file") -> Any:
@@ -98,8 +102,11 @@ def apply_override(raw: dict[str, Any], override: str, where: str | Path = "--se
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as e:
-        raise InputError(where, f"--set {override!r}: the value is not valid YAML ({e.__class__.__name__})",
-                         field=key) from None
+        raise InputError(
+            where,
+            f"--set {override!r}: the value is not valid YAML ({e.__class__.__name__})",
+            field=key,
+        ) from None
     parts = key.split(".")
     node: Any = raw
     for depth, part in enumerate(parts):
@@ -118,16 +125,26 @@ def apply_override(raw: dict[str, Any], override: str, where: str | Path = "--se
                 node = node.setdefault(part, {})
         else:
             parent = ".".join(parts[:depth])
-            raise InputError(where, f"--set {override!r}: {parent} is a value, not a section", field=parent)
+            raise InputError(
+                where, f"--set {override!r}: {parent} is a value, not a section", field=parent
+            )
 
 
 def _list_index(node: list[Any], part: str, override: str, where: str | Path, here: str) -> int:
     if not part.isdigit():
-        raise InputError(where, f"--set {override!r}: expected a list index (0..{len(node) - 1}), got {part!r}", field=here)
+        raise InputError(
+            where,
+            f"--set {override!r}: expected a list index (0..{len(node) - 1}), got {part!r}",
+            field=here,
+        )
     index = int(part)
     if index >= len(node):
         span = f"0..{len(node) - 1}" if node else "none: the list is empty"
-        raise InputError(where, f"--set {override!r}: the list has {len(node)} entries (indices {span})", field=here)
+        raise InputError(
+            where,
+            f"--set {override!r}: the list has {len(node)} entries (indices {span})",
+            field=here,
+        )
     return index
 
 

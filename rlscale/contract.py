@@ -130,7 +130,9 @@ def encode_raw(window: np.ndarray, spec: ObservationSpec) -> np.ndarray:
     w = np.asarray(window, dtype=np.float64)
     ready = np.maximum(w[..., _I["replicas_ready"]], 1.0)
     provisioned = np.maximum(
-        w[..., _I["replicas_ready"]] + w[..., _I["replicas_starting"]] + w[..., _I["replicas_warm"]],
+        w[..., _I["replicas_ready"]]
+        + w[..., _I["replicas_starting"]]
+        + w[..., _I["replicas_warm"]],
         1.0,
     )
     cap = spec.replica_capacity_rps
@@ -179,10 +181,15 @@ DEMAND_DRAIN_S = 60.0
 def demand_rps(last: np.ndarray, drain_s: float) -> np.ndarray:
     """Demand of metrics rows (..., N_FIELDS): the arrival rate plus the queue drained over
     `drain_s` (unobserved counts as 0)."""
-    return np.nan_to_num(last[..., _I["arrival_rps"]]) + np.nan_to_num(last[..., _I["requests_waiting"]]) / drain_s
+    return (
+        np.nan_to_num(last[..., _I["arrival_rps"]])
+        + np.nan_to_num(last[..., _I["requests_waiting"]]) / drain_s
+    )
 
 
-def replicas_for_utilisation(demand: np.ndarray | np.floating, capacity_rps: float, u: np.ndarray | float) -> np.ndarray:
+def replicas_for_utilisation(
+    demand: np.ndarray | np.floating, capacity_rps: float, u: np.ndarray | float
+) -> np.ndarray:
     """The one target-utilisation rule: replicas = ceil(demand / (capacity x u)), used by the
     action map, the `target:U` policy and the checkpoint's fixed-u ablation alike."""
     return np.ceil(demand / (capacity_rps * u) - 1e-9)
@@ -205,7 +212,9 @@ class ActionSpec:
     drain_s: float = DEMAND_DRAIN_S
     max_warm: int = 0
 
-    def decode(self, action: np.ndarray, last: np.ndarray, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
+    def decode(
+        self, action: np.ndarray, last: np.ndarray, spec: ObservationSpec
+    ) -> tuple[np.ndarray, np.ndarray]:
         """action (..., 2), last metrics rows (..., N_FIELDS) -> (replicas, warm) float arrays."""
         a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64)), -1.0, 1.0)
         u = self.u_min + (self.u_max - self.u_min) * (a[..., 0] + 1.0) * 0.5

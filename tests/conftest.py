@@ -51,28 +51,51 @@ def make_profile(cold_start_s: tuple[float, float, float] = (60.0, 60.0, 60.0), 
     from rlscale.profiles.model import ServiceProfile
 
     lat = dict(
-        tpot_base_ms=6.7, tpot_ms_per_seq=0.12, tpot_ms_per_seq_per_ktok=0.0, prefill_base_ms=40.0,
-        prefill_ms_per_token=0.08, prefill_interference=0.0, kv_cache_tokens=450_000, max_batch=256,
+        tpot_base_ms=6.7,
+        tpot_ms_per_seq=0.12,
+        tpot_ms_per_seq_per_ktok=0.0,
+        prefill_base_ms=40.0,
+        prefill_ms_per_token=0.08,
+        prefill_interference=0.0,
+        kv_cache_tokens=450_000,
+        max_batch=256,
     )
     lat.update(latency)
     lo, mode, hi = cold_start_s
     return ServiceProfile.model_validate(
         dict(
-            name="toy-8b", model="toy", gpu="h100", gpus_per_replica=1, latency=lat,
+            name="toy-8b",
+            model="toy",
+            gpu="h100",
+            gpus_per_replica=1,
+            latency=lat,
             cold_start=[dict(name="engine", low_s=lo, mode_s=mode, high_s=hi)],
-            warm_wake=dict(name="wake", low_s=5, mode_s=5, high_s=5), gpu_usd_per_hour=3.0,
-            typical_prompt_tokens=1000, typical_output_tokens=200,
+            warm_wake=dict(name="wake", low_s=5, mode_s=5, high_s=5),
+            gpu_usd_per_hour=3.0,
+            typical_prompt_tokens=1000,
+            typical_output_tokens=200,
         )
     )
 
 
-def constant_workload(rate_rps: float, bins: int, interval_s: float = 15.0, prompt: float = 1000.0, output: float = 200.0):
+def constant_workload(
+    rate_rps: float,
+    bins: int,
+    interval_s: float = 15.0,
+    prompt: float = 1000.0,
+    output: float = 200.0,
+):
     import numpy as np
 
     from rlscale.traces.workload import Workload
 
     return Workload(
-        name=f"const-{rate_rps:g}", source="test", interval_s=interval_s,
-        arrivals=np.full(bins, rate_rps * interval_s), prompt_tokens=np.full(bins, prompt),
-        output_tokens=np.full(bins, output), prompt_tokens_cv=0.5, output_tokens_cv=0.5,
+        name=f"const-{rate_rps:g}",
+        source="test",
+        interval_s=interval_s,
+        arrivals=np.full(bins, rate_rps * interval_s),
+        prompt_tokens=np.full(bins, prompt),
+        output_tokens=np.full(bins, output),
+        prompt_tokens_cv=0.5,
+        output_tokens_cv=0.5,
     )

@@ -22,15 +22,28 @@ def _params(*path: str) -> dict:
     return {p.opts[0]: p for p in command.params}
 
 
-COMMANDS = [("simulate",), ("evaluate",), ("sandbox",), ("traces", "inspect"), ("traces", "convert")]
+COMMANDS = [
+    ("simulate",),
+    ("evaluate",),
+    ("sandbox",),
+    ("traces", "inspect"),
+    ("traces", "convert"),
+]
 
 
 @pytest.mark.parametrize(
     ("option", "default"),
     [
-        ("--seeds", None), ("--min-replicas", opts.DEFAULT_MIN_REPLICAS), ("--max-replicas", opts.DEFAULT_MAX_REPLICAS),
-        ("--ttft-slo-s", DEFAULT_TTFT_SLO_S), ("--tpot-slo-s", DEFAULT_TPOT_SLO_S), ("--peak-replicas", None),
-        ("--slo-target", DEFAULT_SLO_TARGET), ("--profile", None), ("--trace", None), ("--format", None),
+        ("--seeds", None),
+        ("--min-replicas", opts.DEFAULT_MIN_REPLICAS),
+        ("--max-replicas", opts.DEFAULT_MAX_REPLICAS),
+        ("--ttft-slo-s", DEFAULT_TTFT_SLO_S),
+        ("--tpot-slo-s", DEFAULT_TPOT_SLO_S),
+        ("--peak-replicas", None),
+        ("--slo-target", DEFAULT_SLO_TARGET),
+        ("--profile", None),
+        ("--trace", None),
+        ("--format", None),
     ],
 )
 def test_an_option_means_the_same_in_every_command(option, default):

@@ -35,8 +35,14 @@ def write(tmp_path: Path, text: str) -> Path:
     [
         ("gamma: 0.9\n", "field 'name': required field is missing"),
         ("name: a\ngamme: 0.9\n", "field 'gamme': unknown field"),
-        ("name: a\ngamma: 1.5\n", "field 'gamma': Input should be less than or equal to 1 (got 1.5)"),
-        ("name: a\nitems: [{copies: 0}]\n", "field 'items.0.copies': Input should be greater than or equal to 1 (got 0)"),
+        (
+            "name: a\ngamma: 1.5\n",
+            "field 'gamma': Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (
+            "name: a\nitems: [{copies: 0}]\n",
+            "field 'items.0.copies': Input should be greater than or equal to 1 (got 0)",
+        ),
         ("- a\n- b\n", "expected a mapping of fields at the top level, got list"),
         ("", "field 'name': required field is missing"),  # an empty file is an empty mapping
     ],

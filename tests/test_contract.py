@@ -16,7 +16,14 @@ from rlscale.contract import (
     observation_size,
 )
 
-SPEC = ObservationSpec(replica_capacity_rps=20.0, max_batch=256, ttft_slo_s=2.0, tpot_slo_s=0.1, max_replicas=20, window=3)
+SPEC = ObservationSpec(
+    replica_capacity_rps=20.0,
+    max_batch=256,
+    ttft_slo_s=2.0,
+    tpot_slo_s=0.1,
+    max_replicas=20,
+    window=3,
+)
 
 
 def metrics(**kw) -> IntervalMetrics:

@@ -12,7 +12,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def _fresh_python(code: str) -> str:
     """Run `code` in a new interpreter (this one's registry is already filled) from the repo root."""
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -30,10 +32,16 @@ def test_import_rlscale_loads_no_gymnasium():
 
 
 def test_importing_rlscale_envs_registers_the_env_id():
-    code = "import gymnasium, rlscale.envs\nenv = gymnasium.make('rlscale/LLMAutoscale-v0')" + MAKE_AND_STEP
+    code = (
+        "import gymnasium, rlscale.envs\nenv = gymnasium.make('rlscale/LLMAutoscale-v0')"
+        + MAKE_AND_STEP
+    )
     assert _fresh_python(code) == "LLMAutoscaleEnv"
 
 
 def test_the_module_colon_env_id_form_needs_no_import():
-    code = "import gymnasium\nenv = gymnasium.make('rlscale.envs:rlscale/LLMAutoscale-v0')" + MAKE_AND_STEP
+    code = (
+        "import gymnasium\nenv = gymnasium.make('rlscale.envs:rlscale/LLMAutoscale-v0')"
+        + MAKE_AND_STEP
+    )
     assert _fresh_python(code) == "LLMAutoscaleEnv"

@@ -21,8 +21,12 @@ def _lint(lint_imports: Path, root: Path) -> subprocess.CompletedProcess[str]:
     wide columns so contract names and chains are not wrapped."""
     env = {**os.environ, "COLUMNS": "400"}
     return subprocess.run(
-        [str(lint_imports), "--no-cache", "--no-logo"], cwd=root, env=env, capture_output=True,
-        text=True, timeout=120,
+        [str(lint_imports), "--no-cache", "--no-logo"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -35,7 +39,9 @@ def test_every_import_contract_is_kept(lint_imports):
 @pytest.fixture()
 def package_copy(tmp_path):
     """A copy of rlscale/ and the contracts, to break on purpose."""
-    shutil.copytree(REPO_ROOT / "rlscale", tmp_path / "rlscale", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO_ROOT / "rlscale", tmp_path / "rlscale", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -47,15 +53,29 @@ def _add_import(module: Path, statement: str) -> None:
 @pytest.mark.parametrize(
     ("module", "statement", "contract", "chain"),
     [
-        ("serving/model.py", "import rlscale.evaluation", "rlscale layers",
-         "rlscale.serving.model -> rlscale.evaluation"),
-        ("deploy/decide.py", "import torch", "the live controller never imports",
-         "rlscale.deploy.decide -> torch"),
-        ("policies/hpa.py", "from rlscale.envs import cluster", "policies never import",
-         "rlscale.policies.hpa -> rlscale.envs"),
+        (
+            "serving/model.py",
+            "import rlscale.evaluation",
+            "rlscale layers",
+            "rlscale.serving.model -> rlscale.evaluation",
+        ),
+        (
+            "deploy/decide.py",
+            "import torch",
+            "the live controller never imports",
+            "rlscale.deploy.decide -> torch",
+        ),
+        (
+            "policies/hpa.py",
+            "from rlscale.envs import cluster",
+            "policies never import",
+            "rlscale.policies.hpa -> rlscale.envs",
+        ),
     ],
 )
-def test_an_added_forbidden_import_breaks_its_contract(lint_imports, package_copy, module, statement, contract, chain):
+def test_an_added_forbidden_import_breaks_its_contract(
+    lint_imports, package_copy, module, statement, contract, chain
+):
     _add_import(package_copy / "rlscale" / module, statement)
     proc = _lint(lint_imports, package_copy)
     assert proc.returncode != 0, proc.stdout

@@ -23,10 +23,17 @@ def _install_signals(stop: threading.Event) -> None:
 
 def control(
     config: Annotated[Path, typer.Option("--config", "-c", help="Controller config (YAML).")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and publish, write nothing (all targets).")] = False,
-    kubeconfig: Annotated[Path | None, typer.Option(help="Kubeconfig file (default: in-cluster, else ~/.kube/config).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide and publish, write nothing (all targets).")
+    ] = False,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="Kubeconfig file (default: in-cluster, else ~/.kube/config)."),
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Run one tick and exit.")] = False,
-    check: Annotated[bool, typer.Option("--check", help="Validate the config and load every policy, then exit.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Validate the config and load every policy, then exit.")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Scale Deployments with a trained or rule policy, safely (see the README's controller section)."""
@@ -47,7 +54,9 @@ def control(
     from rlscale.deploy.controller import build_controller, make_target
 
     cache: dict[object, object] = {}
-    targets = [make_target(cfg, t, cache=cache) for t in cfg.targets]  # refuses bad checkpoints here
+    targets = [
+        make_target(cfg, t, cache=cache) for t in cfg.targets
+    ]  # refuses bad checkpoints here
     if check:
         for t in targets:
             p = t.policies
@@ -74,21 +83,31 @@ def control(
     _install_signals(stop)
     try:
         if cfg.exporter.enabled:
-            server = MetricsServer(controller.metrics.registry, cfg.exporter.address, cfg.exporter.port)
+            server = MetricsServer(
+                controller.metrics.registry, cfg.exporter.address, cfg.exporter.port
+            )
         log.info(
             "controller started",
-            extra={"fields": {
-                "targets": [t.key for t in targets], "tick_s": cfg.tick_s, "dry_run": cfg.dry_run,
-                "metrics_port": server.port if server else None,
-                "leader_election": cfg.leader_election.enabled,
-            }},
+            extra={
+                "fields": {
+                    "targets": [t.key for t in targets],
+                    "tick_s": cfg.tick_s,
+                    "dry_run": cfg.dry_run,
+                    "metrics_port": server.port if server else None,
+                    "leader_election": cfg.leader_election.enabled,
+                }
+            },
         )
         if once and controller.elector is not None:
             # One tick needs the Lease first; try for up to a lease duration.
             import time
 
             deadline = time.monotonic() + cfg.leader_election.lease_duration_s + 1
-            while not controller.elector.step(time.time()) and time.monotonic() < deadline and not stop.is_set():
+            while (
+                not controller.elector.step(time.time())
+                and time.monotonic() < deadline
+                and not stop.is_set()
+            ):
                 stop.wait(cfg.leader_election.retry_period_s)
         controller.run(stop, max_ticks=1 if once else None)
     finally:
@@ -101,7 +120,9 @@ def control(
 def gpu_exporter(
     port: Annotated[int, typer.Option(help="Port to serve /metrics on.")] = 9400,
     address: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
-    once: Annotated[bool, typer.Option("--once", help="Print one scrape to stdout and exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one scrape to stdout and exit.")
+    ] = False,
 ) -> None:
     """DCGM-compatible GPU metrics from NVML, for clusters without the DCGM exporter."""
     from prometheus_client import CollectorRegistry, generate_latest

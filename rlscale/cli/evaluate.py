@@ -16,31 +16,55 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate_command(
-        policy: Annotated[list[str] | None, typer.Option(
-            "--policy", "-p",
-            help="Policy spec to evaluate (repeat): hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, "
-            "static[:N], oracle, ppo:PATH[#slo_weight=W]. Default: every rule policy and the oracle.",
-        )] = None,
+        policy: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--policy",
+                "-p",
+                help="Policy spec to evaluate (repeat): hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, "
+                "static[:N], oracle, ppo:PATH[#slo_weight=W]. Default: every rule policy and the oracle.",
+            ),
+        ] = None,
         trace: opts.Traces = None,
         profile: opts.Profiles = None,
         seeds: opts.Seeds = 3,
-        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md/json/csv and plots.")] = Path("report"),
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="Folder for report.md/json/csv and plots.")
+        ] = Path("report"),
         peak_replicas: opts.PeakReplicas = opts.DEFAULT_PEAK_REPLICAS,
         min_replicas: opts.MinReplicas = opts.DEFAULT_MIN_REPLICAS,
         max_replicas: opts.MaxReplicas = opts.DEFAULT_MAX_REPLICAS,
         slo_target: opts.SloTarget = DEFAULT_SLO_TARGET,
         ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S,
         tpot_slo_s: opts.TpotSlo = DEFAULT_TPOT_SLO_S,
-        interval_s: Annotated[float, typer.Option(
-            "--interval-s", min=1.0, help="Control interval (the HPA sync period).")] = 15.0,
-        baseline: Annotated[str, typer.Option("--baseline", help="Policy that costs are also reported relative to.")] = "tuned",
-        gate: Annotated[list[str] | None, typer.Option(
-            "--gate", help="Requirement on the candidate, e.g. 'cost<=0.85*tuned', 'slo>=tuned' (repeat).")] = None,
-        gate_file: Annotated[Path | None, typer.Option("--gate-file", help="YAML gate: {policy: ..., require: [...]}.")] = None,
-        gate_policy: Annotated[str | None, typer.Option(
-            "--gate-policy", help="Candidate the gate checks (default: the first --policy).")] = None,
+        interval_s: Annotated[
+            float,
+            typer.Option("--interval-s", min=1.0, help="Control interval (the HPA sync period)."),
+        ] = 15.0,
+        baseline: Annotated[
+            str, typer.Option("--baseline", help="Policy that costs are also reported relative to.")
+        ] = "tuned",
+        gate: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--gate",
+                help="Requirement on the candidate, e.g. 'cost<=0.85*tuned', 'slo>=tuned' (repeat).",
+            ),
+        ] = None,
+        gate_file: Annotated[
+            Path | None,
+            typer.Option("--gate-file", help="YAML gate: {policy: ..., require: [...]}."),
+        ] = None,
+        gate_policy: Annotated[
+            str | None,
+            typer.Option(
+                "--gate-policy", help="Candidate the gate checks (default: the first --policy)."
+            ),
+        ] = None,
         plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
-        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+        progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+        ] = True,
     ) -> None:
         """Evaluate policies offline on the simulator: table, report files, and an optional gate
         (exit status 1 when a requirement is missed)."""
@@ -70,14 +94,28 @@ def register(app: typer.Typer) -> None:
         # Resolve every policy spec once up front so a typo fails before minutes of simulation.
         _validate_specs(policies, profiles[0])
         settings = EvalSettings(
-            seeds=tuple(range(seeds)), peak_replicas=peak_replicas, min_replicas=min_replicas, max_replicas=max_replicas,
-            slo_target=slo_target, baseline=baseline,
+            seeds=tuple(range(seeds)),
+            peak_replicas=peak_replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            slo_target=slo_target,
+            baseline=baseline,
             config=SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s),
         )
-        bar = tqdm(total=count_runs(policies, traces, profiles, baseline), desc="evaluate", unit="run",
-                   disable=not progress, file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=count_runs(policies, traces, profiles, baseline),
+            desc="evaluate",
+            unit="run",
+            disable=not progress,
+            file=sys.stderr,
+            leave=False,
+        )
         result = run_evaluation(
-            policies, traces, profiles, settings, progress=lambda s: bar.set_postfix_str(s, refresh=True),
+            policies,
+            traces,
+            profiles,
+            settings,
+            progress=lambda s: bar.set_postfix_str(s, refresh=True),
             on_step=lambda: bar.update(1),
         )
         bar.close()
@@ -89,14 +127,20 @@ def register(app: typer.Typer) -> None:
             _check_gate(console, gate_obj, result, candidate)
 
 
-def _gate(gate: list[str] | None, gate_file: Path | None, gate_policy: str | None, policies: list[str]) -> tuple[Any, str | None]:
+def _gate(
+    gate: list[str] | None, gate_file: Path | None, gate_policy: str | None, policies: list[str]
+) -> tuple[Any, str | None]:
     """The gate from --gate-file and --gate, and the candidate it checks (added to `policies`)."""
     from rlscale.evaluation.gate import Gate, gate_from_args, load_gate
 
     gate_obj: Gate | None = load_gate(gate_file) if gate_file is not None else None
     if gate:
         extra = gate_from_args(gate, gate_policy)
-        gate_obj = extra if gate_obj is None else Gate(gate_obj.requirements + extra.requirements, gate_obj.policy or gate_policy)
+        gate_obj = (
+            extra
+            if gate_obj is None
+            else Gate(gate_obj.requirements + extra.requirements, gate_obj.policy or gate_policy)
+        )
     if gate_obj is None:
         return None, None
     candidate = gate_policy or gate_obj.policy or policies[0]
@@ -135,10 +179,15 @@ def _check_gate(console: Any, gate_obj: Any, result: Any, candidate: str) -> Non
 
     checks = check_gate(gate_obj, result.aggregates(), candidate)
     for c in checks:
-        console.print(c.message, style="green" if c.passed else "bold red", markup=False, highlight=False)
+        console.print(
+            c.message, style="green" if c.passed else "bold red", markup=False, highlight=False
+        )
     failed = [c for c in checks if not c.passed]
     if failed:
-        console.print(f"gate FAILED: {len(failed)} of {len(checks)} requirement checks missed", style="bold red")
+        console.print(
+            f"gate FAILED: {len(failed)} of {len(checks)} requirement checks missed",
+            style="bold red",
+        )
         raise typer.Exit(1)
     console.print(f"gate passed: {len(checks)} requirement checks", style="green")
 

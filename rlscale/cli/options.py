@@ -42,12 +42,16 @@ REPLICA_BOUNDS_HELP = "Bounds for policies without their own."
 Trace = Annotated[str, typer.Option("--trace", "-t", help=TRACE_HELP)]
 TraceArgument = Annotated[str, typer.Argument(help=TRACE_HELP, metavar="TRACE")]
 Traces = Annotated[
-    list[str] | None, typer.Option("--trace", "-t", help=f"{TRACE_HELP} Repeat for several; default {SYNTHETIC}.")
+    list[str] | None,
+    typer.Option("--trace", "-t", help=f"{TRACE_HELP} Repeat for several; default {SYNTHETIC}."),
 ]
 TraceFormat = Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP)]
 Profile = Annotated[str, typer.Option("--profile", help=PROFILE_HELP)]
 Profiles = Annotated[
-    list[str] | None, typer.Option("--profile", help=f"{PROFILE_HELP} Repeat for several; default {DEFAULT_PROFILE}.")
+    list[str] | None,
+    typer.Option(
+        "--profile", help=f"{PROFILE_HELP} Repeat for several; default {DEFAULT_PROFILE}."
+    ),
 ]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help=SEEDS_HELP)]
 PeakReplicas = Annotated[float, typer.Option("--peak-replicas", min=0.1, help=PEAK_REPLICAS_HELP)]
@@ -55,7 +59,10 @@ MinReplicas = Annotated[int, typer.Option("--min-replicas", min=0, help=REPLICA_
 MaxReplicas = Annotated[int, typer.Option("--max-replicas", min=1, help=REPLICA_BOUNDS_HELP)]
 TtftSlo = Annotated[float, typer.Option("--ttft-slo-s", min=0.0, help="TTFT SLO (s).")]
 TpotSlo = Annotated[float, typer.Option("--tpot-slo-s", min=0.0, help="TPOT SLO (s).")]
-SloTarget = Annotated[float, typer.Option("--slo-target", min=0.0, max=1.0, help="SLO attainment the oracle plans for.")]
+SloTarget = Annotated[
+    float,
+    typer.Option("--slo-target", min=0.0, max=1.0, help="SLO attainment the oracle plans for."),
+]
 
 
 def seed_list(seeds: int) -> list[int]:
@@ -66,12 +73,18 @@ def seed_list(seeds: int) -> list[int]:
 def check_replica_bounds(min_replicas: int, max_replicas: int) -> None:
     if min_replicas > max_replicas:
         raise InputError(
-            "--max-replicas", f"max_replicas = {max_replicas}, must be >= min_replicas ({min_replicas})"
+            "--max-replicas",
+            f"max_replicas = {max_replicas}, must be >= min_replicas ({min_replicas})",
         )
 
 
 def load_trace(
-    text: str, fmt: str | None = None, *, interval_s: float | None = None, seed: int = 0, name: str | None = None
+    text: str,
+    fmt: str | None = None,
+    *,
+    interval_s: float | None = None,
+    seed: int = 0,
+    name: str | None = None,
 ) -> Workload:
     """The workload a `--trace` value names (not rescaled): `synthetic[:SEED]` (seed `seed` when
     none is given), a file (binned at `interval_s`; `seed` drives formats that sample counts), or

@@ -11,13 +11,27 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the `profiles` commands to `app`. pandas and scipy load inside the command."""
-    profiles = typer.Typer(name="profiles", help="Fit the shipped service profiles.", no_args_is_help=True)
+    profiles = typer.Typer(
+        name="profiles", help="Fit the shipped service profiles.", no_args_is_help=True
+    )
 
     @profiles.command("fit")
     def fit(
-        data: Annotated[Path | None, typer.Option("--data", help="Calibration data (default ../shared/data, or $RLSCALE_SHARED_DATA).")] = None,
-        out: Annotated[Path | None, typer.Option("--out", help="Where the YAML and FITS.md go (default: the shipped profiles).")] = None,
-        check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the files differ.")] = False,
+        data: Annotated[
+            Path | None,
+            typer.Option(
+                "--data", help="Calibration data (default ../shared/data, or $RLSCALE_SHARED_DATA)."
+            ),
+        ] = None,
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "--out", help="Where the YAML and FITS.md go (default: the shipped profiles)."
+            ),
+        ] = None,
+        check: Annotated[
+            bool, typer.Option("--check", help="Write nothing; exit 1 if the files differ.")
+        ] = False,
     ) -> None:
         """Fit every profile in rlscale.profiles.fit.SPECS; write <name>.yaml and FITS.md."""
         from rlscale.profiles.fit import default_data_dir, render_all, stale_files, write_files
@@ -29,7 +43,9 @@ def register(app: typer.Typer) -> None:
         if check:
             stale = stale_files(files, out_dir)
             for n in stale:
-                typer.echo(f"{out_dir / n}: differs from what {data_dir} gives; re-run the fit", err=True)
+                typer.echo(
+                    f"{out_dir / n}: differs from what {data_dir} gives; re-run the fit", err=True
+                )
             raise typer.Exit(1 if stale else 0)
         for path in write_files(files, out_dir):
             typer.echo(f"wrote {path}")

@@ -36,15 +36,31 @@ def register(app: typer.Typer) -> None:
     def sandbox(
         profile: opts.Profile = opts.DEFAULT_PROFILE,
         trace: opts.Trace = opts.SYNTHETIC,
-        time_scale: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall-clock second.")] = 1.0,
-        replicas: Annotated[int, typer.Option(min=0, help="Initial replicas of the Deployment.")] = 1,
-        kubeconfig_out: Annotated[Path | None, typer.Option(help="Also write the kubeconfig here.")] = None,
-        namespace: Annotated[str, typer.Option(help="Namespace of the emulated Deployment.")] = "default",
+        time_scale: Annotated[
+            float, typer.Option(min=0.001, help="Simulated seconds per wall-clock second.")
+        ] = 1.0,
+        replicas: Annotated[
+            int, typer.Option(min=0, help="Initial replicas of the Deployment.")
+        ] = 1,
+        kubeconfig_out: Annotated[
+            Path | None, typer.Option(help="Also write the kubeconfig here.")
+        ] = None,
+        namespace: Annotated[
+            str, typer.Option(help="Namespace of the emulated Deployment.")
+        ] = "default",
         deployment: Annotated[str, typer.Option(help="Name of the emulated Deployment.")] = "llm",
-        rate: Annotated[float | None, typer.Option(help="With --trace synthetic: a constant rate in req/s.")] = None,
-        seed: Annotated[int, typer.Option(help="Seed of cold starts, names and synthetic workloads.")] = 0,
-        prometheus: Annotated[bool, typer.Option("--prometheus/--no-prometheus", help="Start a real Prometheus.")] = True,
-        duration_s: Annotated[float | None, typer.Option(help="Stop after this many wall-clock seconds.")] = None,
+        rate: Annotated[
+            float | None, typer.Option(help="With --trace synthetic: a constant rate in req/s.")
+        ] = None,
+        seed: Annotated[
+            int, typer.Option(help="Seed of cold starts, names and synthetic workloads.")
+        ] = 0,
+        prometheus: Annotated[
+            bool, typer.Option("--prometheus/--no-prometheus", help="Start a real Prometheus.")
+        ] = True,
+        duration_s: Annotated[
+            float | None, typer.Option(help="Stop after this many wall-clock seconds.")
+        ] = None,
     ) -> None:
         """Run a local emulated cluster: a Kubernetes API stand-in, vLLM-like pods that cold-start
         and serve a replayed workload, and Prometheus scraping them. Ctrl-C stops everything."""

@@ -19,7 +19,11 @@ def register(app: typer.Typer) -> None:
 
 
 def load_sized_workload(
-    trace: str | None, fmt: str | None, profile_capacity_rps: float, peak_replicas: float | None, seed: int
+    trace: str | None,
+    fmt: str | None,
+    profile_capacity_rps: float,
+    peak_replicas: float | None,
+    seed: int,
 ):
     """The workload a command runs on: the synthetic default when no trace is given, otherwise
     the file (or its days, `PATH@START:END`); rescaled so its p99 minute needs `peak_replicas`
@@ -39,11 +43,17 @@ def simulate(
     trace: opts.Trace = opts.SYNTHETIC,
     fmt: opts.TraceFormat = None,
     profile: opts.Profile = opts.DEFAULT_PROFILE,
-    policy: Annotated[str, typer.Option(help="Policy: static, static:N, or any name `rlscale evaluate` accepts.")] = "static",
-    peak_replicas: Annotated[float | None, typer.Option(
-        "--peak-replicas", min=0.1,
-        help=f"{opts.PEAK_REPLICAS_HELP} Default {opts.DEFAULT_PEAK_REPLICAS:g} for the synthetic day, off for files.",
-    )] = None,
+    policy: Annotated[
+        str, typer.Option(help="Policy: static, static:N, or any name `rlscale evaluate` accepts.")
+    ] = "static",
+    peak_replicas: Annotated[
+        float | None,
+        typer.Option(
+            "--peak-replicas",
+            min=0.1,
+            help=f"{opts.PEAK_REPLICAS_HELP} Default {opts.DEFAULT_PEAK_REPLICAS:g} for the synthetic day, off for files.",
+        ),
+    ] = None,
     interval_s: Annotated[float, typer.Option(help="Control interval in seconds.")] = 15.0,
     ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S,
     tpot_slo_s: opts.TpotSlo = DEFAULT_TPOT_SLO_S,
@@ -64,14 +74,24 @@ def simulate(
     prof = load_profile(profile)
     opts.check_replica_bounds(min_replicas, max_replicas)
     w = load_sized_workload(trace, fmt, prof.capacity_rps(), peak_replicas, seed=0)
-    limits = SafetyLimits(min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=prof.gpus_per_replica)
+    limits = SafetyLimits(
+        min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=prof.gpus_per_replica
+    )
     cfg = SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
     from rlscale.policies.registry import make_policy
 
     factory = make_policy(policy, profile=prof, workload=w, limits=limits, config=cfg)
     # a static fleet starts at its size; the others start sized for the first interval's load
     init = factory.info.get("replicas")
-    result = rollout(factory, prof, w, seeds=opts.seed_list(seeds), limits=factory.limits, config=cfg, initial_replicas=init)
+    result = rollout(
+        factory,
+        prof,
+        w,
+        seeds=opts.seed_list(seeds),
+        limits=factory.limits,
+        config=cfg,
+        initial_replicas=init,
+    )
     runs = result.summaries
     s = runs[0]
     title = f"{s.policy} on {w.name} ({prof.name}, {w.duration_s / 3600:.1f} h)"

@@ -16,14 +16,25 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`. Import heavy modules inside each command."""
-    traces = typer.Typer(name="traces", help="Inspect and convert request traces.", no_args_is_help=True)
+    traces = typer.Typer(
+        name="traces", help="Inspect and convert request traces.", no_args_is_help=True
+    )
 
     @traces.command("inspect")
     def inspect(
         path: opts.TraceArgument,
         fmt: opts.TraceFormat = None,
-        interval_s: Annotated[float | None, typer.Option("--interval-s", help="Bin width in seconds (default 1; stored bins for workload files).")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate).")] = 0,
+        interval_s: Annotated[
+            float | None,
+            typer.Option(
+                "--interval-s",
+                help="Bin width in seconds (default 1; stored bins for workload files).",
+            ),
+        ] = None,
+        seed: Annotated[
+            int,
+            typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate)."),
+        ] = 0,
     ) -> None:
         """Print a summary: requests, span, rates at 1 s and 1 min, peak/trough, sizes, gaps."""
         from rich.console import Console
@@ -42,9 +53,16 @@ def register(app: typer.Typer) -> None:
         path: opts.TraceArgument,
         out: Annotated[Path, typer.Argument(help="Output .parquet (binned workload).")],
         fmt: opts.TraceFormat = None,
-        interval_s: Annotated[float | None, typer.Option("--interval-s", help="Bin width in seconds (default 1).")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate).")] = 0,
-        name: Annotated[str | None, typer.Option("--name", help="Workload name (default: file name).")] = None,
+        interval_s: Annotated[
+            float | None, typer.Option("--interval-s", help="Bin width in seconds (default 1).")
+        ] = None,
+        seed: Annotated[
+            int,
+            typer.Option("--seed", help="Seed for formats that sample counts (servegen, rate)."),
+        ] = 0,
+        name: Annotated[
+            str | None, typer.Option("--name", help="Workload name (default: file name).")
+        ] = None,
     ) -> None:
         """Write the binned workload as Parquet, readable back as format `workload`.
 
@@ -57,7 +75,9 @@ def register(app: typer.Typer) -> None:
             raise InputError(str(out), "expected an output path ending in .parquet")
         w = opts.load_trace(path, fmt, interval_s=interval_s, seed=seed, name=name)
         save_workload(w, out)
-        typer.echo(f"wrote {out}: {w.n_bins:,} bins of {w.interval_s:g} s, {w.total_requests:,.0f} requests")
+        typer.echo(
+            f"wrote {out}: {w.n_bins:,} bins of {w.interval_s:g} s, {w.total_requests:,.0f} requests"
+        )
 
     app.add_typer(traces, name="traces")
 
@@ -69,18 +89,24 @@ def summarize(w: Workload) -> dict[str, str]:
     rows: dict[str, Any] = {}
     rows["source"] = w.source
     rows["requests"] = f"{w.total_requests:,.0f}"
-    rows["span"] = f"{_duration(w.duration_s)} ({w.n_bins:,} bins of {w.interval_s:g} s), start {_start(w.start_s)}"
+    rows["span"] = (
+        f"{_duration(w.duration_s)} ({w.n_bins:,} bins of {w.interval_s:g} s), start {_start(w.start_s)}"
+    )
     rows["mean rate"] = f"{w.total_requests / w.duration_s:,.2f} req/s"
     for label, width in (("1 s", 1.0), ("1 min", 60.0)):
         if width < w.interval_s * (1 - 1e-9) or width > w.duration_s:
             continue
         r = w.rebin(width)
-        rows[f"peak rate ({label})"] = f"{r.rate_rps.max():,.2f} req/s (p99 {np.quantile(r.rate_rps, 0.99):,.2f})"
+        rows[f"peak rate ({label})"] = (
+            f"{r.rate_rps.max():,.2f} req/s (p99 {np.quantile(r.rate_rps, 0.99):,.2f})"
+        )
     if w.duration_s >= 2 * 600:
         ten = w.rebin(600).rate_rps[: int(w.duration_s // 600)]  # whole windows only
         lo, hi = float(ten.min()), float(ten.max())
         ratio = f"{hi / lo:,.1f}x" if lo > 0 else "n/a (a 10-min window with no requests)"
-        rows["peak/trough (10-min means)"] = f"{ratio}  ({hi:,.1f} / {lo:,.1f} req/s; p95/p5 {np.quantile(ten, 0.95) / max(np.quantile(ten, 0.05), 1e-12):,.1f}x)"
+        rows["peak/trough (10-min means)"] = (
+            f"{ratio}  ({hi:,.1f} / {lo:,.1f} req/s; p95/p5 {np.quantile(ten, 0.95) / max(np.quantile(ten, 0.05), 1e-12):,.1f}x)"
+        )
     total = w.total_requests
     for label, sizes, cv in (
         ("prompt tokens", w.prompt_tokens, w.prompt_tokens_cv),
@@ -89,7 +115,9 @@ def summarize(w: Workload) -> dict[str, str]:
         mean = float((sizes * w.arrivals).sum() / total) if total > 0 else float(np.mean(sizes))
         rows[f"{label} (mean, CV)"] = f"{mean:,.0f}, {cv:.2f}"
     if "gaps_masked" in w.meta:
-        rows["gaps masked"] = f"{w.meta['gaps_masked']} windows flagged is_gap, {w.meta.get('collapses_masked', 0)} collapsed windows"
+        rows["gaps masked"] = (
+            f"{w.meta['gaps_masked']} windows flagged is_gap, {w.meta.get('collapses_masked', 0)} collapsed windows"
+        )
     if w.meta.get("transforms"):
         rows["transforms"] = ", ".join(t.get("op", "?") for t in w.meta["transforms"])
     return {k: str(v) for k, v in rows.items()}

@@ -14,11 +14,24 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
-        config: Annotated[Path, typer.Option("--config", "-c", help="training config (YAML)")] = Path("training/default.yaml"),
-        set_: Annotated[list[str] | None, typer.Option("--set", help="override a config field, e.g. ppo.learning_rate=1e-4 (repeatable)")] = None,
-        resume: Annotated[Path | None, typer.Option("--resume", help="continue from a checkpoint folder")] = None,
-        progress: Annotated[bool, typer.Option("--progress/--no-progress", help="show a progress bar")] = True,
-        verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="SB3 verbosity")] = 0,
+        config: Annotated[
+            Path, typer.Option("--config", "-c", help="training config (YAML)")
+        ] = Path("training/default.yaml"),
+        set_: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set", help="override a config field, e.g. ppo.learning_rate=1e-4 (repeatable)"
+            ),
+        ] = None,
+        resume: Annotated[
+            Path | None, typer.Option("--resume", help="continue from a checkpoint folder")
+        ] = None,
+        progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help="show a progress bar")
+        ] = True,
+        verbose: Annotated[
+            int, typer.Option("--verbose", "-v", count=True, help="SB3 verbosity")
+        ] = 0,
     ) -> None:
         """Train a PPO autoscaler on traces and write checkpoints/<name>/."""
         from rlscale.errors import InputError

@@ -24,21 +24,54 @@ def register(app: typer.Typer) -> None:
 
 
 def tune_command(
-    profile: Annotated[str, typer.Option("--profile", help="Shipped profile name or a profile YAML path.")] = DEFAULT_PROFILE,
-    train: Annotated[list[str] | None, typer.Option(
-        "--train", help="Training workload (repeat): a trace file, PATH@START:END to cut days START..END "
-        "of it, or synthetic:SEED. Default: synthetic:101, synthetic:102 and days 0-2 of the ServeGen "
-        "m-large trace.")] = None,
-    trials: Annotated[int, typer.Option("--trials", min=1, help="Parameter sets to try.")] = DEFAULT_TRIALS,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Trials simulated together.")] = DEFAULT_BATCH,
-    slo_target: Annotated[float, typer.Option(
-        "--slo-target", min=0.0, max=1.0, help="SLO attainment every training workload must reach.")] = DEFAULT_SLO_TARGET,
-    peak_replicas: Annotated[float, typer.Option(
-        "--peak-replicas", min=0.1,
-        help="Rescale each workload so its p99 minute needs this many replicas to meet the SLO.")] = DEFAULT_PEAK_REPLICAS,
-    seed: Annotated[int, typer.Option("--seed", help="Sampler and simulator seed (a rerun gives the same manifest).")] = DEFAULT_SEED,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Manifest to write (default: rlscale/policies/manifests/tuned-<profile>.yaml).")] = None,
+    profile: Annotated[
+        str, typer.Option("--profile", help="Shipped profile name or a profile YAML path.")
+    ] = DEFAULT_PROFILE,
+    train: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--train",
+            help="Training workload (repeat): a trace file, PATH@START:END to cut days START..END "
+            "of it, or synthetic:SEED. Default: synthetic:101, synthetic:102 and days 0-2 of the ServeGen "
+            "m-large trace.",
+        ),
+    ] = None,
+    trials: Annotated[
+        int, typer.Option("--trials", min=1, help="Parameter sets to try.")
+    ] = DEFAULT_TRIALS,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, help="Trials simulated together.")
+    ] = DEFAULT_BATCH,
+    slo_target: Annotated[
+        float,
+        typer.Option(
+            "--slo-target",
+            min=0.0,
+            max=1.0,
+            help="SLO attainment every training workload must reach.",
+        ),
+    ] = DEFAULT_SLO_TARGET,
+    peak_replicas: Annotated[
+        float,
+        typer.Option(
+            "--peak-replicas",
+            min=0.1,
+            help="Rescale each workload so its p99 minute needs this many replicas to meet the SLO.",
+        ),
+    ] = DEFAULT_PEAK_REPLICAS,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", help="Sampler and simulator seed (a rerun gives the same manifest)."
+        ),
+    ] = DEFAULT_SEED,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Manifest to write (default: rlscale/policies/manifests/tuned-<profile>.yaml).",
+        ),
+    ] = None,
 ) -> None:
     """Tune the HPA-form rule (Optuna) on training workloads and write its annotated manifest.
 
@@ -52,7 +85,13 @@ def tune_command(
         workloads = train or list(DEFAULT_TRAIN)
         settings = EvalSettings(peak_replicas=peak_replicas, slo_target=slo_target)
         params, record = tune(
-            prof, workloads, trials=trials, batch=batch, slo_target=slo_target, settings=settings, seed=seed,
+            prof,
+            workloads,
+            trials=trials,
+            batch=batch,
+            slo_target=slo_target,
+            settings=settings,
+            seed=seed,
             log=typer.echo,
         )
     except InputError as e:
@@ -64,8 +103,14 @@ def tune_command(
 
 
 def tune_command_line(
-    profile: str, train: list[str] | None, trials: int, batch: int, slo_target: float, peak_replicas: float,
-    seed: int, out: Path | None,
+    profile: str,
+    train: list[str] | None,
+    trials: int,
+    batch: int,
+    slo_target: float,
+    peak_replicas: float,
+    seed: int,
+    out: Path | None,
 ) -> str:
     """The command as the manifest records it: `rlscale tune --profile P` and the options that
     differ from their defaults, so a reader can rerun it."""

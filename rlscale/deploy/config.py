@@ -32,7 +32,9 @@ from rlscale.errors import InputError
 from rlscale.safety import SafetyLimits
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 class _Strict(BaseModel):
@@ -49,7 +51,9 @@ class PolicyChoice(_Strict):
     checkpoint: str | None = None
     rule: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    slo_weight: float | None = Field(default=None, gt=0)  # the PPO cost/SLO knob, if trained with it
+    slo_weight: float | None = Field(
+        default=None, gt=0
+    )  # the PPO cost/SLO knob, if trained with it
 
     @model_validator(mode="before")
     @classmethod
@@ -64,18 +68,24 @@ class PolicyChoice(_Strict):
                 "or `rule` (a rule policy name)"
             )
         if self.rule is None and self.options:
-            raise ValueError("`options` apply to rule policies; a checkpoint carries its own configuration")
+            raise ValueError(
+                "`options` apply to rule policies; a checkpoint carries its own configuration"
+            )
         if self.spec is not None and self.slo_weight is not None:
             raise ValueError("with a spec string, write the knob in it: 'ppo:PATH#slo_weight=W'")
         return self
 
     @property
     def label(self) -> str:
-        return self.spec or (f"checkpoint:{self.checkpoint}" if self.checkpoint else f"rule:{self.rule}")
+        return self.spec or (
+            f"checkpoint:{self.checkpoint}" if self.checkpoint else f"rule:{self.rule}"
+        )
 
 
 class SLOConfig(_Strict):
-    ttft_s: float = Field(default=DEFAULT_TTFT_SLO_S, gt=0)  # p95 time to first token the service promises
+    ttft_s: float = Field(
+        default=DEFAULT_TTFT_SLO_S, gt=0
+    )  # p95 time to first token the service promises
     tpot_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)  # p95 time per output token
 
 
@@ -100,7 +110,9 @@ class MetricsConfig(_Strict):
     def _known_fields(cls, v: dict[str, str | None]) -> dict[str, str | None]:
         for name, q in v.items():
             if name not in promql.QUERY_FIELDS:
-                raise ValueError(f"unknown field {name!r}; fields read from Prometheus: {', '.join(promql.QUERY_FIELDS)}")
+                raise ValueError(
+                    f"unknown field {name!r}; fields read from Prometheus: {', '.join(promql.QUERY_FIELDS)}"
+                )
             if q:
                 _check_template(q, f"queries.{name}")
         return v
@@ -110,7 +122,9 @@ class MetricsConfig(_Strict):
     def _required_known(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for name in v or ():
             if name not in promql.QUERY_FIELDS:
-                raise ValueError(f"unknown field {name!r}; fields read from Prometheus: {', '.join(promql.QUERY_FIELDS)}")
+                raise ValueError(
+                    f"unknown field {name!r}; fields read from Prometheus: {', '.join(promql.QUERY_FIELDS)}"
+                )
         return v
 
     @field_validator("selector", "gpu_selector", "freshness_query")
@@ -137,7 +151,9 @@ class MetricsConfig(_Strict):
 
     @property
     def collected_fields(self) -> tuple[str, ...]:
-        return tuple(f for f in promql.QUERY_FIELDS if self.queries.get(f, promql.DEFAULT_QUERIES[f]))
+        return tuple(
+            f for f in promql.QUERY_FIELDS if self.queries.get(f, promql.DEFAULT_QUERIES[f])
+        )
 
     def histograms(self) -> dict[str, tuple[str, dict[str, float]]]:
         """histogram -> (bucket-rate template, {field: quantile}) for the percentile fields left at
@@ -188,7 +204,9 @@ class TargetConfig(_Strict):
     # there; null: hold instead.
     fallback: PolicyChoice | None = PolicyChoice(rule="hpa")
     slo: SLOConfig | None = None  # null: the checkpoint's SLO, else 2 s TTFT / 0.1 s TPOT (p95)
-    limits: SafetyLimits | None = None  # null: the policy's own (checkpoint, HPA manifest, rule bounds)
+    limits: SafetyLimits | None = (
+        None  # null: the policy's own (checkpoint, HPA manifest, rule bounds)
+    )
     dry_run: bool | None = None  # null: the controller-wide `dry_run`
     window: int | None = Field(default=None, ge=1, le=64)  # intervals of history the policy sees
     metrics: MetricsConfig = MetricsConfig()
@@ -311,7 +329,9 @@ class ControllerConfig(_Strict):
         le = self.leader_election
         if le.enabled and le.namespace is None and len({t.namespace for t in self.targets}) > 1:
             spaces = ", ".join(sorted({t.namespace for t in self.targets}))
-            raise ValueError(f"leader_election.namespace is required when targets span namespaces ({spaces})")
+            raise ValueError(
+                f"leader_election.namespace is required when targets span namespaces ({spaces})"
+            )
         return self
 
     @property

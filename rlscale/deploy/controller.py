@@ -45,7 +45,13 @@ from rlscale.deploy.retry import Backoff, ControllerError
 log = logging.getLogger("rlscale.deploy")
 
 # Holds worth a Warning event when a target enters them (not repeated while it stays there).
-_WARN_ON_ENTER = ("ReplicaStateUnavailable", "MetricsUnavailable", "MetricsStale", "MetricsMissing", "PolicyError")
+_WARN_ON_ENTER = (
+    "ReplicaStateUnavailable",
+    "MetricsUnavailable",
+    "MetricsStale",
+    "MetricsMissing",
+    "PolicyError",
+)
 
 
 @dataclass
@@ -76,7 +82,9 @@ def default_identity() -> str:
 
 
 def make_target(
-    config: ControllerConfig, target: TargetConfig, policies: TargetPolicies | None = None,
+    config: ControllerConfig,
+    target: TargetConfig,
+    policies: TargetPolicies | None = None,
     cache: dict[Any, Any] | None = None,
 ) -> RuntimeTarget:
     pol = policies or build_target_policies(target, cache)
@@ -106,11 +114,16 @@ class Controller:
     monotonic: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(self.targets))), thread_name_prefix="rlscale-tick")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, min(self.workers, len(self.targets))),
+            thread_name_prefix="rlscale-tick",
+        )
         self._leader_loop: LeaderLoop | None = None
         self.ticks = 0
         for t in self.targets:
-            self.metrics.dry_run.labels(t.config.namespace, t.config.deployment).set(1 if t.dry_run else 0)
+            self.metrics.dry_run.labels(t.config.namespace, t.config.deployment).set(
+                1 if t.dry_run else 0
+            )
         self.metrics.leader.set(0 if self.elector is not None else 1)
 
     # -- one tick --------------------------------------------------------------------------------
@@ -135,24 +148,38 @@ class Controller:
         try:
             return self._tick_target_unguarded(t, now_s)
         except Exception as e:  # noqa: BLE001 - one target's bug must not stop the others
-            log.exception("target tick failed", extra={"fields": {"target": t.key, "error": f"{type(e).__name__}: {e}"}})
+            log.exception(
+                "target tick failed",
+                extra={"fields": {"target": t.key, "error": f"{type(e).__name__}: {e}"}},
+            )
             reading = MetricsReading.unavailable(now_s, f"internal error: {type(e).__name__}")
-            record = DecisionRecord(t.key, now_s, HOLD, "InternalError", None, None, None, (), missing=reading.missing)
+            record = DecisionRecord(
+                t.key, now_s, HOLD, "InternalError", None, None, None, (), missing=reading.missing
+            )
             return TickResult(record, HOLD)
 
     def _tick_target_unguarded(self, t: RuntimeTarget, now_s: float) -> TickResult:
         cfg = t.config
         replicas_error: str | None = None
         try:
-            replicas = self.kube.observe(cfg.namespace, cfg.deployment, now_s, self.config.pause_annotation)
+            replicas = self.kube.observe(
+                cfg.namespace, cfg.deployment, now_s, self.config.pause_annotation
+            )
         except ControllerError as e:
             replicas, replicas_error = None, str(e)
         reading = self.source.read(t.queries, now_s)
         self.metrics.set_age(t.key, reading.age_s)
         fallback = t.policies.fallback.policy if t.policies.fallback is not None else None
         record = decide(
-            target=t.key, now_s=now_s, replicas=replicas, reading=reading, policy=t.policies.primary.policy,
-            fallback=fallback, memory=t.memory, options=t.options, replicas_error=replicas_error,
+            target=t.key,
+            now_s=now_s,
+            replicas=replicas,
+            reading=reading,
+            policy=t.policies.primary.policy,
+            fallback=fallback,
+            memory=t.memory,
+            options=t.options,
+            replicas_error=replicas_error,
         )
         action, applied = self._act(t, record)
         self._publish(t, record, action, applied, now_s, trusted=reading.trusted)
@@ -164,10 +191,18 @@ class Controller:
         if t.dry_run:
             t.memory.forget_last_change()
             return "DryRun", None
-        assert record.desired is not None and record.current is not None and record.replicas is not None
+        assert (
+            record.desired is not None
+            and record.current is not None
+            and record.replicas is not None
+        )
         cfg = t.config
         result = self.kube.apply(
-            cfg.namespace, cfg.deployment, record.desired, record.current, record.replicas.resource_version,
+            cfg.namespace,
+            cfg.deployment,
+            record.desired,
+            record.current,
+            record.replicas.resource_version,
             may_write=lambda: self.is_leader(),
         )
         # Remember what we tried even if the answer was lost: the next read then tells our own
@@ -180,18 +215,33 @@ class Controller:
 
     # -- publishing ------------------------------------------------------------------------------
     def _publish(
-        self, t: RuntimeTarget, record: DecisionRecord, action: str, applied: ApplyResult | None, now_s: float,
-        *, trusted: bool | None = None,
+        self,
+        t: RuntimeTarget,
+        record: DecisionRecord,
+        action: str,
+        applied: ApplyResult | None,
+        now_s: float,
+        *,
+        trusted: bool | None = None,
     ) -> None:
         gpu_hours = 0.0
         rs = record.replicas
         if rs is not None and t.last_tick_s is not None:
             dt = min(max(now_s - t.last_tick_s, 0.0), 2 * self.config.tick_s)
-            gpu_hours = (rs.ready + rs.starting + rs.terminating) * t.memory.limits.gpus_per_replica * dt / 3600.0
+            gpu_hours = (
+                (rs.ready + rs.starting + rs.terminating)
+                * t.memory.limits.gpus_per_replica
+                * dt
+                / 3600.0
+            )
         t.last_tick_s = now_s
         self.metrics.publish(
-            record, action, dry_run=t.dry_run, gpu_hours=gpu_hours,
-            write_result=applied.outcome if applied is not None else None, trusted=trusted,
+            record,
+            action,
+            dry_run=t.dry_run,
+            gpu_hours=gpu_hours,
+            write_result=applied.outcome if applied is not None else None,
+            trusted=trusted,
         )
         m = record.metrics
         fields = {
@@ -209,40 +259,72 @@ class Controller:
             "missing": list(record.missing),
             "dry_run": t.dry_run,
             "steps": record.explain(),
-            "policy_latency_ms": round(record.policy_latency_s * 1000, 3) if record.policy_latency_s is not None else None,
+            "policy_latency_ms": round(record.policy_latency_s * 1000, 3)
+            if record.policy_latency_s is not None
+            else None,
         }
         if rs is not None:
-            fields.update(ready=rs.ready, starting=rs.starting, terminating=rs.terminating, paused=rs.paused)
+            fields.update(
+                ready=rs.ready, starting=rs.starting, terminating=rs.terminating, paused=rs.paused
+            )
         if m is not None:
             fields.update(
-                arrival_rps=_round(m.arrival_rps), requests_waiting=_round(m.requests_waiting),
-                kv_cache_usage=_round(m.kv_cache_usage), ttft_p95_s=_round(m.ttft_p95_s), tpot_p95_s=_round(m.tpot_p95_s),
+                arrival_rps=_round(m.arrival_rps),
+                requests_waiting=_round(m.requests_waiting),
+                kv_cache_usage=_round(m.kv_cache_usage),
+                ttft_p95_s=_round(m.ttft_p95_s),
+                tpot_p95_s=_round(m.tpot_p95_s),
             )
         if applied is not None:
             fields.update(write=applied.outcome, attempts=applied.attempts, error=applied.error)
-        level = logging.WARNING if action in ("Failed", "ForeignChange") or record.reason in _WARN_ON_ENTER else logging.INFO
+        level = (
+            logging.WARNING
+            if action in ("Failed", "ForeignChange") or record.reason in _WARN_ON_ENTER
+            else logging.INFO
+        )
         log.log(level, "decision", extra={"fields": fields})
         self._events(t, record, action, applied, now_s)
 
-    def _events(self, t: RuntimeTarget, record: DecisionRecord, action: str, applied: ApplyResult | None, now_s: float) -> None:
+    def _events(
+        self,
+        t: RuntimeTarget,
+        record: DecisionRecord,
+        action: str,
+        applied: ApplyResult | None,
+        now_s: float,
+    ) -> None:
         if self.events is None or not self.config.events:
             return
         cfg = t.config
         uid = record.replicas.uid if record.replicas is not None else ""
-        why = f"{record.reason}" + (f" ({record.policy}: {_policy_reason(record)})" if record.policy else "")
+        why = f"{record.reason}" + (
+            f" ({record.policy}: {_policy_reason(record)})" if record.policy else ""
+        )
         if record.clamps:
             why += f"; clamped by {', '.join(record.clamps)}"
 
         def emit(reason: str, message: str, warning: bool = False) -> None:
             assert self.events is not None
-            self.events.record(cfg.namespace, cfg.deployment, uid, reason, message, now_s, warning=warning)
+            self.events.record(
+                cfg.namespace, cfg.deployment, uid, reason, message, now_s, warning=warning
+            )
 
         if action == "Scaled":
-            emit("SuccessfulRescale", f"New size: {record.desired} (was {record.current}); reason: {why}")
+            emit(
+                "SuccessfulRescale",
+                f"New size: {record.desired} (was {record.current}); reason: {why}",
+            )
         elif action == "DryRun":
-            emit("DryRunRescale", f"Would scale {record.current} -> {record.desired} (dry run, nothing written); reason: {why}")
+            emit(
+                "DryRunRescale",
+                f"Would scale {record.current} -> {record.desired} (dry run, nothing written); reason: {why}",
+            )
         elif action in ("Failed", "ForeignChange") and applied is not None:
-            emit("FailedRescale", f"Scale {record.current} -> {record.desired} not written: {applied.error}", warning=True)
+            emit(
+                "FailedRescale",
+                f"Scale {record.current} -> {record.desired} not written: {applied.error}",
+                warning=True,
+            )
         condition = "Ok"
         if record.source == "fallback":
             condition = f"Fallback:{record.fallback_cause}"
@@ -250,13 +332,27 @@ class Controller:
             condition = record.reason
         if condition != t.condition:
             previous, t.condition = t.condition, condition
-            detail = "; ".join(s.detail for s in record.steps if s.name in ("gate", "metrics", "policy", "fallback") and s.detail)
+            detail = "; ".join(
+                s.detail
+                for s in record.steps
+                if s.name in ("gate", "metrics", "policy", "fallback") and s.detail
+            )
             if condition == "Ok":
                 emit("Recovered", f"Deciding with {record.policy} again (was {previous})")
             elif condition.startswith("Fallback:"):
-                emit("FallbackPolicy", f"Deciding with the fallback {record.policy}: {record.fallback_cause}; {detail}"[:1024], warning=True)
+                emit(
+                    "FallbackPolicy",
+                    f"Deciding with the fallback {record.policy}: {record.fallback_cause}; {detail}"[
+                        :1024
+                    ],
+                    warning=True,
+                )
             elif condition in _WARN_ON_ENTER:
-                emit("HoldingScale", f"Holding at {record.current}: {condition}; {detail}"[:1024], warning=True)
+                emit(
+                    "HoldingScale",
+                    f"Holding at {record.current}: {condition}; {detail}"[:1024],
+                    warning=True,
+                )
             elif condition in OPERATOR_HOLDS:
                 emit(condition, detail or condition)
 
@@ -281,7 +377,9 @@ class Controller:
                 if ran or self.elector is None:
                     done += 1
             except Exception as e:  # noqa: BLE001 - the loop outlives any one tick
-                log.exception("tick failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}})
+                log.exception(
+                    "tick failed", extra={"fields": {"error": f"{type(e).__name__}: {e}"}}
+                )
             if max_ticks is not None and done >= max_ticks:
                 break
             next_at += tick_s
@@ -328,7 +426,11 @@ def build_controller(
     """Everything from the config: policies (refusing bad checkpoints here, at start-up), the
     API client, Prometheus, Events, leader election. Tests pass fakes for the edges."""
     cache: dict[Any, Any] = {}
-    built = list(targets) if targets is not None else [make_target(config, t, cache=cache) for t in config.targets]
+    built = (
+        list(targets)
+        if targets is not None
+        else [make_target(config, t, cache=cache) for t in config.targets]
+    )
     for t in built:
         for w in t.policies.warnings:
             log.warning("target warning", extra={"fields": {"target": t.key, "warning": w}})
@@ -342,13 +444,23 @@ def build_controller(
 
         prom = PrometheusHttp(config.prometheus)
     r = config.kubernetes.retry
-    backoff = Backoff(attempts=r.attempts, base_delay_s=r.base_delay_s, max_delay_s=r.max_delay_s, deadline_s=r.deadline_s)
+    backoff = Backoff(
+        attempts=r.attempts,
+        base_delay_s=r.base_delay_s,
+        max_delay_s=r.max_delay_s,
+        deadline_s=r.deadline_s,
+    )
     elector = None
     le = config.leader_election
     if le.enabled:
         elector = LeaderElector(
-            kube_api, config.lease_namespace, le.lease_name, ident,
-            lease_duration_s=le.lease_duration_s, renew_deadline_s=le.renew_deadline_s, retry_period_s=le.retry_period_s,
+            kube_api,
+            config.lease_namespace,
+            le.lease_name,
+            ident,
+            lease_duration_s=le.lease_duration_s,
+            renew_deadline_s=le.renew_deadline_s,
+            retry_period_s=le.retry_period_s,
         )
     m = metrics or ControllerMetrics()
     if elector is not None:

@@ -88,7 +88,9 @@ class TargetMemory:
 class DecideOptions:
     manual_override_hold_s: float = 600.0
     starting_guard_s: float | None = 900.0
-    dry_run: bool = False  # a shadow never holds for external changes: they are the autoscaler it shadows
+    dry_run: bool = (
+        False  # a shadow never holds for external changes: they are the autoscaler it shadows
+    )
     required: tuple[str, ...] = QUERY_FIELDS
     fallback_required: tuple[str, ...] = ("arrival_rps", "requests_waiting", "requests_running")
 
@@ -114,10 +116,14 @@ class DecisionRecord:
     warm_proposed: int | None = None
 
     def explain(self) -> str:
-        return "; ".join(f"{s.name}: {s.reason}" + (f" ({s.detail})" if s.detail else "") for s in self.steps)
+        return "; ".join(
+            f"{s.name}: {s.reason}" + (f" ({s.detail})" if s.detail else "") for s in self.steps
+        )
 
 
-def to_interval(reading: MetricsReading, replicas: ReplicaState, interval_s: float) -> IntervalMetrics:
+def to_interval(
+    reading: MetricsReading, replicas: ReplicaState, interval_s: float
+) -> IntervalMetrics:
     """The same record the simulator produces: PromQL fields + replica counts from the API."""
     v = reading.values
     return IntervalMetrics(
@@ -156,8 +162,14 @@ class _Tick:
         self.steps.append(Step(name, reason, detail))
 
     def hold(
-        self, reason: str, detail: str, *, current: int | None, reset_window: bool,
-        metrics: IntervalMetrics | None = None, fallback_cause: str | None = None,
+        self,
+        reason: str,
+        detail: str,
+        *,
+        current: int | None,
+        reset_window: bool,
+        metrics: IntervalMetrics | None = None,
+        fallback_cause: str | None = None,
         policy_latency_s: float | None = None,
     ) -> DecisionRecord:
         """Keep the current count; `reset_window` when the data it was decided on is not to be trusted."""
@@ -165,9 +177,19 @@ class _Tick:
         if reset_window:
             self.memory.window.clear()
         return DecisionRecord(
-            self.target, self.now_s, HOLD, reason, current, None, current, tuple(self.steps),
-            replicas=self.replicas, missing=self.reading.missing, metrics=metrics,
-            fallback_cause=fallback_cause, policy_latency_s=policy_latency_s,
+            self.target,
+            self.now_s,
+            HOLD,
+            reason,
+            current,
+            None,
+            current,
+            tuple(self.steps),
+            replicas=self.replicas,
+            missing=self.reading.missing,
+            metrics=metrics,
+            fallback_cause=fallback_cause,
+            policy_latency_s=policy_latency_s,
         )
 
 
@@ -175,20 +197,29 @@ def _observe(tick: _Tick, replicas: ReplicaState, options: DecideOptions) -> Dec
     """Record the replica state and notice changes that are not ours; a Hold, or None to go on."""
     memory, current = tick.memory, replicas.desired
     tick.step(
-        "observe", "ReplicaState",
+        "observe",
+        "ReplicaState",
         f"spec {current}, ready {replicas.ready}, starting {replicas.starting}, terminating {replicas.terminating}",
     )
     last_seen = memory.last_seen_replicas
     if last_seen is not None and current != last_seen and current != memory.last_written:
         if not options.dry_run and options.manual_override_hold_s > 0:
             memory.manual_until_s = tick.now_s + options.manual_override_hold_s
-        tick.step("observe", "ExternalChange", f"spec.replicas {last_seen} -> {current}, not by this controller")
+        tick.step(
+            "observe",
+            "ExternalChange",
+            f"spec.replicas {last_seen} -> {current}, not by this controller",
+        )
     memory.last_seen_replicas = current
     memory.last_written = None
     if current == 0 and memory.limits.min_replicas > 0:
         # The HPA's convention: a Deployment scaled to zero by hand is switched off, not starved.
-        return tick.hold("ScaledToZero", "spec.replicas is 0; scale it up (or set min_replicas: 0) to hand it back",
-                         current=current, reset_window=True)
+        return tick.hold(
+            "ScaledToZero",
+            "spec.replicas is 0; scale it up (or set min_replicas: 0) to hand it back",
+            current=current,
+            reset_window=True,
+        )
     return None
 
 
@@ -208,7 +239,9 @@ def _trust_metrics(
     reading, current = tick.reading, replicas.desired
     m = to_interval(reading, replicas, tick.memory.interval_s)
     if reading.error is not None:
-        return tick.hold("MetricsUnavailable", reading.error, current=current, reset_window=True, metrics=m)
+        return tick.hold(
+            "MetricsUnavailable", reading.error, current=current, reset_window=True, metrics=m
+        )
     if reading.stale:
         return tick.hold("MetricsStale", reading.why, current=current, reset_window=True, metrics=m)
     primary_ok = reading.has(options.required)
@@ -217,9 +250,15 @@ def _trust_metrics(
         lacking = ", ".join(f for f in options.required if f in reading.missing)
         tick.step("metrics", "MetricsMissing", lacking)
         if not fallback_ok:
-            return tick.hold("MetricsMissing", lacking, current=current, reset_window=True, metrics=m)
+            return tick.hold(
+                "MetricsMissing", lacking, current=current, reset_window=True, metrics=m
+            )
     else:
-        tick.step("metrics", "MetricsTrusted", f"age {reading.age_s:.0f} s" if reading.age_s is not None else "")
+        tick.step(
+            "metrics",
+            "MetricsTrusted",
+            f"age {reading.age_s:.0f} s" if reading.age_s is not None else "",
+        )
     tick.memory.push(m)
     return _Trusted(m, primary_ok, fallback_ok)
 
@@ -233,8 +272,12 @@ class _Proposal:
     latency_s: float | None  # both policies' time, when both ran
 
 
-def _run(policy: Policy, window: Sequence[IntervalMetrics], perf_counter: Callable[[], float],
-         spent_s: float = 0.0) -> tuple[Decision | None, str, float]:
+def _run(
+    policy: Policy,
+    window: Sequence[IntervalMetrics],
+    perf_counter: Callable[[], float],
+    spent_s: float = 0.0,
+) -> tuple[Decision | None, str, float]:
     """(decision or None, the error when it raised, spent_s + its own time)."""
     t0 = perf_counter()
     try:
@@ -245,7 +288,11 @@ def _run(policy: Policy, window: Sequence[IntervalMetrics], perf_counter: Callab
 
 
 def _propose(
-    tick: _Tick, current: int, trusted: _Trusted, policy: Policy, fallback: Policy | None,
+    tick: _Tick,
+    current: int,
+    trusted: _Trusted,
+    policy: Policy,
+    fallback: Policy | None,
     perf_counter: Callable[[], float],
 ) -> _Proposal | DecisionRecord:
     """The primary on complete data; the fallback when the primary raised or data is partial;
@@ -263,15 +310,25 @@ def _propose(
     if fallback is not None and trusted.fallback_ok:
         decision, error, latency_s = _run(fallback, window, perf_counter, latency_s or 0.0)
         if decision is not None:
-            tick.step("fallback", "FallbackProposal", f"{fallback.name} ({cause}): {decision.reason}")
+            tick.step(
+                "fallback", "FallbackProposal", f"{fallback.name} ({cause}): {decision.reason}"
+            )
             return _Proposal(decision, fallback, "fallback", cause, latency_s)
         tick.step("fallback", "PolicyError", error)
     return tick.hold(
-        "PolicyError", "no policy produced a proposal", current=current, reset_window=False, metrics=trusted.interval, fallback_cause=cause, policy_latency_s=latency_s,
+        "PolicyError",
+        "no policy produced a proposal",
+        current=current,
+        reset_window=False,
+        metrics=trusted.interval,
+        fallback_cause=cause,
+        policy_latency_s=latency_s,
     )
 
 
-def _guard(tick: _Tick, proposed: int, replicas: ReplicaState, primary_ok: bool, options: DecideOptions) -> int:
+def _guard(
+    tick: _Tick, proposed: int, replicas: ReplicaState, primary_ok: bool, options: DecideOptions
+) -> int:
     """No scale-down on partial data; no scale-up on top of pods still starting (unless stuck)."""
     current, want = replicas.desired, proposed
     if not primary_ok and want < current:
@@ -281,16 +338,29 @@ def _guard(tick: _Tick, proposed: int, replicas: ReplicaState, primary_ok: bool,
     if guard is not None and replicas.starting > 0 and want > current:
         age = replicas.oldest_starting_s or 0.0
         if age < guard:
-            tick.step("guard", "WaitingForStartingReplicas",
-                      f"{replicas.starting} starting (oldest {age:.0f} s): {want} -> {current}")
+            tick.step(
+                "guard",
+                "WaitingForStartingReplicas",
+                f"{replicas.starting} starting (oldest {age:.0f} s): {want} -> {current}",
+            )
             want = current
         else:
-            tick.step("guard", "StartingReplicasStuck", f"oldest has been starting {age:.0f} s >= {guard:.0f} s")
+            tick.step(
+                "guard",
+                "StartingReplicasStuck",
+                f"oldest has been starting {age:.0f} s >= {guard:.0f} s",
+            )
     return want
 
 
-def _gate(tick: _Tick, replicas: ReplicaState, trusted: _Trusted, proposal: _Proposal, proposed: int,
-          clamped: Clamped) -> DecisionRecord:
+def _gate(
+    tick: _Tick,
+    replicas: ReplicaState,
+    trusted: _Trusted,
+    proposal: _Proposal,
+    proposed: int,
+    clamped: Clamped,
+) -> DecisionRecord:
     """NoChange, Hold(Paused), Hold(ManualOverride) or Scale; only Scale keeps the clamp's change."""
     memory, now_s, current, desired = tick.memory, tick.now_s, replicas.desired, clamped.replicas
     decided_by = "PolicyProposal" if proposal.source == "primary" else "FallbackProposal"
@@ -299,22 +369,42 @@ def _gate(tick: _Tick, replicas: ReplicaState, trusted: _Trusted, proposal: _Pro
         tick.step("gate", NO_CHANGE, f"stays at {current}")
     elif replicas.paused:
         outcome, reason = HOLD, "Paused"
-        tick.step("gate", "Paused", f"would scale {current} -> {desired}; the kill-switch annotation is set")
+        tick.step(
+            "gate",
+            "Paused",
+            f"would scale {current} -> {desired}; the kill-switch annotation is set",
+        )
     elif now_s < memory.manual_until_s:
         outcome, reason = HOLD, "ManualOverride"
         left = memory.manual_until_s - now_s
-        tick.step("gate", "ManualOverride",
-                  f"would scale {current} -> {desired}; respecting a manual change for {left:.0f} s more")
+        tick.step(
+            "gate",
+            "ManualOverride",
+            f"would scale {current} -> {desired}; respecting a manual change for {left:.0f} s more",
+        )
     else:
         outcome, reason = SCALE, decided_by
         tick.step("gate", SCALE, f"{current} -> {desired}")
     if outcome != SCALE:
         memory.forget_last_change()
     return DecisionRecord(
-        tick.target, now_s, outcome, reason, current, proposed, desired, tuple(tick.steps),
-        policy=proposal.policy.name, source=proposal.source, fallback_cause=proposal.fallback_cause,
-        clamps=clamped.reasons, missing=tick.reading.missing, metrics=trusted.interval, replicas=replicas,
-        policy_latency_s=proposal.latency_s, warm_proposed=proposal.decision.warm_replicas,
+        tick.target,
+        now_s,
+        outcome,
+        reason,
+        current,
+        proposed,
+        desired,
+        tuple(tick.steps),
+        policy=proposal.policy.name,
+        source=proposal.source,
+        fallback_cause=proposal.fallback_cause,
+        clamps=clamped.reasons,
+        missing=tick.reading.missing,
+        metrics=trusted.interval,
+        replicas=replicas,
+        policy_latency_s=proposal.latency_s,
+        warm_proposed=proposal.decision.warm_replicas,
     )
 
 
@@ -333,8 +423,12 @@ def decide(
 ) -> DecisionRecord:
     tick = _Tick(target, now_s, replicas, reading, memory)
     if replicas is None:
-        return tick.hold("ReplicaStateUnavailable", replicas_error or "the API could not be read",
-                         current=None, reset_window=True)
+        return tick.hold(
+            "ReplicaStateUnavailable",
+            replicas_error or "the API could not be read",
+            current=None,
+            reset_window=True,
+        )
     held = _observe(tick, replicas, options)
     if held is not None:
         return held

@@ -35,7 +35,20 @@ from rlscale.deploy.decide import DecisionRecord
 from rlscale.deploy.promql import QUERY_FIELDS
 
 _T = ("namespace", "deployment")
-_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 _TICK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 # Reasons that are limits on the proposal, counted as clamps with the safety module's own.
 GUARD_REASONS = ("WaitingForStartingReplicas", "NoScaleDownOnMissingData")
@@ -46,37 +59,119 @@ OPERATOR_HOLDS = ("Paused", "ManualOverride", "ScaledToZero")
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
-        self.desired = Gauge("rlscale_desired_replicas", "Replicas this controller decided (after clamps), written or not.", _T, registry=r)
-        self.proposed = Gauge("rlscale_proposed_replicas", "Replicas the policy proposed, before the guard and the clamps.", _T, registry=r)
-        self.current = Gauge("rlscale_current_replicas", "spec.replicas of the Deployment.", _T, registry=r)
-        self.ready = Gauge("rlscale_ready_replicas", "Ready pods of the Deployment.", _T, registry=r)
-        self.starting = Gauge("rlscale_starting_replicas", "Pods created but not Ready yet (capacity on its way).", _T, registry=r)
-        self.terminating = Gauge("rlscale_terminating_replicas", "Pods terminating.", _T, registry=r)
-        self.warm = Gauge("rlscale_warm_replicas", "Standby (warm) replicas; always 0 live.", _T, registry=r)
-        self.warm_proposed = Gauge("rlscale_warm_replicas_proposed", "Warm pool the policy asked for (not actuated live).", _T, registry=r)
-        self.decisions = Counter("rlscale_decisions", "Decisions by action and reason.", (*_T, "action", "reason"), registry=r)
-        self.fallbacks = Counter("rlscale_fallbacks", "Decisions not made by the primary policy.", (*_T, "mode", "cause"), registry=r)
-        self.clamps = Counter("rlscale_clamps", "Limits that changed a proposal.", (*_T, "clamp"), registry=r)
-        self.writes = Counter("rlscale_scale_writes", "Scale subresource writes by result.", (*_T, "result"), registry=r)
+        self.desired = Gauge(
+            "rlscale_desired_replicas",
+            "Replicas this controller decided (after clamps), written or not.",
+            _T,
+            registry=r,
+        )
+        self.proposed = Gauge(
+            "rlscale_proposed_replicas",
+            "Replicas the policy proposed, before the guard and the clamps.",
+            _T,
+            registry=r,
+        )
+        self.current = Gauge(
+            "rlscale_current_replicas", "spec.replicas of the Deployment.", _T, registry=r
+        )
+        self.ready = Gauge(
+            "rlscale_ready_replicas", "Ready pods of the Deployment.", _T, registry=r
+        )
+        self.starting = Gauge(
+            "rlscale_starting_replicas",
+            "Pods created but not Ready yet (capacity on its way).",
+            _T,
+            registry=r,
+        )
+        self.terminating = Gauge(
+            "rlscale_terminating_replicas", "Pods terminating.", _T, registry=r
+        )
+        self.warm = Gauge(
+            "rlscale_warm_replicas", "Standby (warm) replicas; always 0 live.", _T, registry=r
+        )
+        self.warm_proposed = Gauge(
+            "rlscale_warm_replicas_proposed",
+            "Warm pool the policy asked for (not actuated live).",
+            _T,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "rlscale_decisions",
+            "Decisions by action and reason.",
+            (*_T, "action", "reason"),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "rlscale_fallbacks",
+            "Decisions not made by the primary policy.",
+            (*_T, "mode", "cause"),
+            registry=r,
+        )
+        self.clamps = Counter(
+            "rlscale_clamps", "Limits that changed a proposal.", (*_T, "clamp"), registry=r
+        )
+        self.writes = Counter(
+            "rlscale_scale_writes",
+            "Scale subresource writes by result.",
+            (*_T, "result"),
+            registry=r,
+        )
         self.policy_latency = Histogram(
-            "rlscale_policy_latency_seconds", "Policy decision latency (encode + decide).", ("policy",),
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "rlscale_policy_latency_seconds",
+            "Policy decision latency (encode + decide).",
+            ("policy",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.gpu_hours = Counter("rlscale_gpu_hours", "GPU-hours held by the target's pods.", _T, registry=r)
-        self.trusted = Gauge("rlscale_metrics_trusted", "1 when the last reading had every required field, fresh.", _T, registry=r)
-        self.age = Gauge("rlscale_metrics_age_seconds", "Age of the newest sample behind the last reading.", _T, registry=r)
-        self.missing = Gauge("rlscale_metrics_missing", "1 when the field was missing in the last reading.", (*_T, "field"), registry=r)
-        self.paused = Gauge("rlscale_paused", "1 while the kill-switch annotation is set.", _T, registry=r)
-        self.dry_run = Gauge("rlscale_dry_run", "1 when the target runs in dry-run (shadow) mode.", _T, registry=r)
-        self.leader = Gauge("rlscale_leader", "1 while this process leads (or runs without election).", registry=r)
+        self.gpu_hours = Counter(
+            "rlscale_gpu_hours", "GPU-hours held by the target's pods.", _T, registry=r
+        )
+        self.trusted = Gauge(
+            "rlscale_metrics_trusted",
+            "1 when the last reading had every required field, fresh.",
+            _T,
+            registry=r,
+        )
+        self.age = Gauge(
+            "rlscale_metrics_age_seconds",
+            "Age of the newest sample behind the last reading.",
+            _T,
+            registry=r,
+        )
+        self.missing = Gauge(
+            "rlscale_metrics_missing",
+            "1 when the field was missing in the last reading.",
+            (*_T, "field"),
+            registry=r,
+        )
+        self.paused = Gauge(
+            "rlscale_paused", "1 while the kill-switch annotation is set.", _T, registry=r
+        )
+        self.dry_run = Gauge(
+            "rlscale_dry_run", "1 when the target runs in dry-run (shadow) mode.", _T, registry=r
+        )
+        self.leader = Gauge(
+            "rlscale_leader", "1 while this process leads (or runs without election).", registry=r
+        )
         self.tick_duration = Histogram(
-            "rlscale_tick_duration_seconds", "One tick over all targets.", buckets=_TICK_BUCKETS, registry=r
+            "rlscale_tick_duration_seconds",
+            "One tick over all targets.",
+            buckets=_TICK_BUCKETS,
+            registry=r,
         )
-        self.last_tick = Gauge("rlscale_last_tick_timestamp_seconds", "Unix time the last tick ended.", registry=r)
+        self.last_tick = Gauge(
+            "rlscale_last_tick_timestamp_seconds", "Unix time the last tick ended.", registry=r
+        )
 
     def publish(
-        self, record: DecisionRecord, action: str, *, dry_run: bool, gpu_hours: float = 0.0,
-        write_result: str | None = None, trusted: bool | None = None,
+        self,
+        record: DecisionRecord,
+        action: str,
+        *,
+        dry_run: bool,
+        gpu_hours: float = 0.0,
+        write_result: str | None = None,
+        trusted: bool | None = None,
     ) -> None:
         ns, name = record.target.split("/", 1)
         t = (ns, name)
@@ -111,7 +206,11 @@ class ControllerMetrics:
             self.gpu_hours.labels(*t).inc(gpu_hours)
         m = record.metrics
         if trusted is None:
-            trusted = not record.missing and record.reason not in ("MetricsUnavailable", "MetricsStale", "MetricsMissing")
+            trusted = not record.missing and record.reason not in (
+                "MetricsUnavailable",
+                "MetricsStale",
+                "MetricsMissing",
+            )
         self.trusted.labels(*t).set(1 if trusted else 0)
         if m is not None:
             missing = set(record.missing)
@@ -120,13 +219,17 @@ class ControllerMetrics:
 
     def set_age(self, target: str, age_s: float | None) -> None:
         ns, name = target.split("/", 1)
-        self.age.labels(ns, name).set(age_s if age_s is not None and math.isfinite(age_s) else math.nan)
+        self.age.labels(ns, name).set(
+            age_s if age_s is not None and math.isfinite(age_s) else math.nan
+        )
 
 
 class MetricsServer:
     """prometheus_client's HTTP server for one registry; `stop()` closes the socket."""
 
-    def __init__(self, registry: CollectorRegistry, address: str = "0.0.0.0", port: int = 9102) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, address: str = "0.0.0.0", port: int = 9102
+    ) -> None:
         self._server: Any
         self._thread: threading.Thread
         self._server, self._thread = start_http_server(port, address, registry=registry)

@@ -78,13 +78,27 @@ class NvmlCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         nv = self.nvml
         fams = {
-            "util": GaugeMetricFamily("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=LABELS),
-            "copy": GaugeMetricFamily("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", labels=LABELS),
-            "used": GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels=LABELS),
-            "free": GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", labels=LABELS),
-            "power": GaugeMetricFamily("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", labels=LABELS),
-            "temp": GaugeMetricFamily("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", labels=LABELS),
-            "clock": GaugeMetricFamily("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", labels=LABELS),
+            "util": GaugeMetricFamily(
+                "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=LABELS
+            ),
+            "copy": GaugeMetricFamily(
+                "DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).", labels=LABELS
+            ),
+            "used": GaugeMetricFamily(
+                "DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels=LABELS
+            ),
+            "free": GaugeMetricFamily(
+                "DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", labels=LABELS
+            ),
+            "power": GaugeMetricFamily(
+                "DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", labels=LABELS
+            ),
+            "temp": GaugeMetricFamily(
+                "DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", labels=LABELS
+            ),
+            "clock": GaugeMetricFamily(
+                "DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", labels=LABELS
+            ),
         }
         count = self._read("nvmlDeviceGetCount") or 0
         for i in range(int(count)):

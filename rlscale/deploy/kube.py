@@ -69,7 +69,9 @@ class KubeApi(Protocol):
     def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj: ...
 
 
-def classify(status: int, reason: str, body: str | bytes | None, headers: Mapping[str, str] | None) -> ControllerError:
+def classify(
+    status: int, reason: str, body: str | bytes | None, headers: Mapping[str, str] | None
+) -> ControllerError:
     """An API error as a retry decision (client-go's: 409 re-read, 429/5xx back off)."""
     message = reason
     try:
@@ -88,7 +90,9 @@ def classify(status: int, reason: str, body: str | bytes | None, headers: Mappin
     if status == 404:
         return NotFoundError(text, status=status)
     if status in (401, 403):
-        return PermanentError(f"{text} (check the controller's RBAC: kubernetes/rbac.yaml)", status=status)
+        return PermanentError(
+            f"{text} (check the controller's RBAC: kubernetes/rbac.yaml)", status=status
+        )
     return PermanentError(text, status=status)
 
 
@@ -120,7 +124,9 @@ class OfficialKubeApi:
         if cfg.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=conf)
         else:
-            config.load_kube_config(config_file=cfg.kubeconfig, context=cfg.context, client_configuration=conf)
+            config.load_kube_config(
+                config_file=cfg.kubeconfig, context=cfg.context, client_configuration=conf
+            )
         conf.retries = False  # our backoff decides; urllib3's would retry a write behind our back
         api_client = ApiClient(conf)
         # The identity in the User-Agent tells two controllers' requests apart in audit logs.
@@ -130,21 +136,37 @@ class OfficialKubeApi:
     def close(self) -> None:
         self.api_client.close()
 
-    def _request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
-                 body: Obj | None = None, content_type: str = "application/json") -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Obj | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
         try:
             m, url, hdrs, payload, _post = self.api_client.param_serialize(
-                method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"],
+                method,
+                path,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
             )
-            r = self.api_client.call_api(m, url, header_params=hdrs, body=payload, _request_timeout=self.timeout)
+            r = self.api_client.call_api(
+                m, url, header_params=hdrs, body=payload, _request_timeout=self.timeout
+            )
             data = r.read()
         except self._api_exception as e:
             raise TemporaryError(f"API server unreachable: {e.reason or e}") from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise TemporaryError(f"API server unreachable: {e.__class__.__name__}: {str(e)[:200]}") from None
+            raise TemporaryError(
+                f"API server unreachable: {e.__class__.__name__}: {str(e)[:200]}"
+            ) from None
         if r.status >= 400:
             raise classify(r.status, r.reason or "", data, dict(r.headers or {}))
         try:
@@ -156,29 +178,43 @@ class OfficialKubeApi:
         return self._request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
 
     def list_pods(self, namespace: str, label_selector: str) -> list[Obj]:
-        doc = self._request("GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", label_selector)])
+        doc = self._request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", label_selector)]
+        )
         return list(doc.get("items") or [])
 
     def read_scale(self, namespace: str, name: str) -> Obj:
-        return self._request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale")
+        return self._request(
+            "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"
+        )
 
     def patch_scale(self, namespace: str, name: str, body: Obj) -> Obj:
         """A JSON merge patch of the Scale; a `metadata.resourceVersion` in it is a precondition
         (409 if the Deployment moved on), so RBAC needs only `patch` on deployments/scale."""
-        return self._request("PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
-                             body=body, content_type="application/merge-patch+json")
+        return self._request(
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
+            body=body,
+            content_type="application/merge-patch+json",
+        )
 
     def create_event(self, namespace: str, body: Obj) -> Obj:
         return self._request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
 
     def get_lease(self, namespace: str, name: str) -> Obj:
-        return self._request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
+        return self._request(
+            "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        )
 
     def create_lease(self, namespace: str, body: Obj) -> Obj:
-        return self._request("POST", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases", body=body)
+        return self._request(
+            "POST", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases", body=body
+        )
 
     def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
-        return self._request("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}", body=body)
+        return self._request(
+            "PUT", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}", body=body
+        )
 
 
 # --- replica state -----------------------------------------------------------------------------
@@ -242,7 +278,9 @@ class ReplicaState:
     generation: int = 0
 
 
-def replica_state(deployment: Obj, pods: list[Obj], now_s: float, pause_annotation: str) -> ReplicaState:
+def replica_state(
+    deployment: Obj, pods: list[Obj], now_s: float, pause_annotation: str
+) -> ReplicaState:
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     ready = starting = terminating = failed = 0
@@ -291,7 +329,9 @@ class Kube:
     def _retry(self, fn: Callable[[], Any]) -> Any:
         return retry(fn, self.backoff, sleep=self.sleep, monotonic=self.monotonic, rng=self.rng)
 
-    def observe(self, namespace: str, name: str, now_s: float, pause_annotation: str) -> ReplicaState:
+    def observe(
+        self, namespace: str, name: str, now_s: float, pause_annotation: str
+    ) -> ReplicaState:
         """Deployment + its pods; raises ControllerError when the API cannot be read."""
         d = self._retry(lambda: self.api.get_deployment(namespace, name))
         selector = selector_string((d.get("spec") or {}).get("selector"))
@@ -316,7 +356,9 @@ class Kube:
         last_error = ""
         while True:
             if not may_write():
-                return ApplyResult("NotLeader", False, None, attempts, "lost leadership before writing")
+                return ApplyResult(
+                    "NotLeader", False, None, attempts, "lost leadership before writing"
+                )
             attempts += 1
             body = {"metadata": {"resourceVersion": rv}, "spec": {"replicas": int(target)}}
             delay: float | None = None
@@ -329,7 +371,9 @@ class Kube:
                 try:
                     scale = self._retry(lambda: self.api.read_scale(namespace, name))
                 except ControllerError as re_err:
-                    return ApplyResult("Failed", False, None, attempts, f"conflict, then re-read failed: {re_err}")
+                    return ApplyResult(
+                        "Failed", False, None, attempts, f"conflict, then re-read failed: {re_err}"
+                    )
                 current = int((scale.get("spec") or {}).get("replicas") or 0)
                 rv = str((scale.get("metadata") or {}).get("resourceVersion", ""))
                 if current == target:
@@ -337,7 +381,10 @@ class Kube:
                     return ApplyResult("AlreadyScaled", True, current, attempts, None, rv)
                 if current != expected_current:
                     return ApplyResult(
-                        "ForeignChange", False, current, attempts,
+                        "ForeignChange",
+                        False,
+                        current,
+                        attempts,
                         f"spec.replicas changed to {current} by someone else (was {expected_current}); respecting it",
                     )
                 delay = self.backoff.delay_s(attempts - 1, self.rng) * 0.5
@@ -350,7 +397,13 @@ class Kube:
                 return ApplyResult("Failed", False, None, attempts, str(e))
             elapsed = self.monotonic() - start
             if attempts >= self.backoff.attempts or elapsed + delay > self.backoff.deadline_s:
-                return ApplyResult("Failed", False, None, attempts, f"gave up after {attempts} attempts: {last_error}")
+                return ApplyResult(
+                    "Failed",
+                    False,
+                    None,
+                    attempts,
+                    f"gave up after {attempts} attempts: {last_error}",
+                )
             self.sleep(delay)
 
 
@@ -368,14 +421,24 @@ class EventRecorder:
     """Kubernetes Events on a Deployment (core/v1 Event, as `kubectl describe` shows them).
     Best effort: one attempt, a failure is logged and never blocks a decision."""
 
-    def __init__(self, api: KubeApi, *, component: str = "rlscale-controller", instance: str = "") -> None:
+    def __init__(
+        self, api: KubeApi, *, component: str = "rlscale-controller", instance: str = ""
+    ) -> None:
         self.api = api
         self.component = component
         self.instance = instance
         self._seq = itertools.count()
 
     def record(
-        self, namespace: str, deployment: str, uid: str, reason: str, message: str, now_s: float, *, warning: bool = False
+        self,
+        namespace: str,
+        deployment: str,
+        uid: str,
+        reason: str,
+        message: str,
+        now_s: float,
+        *,
+        warning: bool = False,
     ) -> bool:
         stamp = _rfc3339(now_s)
         # client-go names events <object>.<unix nanos, hex>; the counter keeps two in one
@@ -386,7 +449,11 @@ class EventRecorder:
             "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
             "involvedObject": {
-                "apiVersion": "apps/v1", "kind": "Deployment", "name": deployment, "namespace": namespace, "uid": uid,
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment,
+                "namespace": namespace,
+                "uid": uid,
             },
             "reason": reason,
             "message": message[:1024],
@@ -402,7 +469,16 @@ class EventRecorder:
             self.api.create_event(namespace, body)
             return True
         except ControllerError as e:
-            log.warning("event not recorded", extra={"fields": {"target": f"{namespace}/{deployment}", "reason": reason, "error": str(e)}})
+            log.warning(
+                "event not recorded",
+                extra={
+                    "fields": {
+                        "target": f"{namespace}/{deployment}",
+                        "reason": reason,
+                        "error": str(e),
+                    }
+                },
+            )
             return False
 
 

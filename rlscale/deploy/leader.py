@@ -58,14 +58,19 @@ class LeaderElector:
     # -- state ---------------------------------------------------------------------------------
     def is_leader(self, now_s: float) -> bool:
         with self._lock:
-            return self._renewed_at_s is not None and now_s - self._renewed_at_s < self.renew_deadline_s
+            return (
+                self._renewed_at_s is not None
+                and now_s - self._renewed_at_s < self.renew_deadline_s
+            )
 
     def _set_leader(self, leader: bool) -> None:
         if leader != self._leader:
             self._leader = leader
             log.info(
                 "leadership " + ("acquired" if leader else "lost"),
-                extra={"fields": {"identity": self.identity, "lease": f"{self.namespace}/{self.name}"}},
+                extra={
+                    "fields": {"identity": self.identity, "lease": f"{self.namespace}/{self.name}"}
+                },
             )
             if self.on_change is not None:
                 self.on_change(leader)
@@ -102,7 +107,12 @@ class LeaderElector:
         meta: Obj = {"name": self.name, "namespace": self.namespace}
         if current is not None:
             meta["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": meta,
+            "spec": spec,
+        }
 
     def _try(self, now_s: float) -> bool:
         try:

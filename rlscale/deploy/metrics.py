@@ -44,7 +44,9 @@ def _value(text: str) -> float:
     return float(text)
 
 
-def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> list[Sample]:
+def parse_response(
+    status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> list[Sample]:
     """Samples of an /api/v1/query answer, or the error it carries, classified for retry."""
     try:
         doc = json.loads(body)
@@ -54,11 +56,18 @@ def parse_response(status: int, body: bytes, headers: Mapping[str, str] | None =
         retry_after = (headers or {}).get("Retry-After")
         delay = float(retry_after) if retry_after and retry_after.isdigit() else None
         detail = doc.get("error") if isinstance(doc, dict) else body[:200].decode(errors="replace")
-        raise TemporaryError(f"Prometheus answered {status}: {detail}", status=status, delay_s=delay)
+        raise TemporaryError(
+            f"Prometheus answered {status}: {detail}", status=status, delay_s=delay
+        )
     if not isinstance(doc, dict):
-        raise TemporaryError(f"Prometheus answered {status} with a body that is not JSON", status=status)
+        raise TemporaryError(
+            f"Prometheus answered {status} with a body that is not JSON", status=status
+        )
     if doc.get("status") != "success":
-        raise PermanentError(f"Prometheus rejected the query ({doc.get('errorType')}): {doc.get('error')}", status=status)
+        raise PermanentError(
+            f"Prometheus rejected the query ({doc.get('errorType')}): {doc.get('error')}",
+            status=status,
+        )
     data = doc.get("data") or {}
     kind = data.get("resultType")
     result: Any = data.get("result")  # a [time, value] pair or a list of samples, by kind
@@ -93,7 +102,9 @@ class PrometheusHttp:
                 timeout=urllib3.Timeout(total=self.timeout_s),
             )
         except urllib3.exceptions.HTTPError as e:
-            raise TemporaryError(f"Prometheus at {self.url} unreachable: {e.__class__.__name__}") from None
+            raise TemporaryError(
+                f"Prometheus at {self.url} unreachable: {e.__class__.__name__}"
+            ) from None
         return parse_response(r.status, r.data, r.headers)
 
     def close(self) -> None:
@@ -180,7 +191,9 @@ def prepare(target: TargetConfig) -> TargetQueries:
 class PrometheusSource:
     """Reads targets' metrics, `concurrency` queries at a time."""
 
-    def __init__(self, client: PromQuery, *, concurrency: int = 8, retry_temporary: int = 1) -> None:
+    def __init__(
+        self, client: PromQuery, *, concurrency: int = 8, retry_temporary: int = 1
+    ) -> None:
         self.client = client
         self.retry_temporary = retry_temporary
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="rlscale-prom")
@@ -249,7 +262,9 @@ class PrometheusSource:
 @dataclass
 class _Fetched:
     by_field: dict[str, list[Sample]] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)  # field -> Prometheus's error for its query
+    failed: dict[str, str] = field(
+        default_factory=dict
+    )  # field -> Prometheus's error for its query
     error: str | None = None  # Prometheus could not be read at all
 
 
@@ -274,7 +289,10 @@ class _Fields:
             elif not samples:
                 self._lack(name, f"{name}: no series")
             elif len(samples) > 1:
-                self._lack(name, f"{name}: {len(samples)} series, expected one (aggregate the query with sum/avg)")
+                self._lack(
+                    name,
+                    f"{name}: {len(samples)} series, expected one (aggregate the query with sum/avg)",
+                )
             else:
                 self.values[name] = samples[0][1]
 

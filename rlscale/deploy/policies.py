@@ -64,10 +64,18 @@ def policy_spec(choice: PolicyChoice, where: str, field: str) -> PolicySpec:
     arg_key = _RULE_ARG_OPTION.get(rule)
     arg = opts.pop(arg_key) if arg_key in opts else None
     if rule == "static" and not (isinstance(arg, int) and not isinstance(arg, bool) and arg >= 0):
-        raise InputError(where, f"expected options.replicas: N (a count >= 0), got {arg!r}", field=f"{field}.options.replicas")
+        raise InputError(
+            where,
+            f"expected options.replicas: N (a count >= 0), got {arg!r}",
+            field=f"{field}.options.replicas",
+        )
     if opts and rule != "threshold":
         allowed = [arg_key] if arg_key else []
-        raise InputError(where, f"unknown option(s) {sorted(opts)} for rule {rule!r}; allowed: {allowed}", field=f"{field}.options")
+        raise InputError(
+            where,
+            f"unknown option(s) {sorted(opts)} for rule {rule!r}; allowed: {allowed}",
+            field=f"{field}.options",
+        )
     if rule == "threshold" and opts:
         return _threshold_spec(arg, opts, where, field)
     spec = PolicySpec(rule, "" if arg is None else str(arg))
@@ -85,18 +93,32 @@ def _threshold_spec(config: Any, opts: dict[str, Any], where: str, field: str) -
     from rlscale.policies.threshold import ThresholdConfig
 
     if config is not None:
-        raise InputError(where, "give either options.config (a file) or inline ThresholdConfig fields", field=f"{field}.options")
+        raise InputError(
+            where,
+            "give either options.config (a file) or inline ThresholdConfig fields",
+            field=f"{field}.options",
+        )
     try:
         ThresholdConfig.model_validate(opts)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise InputError(where, str(err["msg"]).removeprefix("Value error, "), field=f"{field}.options.{loc}".rstrip(".")) from None
+        raise InputError(
+            where,
+            str(err["msg"]).removeprefix("Value error, "),
+            field=f"{field}.options.{loc}".rstrip("."),
+        ) from None
     return PolicySpec("threshold", "", tuple((k, float(v)) for k, v in opts.items()))
 
 
-def _build(spec: PolicySpec, target: TargetConfig, profile: ServiceProfile, where: str, field: str,
-           cache: dict[str, PolicyFactory] | None) -> BuiltPolicy:
+def _build(
+    spec: PolicySpec,
+    target: TargetConfig,
+    profile: ServiceProfile,
+    where: str,
+    field: str,
+    cache: dict[str, PolicyFactory] | None,
+) -> BuiltPolicy:
     # Targets served by one checkpoint share one loaded policy: it is stateless (a deterministic
     # MLP), and 100 targets then hold one copy of the weights, loaded and verified once.
     key = f"{profile.name}|{spec}"
@@ -109,7 +131,9 @@ def _build(spec: PolicySpec, target: TargetConfig, profile: ServiceProfile, wher
         except InputError as e:
             if spec.kind != "ppo":
                 raise InputError(where, str(e), field=field) from None
-            raise InputError(where, f"checkpoint refused: {e}", field=f"{field}.checkpoint") from None
+            raise InputError(
+                where, f"checkpoint refused: {e}", field=f"{field}.checkpoint"
+            ) from None
         if cache is not None and spec.kind == "ppo":
             cache[key] = factory
     policy = factory(0)
@@ -118,12 +142,19 @@ def _build(spec: PolicySpec, target: TargetConfig, profile: ServiceProfile, wher
     return _checked_checkpoint(policy, factory, spec, profile, where, field)
 
 
-def _checked_checkpoint(policy: Any, factory: PolicyFactory, spec: PolicySpec, profile: ServiceProfile, where: str,
-                        field: str) -> BuiltPolicy:
+def _checked_checkpoint(
+    policy: Any,
+    factory: PolicyFactory,
+    spec: PolicySpec,
+    profile: ServiceProfile,
+    where: str,
+    field: str,
+) -> BuiltPolicy:
     trained_for = ((getattr(policy, "manifest", {}) or {}).get("profile") or {}).get("name")
     if trained_for and trained_for != profile.name:
         raise InputError(
-            where, f"checkpoint refused: {spec.arg} was trained for profile {trained_for!r}, the target runs {profile.name!r}",
+            where,
+            f"checkpoint refused: {spec.arg} was trained for profile {trained_for!r}, the target runs {profile.name!r}",
             field=f"{field}.checkpoint",
         )
     if factory.limits.gpus_per_replica != profile.gpus_per_replica:
@@ -135,10 +166,14 @@ def _checked_checkpoint(policy: Any, factory: PolicyFactory, spec: PolicySpec, p
         )
     obs = policy.obs_spec
     slo = SLOConfig(ttft_s=obs.ttft_slo_s, tpot_s=obs.tpot_slo_s)
-    return BuiltPolicy(policy, factory.limits, factory.window, slo=slo, warm_pool=int(policy.act_spec.max_warm))
+    return BuiltPolicy(
+        policy, factory.limits, factory.window, slo=slo, warm_pool=int(policy.act_spec.max_warm)
+    )
 
 
-def build_target_policies(target: TargetConfig, cache: dict[str, PolicyFactory] | None = None) -> TargetPolicies:
+def build_target_policies(
+    target: TargetConfig, cache: dict[str, PolicyFactory] | None = None
+) -> TargetPolicies:
     """The target's policies and the limits it is clamped by; `cache` (one dict for all targets)
     shares a checkpoint loaded for several targets."""
     where = f"target {target.key}"
@@ -153,7 +188,11 @@ def build_target_policies(target: TargetConfig, cache: dict[str, PolicyFactory] 
     primary = build(target.policy, "policy")
     fallback = build(target.fallback, "fallback") if target.fallback is not None else None
     if fallback is not None and fallback.warm_pool:
-        raise InputError(where, "a checkpoint cannot be the fallback: use a rule policy (hpa, threshold, ...)", field="fallback")
+        raise InputError(
+            where,
+            "a checkpoint cannot be the fallback: use a rule policy (hpa, threshold, ...)",
+            field="fallback",
+        )
     warnings = _check_warm_pool(primary, target, where)
     slo = _target_slo(primary, target, where)
     limits = _target_limits(primary, target, profile, where, warnings)
@@ -174,7 +213,9 @@ def _check_warm_pool(primary: BuiltPolicy, target: TargetConfig, where: str) -> 
             "target to serve it without one (every scale-up is then a cold start), or retrain with max_warm_replicas: 0",
             field="policy.checkpoint",
         )
-    return [f"the policy sizes a warm pool of up to {primary.warm_pool}; ignored live (every scale-up is a cold start)"]
+    return [
+        f"the policy sizes a warm pool of up to {primary.warm_pool}; ignored live (every scale-up is a cold start)"
+    ]
 
 
 def _target_slo(primary: BuiltPolicy, target: TargetConfig, where: str) -> SLOConfig:
@@ -188,18 +229,28 @@ def _target_slo(primary: BuiltPolicy, target: TargetConfig, where: str) -> SLOCo
     return target.slo or primary.slo or SLOConfig()
 
 
-def _target_limits(primary: BuiltPolicy, target: TargetConfig, profile: ServiceProfile, where: str,
-                   warnings: list[str]) -> SafetyLimits:
+def _target_limits(
+    primary: BuiltPolicy,
+    target: TargetConfig,
+    profile: ServiceProfile,
+    where: str,
+    warnings: list[str],
+) -> SafetyLimits:
     if target.limits is None:
-        return primary.limits.model_copy(update={"max_warm_replicas": 0, "gpus_per_replica": profile.gpus_per_replica})
+        return primary.limits.model_copy(
+            update={"max_warm_replicas": 0, "gpus_per_replica": profile.gpus_per_replica}
+        )
     limits = target.limits
     if "gpus_per_replica" not in limits.model_fields_set:
         limits = limits.model_copy(update={"gpus_per_replica": profile.gpus_per_replica})
     if limits.gpus_per_replica != profile.gpus_per_replica:
         raise InputError(
-            where, f"gpus_per_replica = {limits.gpus_per_replica}, profile {profile.name!r} has {profile.gpus_per_replica}",
+            where,
+            f"gpus_per_replica = {limits.gpus_per_replica}, profile {profile.name!r} has {profile.gpus_per_replica}",
             field="limits.gpus_per_replica",
         )
     if primary.slo is not None and limits.max_replicas > primary.limits.max_replicas:
-        warnings.append(f"limits.max_replicas {limits.max_replicas} is above the {primary.limits.max_replicas} the checkpoint trained under")
+        warnings.append(
+            f"limits.max_replicas {limits.max_replicas} is above the {primary.limits.max_replicas} the checkpoint trained under"
+        )
     return limits

@@ -47,10 +47,14 @@ QUERY_FIELDS: tuple[str, ...] = (
     "tpot_p95_s",
     "tpot_p99_s",
 )
-LATENCY_FIELDS: frozenset[str] = frozenset(f for f in QUERY_FIELDS if f.startswith(("ttft_", "tpot_")))
+LATENCY_FIELDS: frozenset[str] = frozenset(
+    f for f in QUERY_FIELDS if f.startswith(("ttft_", "tpot_"))
+)
 FRESHNESS = "__newest_sample_time_s"
 FIELD_LABEL = "rlscale_field"
-PLACEHOLDERS: frozenset[str] = frozenset({"selector", "gpu_selector", "window", "namespace", "deployment"})
+PLACEHOLDERS: frozenset[str] = frozenset(
+    {"selector", "gpu_selector", "window", "namespace", "deployment"}
+)
 
 DEFAULT_SELECTOR = 'namespace="{{namespace}}",pod=~"{{deployment}}-[a-z0-9]+-[a-z0-9]+"'
 

@@ -36,7 +36,9 @@ class TemporaryError(ControllerError):
 
     retryable = True
 
-    def __init__(self, message: str, *, status: int | None = None, delay_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, delay_s: float | None = None
+    ) -> None:
         super().__init__(message, status=status)
         self.delay_s = delay_s
 

@@ -108,14 +108,27 @@ class ClusterSim:
         self._start_s = np.array([w.start_s for w in binned])
         self._prompt_cv = np.array([w.prompt_tokens_cv for w in binned])
 
-        max_cold = sum(s.high_s for s in profile.cold_start) * math.exp(3 * self.config.cold_start_jitter)
+        max_cold = sum(s.high_s for s in profile.cold_start) * math.exp(
+            3 * self.config.cold_start_jitter
+        )
         self._h_start = int(math.ceil(max_cold / dt)) + 2
-        self._h_wake = int(math.ceil(profile.warm_wake.high_s * math.exp(3 * self.config.cold_start_jitter) / dt)) + 2
+        self._h_wake = (
+            int(
+                math.ceil(
+                    profile.warm_wake.high_s * math.exp(3 * self.config.cold_start_jitter) / dt
+                )
+            )
+            + 2
+        )
         # Draining replicas finish their in-flight requests: about one request's service time.
-        svc_s = profile.ttft_ms(profile.max_concurrency() / 2, profile.typical_prompt_tokens) / 1000.0
-        svc_s += profile.typical_output_tokens * float(
-            profile.tpot_ms(profile.max_concurrency() / 2, profile.typical_prompt_tokens)
-        ) / 1000.0
+        svc_s = (
+            profile.ttft_ms(profile.max_concurrency() / 2, profile.typical_prompt_tokens) / 1000.0
+        )
+        svc_s += (
+            profile.typical_output_tokens
+            * float(profile.tpot_ms(profile.max_concurrency() / 2, profile.typical_prompt_tokens))
+            / 1000.0
+        )
         self._drain_bins = max(1, int(math.ceil(svc_s / dt)))
         self._usd_per_replica_interval = profile.replica_usd_per_hour * dt / 3600.0
         self._gpus = profile.gpus_per_replica
@@ -144,12 +157,18 @@ class ClusterSim:
         if n == 0:
             return
         idx = np.nonzero(m)[0]
-        wid = idx % len(self.workloads) if workload_index is None else self._per_row(workload_index, idx, int)
+        wid = (
+            idx % len(self.workloads)
+            if workload_index is None
+            else self._per_row(workload_index, idx, int)
+        )
         self.wid[idx] = wid
         start = self._per_row(0 if start_bin is None else start_bin, idx, int)
         self.t[idx] = start
         length = self._lengths[wid]
-        self.t_end[idx] = length if episode_bins is None else np.minimum(start + episode_bins, length)
+        self.t_end[idx] = (
+            length if episode_bins is None else np.minimum(start + episode_bins, length)
+        )
         self._empty_rows(idx)
         first_rate_rps = self._arrivals[wid, np.minimum(start, length - 1)] / self.config.interval_s
         if initial_replicas is None:
@@ -170,7 +189,9 @@ class ClusterSim:
         self.metrics[idx, _F["replicas_ready"]] = init
         self.metrics[idx, _F["replicas_desired"]] = init
 
-    def _per_row(self, value: np.ndarray | int | float, idx: np.ndarray, scalar: type[int] | type[float]) -> np.ndarray:
+    def _per_row(
+        self, value: np.ndarray | int | float, idx: np.ndarray, scalar: type[int] | type[float]
+    ) -> np.ndarray:
         """`value[idx]` of a per-cluster (B,) value, or a scalar repeated for the rows in idx."""
         if np.ndim(value):
             return np.broadcast_to(np.asarray(value), (self.batch,))[idx]
@@ -217,7 +238,9 @@ class ClusterSim:
         for name in base.__dataclass_fields__:
             getattr(self.lat, name)[idx] = getattr(base, name)
         if self.config.cold_start_jitter > 0:
-            self.cold_scale[idx] = np.exp(self.rng.normal(0.0, self.config.cold_start_jitter, len(idx)))
+            self.cold_scale[idx] = np.exp(
+                self.rng.normal(0.0, self.config.cold_start_jitter, len(idx))
+            )
         else:
             self.cold_scale[idx] = 1.0
 
@@ -267,15 +290,21 @@ class ClusterSim:
         removed[rows] = take.sum(axis=1)
         return removed
 
-    def step(self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None) -> np.ndarray:
+    def step(
+        self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None
+    ) -> np.ndarray:
         """Advance one interval toward the (already clamped) targets; returns the metrics rows."""
         target = np.asarray(target_replicas, dtype=np.float64)
         self._scale_toward(target)
         if target_warm is not None:
             self._resize_warm_pool(np.asarray(target_warm, dtype=np.float64))
         paid = (
-            self.ready + self.warm + self.draining.sum(axis=1)
-            + self.starting.total() + self.warm_loading.total() + self.waking.total()
+            self.ready
+            + self.warm
+            + self.draining.sum(axis=1)
+            + self.starting.total()
+            + self.warm_loading.total()
+            + self.waking.total()
         )
         head = self.t_head % self.starting.count.shape[1]
         whead = self.t_head % self.waking.count.shape[1]
@@ -325,7 +354,9 @@ class ClusterSim:
             left = shrink - self._cancel_newest(self.warm_loading, shrink)
             self.warm -= np.minimum(left, self.warm)
 
-    def _serve(self, ready_eff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, ServeResult]:
+    def _serve(
+        self, ready_eff: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ServeResult]:
         """This interval's load (none once a cluster's window has ended) through the serving model."""
         wid, t = self.wid, np.minimum(self.t, self._lengths[self.wid] - 1)
         arrivals = np.where(self.done, 0.0, self._arrivals[wid, t])
@@ -333,9 +364,19 @@ class ClusterSim:
         output = self._output[wid, t]
         cfg = self.config
         r = serve_interval(
-            self.queue, self.running, ready_eff, arrivals, prompt, output, cfg.interval_s, self.lat,
-            prompt_cv=self._prompt_cv[wid], arrival_scv=cfg.arrival_scv, timeout_s=cfg.timeout_s,
-            ttft_slo_s=cfg.ttft_slo_s, tpot_slo_s=cfg.tpot_slo_s,
+            self.queue,
+            self.running,
+            ready_eff,
+            arrivals,
+            prompt,
+            output,
+            cfg.interval_s,
+            self.lat,
+            prompt_cv=self._prompt_cv[wid],
+            arrival_scv=cfg.arrival_scv,
+            timeout_s=cfg.timeout_s,
+            ttft_slo_s=cfg.ttft_slo_s,
+            tpot_slo_s=cfg.tpot_slo_s,
         )
         self.queue, self.running = r.queue, r.running
         return arrivals, prompt, output, r
@@ -351,7 +392,9 @@ class ClusterSim:
         self.draining[:, :-1] = self.draining[:, 1:]
         self.draining[:, -1] = 0
 
-    def _account(self, arrivals: np.ndarray, r: ServeResult, paid: np.ndarray, ready_eff: np.ndarray) -> None:
+    def _account(
+        self, arrivals: np.ndarray, r: ServeResult, paid: np.ndarray, ready_eff: np.ndarray
+    ) -> None:
         dt = self.config.interval_s
         tot = self.totals
         tot.arrived += arrivals
@@ -362,8 +405,14 @@ class ClusterSim:
         tot.gpu_hours += paid * self._gpus * dt / 3600.0
         tot.replica_intervals += ready_eff
 
-    def _write_metrics(self, target: np.ndarray, arrivals: np.ndarray, prompt: np.ndarray, output: np.ndarray,
-                       r: ServeResult) -> None:
+    def _write_metrics(
+        self,
+        target: np.ndarray,
+        arrivals: np.ndarray,
+        prompt: np.ndarray,
+        output: np.ndarray,
+        r: ServeResult,
+    ) -> None:
         """The IntervalMetrics rows the policies see next."""
         dt = self.config.interval_s
         mtr = self.metrics
@@ -375,7 +424,14 @@ class ClusterSim:
         mtr[:, _F["requests_running"]] = r.running
         mtr[:, _F["kv_cache_usage"]] = r.kv_cache_usage
         mtr[:, _F["gpu_utilization_pct"]] = r.gpu_utilization_pct
-        for name in ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s"):
+        for name in (
+            "ttft_p50_s",
+            "ttft_p95_s",
+            "ttft_p99_s",
+            "tpot_p50_s",
+            "tpot_p95_s",
+            "tpot_p99_s",
+        ):
             mtr[:, _F[name]] = getattr(r, name)
         mtr[:, _F["replicas_desired"]] = target
         mtr[:, _F["replicas_ready"]] = self.ready

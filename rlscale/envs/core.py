@@ -56,34 +56,49 @@ class EnvConfig(BaseModel):
 
     def sim_config(self) -> SimConfig:
         return SimConfig(
-            interval_s=self.interval_s, ttft_slo_s=self.ttft_slo_s, tpot_slo_s=self.tpot_slo_s,
-            timeout_s=self.timeout_s, latency_jitter=self.latency_jitter,
+            interval_s=self.interval_s,
+            ttft_slo_s=self.ttft_slo_s,
+            tpot_slo_s=self.tpot_slo_s,
+            timeout_s=self.timeout_s,
+            latency_jitter=self.latency_jitter,
             cold_start_jitter=self.cold_start_jitter,
         )
 
     def observation_spec(self, profile: ServiceProfile) -> ObservationSpec:
         return ObservationSpec(
-            replica_capacity_rps=profile.capacity_rps(), max_batch=float(profile.latency.max_batch),
-            ttft_slo_s=self.ttft_slo_s, tpot_slo_s=self.tpot_slo_s,
-            max_replicas=float(self.limits.max_replicas), window=self.window,
+            replica_capacity_rps=profile.capacity_rps(),
+            max_batch=float(profile.latency.max_batch),
+            ttft_slo_s=self.ttft_slo_s,
+            tpot_slo_s=self.tpot_slo_s,
+            max_replicas=float(self.limits.max_replicas),
+            window=self.window,
         )
 
     def action_spec(self) -> ActionSpec:
-        return ActionSpec(u_min=self.u_min, u_max=self.u_max, max_warm=self.limits.max_warm_replicas)
+        return ActionSpec(
+            u_min=self.u_min, u_max=self.u_max, max_warm=self.limits.max_warm_replicas
+        )
 
 
 class AutoscaleCore:
     """B autoscaled clusters: `reset_mask`, `step(actions) -> (obs, reward, truncated)`."""
 
     def __init__(
-        self, profile: ServiceProfile, workloads: Sequence[Workload], batch: int, config: EnvConfig, seed: int = 0
+        self,
+        profile: ServiceProfile,
+        workloads: Sequence[Workload],
+        batch: int,
+        config: EnvConfig,
+        seed: int = 0,
     ) -> None:
         self.profile = profile
         self.config = config
         self.batch = batch
         self.obs_spec = config.observation_spec(profile)
         self.act_spec = config.action_spec()
-        self.sim = ClusterSim(profile, workloads, batch=batch, config=config.sim_config(), seed=seed)
+        self.sim = ClusterSim(
+            profile, workloads, batch=batch, config=config.sim_config(), seed=seed
+        )
         self.rng = np.random.default_rng(seed)
         self.episode_bins = max(1, int(round(config.episode_s / config.interval_s)))
         self.fleet = ClampedFleet(self.sim, config.limits)
@@ -111,7 +126,9 @@ class AutoscaleCore:
         start = np.zeros(self.batch, dtype=np.int64)
         span = np.maximum(lengths - self.episode_bins, 0)
         start[idx] = (self.rng.random(idx.size) * (span[idx] + 1)).astype(np.int64)
-        self.sim.reset(mask=mask, workload_index=wid, start_bin=start, episode_bins=self.episode_bins)
+        self.sim.reset(
+            mask=mask, workload_index=wid, start_bin=start, episode_bins=self.episode_bins
+        )
         self.fleet.start(mask)
         self.window[idx] = self.sim.metrics[idx, None, :]
         if self.knob:
@@ -139,7 +156,9 @@ class AutoscaleCore:
         self._clock_s += self.config.interval_s
         cost_before = self.sim.totals.cost_usd.copy()
         ok_before = self.sim.totals.slo_ok.copy()
-        m = self.fleet.step(proposed, self._clock_s, warm if self.config.limits.max_warm_replicas > 0 else None)
+        m = self.fleet.step(
+            proposed, self._clock_s, warm if self.config.limits.max_warm_replicas > 0 else None
+        )
         self.window[:, :-1] = self.window[:, 1:]
         self.window[:, -1] = m
         wid = self.sim.wid

@@ -59,7 +59,9 @@ class ClampedFleet:
             self.current[sel] = sim.ready[sel]
             state.reset(None if mask is None else every[idx])
 
-    def step(self, proposed: np.ndarray, now_s: float, warm: np.ndarray | None = None) -> np.ndarray:
+    def step(
+        self, proposed: np.ndarray, now_s: float, warm: np.ndarray | None = None
+    ) -> np.ndarray:
         """Clamp the proposals (B,) (and warm-pool sizes, when the policy manages one) and advance
         the simulator one interval toward the result; returns its metrics rows (B, N_FIELDS).
         `now_s` only has to advance one interval per step: the clamp's windows are relative."""
@@ -70,6 +72,8 @@ class ClampedFleet:
             if warm is not None and warm_target is not None:
                 w = clamp_warm(np.asarray(warm)[idx], lim).astype(np.float64)
                 warm_target[idx] = w
-            target[idx], _ = clamp_batch(np.asarray(proposed)[idx], self.current[idx], now_s, lim, state, warm=w)
+            target[idx], _ = clamp_batch(
+                np.asarray(proposed)[idx], self.current[idx], now_s, lim, state, warm=w
+            )
         self.current = target
         return self.sim.step(self.current, warm_target)

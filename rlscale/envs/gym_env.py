@@ -72,14 +72,18 @@ class LLMAutoscaleEnv(gym.Env):
         config: EnvConfig | None = None,
     ) -> None:
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
-        self.workloads = list(workloads) if workloads is not None else default_workloads(self.profile)
+        self.workloads = (
+            list(workloads) if workloads is not None else default_workloads(self.profile)
+        )
         self.config = config or EnvConfig()
         self._core: AutoscaleCore | None = None
         self._core = AutoscaleCore(self.profile, self.workloads, 1, self.config, seed=0)
         self.observation_space = spaces.Box(-1.0, 10.0, (self._core.obs_size,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         core = self._core
         assert core is not None

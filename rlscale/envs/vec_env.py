@@ -63,7 +63,11 @@ class LLMAutoscaleVecEnv(VecEnv):
                 infos[i] = {
                     "terminal_observation": terminal[i],
                     "TimeLimit.truncated": True,
-                    "episode": {"r": float(self._ep_return[i]), "l": int(self._ep_len[i]), "t": 0.0},
+                    "episode": {
+                        "r": float(self._ep_return[i]),
+                        "l": int(self._ep_len[i]),
+                        "t": 0.0,
+                    },
                     "cost_usd": float(self._ep_cost[i]),
                     "slo_attainment": float(sim.totals.slo_ok[i] / arrived) if arrived > 0 else 1.0,
                 }
@@ -82,7 +86,9 @@ class LLMAutoscaleVecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
         setattr(self, attr_name, value)
 
-    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any
+    ) -> list[Any]:
         return [getattr(self, method_name)(*args, **kwargs) for _ in self._indices(indices)]
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:

@@ -45,9 +45,22 @@ SYNTHETIC = "synthetic"
 DEFAULT_POLICIES: tuple[str, ...] = ("hpa", "threshold", "tuned", "predictive", "static", "oracle")
 DEFAULT_PROFILE = "llama-3.1-8b-h100"
 METRIC_FIELDS: tuple[str, ...] = (
-    "gpu_hours", "cost_usd", "cost_vs_oracle", "cost_vs_baseline", "slo_attainment",
-    "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s",
-    "requests", "dropped", "scale_events", "cold_starts", "mean_replicas",
+    "gpu_hours",
+    "cost_usd",
+    "cost_vs_oracle",
+    "cost_vs_baseline",
+    "slo_attainment",
+    "ttft_p50_s",
+    "ttft_p95_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p95_s",
+    "tpot_p99_s",
+    "requests",
+    "dropped",
+    "scale_events",
+    "cold_starts",
+    "mean_replicas",
 )
 
 
@@ -65,7 +78,9 @@ class EvalSettings:
     config: SimConfig = SimConfig()
 
     def __post_init__(self) -> None:
-        PolicySpec.parse(self.baseline, "baseline")  # a typo fails here, not at the first evaluation
+        PolicySpec.parse(
+            self.baseline, "baseline"
+        )  # a typo fails here, not at the first evaluation
 
 
 @dataclass
@@ -105,7 +120,11 @@ def parse_trace_arg(arg: str) -> tuple[str, tuple[float, float] | None]:
     try:
         a, b = (float(x) for x in rng.split(":"))
     except ValueError:
-        raise InputError(arg, "expected PATH@START:END with START and END in days, e.g. trace.csv@7:9", field="trace") from None
+        raise InputError(
+            arg,
+            "expected PATH@START:END with START and END in days, e.g. trace.csv@7:9",
+            field="trace",
+        ) from None
     if not 0 <= a < b:
         raise InputError(arg, f"expected 0 <= START < END, got {a:g}:{b:g}", field="trace")
     return path, (a, b)
@@ -137,7 +156,9 @@ def mean_sizes(w: Workload) -> tuple[float, float]:
     n = float(w.arrivals.sum())
     if n <= 0:
         return float(np.mean(w.prompt_tokens)), float(np.mean(w.output_tokens))
-    return float((w.prompt_tokens * w.arrivals).sum() / n), float((w.output_tokens * w.arrivals).sum() / n)
+    return float((w.prompt_tokens * w.arrivals).sum() / n), float(
+        (w.output_tokens * w.arrivals).sum() / n
+    )
 
 
 def slo_capacity_for(w: Workload, profile: ServiceProfile, settings: EvalSettings) -> float:
@@ -145,12 +166,21 @@ def slo_capacity_for(w: Workload, profile: ServiceProfile, settings: EvalSetting
     isl, osl = mean_sizes(w)
     cfg = settings.config
     return slo_capacity_rps(
-        profile, isl, osl, replicas=max(int(round(settings.peak_replicas)), 1), slo_target=settings.slo_target,
-        prompt_cv=w.prompt_tokens_cv, ttft_slo_s=cfg.ttft_slo_s, tpot_slo_s=cfg.tpot_slo_s, arrival_scv=cfg.arrival_scv,
+        profile,
+        isl,
+        osl,
+        replicas=max(int(round(settings.peak_replicas)), 1),
+        slo_target=settings.slo_target,
+        prompt_cv=w.prompt_tokens_cv,
+        ttft_slo_s=cfg.ttft_slo_s,
+        tpot_slo_s=cfg.tpot_slo_s,
+        arrival_scv=cfg.arrival_scv,
     )
 
 
-def scale_for_profile(w: Workload, profile: ServiceProfile, settings: EvalSettings) -> tuple[Workload, dict[str, Any]]:
+def scale_for_profile(
+    w: Workload, profile: ServiceProfile, settings: EvalSettings
+) -> tuple[Workload, dict[str, Any]]:
     """Rescale `w` so its peak needs `settings.peak_replicas` replicas of `profile` (module doc)."""
     from rlscale.traces.transforms import scale_to_fleet
 
@@ -158,11 +188,17 @@ def scale_for_profile(w: Workload, profile: ServiceProfile, settings: EvalSettin
     cap = slo_capacity_for(w, profile, settings)
     scaled = scale_to_fleet(w, settings.peak_replicas, cap, settings.peak_quantile, over_s=60.0)
     info = {
-        "source": w.source, "bins": w.n_bins, "interval_s": w.interval_s, "duration_h": w.duration_s / 3600.0,
-        "slo_capacity_rps": cap, "knee_capacity_rps": replica_capacity_rps(profile, isl, osl),
-        "mean_prompt_tokens": isl, "mean_output_tokens": osl,
+        "source": w.source,
+        "bins": w.n_bins,
+        "interval_s": w.interval_s,
+        "duration_h": w.duration_s / 3600.0,
+        "slo_capacity_rps": cap,
+        "knee_capacity_rps": replica_capacity_rps(profile, isl, osl),
+        "mean_prompt_tokens": isl,
+        "mean_output_tokens": osl,
         "scale_factor": float(scaled.meta.get("transforms", [{}])[-1].get("factor", float("nan"))),
-        "mean_rps": float(scaled.rate_rps.mean()), "peak_1min_rps": float(scaled.rebin(60.0).rate_rps.max()),
+        "mean_rps": float(scaled.rate_rps.mean()),
+        "peak_1min_rps": float(scaled.rebin(60.0).rate_rps.max()),
         "opening_replicas": opening_replicas(scaled, cap, settings.opening_s),
     }
     return scaled, info
@@ -198,7 +234,10 @@ def aggregate(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["seed"] = "mean"
     out["seeds"] = len(records)
     for k in METRIC_FIELDS:
-        vals = np.array([r.get(k) for r in records if r.get(k) is not None and not _isnan(r.get(k))], dtype=float)
+        vals = np.array(
+            [r.get(k) for r in records if r.get(k) is not None and not _isnan(r.get(k))],
+            dtype=float,
+        )
         out[k] = float(vals.mean()) if len(vals) else None
         out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0 if len(vals) else None
     return out
@@ -233,7 +272,9 @@ def run_evaluation(
     pinfo: dict[str, dict[str, Any]] = {}
     raw_cache: dict[str, Workload] = {}
     for profile in profiles:
-        limits = default_limits(settings.min_replicas, settings.max_replicas, profile.gpus_per_replica)
+        limits = default_limits(
+            settings.min_replicas, settings.max_replicas, profile.gpus_per_replica
+        )
         for trace in traces:
             if trace not in raw_cache:
                 raw_cache[trace] = load_source(trace, cfg.interval_s, settings.synthetic_seed)
@@ -243,7 +284,12 @@ def run_evaluation(
             factories: list[PolicyFactory] = []
             for spec in specs:
                 f = make_policy(
-                    spec, profile=profile, workload=w, limits=limits, config=cfg, slo_target=settings.slo_target,
+                    spec,
+                    profile=profile,
+                    workload=w,
+                    limits=limits,
+                    config=cfg,
+                    slo_target=settings.slo_target,
                     initial_replicas=info["opening_replicas"],
                 )
                 factories.append(f)
@@ -252,21 +298,36 @@ def run_evaluation(
                 if progress:
                     progress(f"{profile.name} / {w.name} / {name}")
                 t0 = time.perf_counter()
-                start = int(np.clip(info["opening_replicas"], f.limits.min_replicas, f.limits.max_replicas))
+                start = int(
+                    np.clip(info["opening_replicas"], f.limits.min_replicas, f.limits.max_replicas)
+                )
                 ro = rollout(
-                    f, profile, w, seeds=settings.seeds, limits=f.limits, config=cfg, record=True, initial_replicas=start
+                    f,
+                    profile,
+                    w,
+                    seeds=settings.seeds,
+                    limits=f.limits,
+                    config=cfg,
+                    record=True,
+                    initial_replicas=start,
                 )
                 run_s = time.perf_counter() - t0
                 recs = [_summary_record(s, w.name) for s in ro.summaries]
                 # per-workload facts of the policy (the oracle's planned attainment, static's count)
-                facts = {k: v for k, v in f.info.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+                facts = {
+                    k: v
+                    for k, v in f.info.items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
                 for r in recs:
                     r["policy"] = name
                     r["spec"] = spec
                     r["run_s"] = run_s
                     r.update(facts)
                 per_policy[name] = recs
-                timelines[(profile.name, w.name, name)] = _timeline(ro.timeline, ro.arrivals, cfg.interval_s)
+                timelines[(profile.name, w.name, name)] = _timeline(
+                    ro.timeline, ro.arrivals, cfg.interval_s
+                )
                 pinfo.setdefault(name, {"spec": spec, "limits": f.limits.model_dump(), **f.info})
                 if on_step:
                     on_step()
@@ -275,16 +336,26 @@ def run_evaluation(
             for name in names:
                 recs = per_policy[name]
                 for i, r in enumerate(recs):
-                    r["cost_vs_oracle"] = _ratio(r["cost_usd"], per_policy[oracle_name][i]["cost_usd"])
-                    r["cost_vs_baseline"] = _ratio(r["cost_usd"], per_policy[base_name][i]["cost_usd"])
+                    r["cost_vs_oracle"] = _ratio(
+                        r["cost_usd"], per_policy[oracle_name][i]["cost_usd"]
+                    )
+                    r["cost_vs_baseline"] = _ratio(
+                        r["cost_usd"], per_policy[base_name][i]["cost_usd"]
+                    )
                     r["baseline"] = base_name
                 agg = aggregate(recs)
                 # relative cost of the means, not the mean of per-seed ratios
-                agg["cost_vs_oracle"] = _ratio(agg["cost_usd"], aggregate(per_policy[oracle_name])["cost_usd"])
-                agg["cost_vs_baseline"] = _ratio(agg["cost_usd"], aggregate(per_policy[base_name])["cost_usd"])
+                agg["cost_vs_oracle"] = _ratio(
+                    agg["cost_usd"], aggregate(per_policy[oracle_name])["cost_usd"]
+                )
+                agg["cost_vs_baseline"] = _ratio(
+                    agg["cost_usd"], aggregate(per_policy[base_name])["cost_usd"]
+                )
                 agg["baseline"] = base_name
                 agg["spec"] = recs[0]["spec"]
-                agg.update({k: recs[0][k] for k in recs[0] if k not in agg and k not in ("seed", "run_s")})
+                agg.update(
+                    {k: recs[0][k] for k in recs[0] if k not in agg and k not in ("seed", "run_s")}
+                )
                 records.extend(recs)
                 records.append(agg)
     return EvalResult(settings, records, timelines, winfo, pinfo, time.perf_counter() - started)
@@ -306,6 +377,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return float(a / b)
 
 
-def count_runs(policies: Sequence[str], traces: Sequence[str], profiles: Sequence[Any], baseline: str) -> int:
+def count_runs(
+    policies: Sequence[str], traces: Sequence[str], profiles: Sequence[Any], baseline: str
+) -> int:
     n = len(dict.fromkeys(list(policies) + [p for p in ("oracle", baseline) if p not in policies]))
     return n * len(traces) * len(profiles)

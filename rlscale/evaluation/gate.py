@@ -46,7 +46,9 @@ ALIASES = {
     "tpot_p99": "tpot_p99_s",
 }
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
-_REQ = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(?:([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*[*x×]\s*)?([^=<>\s].*?)\s*$")
+_REQ = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(?:([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*[*x×]\s*)?([^=<>\s].*?)\s*$"
+)
 METRICS: tuple[str, ...] = (*METRIC_FIELDS, *(f"{k}_std" for k in METRIC_FIELDS))
 _NUMBER = re.compile(r"^[+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?$")
 
@@ -64,22 +66,32 @@ class Requirement:
         return self.text
 
 
-def parse_requirement(text: str, where: str | Path = "--gate", field: str | None = None) -> Requirement:
+def parse_requirement(
+    text: str, where: str | Path = "--gate", field: str | None = None
+) -> Requirement:
     m = _REQ.match(text)
     if not m:
         raise InputError(
-            where, f"cannot read gate requirement {text!r}; expected e.g. 'cost<=0.85*tuned' or 'slo>=0.99'", field=field
+            where,
+            f"cannot read gate requirement {text!r}; expected e.g. 'cost<=0.85*tuned' or 'slo>=0.99'",
+            field=field,
         )
     metric, op, factor, rhs = m.group(1), m.group(2), m.group(3), m.group(4)
     key = ALIASES.get(metric, metric)
     if key not in METRICS:
         raise InputError(
-            where, f"{text!r}: unknown metric {metric!r}; expected one of {', '.join([*ALIASES, *METRIC_FIELDS])} "
-            "(or a metric's _std)", field=field,
+            where,
+            f"{text!r}: unknown metric {metric!r}; expected one of {', '.join([*ALIASES, *METRIC_FIELDS])} "
+            "(or a metric's _std)",
+            field=field,
         )
     if _NUMBER.match(rhs):
         if factor is not None:
-            raise InputError(where, f"{text!r}: a factor needs a reference policy, e.g. 'cost<=0.85*tuned'", field=field)
+            raise InputError(
+                where,
+                f"{text!r}: a factor needs a reference policy, e.g. 'cost<=0.85*tuned'",
+                field=field,
+            )
         return Requirement(text.strip(), key, op, 1.0, None, float(rhs))
     return Requirement(text.strip(), key, op, float(factor) if factor else 1.0, rhs.strip(), None)
 
@@ -135,30 +147,44 @@ def check_gate(gate: Gate, aggregates: Sequence[dict[str, Any]], candidate: str)
     for (profile, workload), rows in groups.items():
         cand = _find(rows, candidate)
         if cand is None:
-            raise InputError("--gate", f"gate policy {candidate!r} was not evaluated on {workload} ({profile})")
+            raise InputError(
+                "--gate", f"gate policy {candidate!r} was not evaluated on {workload} ({profile})"
+            )
         for req in gate.requirements:
             value = cand.get(req.metric)
             if req.metric not in cand:
-                raise InputError("--gate", f"{req.text!r}: unknown metric {req.metric!r}; e.g. cost, slo, ttft_p95, gpu_hours")
+                raise InputError(
+                    "--gate",
+                    f"{req.text!r}: unknown metric {req.metric!r}; e.g. cost, slo, ttft_p95, gpu_hours",
+                )
             if req.reference is None:
                 bound, ref_txt = req.bound, f"{req.bound:g}"
             else:
                 ref = _find(rows, req.reference)
                 if ref is None:
                     raise InputError(
-                        "--gate", f"{req.text!r}: reference policy {req.reference!r} was not evaluated "
+                        "--gate",
+                        f"{req.text!r}: reference policy {req.reference!r} was not evaluated "
                         f"(evaluated: {', '.join(r['policy'] for r in rows)})",
                     )
                 bound = None if ref.get(req.metric) is None else req.factor * ref[req.metric]
-                ref_txt = (f"{req.factor:g} x " if req.factor != 1 else "") + f"{req.reference} {_num(ref.get(req.metric))}"
+                ref_txt = (
+                    f"{req.factor:g} x " if req.factor != 1 else ""
+                ) + f"{req.reference} {_num(ref.get(req.metric))}"
             ok = value is not None and bound is not None and _OPS[req.op](value, bound)
             verdict = "ok" if ok else "FAILED"
-            checks.append(Check(
-                req, profile, workload, ok,
-                f"{verdict}: {candidate} on {workload} ({profile}): {req.metric} {_num(value)} "
-                f"{req.op if ok else _negate(req.op)} {ref_txt}" + (f" = {_num(bound)}" if req.factor != 1 else "")
-                + f"  [{req.text}]",
-            ))
+            checks.append(
+                Check(
+                    req,
+                    profile,
+                    workload,
+                    ok,
+                    f"{verdict}: {candidate} on {workload} ({profile}): {req.metric} {_num(value)} "
+                    f"{req.op if ok else _negate(req.op)} {ref_txt}"
+                    + (f" = {_num(bound)}" if req.factor != 1 else "")
+                    + f"  [{req.text}]",
+                )
+            )
     return checks
 
 

@@ -85,9 +85,15 @@ def markdown(result: EvalResult) -> str:
                 "",
             ]
         lines.append("| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |")
-        lines.append("|" + "|".join("---" if k == "policy" else "---:" for k, _, _ in TABLE_COLUMNS) + "|")
+        lines.append(
+            "|" + "|".join("---" if k == "policy" else "---:" for k, _, _ in TABLE_COLUMNS) + "|"
+        )
         for r in rows:
-            lines.append("| " + " | ".join(fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in TABLE_COLUMNS) + " |")
+            lines.append(
+                "| "
+                + " | ".join(fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in TABLE_COLUMNS)
+                + " |"
+            )
         lines.append("")
     lines.append(f"Evaluated in {result.elapsed_s:.1f} s.")
     return "\n".join(lines) + "\n"
@@ -113,7 +119,9 @@ def to_json(result: EvalResult) -> dict[str, Any]:
     return _jsonable(
         {
             "meta": meta,
-            "workloads": [{"profile": p, "workload": w, **info} for (p, w), info in result.workloads.items()],
+            "workloads": [
+                {"profile": p, "workload": w, **info} for (p, w), info in result.workloads.items()
+            ],
             "policies": result.policies,
             "records": result.records,
         }
@@ -191,10 +199,16 @@ def write_plots(result: EvalResult, out: Path) -> list[Path]:
         rows = [r for r in result.aggregates() if r["profile"] == profile]
         markers = "osD^v<>ph*"
         for i, name in enumerate(dict.fromkeys(r["policy"] for r in rows)):
-            pts = [(r["cost_vs_oracle"], r["slo_attainment"]) for r in rows if r["policy"] == name and r["cost_vs_oracle"] is not None]
+            pts = [
+                (r["cost_vs_oracle"], r["slo_attainment"])
+                for r in rows
+                if r["policy"] == name and r["cost_vs_oracle"] is not None
+            ]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.scatter(xs, [100 * y for y in ys], label=name, marker=markers[i % len(markers)], s=40)
+                ax.scatter(
+                    xs, [100 * y for y in ys], label=name, marker=markers[i % len(markers)], s=40
+                )
         ax.axhline(100 * result.settings.slo_target, color="red", ls="--", lw=1, label="SLO target")
         ax.set_xlabel("cost relative to the oracle")
         ax.set_ylabel("SLO attainment (%)")

@@ -32,8 +32,18 @@ _WEIGHTS = np.diff(P_GRID)  # probability mass between consecutive grid points
 # so a policy reads "no data" (the HPA holds, as it does when metrics are missing) instead of an
 # idle service it would scale down at once.
 UNOBSERVED_AT_START: tuple[str, ...] = (
-    "prompt_tokens_per_s", "output_tokens_per_s", "requests_waiting", "requests_running", "kv_cache_usage",
-    "gpu_utilization_pct", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s",
+    "prompt_tokens_per_s",
+    "output_tokens_per_s",
+    "requests_waiting",
+    "requests_running",
+    "kv_cache_usage",
+    "gpu_utilization_pct",
+    "ttft_p50_s",
+    "ttft_p95_s",
+    "ttft_p99_s",
+    "tpot_p50_s",
+    "tpot_p95_s",
+    "tpot_p99_s",
 )
 
 
@@ -44,7 +54,9 @@ def pre_start_rows(metrics: np.ndarray) -> np.ndarray:
     return rows
 
 
-def weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> list[float]:
+def weighted_percentiles(
+    values: np.ndarray, weights: np.ndarray, qs: Sequence[float]
+) -> list[float]:
     """Percentiles (0..1) of a weighted sample (flattened)."""
     v = np.ravel(values)
     w = np.ravel(weights)
@@ -125,7 +137,13 @@ def rollout(
     # seeds meets the same cold-start pool.
     sim_seed = int(np.sum(seeds)) * 7919 + len(seeds)
     return run_batch(
-        runs, profile, [workload], sim_seed=sim_seed, config=config, window=window, record=record,
+        runs,
+        profile,
+        [workload],
+        sim_seed=sim_seed,
+        config=config,
+        window=window,
+        record=record,
         initial_replicas=initial_replicas,
     )
 
@@ -162,7 +180,9 @@ def run_batch(
     for p in policies:
         p.reset()
     first = pre_start_rows(sim.metrics)
-    history: list[list[IntervalMetrics]] = [[IntervalMetrics.from_array(first[i])] for i in range(b)]
+    history: list[list[IntervalMetrics]] = [
+        [IntervalMetrics.from_array(first[i])] for i in range(b)
+    ]
     steps = int(sim.t_end.max() - sim.t.min())
     tl = np.zeros((steps, b, sim.metrics.shape[1])) if record else None
     arrivals = np.zeros((steps, b))
@@ -209,8 +229,12 @@ def run_batch(
                 gpu_hours=float(tot.gpu_hours[i]),
                 cost_usd=float(tot.cost_usd[i]),
                 slo_attainment=float(tot.slo_ok[i] / arrived) if arrived > 0 else 1.0,
-                ttft_p50_s=t50, ttft_p95_s=t95, ttft_p99_s=t99,
-                tpot_p50_s=p50, tpot_p95_s=p95, tpot_p99_s=p99,
+                ttft_p50_s=t50,
+                ttft_p95_s=t95,
+                ttft_p99_s=t99,
+                tpot_p50_s=p50,
+                tpot_p95_s=p95,
+                tpot_p99_s=p99,
                 requests=arrived,
                 dropped=float(tot.dropped[i]),
                 scale_events=int(tot.scale_events[i]),
@@ -218,4 +242,8 @@ def run_batch(
                 mean_replicas=float(tot.replica_intervals[i] / max(steps, 1)),
             )
         )
-    return Rollout(summaries=summaries, timeline=tl if tl is not None else np.zeros((0, b, 0)), arrivals=arrivals)
+    return Rollout(
+        summaries=summaries,
+        timeline=tl if tl is not None else np.zeros((0, b, 0)),
+        arrivals=arrivals,
+    )

@@ -119,7 +119,9 @@ class PPOPolicy:
             raise ValueError(f"activation {activation!r}, expected one of {ACTIVATIONS}")
         # The forward pass runs in numpy: one decision is a few 64x64 products, where torch's
         # per-call overhead (and its thread pool on a busy node) costs milliseconds.
-        self._layers = [(np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers]
+        self._layers = [
+            (np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)) for w, b in layers
+        ]
         self.activation = activation
         self._hidden_act = np.tanh if activation == "tanh" else (lambda x: np.maximum(x, 0.0))
         self.obs_norm = obs_norm
@@ -138,7 +140,11 @@ class PPOPolicy:
         self._fixed_a0: float | None = None  # the action a[0] that decodes to fixed_u
         if fixed_u is not None:
             span = act_spec.u_max - act_spec.u_min
-            self._fixed_a0 = float(np.clip(2.0 * (fixed_u - act_spec.u_min) / span - 1.0, -1.0, 1.0)) if span > 0 else 0.0
+            self._fixed_a0 = (
+                float(np.clip(2.0 * (fixed_u - act_spec.u_min) / span - 1.0, -1.0, 1.0))
+                if span > 0
+                else 0.0
+            )
 
     @property
     def slo_weight(self) -> float | None:
@@ -147,7 +153,11 @@ class PPOPolicy:
     @slo_weight.setter
     def slo_weight(self, value: float) -> None:
         if not self.knob:
-            raise InputError(self.name, "this checkpoint was trained without the cost/SLO knob", field="slo_weight")
+            raise InputError(
+                self.name,
+                "this checkpoint was trained without the cost/SLO knob",
+                field="slo_weight",
+            )
         if not (math.isfinite(value) and value > 0):
             raise InputError(self.name, f"expected a weight > 0, got {value}", field="slo_weight")
         self._slo_weight = float(value)
@@ -158,7 +168,9 @@ class PPOPolicy:
     def observation(self, window: Sequence[IntervalMetrics]) -> np.ndarray:
         obs = encode(window, self.obs_spec)
         if self.knob:
-            obs = np.concatenate([obs, np.array([math.log(self._slo_weight or 1.0)], dtype=np.float32)])
+            obs = np.concatenate(
+                [obs, np.array([math.log(self._slo_weight or 1.0)], dtype=np.float32)]
+            )
         return obs
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -212,7 +224,9 @@ def save_checkpoint(
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: np.ascontiguousarray(_to_numpy(v), dtype=np.float32) for k, v in actor_state.items()}
+    tensors = {
+        k: np.ascontiguousarray(_to_numpy(v), dtype=np.float32) for k, v in actor_state.items()
+    }
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "rlscale-ppo-actor"})
     (out / NORM_FILE).write_text(json.dumps(obs_norm.to_json(), indent=1) + "\n")
     for name, text in (extra_files or {}).items():
@@ -261,7 +275,9 @@ def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     (out / SUMS_FILE).write_text("\n".join(sums) + "\n")
 
 
-def update_checkpoint(path: str | Path, *, files: Mapping[str, str] | None = None, **manifest_fields: Any) -> None:
+def update_checkpoint(
+    path: str | Path, *, files: Mapping[str, str] | None = None, **manifest_fields: Any
+) -> None:
     """Replace text files and/or manifest fields of a verified checkpoint and re-hash it (e.g. the
     full training curve or the evaluation summary written after the best model was saved)."""
     out = Path(path)
@@ -301,7 +317,9 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     m = read_manifest(root)
     sums_file = root / SUMS_FILE
     if not sums_file.exists():
-        raise InputError(sums_file, "missing: the checkpoint's file hashes are required to trust it")
+        raise InputError(
+            sums_file, "missing: the checkpoint's file hashes are required to trust it"
+        )
     sums: dict[str, str] = {}
     for line in sums_file.read_text().splitlines():
         if line.strip():
@@ -309,7 +327,9 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
             sums[name.strip()] = digest.strip()
     files = m.get("files")
     if not isinstance(files, dict) or not files:
-        raise InputError(root / MANIFEST_FILE, "expected a non-empty object of file hashes", field="files")
+        raise InputError(
+            root / MANIFEST_FILE, "expected a non-empty object of file hashes", field="files"
+        )
     if NORM_FILE not in files:
         raise InputError(
             root / MANIFEST_FILE,
@@ -319,14 +339,21 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     for name in [MANIFEST_FILE, *files]:
         f = root / name
         if not f.exists():
-            what = "the observation normalisation statistics are required" if name == NORM_FILE else "listed in the manifest"
+            what = (
+                "the observation normalisation statistics are required"
+                if name == NORM_FILE
+                else "listed in the manifest"
+            )
             raise InputError(f, f"missing ({what})")
         digest = sha256_file(f)
         expected = sums.get(name) if name == MANIFEST_FILE else files[name]
         if expected is None:
             raise InputError(sums_file, f"has no hash for {name}")
         if digest != expected or (name in sums and sums[name] != digest):
-            raise InputError(f, f"sha256 mismatch: file was modified (expected {expected[:12]}..., got {digest[:12]}...)")
+            raise InputError(
+                f,
+                f"sha256 mismatch: file was modified (expected {expected[:12]}..., got {digest[:12]}...)",
+            )
     return m
 
 
@@ -334,7 +361,8 @@ def _check_contract(m: Mapping[str, Any], where: Path) -> tuple[ObservationSpec,
     version = m.get("contract_version")
     if version != CONTRACT_VERSION:
         raise InputError(
-            where, f"observation contract version {version}, this rlscale speaks {CONTRACT_VERSION}: retrain or use a matching rlscale",
+            where,
+            f"observation contract version {version}, this rlscale speaks {CONTRACT_VERSION}: retrain or use a matching rlscale",
             field="contract_version",
         )
     try:
@@ -346,19 +374,32 @@ def _check_contract(m: Mapping[str, Any], where: Path) -> tuple[ObservationSpec,
     expected = feature_names(obs_spec) + ([KNOB_FEATURE] if knob else [])
     got = list(m.get("features", []))
     if got != expected:
-        diff = next((f"position {i}: {a!r} != {b!r}" for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
-                    f"{len(got)} features, expected {len(expected)}")
-        raise InputError(where, f"feature list does not match rlscale.contract ({diff})", field="features")
+        diff = next(
+            (
+                f"position {i}: {a!r} != {b!r}"
+                for i, (a, b) in enumerate(zip(got, expected, strict=False))
+                if a != b
+            ),
+            f"{len(got)} features, expected {len(expected)}",
+        )
+        raise InputError(
+            where, f"feature list does not match rlscale.contract ({diff})", field="features"
+        )
     return obs_spec, act_spec, knob
 
 
 def layers_from_state(state: Mapping[str, Any], n_hidden: int) -> Layers:
     """`build_actor`-keyed tensors (torch or numpy) -> the (weight (in, out), bias) pairs
     `PPOPolicy` runs: Linear layers at 0, 2, 4, ... (activations between them)."""
-    return [(_to_numpy(state[f"{2 * i}.weight"]).T, _to_numpy(state[f"{2 * i}.bias"])) for i in range(n_hidden + 1)]
+    return [
+        (_to_numpy(state[f"{2 * i}.weight"]).T, _to_numpy(state[f"{2 * i}.bias"]))
+        for i in range(n_hidden + 1)
+    ]
 
 
-def actor_shapes(obs_size: int, hidden: Sequence[int], action_size: int = 2) -> dict[str, tuple[int, ...]]:
+def actor_shapes(
+    obs_size: int, hidden: Sequence[int], action_size: int = 2
+) -> dict[str, tuple[int, ...]]:
     """The tensors `build_actor` has, by key and (torch) shape: weight (out, in), bias (out,)."""
     sizes = [int(obs_size), *(int(h) for h in hidden), int(action_size)]
     out: dict[str, tuple[int, ...]] = {}
@@ -397,41 +438,67 @@ def load_policy(
     except (KeyError, TypeError, ValueError):
         raise InputError(mf, "expected obs_size, hidden, activation", field="network") from None
     if activation not in ACTIVATIONS:
-        raise InputError(mf, f"activation {activation!r}, expected one of {list(ACTIVATIONS)}", field="network")
+        raise InputError(
+            mf, f"activation {activation!r}, expected one of {list(ACTIVATIONS)}", field="network"
+        )
     if obs_size != len(m["features"]):
-        raise InputError(mf, f"obs_size {obs_size} != {len(m['features'])} features", field="network")
+        raise InputError(
+            mf, f"obs_size {obs_size} != {len(m['features'])} features", field="network"
+        )
     try:
         state = load_file(str(root / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(root / WEIGHTS_FILE, f"not a readable safetensors file ({str(e).splitlines()[0]})") from None
+        raise InputError(
+            root / WEIGHTS_FILE, f"not a readable safetensors file ({str(e).splitlines()[0]})"
+        ) from None
     want = actor_shapes(obs_size, hidden)
     got = {k: tuple(v.shape) for k, v in state.items()}
     if want != got:
-        raise InputError(root / WEIGHTS_FILE, f"tensors {got} do not match the manifest's network {want}")
+        raise InputError(
+            root / WEIGHTS_FILE, f"tensors {got} do not match the manifest's network {want}"
+        )
     if not all(np.all(np.isfinite(v)) for v in state.values()):
         raise InputError(root / WEIGHTS_FILE, "weights must be finite (found NaN or inf)")
     layers = layers_from_state(state, len(hidden))
     norm = _read_norm(root / NORM_FILE, obs_size)
     limits_raw = m.get("safety_limits")
     try:
-        limits = SafetyLimits.model_validate(limits_raw) if limits_raw is not None else SafetyLimits()
+        limits = (
+            SafetyLimits.model_validate(limits_raw) if limits_raw is not None else SafetyLimits()
+        )
     except ValueError as e:
         raise InputError(mf, f"invalid ({str(e).splitlines()[0]})", field="safety_limits") from None
     if knob and slo_weight is None:
         slo_weight = float(m.get("default_slo_weight", m.get("reward", {}).get("slo", 20.0)))
     if slo_weight is not None and not knob:
-        raise InputError(mf, "this checkpoint was trained without the cost/SLO knob", field="slo_weight")
+        raise InputError(
+            mf, "this checkpoint was trained without the cost/SLO knob", field="slo_weight"
+        )
     if slo_weight is not None and not (math.isfinite(slo_weight) and slo_weight > 0):
         raise InputError(mf, f"expected a weight > 0, got {slo_weight}", field="slo_weight")
     fixed_warm, fixed_u = warm, u
     if fixed_u is not None and not (act_spec.u_min <= fixed_u <= act_spec.u_max):
-        raise InputError(root, f"u={fixed_u:g} is outside the action's range [{act_spec.u_min:g}, {act_spec.u_max:g}]",
-                         field="checkpoint")
+        raise InputError(
+            root,
+            f"u={fixed_u:g} is outside the action's range [{act_spec.u_min:g}, {act_spec.u_max:g}]",
+            field="checkpoint",
+        )
     if fixed_warm is not None:
-        limits = limits.model_copy(update={"max_warm_replicas": max(limits.max_warm_replicas, fixed_warm)})
+        limits = limits.model_copy(
+            update={"max_warm_replicas": max(limits.max_warm_replicas, fixed_warm)}
+        )
     return PPOPolicy(
-        layers, activation, norm, obs_spec, act_spec, limits=limits, knob=knob,
-        slo_weight=slo_weight if knob else None, name=name or "ppo", manifest=m, fixed_warm=fixed_warm,
+        layers,
+        activation,
+        norm,
+        obs_spec,
+        act_spec,
+        limits=limits,
+        knob=knob,
+        slo_weight=slo_weight if knob else None,
+        name=name or "ppo",
+        manifest=m,
+        fixed_warm=fixed_warm,
         fixed_u=fixed_u,
     )
 
@@ -446,7 +513,9 @@ def _read_norm(p: Path, size: int) -> ObsNorm:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(p, f"expected JSON with mean, var, epsilon, clip_obs ({e})") from None
     if mean.shape != (size,) or var.shape != (size,):
-        raise InputError(p, f"mean/var have {mean.shape}/{var.shape} entries, the policy takes {size} features")
+        raise InputError(
+            p, f"mean/var have {mean.shape}/{var.shape} entries, the policy takes {size} features"
+        )
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var >= 0)):
         raise InputError(p, "mean/var must be finite and var >= 0")
     return ObsNorm(mean, var, eps, clip)

@@ -74,7 +74,12 @@ class OraclePlan:
 
 
 def attainment_table(
-    profile: ServiceProfile, workload: Workload, counts: np.ndarray, config: SimConfig, *, chunk: int = 1024
+    profile: ServiceProfile,
+    workload: Workload,
+    counts: np.ndarray,
+    config: SimConfig,
+    *,
+    chunk: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(A, stable), each (T, len(counts)): SLO attainment of interval t's arrivals with `counts[k]`
     ready replicas and an empty queue, and whether they admit all of them. `workload` must be
@@ -89,12 +94,19 @@ def attainment_table(
         arr = np.repeat(workload.arrivals[t0:t1], k)
         ready = np.tile(counts, n)
         r = serve_interval(
-            np.zeros(n * k), np.zeros(n * k), ready, arr,
+            np.zeros(n * k),
+            np.zeros(n * k),
+            ready,
+            arr,
             np.repeat(np.maximum(workload.prompt_tokens[t0:t1], 1.0), k),
             np.repeat(np.maximum(workload.output_tokens[t0:t1], 1.0), k),
-            config.interval_s, LatencyArrays.from_profile(profile, n * k),
-            prompt_cv=workload.prompt_tokens_cv, arrival_scv=config.arrival_scv, timeout_s=config.timeout_s,
-            ttft_slo_s=config.ttft_slo_s, tpot_slo_s=config.tpot_slo_s,
+            config.interval_s,
+            LatencyArrays.from_profile(profile, n * k),
+            prompt_cv=workload.prompt_tokens_cv,
+            arrival_scv=config.arrival_scv,
+            timeout_s=config.timeout_s,
+            ttft_slo_s=config.ttft_slo_s,
+            tpot_slo_s=config.tpot_slo_s,
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             a = np.where(arr > 0, r.slo_ok / np.maximum(arr, 1e-12), 1.0)
@@ -105,7 +117,13 @@ def attainment_table(
 
 
 def choose_required(
-    att: np.ndarray, stable: np.ndarray, arrivals: np.ndarray, counts: np.ndarray, slo_target: float, *, iters: int = 60
+    att: np.ndarray,
+    stable: np.ndarray,
+    arrivals: np.ndarray,
+    counts: np.ndarray,
+    slo_target: float,
+    *,
+    iters: int = 60,
 ) -> tuple[np.ndarray, float, float]:
     """Step 2: per-interval ready counts (indices into `counts`) meeting the aggregate target at
     least cost in the separable relaxation. Returns (index per interval, lambda, attainment).
@@ -123,7 +141,9 @@ def choose_required(
     penalty[~stable.any(axis=1), -1] = 0.0
     late = arrivals[:, None] * (1.0 - att)
     reachable = float((arrivals * np.where(penalty < big, att, -np.inf).max(axis=1)).sum() / total)
-    target = min(slo_target, reachable - UNREACHABLE_SLACK) if reachable < slo_target else slo_target
+    target = (
+        min(slo_target, reachable - UNREACHABLE_SLACK) if reachable < slo_target else slo_target
+    )
 
     def pick(lam: float) -> tuple[np.ndarray, float]:
         obj = counts[None, :] + lam * late + penalty
@@ -163,7 +183,13 @@ def lookahead_floor(required: np.ndarray, lookahead_bins: int) -> np.ndarray:
 
 
 def min_cost_schedule(
-    floor: np.ndarray, *, n_min: int, n_max: int, initial: int, drain_bins: float, change_cost: float = _CHANGE_COST
+    floor: np.ndarray,
+    *,
+    n_min: int,
+    n_max: int,
+    initial: int,
+    drain_bins: float,
+    change_cost: float = _CHANGE_COST,
 ) -> np.ndarray:
     """Step 4: argmin over p of sum_t p_t + drain_bins * sum_t max(p_{t-1} - p_t, 0)
     + change_cost * #changes, subject to max(floor_t, n_min) <= p_t <= n_max, p_{-1} = initial."""
@@ -171,9 +197,15 @@ def min_cost_schedule(
     counts = np.arange(n_min, n_max + 1)
     k = len(counts)
     # transition cost from p' (rows) to p (columns)
-    trans = drain_bins * np.maximum(counts[:, None] - counts[None, :], 0) + change_cost * (counts[:, None] != counts[None, :])
+    trans = drain_bins * np.maximum(counts[:, None] - counts[None, :], 0) + change_cost * (
+        counts[:, None] != counts[None, :]
+    )
     init = np.clip(initial, n_min, n_max)
-    value = drain_bins * np.maximum(init - counts, 0) + change_cost * (counts != init) + counts.astype(np.float64)
+    value = (
+        drain_bins * np.maximum(init - counts, 0)
+        + change_cost * (counts != init)
+        + counts.astype(np.float64)
+    )
     value = np.where(counts >= floor[0], value, np.inf)
     t_all = len(floor)
     back = np.zeros((t_all, k), dtype=np.int32)
@@ -205,7 +237,11 @@ def drain_intervals(profile: ServiceProfile, interval_s: float) -> int:
     service time at half the knee concurrency (the simulator's draining model)."""
     c = profile.max_concurrency() / 2
     svc_s = float(profile.ttft_ms(c, profile.typical_prompt_tokens)) / 1000.0
-    svc_s += profile.typical_output_tokens * float(profile.tpot_ms(c, profile.typical_prompt_tokens)) / 1000.0
+    svc_s += (
+        profile.typical_output_tokens
+        * float(profile.tpot_ms(c, profile.typical_prompt_tokens))
+        / 1000.0
+    )
     return max(1, int(math.ceil(svc_s / interval_s)))
 
 
@@ -241,16 +277,35 @@ def plan_oracle(
         initial_replicas = max(int(math.ceil(rate0 / (0.7 * profile.capacity_rps()))), 1)
     init = int(np.clip(initial_replicas, n_min, n_max))
     drain = drain_intervals(profile, dt)
-    schedule = min_cost_schedule(lookahead_floor(required, look), n_min=n_min, n_max=n_max, initial=init, drain_bins=drain)
+    schedule = min_cost_schedule(
+        lookahead_floor(required, look), n_min=n_min, n_max=n_max, initial=init, drain_bins=drain
+    )
     ready = ready_in_model(schedule, look, init)
     ready_idx = np.clip(ready.astype(np.int64) - n_min, 0, len(counts) - 1)
     total = float(w.arrivals.sum())
-    pred = float((w.arrivals * att[np.arange(w.n_bins), ready_idx]).sum() / total) if total > 0 else 1.0
-    paid = schedule.sum() + drain * np.maximum(np.diff(np.concatenate([[init], schedule])) * -1, 0).sum()
+    pred = (
+        float((w.arrivals * att[np.arange(w.n_bins), ready_idx]).sum() / total)
+        if total > 0
+        else 1.0
+    )
+    paid = (
+        schedule.sum()
+        + drain * np.maximum(np.diff(np.concatenate([[init], schedule])) * -1, 0).sum()
+    )
     cost = float(paid * profile.replica_usd_per_hour * dt / 3600.0)
     return OraclePlan(
-        schedule=schedule, required_ready=required, ready=ready, lookahead_bins=look, drain_bins=drain, lam=lam,
-        predicted_attainment=pred, predicted_cost_usd=cost, planned_attainment=planned, start_s=w.start_s, interval_s=dt, slo_target=slo_target,
+        schedule=schedule,
+        required_ready=required,
+        ready=ready,
+        lookahead_bins=look,
+        drain_bins=drain,
+        lam=lam,
+        predicted_attainment=pred,
+        predicted_cost_usd=cost,
+        planned_attainment=planned,
+        start_s=w.start_s,
+        interval_s=dt,
+        slo_target=slo_target,
     )
 
 
@@ -271,6 +326,7 @@ class OraclePolicy:
         t = min(max(t, 0), len(plan.schedule) - 1)
         n = int(plan.schedule[t])
         return Decision(
-            n, f"oracle: interval {t} planned {n} (needs {int(plan.required_ready[t])} ready, "
+            n,
+            f"oracle: interval {t} planned {n} (needs {int(plan.required_ready[t])} ready, "
             f"cold start covered {plan.lookahead_bins} intervals ahead)",
         )

@@ -58,7 +58,9 @@ class PredictiveConfig(BaseModel):
     # of the SLO capacity: 0.8 met a 99 % target on the synthetic day and ServeGen m-large (8B);
     # 0.85 / 0.9 were 5 / 10 % cheaper and missed it on the synthetic day's bursts
     target_utilisation: float = Field(default=0.8, gt=0, le=1)
-    horizon_s: float | None = Field(default=None, ge=0)  # None: the profile's mean cold start + one interval
+    horizon_s: float | None = Field(
+        default=None, ge=0
+    )  # None: the profile's mean cold start + one interval
     alpha: float = Field(default=0.3, gt=0, le=1)
     beta: float = Field(default=0.05, ge=0, le=1)
     season_periods_s: tuple[float, ...] = (_DAY_S, 7 * _DAY_S)
@@ -75,7 +77,9 @@ class PredictiveConfig(BaseModel):
     slo_target: float = Field(default=DEFAULT_SLO_TARGET, gt=0, le=1)
     ttft_slo_s: float = Field(default=DEFAULT_TTFT_SLO_S, gt=0)
     tpot_slo_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)
-    prompt_cv: float = Field(default=1.0, ge=0)  # request-size spread assumed (not observable per interval)
+    prompt_cv: float = Field(
+        default=1.0, ge=0
+    )  # request-size spread assumed (not observable per interval)
 
 
 class PredictivePolicy:
@@ -90,7 +94,9 @@ class PredictivePolicy:
         self.profile = profile
         self.config = config or PredictiveConfig()
         self.limits = limits or SafetyLimits(
-            min_replicas=2, max_replicas=20, scale_down=ScalingRules(stabilization_window_s=SCALE_DOWN_WINDOW_S)
+            min_replicas=2,
+            max_replicas=20,
+            scale_down=ScalingRules(stabilization_window_s=SCALE_DOWN_WINDOW_S),
         )
         self.name = name
         self.reset()
@@ -121,8 +127,13 @@ class PredictivePolicy:
             self._level = c.alpha * x + (1 - c.alpha) * (prev + self._trend)
             self._trend = c.beta * (self._level - prev) + (1 - c.beta) * self._trend
         # request sizes from token rates; intervals that admitted or finished nothing say nothing
-        if math.isfinite(m.prompt_tokens_per_s) and math.isfinite(m.output_tokens_per_s) and x > 0 \
-                and m.prompt_tokens_per_s > 0 and m.output_tokens_per_s > 0:
+        if (
+            math.isfinite(m.prompt_tokens_per_s)
+            and math.isfinite(m.output_tokens_per_s)
+            and x > 0
+            and m.prompt_tokens_per_s > 0
+            and m.output_tokens_per_s > 0
+        ):
             self._prompt_sum += m.prompt_tokens_per_s
             self._output_sum += m.output_tokens_per_s
             self._arrival_sum += x
@@ -159,13 +170,18 @@ class PredictivePolicy:
                 continue
             recent = self._mean_between(now_s - c.ratio_window_s, now_s + 1e-6)
             before = self._mean_between(now_s - period - c.ratio_window_s, now_s - period + 1e-6)
-            ahead = self._max_between(now_s - period - c.season_halfwidth_s, now_s - period + h + c.season_halfwidth_s)
+            ahead = self._max_between(
+                now_s - period - c.season_halfwidth_s, now_s - period + h + c.season_halfwidth_s
+            )
             if recent is None or before is None or ahead is None or before <= 0:
                 continue
             ratio = float(np.clip(recent / before, *c.ratio_bounds))
             seasonal = ahead * ratio
             if seasonal > best:
-                best, why = seasonal, f"{period / _DAY_S:g}-day season {seasonal:.1f} rps (x{ratio:.2f})"
+                best, why = (
+                    seasonal,
+                    f"{period / _DAY_S:g}-day season {seasonal:.1f} rps (x{ratio:.2f})",
+                )
         return best, why
 
     def _sizes(self) -> tuple[float, float]:
@@ -179,7 +195,11 @@ class PredictivePolicy:
     def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
         m = window[-1]
         self._observe(m)
-        current = int(round(m.replicas_desired)) if math.isfinite(m.replicas_desired) else int(m.replicas_ready)
+        current = (
+            int(round(m.replicas_desired))
+            if math.isfinite(m.replicas_desired)
+            else int(m.replicas_ready)
+        )
         if self._level is None:
             return Decision(current, "predictive: no history yet, holding")
         c = self.config
@@ -191,18 +211,29 @@ class PredictivePolicy:
             recent = self._rates[i0:]
             if recent:
                 # nearest rank, in plain Python: numpy's quantile costs more than the rest of decide
-                burst = max(recent) if c.burst_quantile >= 1.0 else sorted(recent)[int(c.burst_quantile * (len(recent) - 1))]
+                burst = (
+                    max(recent)
+                    if c.burst_quantile >= 1.0
+                    else sorted(recent)[int(c.burst_quantile * (len(recent) - 1))]
+                )
                 if burst > floor:
                     floor, why = burst, f"recent bursts p{100 * c.burst_quantile:g} {burst:.1f} rps"
         waiting = m.requests_waiting if math.isfinite(m.requests_waiting) else 0.0
         demand = floor + waiting / c.queue_drain_s
         cap = slo_capacity_rps(
-            self.profile, *self._sizes(), slo_target=c.slo_target, prompt_cv=c.prompt_cv,
-            ttft_slo_s=c.ttft_slo_s, tpot_slo_s=c.tpot_slo_s,
+            self.profile,
+            *self._sizes(),
+            slo_target=c.slo_target,
+            prompt_cv=c.prompt_cv,
+            ttft_slo_s=c.ttft_slo_s,
+            tpot_slo_s=c.tpot_slo_s,
         )
         n = max(1, math.ceil(demand / (cap * c.target_utilisation) - 1e-9))
         if n < current and m.time_s - self._times[0] < self.horizon_s(m.interval_s):
             # less history than one horizon: too little to shed replicas on
             return Decision(current, f"predictive: warming up ({why}), not scaling down yet")
         extra = f" + queue {waiting:.0f}/{c.queue_drain_s:g} s" if waiting > 0 else ""
-        return Decision(n, f"predictive: {why}{extra} -> {demand:.1f} rps / ({cap:.1f} x {c.target_utilisation:g}) = {n}")
+        return Decision(
+            n,
+            f"predictive: {why}{extra} -> {demand:.1f} rps / ({cap:.1f} x {c.target_utilisation:g}) = {n}",
+        )

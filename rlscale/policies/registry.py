@@ -43,7 +43,16 @@ if TYPE_CHECKING:
     from rlscale.serving.model import SimConfig
     from rlscale.traces.workload import Workload
 
-POLICY_NAMES: tuple[str, ...] = ("hpa", "threshold", "tuned", "predictive", "target", "static", "oracle", "ppo")
+POLICY_NAMES: tuple[str, ...] = (
+    "hpa",
+    "threshold",
+    "tuned",
+    "predictive",
+    "target",
+    "static",
+    "oracle",
+    "ppo",
+)
 _USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W,warm=N,u=U]"
 _PPO_OPTIONS = ("slo_weight", "warm", "u")
 
@@ -71,11 +80,15 @@ class PolicySpec:
             raise InputError(where, f"{self}: {problem}", field="policy")
 
         if self.kind == "rule":
-            fail(f"the target-utilisation rule is spelled target:U, e.g. target:{self.arg or '0.7'}")
+            fail(
+                f"the target-utilisation rule is spelled target:U, e.g. target:{self.arg or '0.7'}"
+            )
         if self.kind not in POLICY_NAMES:
             fail(f"unknown policy {self.kind!r}; valid: {_USAGE}")
         if self.kind in ("ppo", "target") and not self.arg:
-            fail(f"expected {self.kind}:{'PATH to a checkpoint folder' if self.kind == 'ppo' else 'U, a utilisation in (0, 1]'}")
+            fail(
+                f"expected {self.kind}:{'PATH to a checkpoint folder' if self.kind == 'ppo' else 'U, a utilisation in (0, 1]'}"
+            )
         if self.kind in ("tuned", "predictive", "oracle") and self.arg:
             fail(f"{self.kind} takes no argument")
         if self.kind == "static" and self.arg and not (self.arg.isdigit()):
@@ -87,10 +100,23 @@ class PolicySpec:
                 u = math.nan
             if not 0 < u <= 1:
                 fail(f"expected target:U with 0 < U <= 1, got {self.arg!r}")
-        allowed = _PPO_OPTIONS if self.kind == "ppo" else _threshold_fields() if self.kind == "threshold" else ()
+        allowed = (
+            _PPO_OPTIONS
+            if self.kind == "ppo"
+            else _threshold_fields()
+            if self.kind == "threshold"
+            else ()
+        )
         for key, _ in self.options:
             if key not in allowed:
-                fail(f"unknown option {key!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else f"; {self.kind} takes none"))
+                fail(
+                    f"unknown option {key!r}"
+                    + (
+                        f"; allowed: {', '.join(allowed)}"
+                        if allowed
+                        else f"; {self.kind} takes none"
+                    )
+                )
 
     def option(self, key: str) -> float | None:
         return dict(self.options).get(key)
@@ -111,7 +137,9 @@ def _parse_options(text: str, spec: str, where: str) -> tuple[tuple[str, float],
                 raise ValueError
             out.append((key.strip(), float(value)))
         except ValueError:
-            raise InputError(where, f"{spec}: option {item!r}: expected KEY=NUMBER", field="policy") from None
+            raise InputError(
+                where, f"{spec}: option {item!r}: expected KEY=NUMBER", field="policy"
+            ) from None
     return tuple(out)
 
 
@@ -137,8 +165,12 @@ class PolicyFactory:
         return self.build(seed)
 
 
-def default_limits(min_replicas: int = 2, max_replicas: int = 20, gpus_per_replica: int = 1) -> SafetyLimits:
-    return SafetyLimits(min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=gpus_per_replica)
+def default_limits(
+    min_replicas: int = 2, max_replicas: int = 20, gpus_per_replica: int = 1
+) -> SafetyLimits:
+    return SafetyLimits(
+        min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=gpus_per_replica
+    )
 
 
 @dataclass(frozen=True)
@@ -155,7 +187,11 @@ class _Context:
 
     def need_workload(self, spec: PolicySpec, why: str) -> Workload:
         if self.workload is None:
-            raise InputError(str(spec), f"{why}, so it runs only offline (`rlscale evaluate`, `simulate`)", field="policy")
+            raise InputError(
+                str(spec),
+                f"{why}, so it runs only offline (`rlscale evaluate`, `simulate`)",
+                field="policy",
+            )
         return self.workload
 
 
@@ -186,7 +222,9 @@ def _hpa(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     path = Path(ps.arg) if ps.arg else DEFAULT_MANIFEST
     cfg = load_hpa_manifest(path)
     name = f"hpa:{path.stem}" if ps.arg else "hpa"
-    return PolicyFactory(str(ps), name, cfg.limits, lambda seed: HPAPolicy(cfg, name=name), {"manifest": str(path)})
+    return PolicyFactory(
+        str(ps), name, cfg.limits, lambda seed: HPAPolicy(cfg, name=name), {"manifest": str(path)}
+    )
 
 
 def _threshold(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
@@ -197,7 +235,13 @@ def _threshold(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
         cfg = ThresholdConfig.model_validate({**cfg.model_dump(), **dict(ps.options)})
     name = f"threshold:{Path(ps.arg).stem}" if ps.arg else "threshold"
     limits = ThresholdPolicy(cfg).limits
-    return PolicyFactory(str(ps), name, limits, lambda seed: ThresholdPolicy(cfg, name=name), {"config": cfg.model_dump()})
+    return PolicyFactory(
+        str(ps),
+        name,
+        limits,
+        lambda seed: ThresholdPolicy(cfg, name=name),
+        {"config": cfg.model_dump()},
+    )
 
 
 def _tuned(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
@@ -208,15 +252,32 @@ def _tuned(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     if not path.exists():
         raise InputError(path, "no tuned manifest shipped; run `rlscale tune` first")
     cfg = load_hpa_manifest(path)
-    return PolicyFactory(str(ps), "tuned", cfg.limits, lambda seed: HPAPolicy(cfg, name="tuned"), {"manifest": str(path)})
+    return PolicyFactory(
+        str(ps),
+        "tuned",
+        cfg.limits,
+        lambda seed: HPAPolicy(cfg, name="tuned"),
+        {"manifest": str(path)},
+    )
 
 
 def _predictive(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     from rlscale.policies.predictive import SCALE_DOWN_WINDOW_S, PredictiveConfig, PredictivePolicy
 
-    limits = ctx.limits.model_copy(update={"scale_down": ScalingRules(stabilization_window_s=SCALE_DOWN_WINDOW_S)})
-    cfg = PredictiveConfig(slo_target=ctx.slo_target, ttft_slo_s=ctx.config.ttft_slo_s, tpot_slo_s=ctx.config.tpot_slo_s)
-    return PolicyFactory(str(ps), "predictive", limits, lambda seed: PredictivePolicy(ctx.profile, cfg, limits=limits))
+    limits = ctx.limits.model_copy(
+        update={"scale_down": ScalingRules(stabilization_window_s=SCALE_DOWN_WINDOW_S)}
+    )
+    cfg = PredictiveConfig(
+        slo_target=ctx.slo_target,
+        ttft_slo_s=ctx.config.ttft_slo_s,
+        tpot_slo_s=ctx.config.tpot_slo_s,
+    )
+    return PolicyFactory(
+        str(ps),
+        "predictive",
+        limits,
+        lambda seed: PredictivePolicy(ctx.profile, cfg, limits=limits),
+    )
 
 
 def _target(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
@@ -224,7 +285,13 @@ def _target(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
 
     u = float(ps.arg)
     capacity = ctx.profile.capacity_rps()
-    return PolicyFactory(str(ps), f"target:{u:g}", ctx.limits, lambda seed: TargetUtilisationPolicy(u, capacity), {"u": u})
+    return PolicyFactory(
+        str(ps),
+        f"target:{u:g}",
+        ctx.limits,
+        lambda seed: TargetUtilisationPolicy(u, capacity),
+        {"u": u},
+    )
 
 
 def _static(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
@@ -234,14 +301,26 @@ def _static(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
         # a count asked for is the count served: the bounds widen to it rather than clip it
         n = int(ps.arg)
         limits = ctx.limits.model_copy(
-            update={"min_replicas": min(ctx.limits.min_replicas, n), "max_replicas": max(ctx.limits.max_replicas, n)}
+            update={
+                "min_replicas": min(ctx.limits.min_replicas, n),
+                "max_replicas": max(ctx.limits.max_replicas, n),
+            }
         )
         name = f"static:{n}"
     else:
         from rlscale.policies.static import replicas_for_peak
 
-        peak = replicas_for_peak(ctx.need_workload(ps, "static sizes for the workload's peak minute"), ctx.profile, ctx.config, ctx.slo_target)
-        n, limits, name = min(max(peak, ctx.limits.min_replicas), ctx.limits.max_replicas), ctx.limits, "static"
+        peak = replicas_for_peak(
+            ctx.need_workload(ps, "static sizes for the workload's peak minute"),
+            ctx.profile,
+            ctx.config,
+            ctx.slo_target,
+        )
+        n, limits, name = (
+            min(max(peak, ctx.limits.min_replicas), ctx.limits.max_replicas),
+            ctx.limits,
+            "static",
+        )
     return PolicyFactory(str(ps), name, limits, lambda seed: StaticPolicy(n), {"replicas": n})
 
 
@@ -250,12 +329,18 @@ def _oracle(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
 
     workload = ctx.need_workload(ps, "the oracle plans on the workload's future")
     plan = plan_oracle(
-        ctx.profile, workload, config=ctx.config, limits=ctx.limits, slo_target=ctx.slo_target,
+        ctx.profile,
+        workload,
+        config=ctx.config,
+        limits=ctx.limits,
+        slo_target=ctx.slo_target,
         initial_replicas=ctx.initial_replicas,
     )
     info = {
-        "predicted_slo_attainment": plan.predicted_attainment, "planned_slo_attainment": plan.planned_attainment,
-        "lookahead_bins": plan.lookahead_bins, "lagrange_multiplier": plan.lam,
+        "predicted_slo_attainment": plan.predicted_attainment,
+        "planned_slo_attainment": plan.planned_attainment,
+        "lookahead_bins": plan.lookahead_bins,
+        "lagrange_multiplier": plan.lam,
     }
     return PolicyFactory(str(ps), "oracle", ctx.limits, lambda seed: OraclePolicy(plan), info)
 
@@ -263,17 +348,34 @@ def _oracle(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
 def _ppo(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     from rlscale.policies.checkpoint import load_policy
 
-    name = f"ppo:{Path(ps.arg).name}" + (str(ps)[str(ps).index("#"):] if ps.options else "")
+    name = f"ppo:{Path(ps.arg).name}" + (str(ps)[str(ps).index("#") :] if ps.options else "")
     warm = ps.option("warm")
     # One load (hashes verified once); the actor is a deterministic MLP with no state between
     # decisions, so every seed (and every live target) can share it.
     policy = load_policy(
-        ps.arg, slo_weight=ps.option("slo_weight"), warm=int(warm) if warm is not None else None, u=ps.option("u"), name=name
+        ps.arg,
+        slo_weight=ps.option("slo_weight"),
+        warm=int(warm) if warm is not None else None,
+        u=ps.option("u"),
+        name=name,
     )
-    return PolicyFactory(str(ps), name, policy.limits, lambda seed: policy, {"checkpoint": ps.arg}, window=int(policy.obs_spec.window))
+    return PolicyFactory(
+        str(ps),
+        name,
+        policy.limits,
+        lambda seed: policy,
+        {"checkpoint": ps.arg},
+        window=int(policy.obs_spec.window),
+    )
 
 
 _BUILDERS: dict[str, Callable[[PolicySpec, _Context], PolicyFactory]] = {
-    "hpa": _hpa, "threshold": _threshold, "tuned": _tuned, "predictive": _predictive, "target": _target,
-    "static": _static, "oracle": _oracle, "ppo": _ppo,
+    "hpa": _hpa,
+    "threshold": _threshold,
+    "tuned": _tuned,
+    "predictive": _predictive,
+    "target": _target,
+    "static": _static,
+    "oracle": _oracle,
+    "ppo": _ppo,
 }

@@ -32,7 +32,10 @@ class StaticPolicy:
 
 
 def replicas_for_peak(
-    workload: Workload, profile: ServiceProfile, config: SimConfig, slo_target: float = DEFAULT_SLO_TARGET
+    workload: Workload,
+    profile: ServiceProfile,
+    config: SimConfig,
+    slo_target: float = DEFAULT_SLO_TARGET,
 ) -> int:
     """Replicas that serve the workload's peak minute within the SLO, the sizing a team does from
     last month's peak (e.g. 250 req/s peak / 21 req/s per replica within the SLO = 11.9 -> 12)."""
@@ -46,8 +49,15 @@ def replicas_for_peak(
     guess = 1
     for _ in range(3):  # per-replica capacity depends (weakly) on the fleet size
         cap = slo_capacity_rps(
-            profile, isl, osl, replicas=guess, slo_target=slo_target, prompt_cv=workload.prompt_tokens_cv,
-            ttft_slo_s=config.ttft_slo_s, tpot_slo_s=config.tpot_slo_s, arrival_scv=config.arrival_scv,
+            profile,
+            isl,
+            osl,
+            replicas=guess,
+            slo_target=slo_target,
+            prompt_cv=workload.prompt_tokens_cv,
+            ttft_slo_s=config.ttft_slo_s,
+            tpot_slo_s=config.tpot_slo_s,
+            arrival_scv=config.arrival_scv,
         )
         guess = max(1, math.ceil(peak / cap - 1e-9))
     return guess

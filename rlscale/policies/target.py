@@ -28,5 +28,10 @@ class TargetUtilisationPolicy:
     def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
         last = window[-1].to_array()
         demand = float(demand_rps(last, self.drain_s))
-        replicas = max(0, int(replicas_for_utilisation(np.float64(demand), self.capacity_rps, self.u)))
-        return Decision(replicas, f"{self.name}: demand {demand:.1f} rps / ({self.capacity_rps:.1f} x {self.u:g}) = {replicas}")
+        replicas = max(
+            0, int(replicas_for_utilisation(np.float64(demand), self.capacity_rps, self.u))
+        )
+        return Decision(
+            replicas,
+            f"{self.name}: demand {demand:.1f} rps / ({self.capacity_rps:.1f} x {self.u:g}) = {replicas}",
+        )

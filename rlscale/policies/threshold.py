@@ -39,9 +39,13 @@ class ThresholdConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> ThresholdConfig:
         if self.max_replicas < self.min_replicas:
-            raise ValueError(f"max_replicas = {self.max_replicas}, must be >= min_replicas ({self.min_replicas})")
+            raise ValueError(
+                f"max_replicas = {self.max_replicas}, must be >= min_replicas ({self.min_replicas})"
+            )
         if self.gpu_down_pct > self.gpu_up_pct:
-            raise ValueError(f"gpu_down_pct = {self.gpu_down_pct}, must be <= gpu_up_pct ({self.gpu_up_pct})")
+            raise ValueError(
+                f"gpu_down_pct = {self.gpu_down_pct}, must be <= gpu_up_pct ({self.gpu_up_pct})"
+            )
         if self.queue_down_per_replica > self.queue_up_per_replica:
             raise ValueError(
                 f"queue_down_per_replica = {self.queue_down_per_replica}, must be <= queue_up_per_replica "
@@ -60,7 +64,9 @@ class ThresholdPolicy:
     def __init__(self, config: ThresholdConfig | None = None, name: str = "threshold") -> None:
         self.config = config or ThresholdConfig()
         self.name = name
-        self.limits = SafetyLimits(min_replicas=self.config.min_replicas, max_replicas=self.config.max_replicas)
+        self.limits = SafetyLimits(
+            min_replicas=self.config.min_replicas, max_replicas=self.config.max_replicas
+        )
         self._last_change_s = -math.inf
 
     def reset(self) -> None:
@@ -69,7 +75,11 @@ class ThresholdPolicy:
     def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
         c = self.config
         m = window[-1]
-        current = int(round(m.replicas_desired)) if math.isfinite(m.replicas_desired) else int(m.replicas_ready)
+        current = (
+            int(round(m.replicas_desired))
+            if math.isfinite(m.replicas_desired)
+            else int(m.replicas_ready)
+        )
         now = m.time_s
         ready = max(m.replicas_ready, 1.0)
         gpu = m.gpu_utilization_pct
@@ -78,11 +88,17 @@ class ThresholdPolicy:
             return Decision(current, f"threshold: metrics unavailable, holding {current}")
         if now - self._last_change_s < c.cooldown_s:
             left = c.cooldown_s - (now - self._last_change_s)
-            return Decision(current, f"threshold: cooling down ({left:.0f} s left), holding {current}")
+            return Decision(
+                current, f"threshold: cooling down ({left:.0f} s left), holding {current}"
+            )
         target = current
         if gpu > c.gpu_up_pct or queue > c.queue_up_per_replica:
             target = min(current + c.step_up, c.max_replicas)
-            why = f"gpu {gpu:.0f}% > {c.gpu_up_pct:g}" if gpu > c.gpu_up_pct else f"queue {queue:.1f}/replica > {c.queue_up_per_replica:g}"
+            why = (
+                f"gpu {gpu:.0f}% > {c.gpu_up_pct:g}"
+                if gpu > c.gpu_up_pct
+                else f"queue {queue:.1f}/replica > {c.queue_up_per_replica:g}"
+            )
         elif gpu < c.gpu_down_pct and queue < c.queue_down_per_replica:
             target = max(current - c.step_down, c.min_replicas)
             why = f"gpu {gpu:.0f}% < {c.gpu_down_pct:g} and queue {queue:.1f}/replica < {c.queue_down_per_replica:g}"

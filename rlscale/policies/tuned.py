@@ -47,18 +47,50 @@ class TunedRuleParams(BaseModel):
     max_replicas: int = Field(default=20, ge=1)
 
 
-def manifest_for(params: TunedRuleParams, name: str = "llm-inference-tuned", annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def manifest_for(
+    params: TunedRuleParams,
+    name: str = "llm-inference-tuned",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The HPA manifest (as a dict) of a parameter set."""
     metrics = [
-        {"type": "Pods", "pods": {"metric": {"name": "request_queue_size"},
-                                  "target": {"type": "AverageValue", "averageValue": f"{params.queue_per_replica:.4g}"}}},
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "request_queue_size"},
+                "target": {
+                    "type": "AverageValue",
+                    "averageValue": f"{params.queue_per_replica:.4g}",
+                },
+            },
+        },
     ]
     if params.kv_cache_usage is not None:
-        metrics.append({"type": "Pods", "pods": {"metric": {"name": "kv_cache_usage"},
-                                                 "target": {"type": "AverageValue", "averageValue": f"{round(params.kv_cache_usage * 1000)}m"}}})
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "kv_cache_usage"},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": f"{round(params.kv_cache_usage * 1000)}m",
+                    },
+                },
+            }
+        )
     if params.gpu_utilization is not None:
-        metrics.append({"type": "Pods", "pods": {"metric": {"name": "gpu_utilization"},
-                                                 "target": {"type": "AverageValue", "averageValue": f"{params.gpu_utilization:g}"}}})
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "gpu_utilization"},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": f"{params.gpu_utilization:g}",
+                    },
+                },
+            }
+        )
     meta: dict[str, Any] = {"name": name}
     if annotations:
         meta["annotations"] = dict(annotations)
@@ -67,20 +99,28 @@ def manifest_for(params: TunedRuleParams, name: str = "llm-inference-tuned", ann
         "kind": "HorizontalPodAutoscaler",
         "metadata": meta,
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm-inference"},
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "llm-inference",
+            },
             "minReplicas": params.min_replicas,
             "maxReplicas": params.max_replicas,
             "metrics": metrics,
             "behavior": {
                 "scaleUp": {
                     "stabilizationWindowSeconds": params.scale_up_window_s,
-                    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15},
-                                 {"type": "Pods", "value": 4, "periodSeconds": 15}],
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 15},
+                        {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    ],
                     "selectPolicy": "Max",
                 },
                 "scaleDown": {
                     "stabilizationWindowSeconds": params.scale_down_window_s,
-                    "policies": [{"type": "Percent", "value": params.scale_down_percent, "periodSeconds": 60}],
+                    "policies": [
+                        {"type": "Percent", "value": params.scale_down_percent, "periodSeconds": 60}
+                    ],
                     "selectPolicy": "Max",
                 },
             },

@@ -831,8 +831,17 @@ def _error_summary_md(f: ProfileFit, err: pd.DataFrame) -> list[str]:
 
 
 _PER_POINT_COLUMNS = [
-    "row", "isl", "osl", "concurrency", "tpot_ms", "tpot_pred_ms", "tpot_err_pct", "ttft_ms", "ttft_pred_ms",
-    "ttft_err_pct", "excluded",
+    "row",
+    "isl",
+    "osl",
+    "concurrency",
+    "tpot_ms",
+    "tpot_pred_ms",
+    "tpot_err_pct",
+    "ttft_ms",
+    "ttft_pred_ms",
+    "ttft_err_pct",
+    "excluded",
 ]
 
 
@@ -872,7 +881,10 @@ def _group_lines_md(data_dir: Path, f: ProfileFit) -> list[str]:
 def _readme_targets_md(f: ProfileFit) -> list[str]:
     """The profile at README §5's request shapes, beside README §5's numbers."""
     p, lat = f.profile, f.profile.latency
-    out = [f"README §5 sanity targets: {f.spec.readme_target}. The profile at those request shapes:", ""]
+    out = [
+        f"README §5 sanity targets: {f.spec.readme_target}. The profile at those request shapes:",
+        "",
+    ]
     for isl, osl in f.spec.readme_shapes:
         ctx, r = isl + osl / 2.0, isl / osl
         slope = float(p.tpot_ms(1, ctx, r)) - lat.tpot_base_ms
@@ -887,7 +899,10 @@ def _readme_targets_md(f: ProfileFit) -> list[str]:
 
 def _typical_and_cold_start_md(f: ProfileFit) -> list[str]:
     p, lat = f.profile, f.profile.latency
-    typical_slope = float(p.tpot_ms(1, p.typical_prompt_tokens + p.typical_output_tokens / 2)) - lat.tpot_base_ms
+    typical_slope = (
+        float(p.tpot_ms(1, p.typical_prompt_tokens + p.typical_output_tokens / 2))
+        - lat.tpot_base_ms
+    )
     stages = "; ".join(
         f"{s.name} {s.low_s:g}/{s.mode_s:g}/{s.high_s:g} p={s.probability:g}" for s in p.cold_start
     )
@@ -919,8 +934,16 @@ def _profile_md(data_dir: Path, f: ProfileFit) -> list[str]:
 
 
 _KNEE_COLUMNS = [
-    "tp", "kv_cache_tokens", "kv_cache_tokens_fp8_kv", "isl", "osl", "concurrency", "kv_demand_tokens", "ttft_ms",
-    "above_knee", "exploded",
+    "tp",
+    "kv_cache_tokens",
+    "kv_cache_tokens_fp8_kv",
+    "isl",
+    "osl",
+    "concurrency",
+    "kv_demand_tokens",
+    "ttft_ms",
+    "above_knee",
+    "exploded",
 ]
 
 
@@ -997,7 +1020,12 @@ def render_fits_md(data_dir: Path | str, fits: Sequence[ProfileFit]) -> str:
     out = _header_md()
     for f in fits:
         out += _profile_md(data_dir, f)
-    out += _knee_md(data_dir) + _backend_gap_md(data_dir) + _cold_start_probabilities_md() + _price_md(data_dir)
+    out += (
+        _knee_md(data_dir)
+        + _backend_gap_md(data_dir)
+        + _cold_start_probabilities_md()
+        + _price_md(data_dir)
+    )
     return "\n".join(out)
 
 
@@ -1030,7 +1058,11 @@ def default_data_dir() -> Path:
 
 def stale_files(files: dict[str, str], out_dir: Path) -> list[str]:
     """Names of `files` whose copy in out_dir is missing or differs."""
-    return [n for n, text in files.items() if not (out_dir / n).exists() or (out_dir / n).read_text() != text]
+    return [
+        n
+        for n, text in files.items()
+        if not (out_dir / n).exists() or (out_dir / n).read_text() != text
+    ]
 
 
 def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:

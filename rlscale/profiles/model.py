@@ -118,22 +118,33 @@ class ServiceProfile(_Strict):
         )
         return lat.tpot_base_ms + slope * np.asarray(concurrency)
 
-    def ttft_ms(self, concurrency: np.ndarray | float, prompt_tokens: np.ndarray | float) -> np.ndarray:
+    def ttft_ms(
+        self, concurrency: np.ndarray | float, prompt_tokens: np.ndarray | float
+    ) -> np.ndarray:
         lat = self.latency
         interference = 1.0 + lat.prefill_interference * np.asarray(concurrency) / lat.max_batch
-        return lat.prefill_base_ms + lat.prefill_ms_per_token * np.asarray(prompt_tokens) * interference
+        return (
+            lat.prefill_base_ms
+            + lat.prefill_ms_per_token * np.asarray(prompt_tokens) * interference
+        )
 
-    def max_concurrency(self, prompt_tokens: float | None = None, output_tokens: float | None = None) -> float:
+    def max_concurrency(
+        self, prompt_tokens: float | None = None, output_tokens: float | None = None
+    ) -> float:
         isl = self.typical_prompt_tokens if prompt_tokens is None else prompt_tokens
         osl = self.typical_output_tokens if output_tokens is None else output_tokens
         return float(min(self.latency.max_batch, self.latency.kv_cache_tokens / (isl + osl / 2.0)))
 
-    def capacity_rps(self, prompt_tokens: float | None = None, output_tokens: float | None = None) -> float:
+    def capacity_rps(
+        self, prompt_tokens: float | None = None, output_tokens: float | None = None
+    ) -> float:
         """Requests/s one replica completes at its knee: c_max / (prefill + osl * TPOT(c_max))."""
         isl = self.typical_prompt_tokens if prompt_tokens is None else prompt_tokens
         osl = self.typical_output_tokens if output_tokens is None else output_tokens
         c = self.max_concurrency(isl, osl)
-        service_s = (self.ttft_ms(c, isl) + osl * self.tpot_ms(c, isl + osl / 2.0, isl / osl)) / 1000.0
+        service_s = (
+            self.ttft_ms(c, isl) + osl * self.tpot_ms(c, isl + osl / 2.0, isl / osl)
+        ) / 1000.0
         return float(c / service_s)
 
     # --- cold start ----------------------------------------------------------------------
@@ -141,7 +152,9 @@ class ServiceProfile(_Strict):
     def mean_cold_start_s(self) -> float:
         return float(sum(s.mean_s for s in self.cold_start))
 
-    def sample_cold_start_s(self, rng: np.random.Generator, size: int | tuple[int, ...]) -> np.ndarray:
+    def sample_cold_start_s(
+        self, rng: np.random.Generator, size: int | tuple[int, ...]
+    ) -> np.ndarray:
         total = np.zeros(size)
         for s in self.cold_start:
             if s.high_s > s.low_s:
@@ -180,6 +193,7 @@ def load_profile(name_or_path: str | Path) -> ServiceProfile:
         path = PROFILE_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise InputError(
-                str(name_or_path), f"no such profile; shipped profiles: {', '.join(shipped_profiles())}"
+                str(name_or_path),
+                f"no such profile; shipped profiles: {', '.join(shipped_profiles())}",
             )
     return load_yaml_model(path, ServiceProfile)

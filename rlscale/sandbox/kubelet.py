@@ -57,7 +57,9 @@ class SimClock(Protocol):
 class ScaledClock:
     """Simulated time = wall time since start x `time_scale` (60: one minute per second)."""
 
-    def __init__(self, time_scale: float = 1.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, time_scale: float = 1.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         if not time_scale > 0:
             raise ValueError(f"time_scale = {time_scale}, must be > 0")
         self.time_scale = float(time_scale)
@@ -218,7 +220,9 @@ class ClusterController:
             victims = sorted(live, key=self._deletion_rank)[: len(live) - want]
             for pod in victims:
                 self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
-            self._event(d, f"Scaled down replica set {replicaset_name(d)} to {want} from {len(live)}")
+            self._event(
+                d, f"Scaled down replica set {replicaset_name(d)} to {want} from {len(live)}"
+            )
 
     def _deletion_rank(self, pod: Obj) -> tuple[Any, ...]:
         # ReplicaSet controller order (controller_utils.ActivePods): unready before ready,
@@ -226,7 +230,13 @@ class ClusterController:
         t = self.timelines.get(pod["metadata"]["uid"])
         created = t.created_s if t else -math.inf
         phase_rank = 0 if (pod.get("status") or {}).get("phase") == "Pending" else 1
-        return (is_ready(pod), phase_rank, -created, pod["metadata"]["creationTimestamp"], pod["metadata"]["name"])
+        return (
+            is_ready(pod),
+            phase_rank,
+            -created,
+            pod["metadata"]["creationTimestamp"],
+            pod["metadata"]["name"],
+        )
 
     def _create_pod(self, d: Obj, now: float) -> Obj:
         ns = d["metadata"]["namespace"]
@@ -240,12 +250,19 @@ class ClusterController:
         if self.reserve_port is not None:
             port = self.reserve_port()
             annotations.update(
-                {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+                {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(port),
+                    "prometheus.io/path": "/metrics",
+                }
             )
             containers = spec.get("containers") or []
             if containers:
                 ports = [p for p in containers[0].get("ports") or [] if p.get("name") != "metrics"]
-                containers[0]["ports"] = [*ports, {"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+                containers[0]["ports"] = [
+                    *ports,
+                    {"name": "metrics", "containerPort": port, "protocol": "TCP"},
+                ]
         containers = spec.get("containers") or []
         pod = {
             "metadata": {
@@ -270,10 +287,24 @@ class ClusterController:
                 "hostIP": POD_IP,
                 "startTime": _now_rfc3339(),
                 "conditions": [
-                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": _now_rfc3339()},
+                    {
+                        "type": "PodScheduled",
+                        "status": "True",
+                        "lastTransitionTime": _now_rfc3339(),
+                    },
                     {"type": "Initialized", "status": "True", "lastTransitionTime": _now_rfc3339()},
-                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": _now_rfc3339()},
-                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": _now_rfc3339()},
+                    {
+                        "type": "ContainersReady",
+                        "status": "False",
+                        "reason": "ContainersNotReady",
+                        "lastTransitionTime": _now_rfc3339(),
+                    },
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "ContainersNotReady",
+                        "lastTransitionTime": _now_rfc3339(),
+                    },
                 ],
                 "containerStatuses": [
                     {
@@ -354,7 +385,9 @@ class ClusterController:
                 "type": type_,
                 "status": status,
                 "lastUpdateTime": now,
-                "lastTransitionTime": now if not prev or prev.get("status") != status else prev.get("lastTransitionTime", now),
+                "lastTransitionTime": now
+                if not prev or prev.get("status") != status
+                else prev.get("lastTransitionTime", now),
                 "reason": reason,
                 "message": message,
             }
@@ -373,7 +406,9 @@ class ClusterController:
                 "Available",
                 "True" if available_ok else "False",
                 "MinimumReplicasAvailable" if available_ok else "MinimumReplicasUnavailable",
-                "Deployment has minimum availability." if available_ok else "Deployment does not have minimum availability.",
+                "Deployment has minimum availability."
+                if available_ok
+                else "Deployment does not have minimum availability.",
             ),
             condition(
                 "Progressing",
@@ -426,14 +461,20 @@ class ClusterController:
             while not stop.is_set():
                 changed.clear()
                 due = self.tick()
-                wait = max_wait_real_s if due is None else min(max_wait_real_s, self.clock.real_delay_s(due) + 1e-3)
+                wait = (
+                    max_wait_real_s
+                    if due is None
+                    else min(max_wait_real_s, self.clock.real_delay_s(due) + 1e-3)
+                )
                 await wait_any(changed, stop, timeout_s=wait)
         finally:
             self.store.listeners.remove(on_change)
 
 
 def _max_unavailable(d: Obj, replicas: int) -> int:
-    value = ((d["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", "25%")
+    value = ((d["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get(
+        "maxUnavailable", "25%"
+    )
     if isinstance(value, str) and value.endswith("%"):
         return int(math.floor(replicas * float(value[:-1]) / 100.0))
     return int(value)
@@ -467,7 +508,9 @@ def _set_condition(pod: Obj, type_: str, ok: bool) -> None:
             else:
                 cond["reason"] = "ContainersNotReady"
             return
-    pod["status"]["conditions"].append({"type": type_, "status": "True" if ok else "False", "lastTransitionTime": now})
+    pod["status"]["conditions"].append(
+        {"type": type_, "status": "True" if ok else "False", "lastTransitionTime": now}
+    )
 
 
 def _set_running(pod: Obj) -> None:

@@ -51,12 +51,74 @@ from rlscale.sandbox.apiserver.resources import PODS, Obj
 from rlscale.sandbox.apiserver.store import Store
 from rlscale.sandbox.kubelet import is_ready, serving
 
-TTFT_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                  20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-TPOT_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                  20.0, 40.0, 80.0)
-E2E_BUCKETS_S = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-                 240.0, 480.0, 960.0, 1920.0, 7680.0)
+TTFT_BUCKETS_S = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+TPOT_BUCKETS_S = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+E2E_BUCKETS_S = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
 
 Spelling = Literal["negotiated", "colon", "underscore"]
 
@@ -166,40 +228,83 @@ class PodMetrics:
         val = [self.model_name]
         out: list[Metric] = []
         for name, doc, value in (
-            ("vllm:num_requests_running", "Number of requests in model execution batches.", self.running),
-            ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", self.waiting),
-            ("vllm:gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", self.kv_cache_usage),
-            ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", self.kv_cache_usage),
+            (
+                "vllm:num_requests_running",
+                "Number of requests in model execution batches.",
+                self.running,
+            ),
+            (
+                "vllm:num_requests_waiting",
+                "Number of requests waiting to be processed.",
+                self.waiting,
+            ),
+            (
+                "vllm:gpu_cache_usage_perc",
+                "GPU KV-cache usage. 1 means 100 percent usage.",
+                self.kv_cache_usage,
+            ),
+            (
+                "vllm:kv_cache_usage_perc",
+                "KV-cache usage. 1 means 100 percent usage.",
+                self.kv_cache_usage,
+            ),
         ):
             g = GaugeMetricFamily(n(name), doc, labels=lbl)
             g.add_metric(val, value)
             out.append(g)
         for name, doc, value in (
             ("vllm:prompt_tokens", "Number of prefill tokens processed.", self.prompt_tokens),
-            ("vllm:generation_tokens", "Number of generation tokens processed.", self.generation_tokens),
+            (
+                "vllm:generation_tokens",
+                "Number of generation tokens processed.",
+                self.generation_tokens,
+            ),
         ):
             c = CounterMetricFamily(n(name), doc, labels=lbl)
             c.add_metric(val, value)
             out.append(c)
         success = CounterMetricFamily(
-            n("vllm:request_success"), "Count of successfully processed requests.", labels=[*lbl, "finished_reason"]
+            n("vllm:request_success"),
+            "Count of successfully processed requests.",
+            labels=[*lbl, "finished_reason"],
         )
         success.add_metric([*val, "stop"], self.request_success)
         out.append(success)
         for name, doc, hist in (
-            ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", self.ttft),
-            ("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", self.tpot),
-            ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", self.tpot),
-            ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e),
+            (
+                "vllm:time_to_first_token_seconds",
+                "Histogram of time to first token in seconds.",
+                self.ttft,
+            ),
+            (
+                "vllm:time_per_output_token_seconds",
+                "Histogram of time per output token in seconds.",
+                self.tpot,
+            ),
+            (
+                "vllm:inter_token_latency_seconds",
+                "Histogram of inter-token latency in seconds.",
+                self.tpot,
+            ),
+            (
+                "vllm:e2e_request_latency_seconds",
+                "Histogram of e2e request latency in seconds.",
+                self.e2e,
+            ),
         ):
             h = HistogramMetricFamily(n(name), doc, labels=lbl)
             h.add_metric(val, hist.buckets(), hist.total)
             out.append(h)
         dcgm = GaugeMetricFamily(
-            "DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).", labels=["gpu", "UUID", "device", "modelName", "Hostname"]
+            "DCGM_FI_DEV_GPU_UTIL",
+            "GPU utilization (in %).",
+            labels=["gpu", "UUID", "device", "modelName", "Hostname"],
         )
         for i, gpu_uuid in enumerate(self.gpu_uuids):
-            dcgm.add_metric([str(i), gpu_uuid, f"nvidia{i}", self.gpu_model, self.hostname], self.gpu_utilization_pct)
+            dcgm.add_metric(
+                [str(i), gpu_uuid, f"nvidia{i}", self.gpu_model, self.hostname],
+                self.gpu_utilization_pct,
+            )
         out.append(dcgm)
         return out
 
@@ -213,7 +318,9 @@ class _Collector:
         return self.metrics.families(self.spelling)
 
 
-def render(metrics: PodMetrics, accept: str | None, spelling: Spelling = "negotiated") -> tuple[bytes, str]:
+def render(
+    metrics: PodMetrics, accept: str | None, spelling: Spelling = "negotiated"
+) -> tuple[bytes, str]:
     """The body and Content-Type a scrape with this Accept header gets."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(metrics, "underscore" if spelling == "underscore" else "colon"))
@@ -345,7 +452,9 @@ class PodFleet:
             return web.Response(text="")
 
         async def models(_request: web.Request) -> web.Response:
-            return web.json_response({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "vllm"}]})
+            return web.json_response(
+                {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "vllm"}]}
+            )
 
         app = web.Application()
         app.router.add_get("/metrics", scrape)

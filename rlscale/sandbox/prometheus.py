@@ -45,7 +45,12 @@ class PrometheusError(RuntimeError):
 
 def find_binary(explicit: str | os.PathLike[str] | None = None) -> str | None:
     """`explicit`, else $RLSCALE_PROMETHEUS, else `prometheus` on PATH, else /usr/bin/prometheus."""
-    for candidate in (explicit, os.environ.get("RLSCALE_PROMETHEUS"), shutil.which("prometheus"), DEFAULT_BINARY):
+    for candidate in (
+        explicit,
+        os.environ.get("RLSCALE_PROMETHEUS"),
+        shutil.which("prometheus"),
+        DEFAULT_BINARY,
+    ):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
@@ -92,7 +97,10 @@ def config(
     jobs = [scrape(job, relabel_vllm_names)]
     if raw_job:
         jobs.append(scrape(f"{job}-raw", False))
-    return {"global": {"scrape_interval": interval, "evaluation_interval": interval}, "scrape_configs": jobs}
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": jobs,
+    }
 
 
 def write_targets(path: Path, targets: list[dict[str, Any]]) -> None:
@@ -191,7 +199,9 @@ class PrometheusProcess:
             if ok:
                 return
             self.stop()
-        raise PrometheusError(f"prometheus did not become ready: {last_error} (log: {self.log_file})")
+        raise PrometheusError(
+            f"prometheus did not become ready: {last_error} (log: {self.log_file})"
+        )
 
     def _spawn(self) -> None:
         log = self.log_file.open("ab")
@@ -293,7 +303,9 @@ def wait_for(
         if predicate(last):
             return last
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{promql!r} did not satisfy the condition within {timeout_s} s; last result: {last}")
+            raise TimeoutError(
+                f"{promql!r} did not satisfy the condition within {timeout_s} s; last result: {last}"
+            )
         time.sleep(poll_s)
 
 

@@ -28,7 +28,12 @@ from rlscale.traces.workload import Workload
 
 class ServingModelLike(Protocol):
     def step(
-        self, ready_replicas: int, arrivals: float, prompt_tokens: float, output_tokens: float, dt_s: float
+        self,
+        ready_replicas: int,
+        arrivals: float,
+        prompt_tokens: float,
+        output_tokens: float,
+        dt_s: float,
     ) -> Any: ...
 
 
@@ -68,8 +73,12 @@ class WorkloadCursor:
         self.offset_s = offset_s
         zero = np.zeros(1)
         self._cum_arr = np.concatenate([zero, np.cumsum(workload.arrivals)])
-        self._cum_prompt = np.concatenate([zero, np.cumsum(workload.arrivals * workload.prompt_tokens)])
-        self._cum_output = np.concatenate([zero, np.cumsum(workload.arrivals * workload.output_tokens)])
+        self._cum_prompt = np.concatenate(
+            [zero, np.cumsum(workload.arrivals * workload.prompt_tokens)]
+        )
+        self._cum_output = np.concatenate(
+            [zero, np.cumsum(workload.arrivals * workload.output_tokens)]
+        )
 
     def _cum(self, cum: np.ndarray, t: float) -> float:
         w = self.w
@@ -89,8 +98,12 @@ class WorkloadCursor:
         """(arrivals, mean prompt tokens, mean output tokens) in [t0_s, t1_s)."""
         arrivals = self._cum(self._cum_arr, t1_s) - self._cum(self._cum_arr, t0_s)
         if arrivals > 1e-12:
-            prompt = (self._cum(self._cum_prompt, t1_s) - self._cum(self._cum_prompt, t0_s)) / arrivals
-            output = (self._cum(self._cum_output, t1_s) - self._cum(self._cum_output, t0_s)) / arrivals
+            prompt = (
+                self._cum(self._cum_prompt, t1_s) - self._cum(self._cum_prompt, t0_s)
+            ) / arrivals
+            output = (
+                self._cum(self._cum_output, t1_s) - self._cum(self._cum_output, t0_s)
+            ) / arrivals
         else:
             k = self._bin(t0_s)
             prompt, output = float(self.w.prompt_tokens[k]), float(self.w.output_tokens[k])
@@ -142,7 +155,11 @@ class Replay:
         d = self.store.find(DEPLOYMENTS, self.namespace, self.deployment)
         pods = self.controller.owned_pods(d) if d is not None else []
         ready = [p for p in pods if serving(p)]
-        metrics = [m for m in (self.fleet.metrics_of(self.namespace, p["metadata"]["name"]) for p in ready) if m]
+        metrics = [
+            m
+            for m in (self.fleet.metrics_of(self.namespace, p["metadata"]["name"]) for p in ready)
+            if m
+        ]
         arrivals, prompt, output = self.cursor.take(t0, now)
         snap = self.model.step(len(metrics), arrivals, prompt, output, dt)
         for m in metrics:

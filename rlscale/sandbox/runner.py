@@ -65,8 +65,13 @@ def deployment_manifest(name: str, namespace: str, replicas: int, profile: Servi
                             "image": "vllm/vllm-openai:latest",
                             "args": ["--model", profile.model, "--port", "8000"],
                             "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
-                            "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 5},
-                            "resources": {"limits": {"nvidia.com/gpu": str(profile.gpus_per_replica)}},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/health", "port": 8000},
+                                "periodSeconds": 5,
+                            },
+                            "resources": {
+                                "limits": {"nvidia.com/gpu": str(profile.gpus_per_replica)}
+                            },
                         }
                     ],
                 },
@@ -82,7 +87,14 @@ def kubeconfig(api_url: str, token: str, namespace: str) -> dict[str, Any]:
         "clusters": [{"name": "rlscale-sandbox", "cluster": {"server": api_url}}],
         "users": [{"name": "rlscale-sandbox", "user": {"token": token}}],
         "contexts": [
-            {"name": "rlscale-sandbox", "context": {"cluster": "rlscale-sandbox", "user": "rlscale-sandbox", "namespace": namespace}}
+            {
+                "name": "rlscale-sandbox",
+                "context": {
+                    "cluster": "rlscale-sandbox",
+                    "user": "rlscale-sandbox",
+                    "namespace": namespace,
+                },
+            }
         ],
         "current-context": "rlscale-sandbox",
     }
@@ -174,7 +186,9 @@ class Sandbox:
             raise ValueError(f"replicas = {replicas}, must be >= 0")
         self.profile = profile if isinstance(profile, ServiceProfile) else load_profile(profile)
         self.workload = workload or constant_workload(
-            2.0, prompt_tokens=self.profile.typical_prompt_tokens, output_tokens=self.profile.typical_output_tokens
+            2.0,
+            prompt_tokens=self.profile.typical_prompt_tokens,
+            output_tokens=self.profile.typical_output_tokens,
         )
         self.namespace = namespace
         self.deployment = deployment
@@ -259,7 +273,9 @@ class Sandbox:
             if self._shared_prom is None:
                 self.prom.wait_ready()
             # Targets that appeared while Prometheus was loading.
-            self.prom.update_targets(self.call(lambda _s: self.fleet.targets if self.fleet else []), self._sd_source)
+            self.prom.update_targets(
+                self.call(lambda _s: self.fleet.targets if self.fleet else []), self._sd_source
+            )
 
     async def _start_async(self) -> None:
         self.store = Store(history_limit=self.history_limit, seed=self.seed)
@@ -309,7 +325,9 @@ class Sandbox:
         self._stop_event = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self.controller.run(self._stop_event), name="controller"),
-            asyncio.create_task(self.replay.run(self._stop_event, self.replay_period_s), name="replay"),
+            asyncio.create_task(
+                self.replay.run(self._stop_event, self.replay_period_s), name="replay"
+            ),
             asyncio.create_task(self._follow_pods(self._stop_event), name="pod-endpoints"),
         ]
 
@@ -438,9 +456,14 @@ class Sandbox:
 
     def pods(self) -> list[Obj]:
         """The Deployment's pods (terminating ones included)."""
+
         def owned(s: Store) -> list[Obj]:
             d = s.find(DEPLOYMENTS, self.namespace, self.deployment)
-            return self.controller.owned_pods(d) if d is not None and self.controller is not None else []
+            return (
+                self.controller.owned_pods(d)
+                if d is not None and self.controller is not None
+                else []
+            )
 
         return self.call(owned)
 
@@ -460,7 +483,9 @@ class Sandbox:
     def pod_metrics_urls(self) -> dict[str, str]:
         return self.call(lambda _s: self.fleet.urls() if self.fleet else {})
 
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout_s: float = 30.0, poll_s: float = 0.05
+    ) -> None:
         """Poll `predicate()` until true; TimeoutError after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while not predicate():

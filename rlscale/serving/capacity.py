@@ -33,7 +33,13 @@ def replica_capacity_rps(
 def _capacity(latency: LatencyModel, isl: float, osl: float) -> float:
     dt = 60.0
     r = serve_interval(
-        np.array([1e12]), np.zeros(1), np.ones(1), np.zeros(1), np.array([isl]), np.array([osl]), dt,
+        np.array([1e12]),
+        np.zeros(1),
+        np.ones(1),
+        np.zeros(1),
+        np.array([isl]),
+        np.array([osl]),
+        dt,
         _latency_arrays(latency),
     )
     return float(r.started[0] / dt)
@@ -64,14 +70,29 @@ def slo_capacity_rps(
     isl = float(profile.typical_prompt_tokens if prompt_tokens is None else prompt_tokens)
     osl = float(profile.typical_output_tokens if output_tokens is None else output_tokens)
     return _slo_capacity(
-        profile.latency, round(max(isl, 1.0), 1), round(max(osl, 1.0), 1), int(max(replicas, 1)), float(slo_target),
-        round(float(prompt_cv), 3), float(ttft_slo_s), float(tpot_slo_s), float(arrival_scv),
+        profile.latency,
+        round(max(isl, 1.0), 1),
+        round(max(osl, 1.0), 1),
+        int(max(replicas, 1)),
+        float(slo_target),
+        round(float(prompt_cv), 3),
+        float(ttft_slo_s),
+        float(tpot_slo_s),
+        float(arrival_scv),
     )
 
 
 @lru_cache(maxsize=4096)
 def _slo_capacity(
-    latency: LatencyModel, isl: float, osl: float, n: int, target: float, cv: float, ttft: float, tpot: float, scv: float
+    latency: LatencyModel,
+    isl: float,
+    osl: float,
+    n: int,
+    target: float,
+    cv: float,
+    ttft: float,
+    tpot: float,
+    scv: float,
 ) -> float:
     knee = _capacity(latency, isl, osl)
     dt = 60.0
@@ -81,11 +102,23 @@ def _slo_capacity(
         rates = np.linspace(lo, hi, 65)[1:]
         k = len(rates)
         base = _latency_arrays(latency)
-        lat = LatencyArrays(**{f: np.repeat(getattr(base, f), k) for f in LatencyArrays.__dataclass_fields__})
+        lat = LatencyArrays(
+            **{f: np.repeat(getattr(base, f), k) for f in LatencyArrays.__dataclass_fields__}
+        )
         arr = rates * dt
         r = serve_interval(
-            np.zeros(k), np.zeros(k), np.full(k, float(n)), arr, np.full(k, isl), np.full(k, osl), dt, lat,
-            prompt_cv=cv, arrival_scv=scv, ttft_slo_s=ttft, tpot_slo_s=tpot,
+            np.zeros(k),
+            np.zeros(k),
+            np.full(k, float(n)),
+            arr,
+            np.full(k, isl),
+            np.full(k, osl),
+            dt,
+            lat,
+            prompt_cv=cv,
+            arrival_scv=scv,
+            ttft_slo_s=ttft,
+            tpot_slo_s=tpot,
         )
         ok = (r.slo_ok / arr >= target) & (r.queue <= 1e-9)
         if not ok.any():

@@ -86,7 +86,9 @@ class LatencyArrays:
         lat = profile.latency
         return cls(**{f.name: np.full(batch, float(getattr(lat, f.name))) for f in fields(cls)})
 
-    def jitter(self, rng: np.random.Generator, scale: float, mask: np.ndarray | None = None) -> None:
+    def jitter(
+        self, rng: np.random.Generator, scale: float, mask: np.ndarray | None = None
+    ) -> None:
         """Multiply every coefficient by an independent lognormal factor (sigma = scale)."""
         for f in fields(self):
             arr = getattr(self, f.name)
@@ -132,7 +134,9 @@ class _ServiceCurve:
     mu_max: np.ndarray  # requests/s at the knee: c_max / S(c_max)
 
 
-def _service_curve(lat: LatencyArrays, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> _ServiceCurve:
+def _service_curve(
+    lat: LatencyArrays, prompt_tokens: np.ndarray, output_tokens: np.ndarray
+) -> _ServiceCurve:
     ctx = prompt_tokens + 0.5 * output_tokens
     c_max = np.minimum(lat.max_batch, lat.kv_cache_tokens / ctx)
     # per-sequence TPOT slope: its own decode, its context, and the prompt tokens that chunked
@@ -152,8 +156,9 @@ class _Admission:
     dropped: np.ndarray  # would have waited past timeout_s
 
 
-def _admit(queue: np.ndarray, arrivals: np.ndarray, drain_rps: np.ndarray, dt_s: float,
-           timeout_s: float) -> _Admission:
+def _admit(
+    queue: np.ndarray, arrivals: np.ndarray, drain_rps: np.ndarray, dt_s: float, timeout_s: float
+) -> _Admission:
     demand = queue + arrivals
     started = np.minimum(demand, drain_rps * dt_s)
     q_end = demand - started
@@ -164,24 +169,35 @@ def _admit(queue: np.ndarray, arrivals: np.ndarray, drain_rps: np.ndarray, dt_s:
     return _Admission(started, q_end - dropped, dropped)
 
 
-def _concurrency(started: np.ndarray, ready: np.ndarray, dt_s: float, curve: _ServiceCurve) -> tuple[np.ndarray, np.ndarray]:
+def _concurrency(
+    started: np.ndarray, ready: np.ndarray, dt_s: float, curve: _ServiceCurve
+) -> tuple[np.ndarray, np.ndarray]:
     """Little's law on the batch: admitted rate x per replica -> c = x s0 / (1 - x s1), capped at
     the knee. Returns (x, c); both 0 where no replica is ready."""
     has_ready = ready > 0
     x = started / (np.where(has_ready, ready, 1.0) * dt_s)
-    c = np.where(has_ready, np.minimum(x * curve.s0 / np.maximum(1.0 - x * curve.s1, 1e-9), curve.c_max), 0.0)
+    c = np.where(
+        has_ready, np.minimum(x * curve.s0 / np.maximum(1.0 - x * curve.s1, 1e-9), curve.c_max), 0.0
+    )
     return x, c
 
 
-def _queue_wait_q(queue: np.ndarray, adm: _Admission, ready: np.ndarray, drain_rps: np.ndarray,
-                  timeout_s: float) -> np.ndarray:
+def _queue_wait_q(
+    queue: np.ndarray, adm: _Admission, ready: np.ndarray, drain_rps: np.ndarray, timeout_s: float
+) -> np.ndarray:
     """(B, P) queue wait (s): the wait ramps linearly from the start to the end of the interval,
     so the ramp's quantile at p is its value at fraction p of its span."""
     has_ready = ready > 0
     safe_drain = np.where(has_ready, drain_rps, 1.0)
-    w0 = np.minimum(np.where(has_ready, queue / safe_drain, np.where(queue > 0, timeout_s, 0.0)), timeout_s)
+    w0 = np.minimum(
+        np.where(has_ready, queue / safe_drain, np.where(queue > 0, timeout_s, 0.0)), timeout_s
+    )
     w1 = np.minimum(
-        np.where(has_ready, adm.queue_end / safe_drain, np.where(adm.queue_end + adm.dropped > 0, timeout_s, 0.0)),
+        np.where(
+            has_ready,
+            adm.queue_end / safe_drain,
+            np.where(adm.queue_end + adm.dropped > 0, timeout_s, 0.0),
+        ),
         timeout_s,
     )
     w_lo = np.minimum(w0, w1)
@@ -189,8 +205,14 @@ def _queue_wait_q(queue: np.ndarray, adm: _Admission, ready: np.ndarray, drain_r
     return w_lo[:, None] + w_span[:, None] * P_GRID[None, :]
 
 
-def _burst_wait_q(x: np.ndarray, c: np.ndarray, ready: np.ndarray, queue_end: np.ndarray, curve: _ServiceCurve,
-                  arrival_scv: float | np.ndarray) -> np.ndarray:
+def _burst_wait_q(
+    x: np.ndarray,
+    c: np.ndarray,
+    ready: np.ndarray,
+    queue_end: np.ndarray,
+    curve: _ServiceCurve,
+    arrival_scv: float | np.ndarray,
+) -> np.ndarray:
     """(B, P) burst wait (s): Sakasegawa's GI/G/m mean over m batch slots at utilisation rho,
     taken as exponential."""
     m = np.maximum(ready * curve.c_max, 1.0)
@@ -198,26 +220,39 @@ def _burst_wait_q(x: np.ndarray, c: np.ndarray, ready: np.ndarray, queue_end: np
     # the knee only (rho capped at 0.97, i.e. at most ~33x the service time / m).
     rho = np.clip(np.where((ready > 0) & (queue_end <= 0), x / curve.mu_max, 0.0), 0.0, 0.97)
     service_s = curve.s0 + curve.s1 * c
-    wq = (arrival_scv + 1.0) * 0.5 * rho ** (np.sqrt(2.0 * (m + 1.0)) - 1.0) / (m * (1.0 - rho)) * service_s
+    wq = (
+        (arrival_scv + 1.0)
+        * 0.5
+        * rho ** (np.sqrt(2.0 * (m + 1.0)) - 1.0)
+        / (m * (1.0 - rho))
+        * service_s
+    )
     return wq[:, None] * _EXP_GRID[None, :]
 
 
-def _prefill_q(c: np.ndarray, prompt_tokens: np.ndarray, lat: LatencyArrays, sig_isl: np.ndarray) -> np.ndarray:
+def _prefill_q(
+    c: np.ndarray, prompt_tokens: np.ndarray, lat: LatencyArrays, sig_isl: np.ndarray
+) -> np.ndarray:
     """(B, P) prefill time (s): base + per_token * isl * interference, lognormal in isl."""
     pf_scale = (
-        lat.prefill_ms_per_token * prompt_tokens * (1.0 + lat.prefill_interference * c / lat.max_batch) / 1000.0
+        lat.prefill_ms_per_token
+        * prompt_tokens
+        * (1.0 + lat.prefill_interference * c / lat.max_batch)
+        / 1000.0
     )
     pf_base = lat.prefill_base_ms / 1000.0
     sig_p = np.broadcast_to(sig_isl, c.shape)[:, None]
-    return pf_base[:, None] + pf_scale[:, None] * np.exp(sig_p * _Z_GRID[None, :] - 0.5 * np.square(sig_p))
+    return pf_base[:, None] + pf_scale[:, None] * np.exp(
+        sig_p * _Z_GRID[None, :] - 0.5 * np.square(sig_p)
+    )
 
 
 def _combine_around_median(*parts_q: np.ndarray) -> np.ndarray:
     """(B, P) quantiles of a sum of independent parts: the sum of their medians plus (above the
     median) or minus (below) the root-sum-square of each part's distance from its median,
     floored at 0 and made monotone."""
-    med = reduce(np.add, [q[:, _P50:_P50 + 1] for q in parts_q])
-    dev = np.sqrt(reduce(np.add, [np.square(q - q[:, _P50:_P50 + 1]) for q in parts_q]))
+    med = reduce(np.add, [q[:, _P50 : _P50 + 1] for q in parts_q])
+    dev = np.sqrt(reduce(np.add, [np.square(q - q[:, _P50 : _P50 + 1]) for q in parts_q]))
     return np.maximum.accumulate(np.maximum(med + _SIGN * dev, 0.0), axis=1)
 
 
@@ -235,8 +270,9 @@ def _share_within(quantiles: np.ndarray, slo_s: float) -> np.ndarray:
     return np.where(k == len(P_GRID), 1.0, p)
 
 
-def _tpot(c: np.ndarray, curve: _ServiceCurve, lat: LatencyArrays, sig_isl: np.ndarray,
-          tpot_slo_s: float) -> tuple[np.ndarray, np.ndarray]:
+def _tpot(
+    c: np.ndarray, curve: _ServiceCurve, lat: LatencyArrays, sig_isl: np.ndarray, tpot_slo_s: float
+) -> tuple[np.ndarray, np.ndarray]:
     """TPOT = base + (b0 + b1 * ctx/1000) * c with ctx lognormal with the prompt's spread.
     Returns the (B, P) quantiles and the (B,) share within tpot_slo_s."""
     tpot_base = lat.tpot_base_ms / 1000.0
@@ -252,7 +288,11 @@ def _tpot(c: np.ndarray, curve: _ServiceCurve, lat: LatencyArrays, sig_isl: np.n
         p_tpot = np.where(
             headroom <= 0,
             0.0,
-            np.where(np.isinf(ctx_limit), 1.0, ndtr((np.log(np.maximum(ctx_limit, 1e-12)) - mu_c) / sig_isl)),
+            np.where(
+                np.isinf(ctx_limit),
+                1.0,
+                ndtr((np.log(np.maximum(ctx_limit, 1e-12)) - mu_c) / sig_isl),
+            ),
         )
     return tpot_q, p_tpot
 
@@ -338,20 +378,41 @@ class ServingSnapshot:
 class ServingModel:
     """`serve_interval` for a single service with its queue carried between calls."""
 
-    def __init__(self, profile: ServiceProfile, *, ttft_slo_s: float = DEFAULT_TTFT_SLO_S, tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
-                 timeout_s: float = 120.0, prompt_cv: float = 1.0) -> None:
+    def __init__(
+        self,
+        profile: ServiceProfile,
+        *,
+        ttft_slo_s: float = DEFAULT_TTFT_SLO_S,
+        tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
+        timeout_s: float = 120.0,
+        prompt_cv: float = 1.0,
+    ) -> None:
         self.profile = profile
         self.lat = LatencyArrays.from_profile(profile, 1)
         self.queue = np.zeros(1)
         self.running = np.zeros(1)
-        self._kw = dict(ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, timeout_s=timeout_s,
-                        prompt_cv=prompt_cv)
+        self._kw = dict(
+            ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, timeout_s=timeout_s, prompt_cv=prompt_cv
+        )
 
-    def step(self, ready_replicas: int, arrivals: float, prompt_tokens: float, output_tokens: float,
-             dt_s: float) -> ServingSnapshot:
+    def step(
+        self,
+        ready_replicas: int,
+        arrivals: float,
+        prompt_tokens: float,
+        output_tokens: float,
+        dt_s: float,
+    ) -> ServingSnapshot:
         r = serve_interval(
-            self.queue, self.running, np.array([float(ready_replicas)]), np.array([float(arrivals)]),
-            np.array([float(prompt_tokens)]), np.array([float(output_tokens)]), dt_s, self.lat, **self._kw,
+            self.queue,
+            self.running,
+            np.array([float(ready_replicas)]),
+            np.array([float(arrivals)]),
+            np.array([float(prompt_tokens)]),
+            np.array([float(output_tokens)]),
+            dt_s,
+            self.lat,
+            **self._kw,
         )
         self.queue, self.running = r.queue, r.running
         return ServingSnapshot(

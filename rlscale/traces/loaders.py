@@ -77,7 +77,9 @@ def load_workload(
     if p.is_dir():
         raise InputError(str(p), "is a directory, expected a trace file")
     if interval_s is not None and not (math.isfinite(interval_s) and interval_s > 0):
-        raise InputError(str(p), f"expected a bin width > 0 seconds, got {interval_s}", field="interval_s")
+        raise InputError(
+            str(p), f"expected a bin width > 0 seconds, got {interval_s}", field="interval_s"
+        )
     fmt = detect_format(p) if fmt is None else _check_format_name(fmt, p)
     sizes = _Sizes(
         prompt=_default(prompt_tokens, DEFAULT_PROMPT_TOKENS, "prompt_tokens", p),
@@ -209,7 +211,12 @@ def bin_requests(
 
 class _Sizes:
     def __init__(self, prompt: float, output: float, prompt_cv: float, output_cv: float) -> None:
-        self.prompt, self.output, self.prompt_cv, self.output_cv = prompt, output, prompt_cv, output_cv
+        self.prompt, self.output, self.prompt_cv, self.output_cv = (
+            prompt,
+            output,
+            prompt_cv,
+            output_cv,
+        )
 
 
 def _default(value: float | None, default: float, field: str, where: Path) -> float:
@@ -231,7 +238,11 @@ def _default_name(p: Path) -> str:
 def _check_format_name(fmt: str, where: Path) -> str:
     f = fmt.strip().lower()
     if f not in FORMATS:
-        raise InputError(str(where), f"unknown format {fmt!r}, expected one of {', '.join(FORMATS)}", field="format")
+        raise InputError(
+            str(where),
+            f"unknown format {fmt!r}, expected one of {', '.join(FORMATS)}",
+            field="format",
+        )
     return f
 
 
@@ -239,7 +250,10 @@ def _format_from_columns(columns: Sequence[str]) -> str | None:
     cols = set(columns)
     if set(_AZURE_COLUMNS) <= cols:
         return "azure"
-    if {"client_id", "window_start_s", "rate_rps"} <= cols or {"window_start_s", "total_rate_rps"} <= cols:
+    if {"client_id", "window_start_s", "rate_rps"} <= cols or {
+        "window_start_s",
+        "total_rate_rps",
+    } <= cols:
         return "servegen"
     if {"bin_start_s", "arrivals"} <= cols:
         return "workload"
@@ -255,7 +269,9 @@ def _csv_header(p: Path) -> list[str]:
         with p.open("r", encoding="utf-8-sig") as fh:
             line = fh.readline()
     except UnicodeDecodeError:
-        raise InputError(str(p), "not a text file, expected a CSV, JSONL or Parquet trace") from None
+        raise InputError(
+            str(p), "not a text file, expected a CSV, JSONL or Parquet trace"
+        ) from None
     except OSError as e:
         raise InputError(str(p), f"cannot read: {e.strerror or e}") from None
     if not line.strip():
@@ -263,7 +279,9 @@ def _csv_header(p: Path) -> list[str]:
     return [c.strip() for c in line.strip().split(",")]
 
 
-def _read_csv(p: Path, required: Sequence[str], *, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
+def _read_csv(
+    p: Path, required: Sequence[str], *, dtype: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """Read a CSV with pandas, turning every pandas complaint into a one-line `InputError`."""
     import pandas as pd
 
@@ -322,11 +340,15 @@ def numeric_column(
         low = vals < min_value
         if low.any():
             i = int(np.flatnonzero(low)[0])
-            raise _row_error(where, f"expected a number >= {min_value:g}, got {vals[i]:g}", i + 1, col, row_label)
+            raise _row_error(
+                where, f"expected a number >= {min_value:g}, got {vals[i]:g}", i + 1, col, row_label
+            )
     return vals
 
 
-def check_sorted(t: np.ndarray, col: str, where: Path | str, *, row_label: str = "row", strict: bool = False) -> None:
+def check_sorted(
+    t: np.ndarray, col: str, where: Path | str, *, row_label: str = "row", strict: bool = False
+) -> None:
     """Timestamps must not go back in time (`strict`: must increase)."""
     step = np.diff(t)
     bad = step <= 0 if strict else step < 0
@@ -334,7 +356,11 @@ def check_sorted(t: np.ndarray, col: str, where: Path | str, *, row_label: str =
         i = int(np.flatnonzero(bad)[0]) + 1
         order = "increasing" if strict else "sorted ascending"
         raise _row_error(
-            where, f"timestamps must be {order}: {t[i]:g} comes after {t[i - 1]:g}", i + 1, col, row_label
+            where,
+            f"timestamps must be {order}: {t[i]:g} comes after {t[i - 1]:g}",
+            i + 1,
+            col,
+            row_label,
         )
 
 
@@ -365,12 +391,19 @@ def _load_azure(p: Path, interval_s: float, name: str) -> Workload:
         i = int(np.flatnonzero(bad)[0])
         got = raw.iloc[i]
         shown = "an empty value" if not isinstance(got, str) or not got.strip() else repr(got)
-        raise InputError(str(p), f"expected a time like '2023-11-16 18:17:03.3120000', got {shown}", row=i + 1, field="TIMESTAMP")
+        raise InputError(
+            str(p),
+            f"expected a time like '2023-11-16 18:17:03.3120000', got {shown}",
+            row=i + 1,
+            field="TIMESTAMP",
+        )
     t = ts.astype("int64").to_numpy() / 1e9
     check_sorted(t, "TIMESTAMP", p)
     prompt = numeric_column(df, "ContextTokens", p)
     output = numeric_column(df, "GeneratedTokens", p)
-    return bin_requests(t, prompt, output, interval_s=interval_s, name=name, source=str(p), meta={"format": "azure"})
+    return bin_requests(
+        t, prompt, output, interval_s=interval_s, name=name, source=str(p), meta={"format": "azure"}
+    )
 
 
 def _load_requests(p: Path, interval_s: float, name: str) -> Workload:
@@ -382,7 +415,15 @@ def _load_requests(p: Path, interval_s: float, name: str) -> Workload:
     check_sorted(t, "timestamp", p)
     prompt = numeric_column(df, "prompt_tokens", p)
     output = numeric_column(df, "output_tokens", p)
-    return bin_requests(t, prompt, output, interval_s=interval_s, name=name, source=str(p), meta={"format": "requests"})
+    return bin_requests(
+        t,
+        prompt,
+        output,
+        interval_s=interval_s,
+        name=name,
+        source=str(p),
+        meta={"format": "requests"},
+    )
 
 
 def _load_jsonl(p: Path, interval_s: float, name: str) -> Workload:
@@ -409,10 +450,20 @@ def _load_jsonl(p: Path, interval_s: float, name: str) -> Workload:
                     if field not in rec:
                         raise InputError(f"{p}: line {line_no}", "missing field", field=field)
                     v = rec[field]
-                    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                        raise InputError(f"{p}: line {line_no}", f"expected a number, got {v!r}", field=field)
+                    if (
+                        isinstance(v, bool)
+                        or not isinstance(v, int | float)
+                        or not math.isfinite(v)
+                    ):
+                        raise InputError(
+                            f"{p}: line {line_no}", f"expected a number, got {v!r}", field=field
+                        )
                     if v < 0:
-                        raise InputError(f"{p}: line {line_no}", f"expected a number >= 0, got {v!r}", field=field)
+                        raise InputError(
+                            f"{p}: line {line_no}",
+                            f"expected a number >= 0, got {v!r}",
+                            field=field,
+                        )
                     values.append(float(v))
                 if values[0] < last_ms:
                     raise InputError(
@@ -429,8 +480,13 @@ def _load_jsonl(p: Path, interval_s: float, name: str) -> Workload:
     if not t:
         raise InputError(str(p), "file is empty, expected one JSON object per line")
     return bin_requests(
-        np.array(t), np.array(sizes[0]), np.array(sizes[1]),
-        interval_s=interval_s, name=name, source=str(p), meta={"format": "jsonl"},
+        np.array(t),
+        np.array(sizes[0]),
+        np.array(sizes[1]),
+        interval_s=interval_s,
+        name=name,
+        source=str(p),
+        meta={"format": "jsonl"},
     )
 
 
@@ -438,11 +494,15 @@ def _load_rate(p: Path, interval_s: float, seed: int, name: str, sizes: _Sizes) 
     df = _read_csv(p, ("timestamp",))
     rate_col = "rps" if "rps" in df.columns else "rate_rps" if "rate_rps" in df.columns else None
     if rate_col is None:
-        raise InputError(str(p), f"missing column, the header has {list(df.columns)[:10]}", field="rps")
+        raise InputError(
+            str(p), f"missing column, the header has {list(df.columns)[:10]}", field="rps"
+        )
     t = numeric_column(df, "timestamp", p, min_value=None)
     rps = numeric_column(df, rate_col, p)
     if len(t) < 2:
-        raise InputError(str(p), "expected at least 2 rows: the last rate lasts as long as the step before it")
+        raise InputError(
+            str(p), "expected at least 2 rows: the last rate lasts as long as the step before it"
+        )
     check_sorted(t, "timestamp", p, strict=True)
     # Rate k holds on [t_k, t_k+1); the last one for as long as the step before it.
     knots = np.append(t, t[-1] + (t[-1] - t[-2]))
@@ -463,7 +523,12 @@ def _load_rate(p: Path, interval_s: float, seed: int, name: str, sizes: _Sizes) 
         start_s=float(start),
         prompt_tokens_cv=sizes.prompt_cv,
         output_tokens_cv=sizes.output_cv,
-        meta={"format": "rate", "seed": seed, "expected_requests": float(cum[-1]), "sizes": "defaults"},
+        meta={
+            "format": "rate",
+            "seed": seed,
+            "expected_requests": float(cum[-1]),
+            "sizes": "defaults",
+        },
     )
 
 
@@ -502,7 +567,9 @@ def _load_workload_file(p: Path, name_override: str | None) -> Workload:
             try:
                 header = json.loads(schema_meta[WORKLOAD_META_KEY])
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError(str(p), "the rlscale.workload metadata is not valid JSON") from None
+                raise InputError(
+                    str(p), "the rlscale.workload metadata is not valid JSON"
+                ) from None
     else:
         df = _read_csv(p, _WORKLOAD_COLUMNS)
     bin_start = numeric_column(df, "bin_start_s", p, min_value=None)
@@ -515,11 +582,18 @@ def _load_workload_file(p: Path, name_override: str | None) -> Workload:
     elif len(bin_start) > 1:
         interval_s = float(bin_start[1] - bin_start[0])
     else:
-        raise InputError(str(p), "one bin and no metadata: cannot tell the bin width", field="interval_s")
+        raise InputError(
+            str(p), "one bin and no metadata: cannot tell the bin width", field="interval_s"
+        )
     steps = np.diff(bin_start)
     if len(steps) and not np.allclose(steps, interval_s, rtol=1e-6, atol=1e-6):
         i = int(np.flatnonzero(~np.isclose(steps, interval_s, rtol=1e-6, atol=1e-6))[0]) + 1
-        raise InputError(str(p), f"bins must be evenly spaced {interval_s:g} s apart", row=i + 1, field="bin_start_s")
+        raise InputError(
+            str(p),
+            f"bins must be evenly spaced {interval_s:g} s apart",
+            row=i + 1,
+            field="bin_start_s",
+        )
     meta = dict(header.get("meta") or {})
     return Workload(
         name=name_override or str(header.get("name") or _default_name(p)),

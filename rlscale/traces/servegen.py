@@ -97,7 +97,9 @@ def load_servegen(
     """Load a ServeGen `*_clients_10min.csv` or `*_total_10min.csv` (see the module docstring)."""
     p = Path(path)
     if not (math.isfinite(interval_s) and interval_s > 0):
-        raise InputError(str(p), f"expected a bin width > 0 seconds, got {interval_s}", field="interval_s")
+        raise InputError(
+            str(p), f"expected a bin width > 0 seconds, got {interval_s}", field="interval_s"
+        )
     columns = set(_ld._csv_header(p))
     # Generate on the finest grid that divides a window and is no wider than interval_s, then
     # re-bin if interval_s does not divide 600 s.
@@ -105,14 +107,16 @@ def load_servegen(
     grid_s = WINDOW_S / k
     rng = np.random.default_rng(seed)
     if {"client_id", "window_start_s", "rate_rps"} <= columns:
-        counts, first, meta = _from_clients(p, k, rng, exact_max_requests, solo_min_dispersion, collapse_ratio)
+        counts, first, meta = _from_clients(
+            p, k, rng, exact_max_requests, solo_min_dispersion, collapse_ratio
+        )
     elif {"window_start_s", "total_rate_rps"} <= columns:
         counts, first, meta = _from_totals(p, k, rng, collapse_ratio)
     else:
         raise InputError(
             str(p),
             f"not a ServeGen file: expected client_id, window_start_s, rate_rps or "
-            f"window_start_s, total_rate_rps in the header, got {sorted(columns)[:8]}"
+            f"window_start_s, total_rate_rps in the header, got {sorted(columns)[:8]}",
         )
     n = len(counts)
     w = Workload(
@@ -125,7 +129,13 @@ def load_servegen(
         start_s=first * WINDOW_S,
         prompt_tokens_cv=float(prompt_tokens_cv),
         output_tokens_cv=float(output_tokens_cv),
-        meta={"format": "servegen", "seed": seed, "window_s": WINDOW_S, "sizes": "defaults (Azure conv)", **meta},
+        meta={
+            "format": "servegen",
+            "seed": seed,
+            "window_s": WINDOW_S,
+            "sizes": "defaults (Azure conv)",
+            **meta,
+        },
     )
     return w if math.isclose(grid_s, interval_s, rel_tol=1e-9) else w.rebin(interval_s)
 
@@ -154,7 +164,9 @@ def read_totals(p: Path) -> _Totals:
     return _Totals(first, rates, is_gap)
 
 
-def fill_gaps(rate: np.ndarray, is_gap: np.ndarray, *, per_day: int = WINDOWS_PER_DAY) -> np.ndarray:
+def fill_gaps(
+    rate: np.ndarray, is_gap: np.ndarray, *, per_day: int = WINDOWS_PER_DAY
+) -> np.ndarray:
     """Rates with each run of gap windows filled from the same time a day earlier (else a day
     later), scaled by the ratio real/reference on each side of the run (median over up to 3
     windows, so one odd edge window does not set the level), interpolated linearly across the
@@ -170,7 +182,9 @@ def fill_gaps(rate: np.ndarray, is_gap: np.ndarray, *, per_day: int = WINDOWS_PE
     return filled
 
 
-def _seasonal_fill(rate: np.ndarray, usable: np.ndarray, a: int, b: int, per_day: int) -> np.ndarray:
+def _seasonal_fill(
+    rate: np.ndarray, usable: np.ndarray, a: int, b: int, per_day: int
+) -> np.ndarray:
     n = len(rate)
     # up to 3 real windows on each side of the run
     sides = []
@@ -212,7 +226,12 @@ def _window_index(ws: np.ndarray, p: Path) -> np.ndarray:
     off = np.abs(widx * WINDOW_S - ws) > 1e-6
     if off.any():
         i = int(np.flatnonzero(off)[0])
-        raise InputError(str(p), f"expected a multiple of 600 (10-minute windows), got {ws[i]:g}", row=i + 1, field="window_start_s")
+        raise InputError(
+            str(p),
+            f"expected a multiple of 600 (10-minute windows), got {ws[i]:g}",
+            row=i + 1,
+            field="window_start_s",
+        )
     return widx.astype(np.int64)
 
 
@@ -246,7 +265,9 @@ def _mask_meta(gap: np.ndarray, collapsed: np.ndarray) -> dict:
         "collapse_windows": np.flatnonzero(collapsed).tolist(),
     }
     if gap.any() or collapsed.any():
-        meta["gap_fill"] = "same time a day earlier (else later), scaled to the neighbours; else linear"
+        meta["gap_fill"] = (
+            "same time a day earlier (else later), scaled to the neighbours; else linear"
+        )
     return meta
 
 
@@ -254,7 +275,9 @@ def _filled(rate: np.ndarray, masked: np.ndarray, where: Path) -> np.ndarray:
     try:
         return fill_gaps(rate, masked)
     except ValueError:
-        raise InputError(str(where), "every window is a gap (is_gap = 1): no traffic to load", field="is_gap") from None
+        raise InputError(
+            str(where), "every window is a gap (is_gap = 1): no traffic to load", field="is_gap"
+        ) from None
 
 
 def _from_totals(
@@ -302,13 +325,23 @@ def _read_clients(p: Path) -> _ClientRows:
     fam[fam_text == ""] = _POISSON
     if (fam < 0).any():
         i = int(np.flatnonzero(fam < 0)[0])
-        raise InputError(str(p), f"expected Gamma, Weibull or empty, got {df['iat_family'].iloc[i]!r}", row=i + 1, field="iat_family")
+        raise InputError(
+            str(p),
+            f"expected Gamma, Weibull or empty, got {df['iat_family'].iloc[i]!r}",
+            row=i + 1,
+            field="iat_family",
+        )
     fitted = fam != _POISSON
     shape = _ld.numeric_column(df, "iat_shape", p, allow_missing=~fitted)
     nonpos = fitted & (shape <= 0)
     if nonpos.any():
         i = int(np.flatnonzero(nonpos)[0])
-        raise InputError(str(p), f"expected a shape > 0 for family {df['iat_family'].iloc[i]}, got {shape[i]:g}", row=i + 1, field="iat_shape")
+        raise InputError(
+            str(p),
+            f"expected a shape > 0 for family {df['iat_family'].iloc[i]}, got {shape[i]:g}",
+            row=i + 1,
+            field="iat_shape",
+        )
     return _ClientRows(widx, rate, fam, shape)
 
 
@@ -334,7 +367,12 @@ def _window_grid(p: Path, rows: _ClientRows) -> _WindowGrid:
     outside = (widx < first) | (widx >= first + n_windows)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
-        raise InputError(str(p), f"window {widx[i] * WINDOW_S:g} s is outside the span of {sib.name}", row=i + 1, field="window_start_s")
+        raise InputError(
+            str(p),
+            f"window {widx[i] * WINDOW_S:g} s is outside the span of {sib.name}",
+            row=i + 1,
+            field="window_start_s",
+        )
     w = widx - first
     has_rows = np.bincount(w, minlength=n_windows) > 0
     return _WindowGrid(first, n_windows, w, tot.is_gap & ~has_rows, sib)
@@ -352,7 +390,9 @@ class _Split:
     pooled: np.ndarray
 
 
-def _split(rows: _ClientRows, w: np.ndarray, masked: np.ndarray, exact_max: int, solo_min_dispersion: float) -> _Split:
+def _split(
+    rows: _ClientRows, w: np.ndarray, masked: np.ndarray, exact_max: int, solo_min_dispersion: float
+) -> _Split:
     n_req = np.rint(rows.rate_rps * WINDOW_S).astype(np.int64)
     disp = np.minimum(family_cv2(rows.family, rows.shape), np.maximum(n_req, 1))
     active = (n_req > 0) & ~masked[w]
@@ -362,7 +402,12 @@ def _split(rows: _ClientRows, w: np.ndarray, masked: np.ndarray, exact_max: int,
 
 
 def _pooled_draw(
-    s: _Split, w: np.ndarray, n_windows: int, window_rate: np.ndarray, masked: np.ndarray, where_gap: Path
+    s: _Split,
+    w: np.ndarray,
+    n_windows: int,
+    window_rate: np.ndarray,
+    masked: np.ndarray,
+    where_gap: Path,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(requests, var) per window drawn once: the pooled clients' sums and, for a masked window,
     its filled rate with the pooled dispersion of all clients in the last real window before it."""
@@ -371,7 +416,9 @@ def _pooled_draw(
     if masked.any():
         filled = _filled(window_rate, masked, where_gap)
         all_n = np.bincount(w[s.active], weights=s.n_req[s.active], minlength=n_windows)
-        all_var = np.bincount(w[s.active], weights=(s.disp * s.n_req)[s.active], minlength=n_windows)
+        all_var = np.bincount(
+            w[s.active], weights=(s.disp * s.n_req)[s.active], minlength=n_windows
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             d_all = np.where((all_n > 0) & ~masked, all_var / all_n, np.nan)
         d_all = _ffill(d_all)
@@ -398,7 +445,9 @@ def _from_clients(
 
     # draws in this order, from one rng: exact client-windows, solo ones, then one per window
     counts = np.zeros(n_windows * k, dtype=np.int64)
-    counts += _exact_counts(rng, w[s.exact], s.n_req[s.exact], rows.family[s.exact], rows.shape[s.exact], k, n_windows)
+    counts += _exact_counts(
+        rng, w[s.exact], s.n_req[s.exact], rows.family[s.exact], rows.shape[s.exact], k, n_windows
+    )
     if s.solo.any():
         cell = _dm_counts(rng, s.n_req[s.solo], s.disp[s.solo], k)
         flat = (w[s.solo][:, None] * k + np.arange(k)).ravel()
@@ -474,7 +523,9 @@ def _exact_counts(
     ends = np.cumsum(reps)
     start = 0
     while start < len(n):
-        stop = int(np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK_REQUESTS, side="right"))
+        stop = int(
+            np.searchsorted(ends, (ends[start - 1] if start else 0) + _CHUNK_REQUESTS, side="right")
+        )
         stop = max(stop, start + 1)
         sl = slice(start, stop)
         bins = _place_requests(rng, reps[sl], fam[sl], shape[sl], k)
@@ -483,7 +534,9 @@ def _exact_counts(
     return counts
 
 
-def _place_requests(rng: np.random.Generator, reps: np.ndarray, fam: np.ndarray, shape: np.ndarray, k: int) -> np.ndarray:
+def _place_requests(
+    rng: np.random.Generator, reps: np.ndarray, fam: np.ndarray, shape: np.ndarray, k: int
+) -> np.ndarray:
     """Bin index (0..k-1) inside its window of every request of these client-windows."""
     total = int(reps.sum())
     seg = np.repeat(np.arange(len(reps)), reps)
@@ -509,7 +562,9 @@ def _place_requests(rng: np.random.Generator, reps: np.ndarray, fam: np.ndarray,
     return np.minimum((frac[keep] * k).astype(np.int64), k - 1)
 
 
-def _dm_counts(rng: np.random.Generator, n: np.ndarray, dispersion: np.ndarray, k: int) -> np.ndarray:
+def _dm_counts(
+    rng: np.random.Generator, n: np.ndarray, dispersion: np.ndarray, k: int
+) -> np.ndarray:
     """(len(n), k) counts per bin, each row summing to n with per-bin variance ≈ dispersion × n/k.
 
     Over-dispersed rows (D > 1): Dirichlet-multinomial with total concentration
@@ -519,7 +574,9 @@ def _dm_counts(rng: np.random.Generator, n: np.ndarray, dispersion: np.ndarray, 
     rows_per_chunk = max(1, _CHUNK_CELLS // k)
     for s in range(0, len(n), rows_per_chunk):
         nn = n[s : s + rows_per_chunk].astype(np.int64)
-        d = np.clip(np.nan_to_num(dispersion[s : s + rows_per_chunk], nan=1.0), 0.0, np.maximum(nn, 1))
+        d = np.clip(
+            np.nan_to_num(dispersion[s : s + rows_per_chunk], nan=1.0), 0.0, np.maximum(nn, 1)
+        )
         over = d > 1.0 + 1e-9
         p = np.full((len(nn), k), 1.0 / k)
         if over.any():

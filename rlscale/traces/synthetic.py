@@ -78,11 +78,18 @@ def synthetic_workload(
 ) -> Workload:
     """Generate `days` of traffic in `interval_s` bins (see the module docstring for the model)."""
     if not (days > 0 and interval_s > 0 and peak_rps > 0):
-        raise ValueError(f"days, interval_s and peak_rps must be > 0, got {days}, {interval_s}, {peak_rps}")
+        raise ValueError(
+            f"days, interval_s and peak_rps must be > 0, got {days}, {interval_s}, {peak_rps}"
+        )
     if not 0 < trough_ratio <= 1:
         raise ValueError(f"trough_ratio must be in (0, 1], got {trough_ratio}")
-    if not prompt_tokens_mean >= prompt_tokens_median > 0 or not output_tokens_mean >= output_tokens_median > 0:
-        raise ValueError("token means must be >= their medians > 0 (a lognormal's mean exceeds its median)")
+    if (
+        not prompt_tokens_mean >= prompt_tokens_median > 0
+        or not output_tokens_mean >= output_tokens_median > 0
+    ):
+        raise ValueError(
+            "token means must be >= their medians > 0 (a lognormal's mean exceeds its median)"
+        )
     rng = np.random.default_rng(seed)
     n = max(1, int(round(days * 86_400.0 / interval_s)))
     t = (np.arange(n) + 0.5) * interval_s
@@ -92,7 +99,12 @@ def synthetic_workload(
     if noise_cv > 0:
         rate *= _slow_noise(t, rng, noise_cv)
     burst, bursts = burst_multiplier(
-        n, interval_s, rng, bursts_per_day=bursts_per_day, magnitude=burst_magnitude, duration_s=burst_duration_s
+        n,
+        interval_s,
+        rng,
+        bursts_per_day=bursts_per_day,
+        magnitude=burst_magnitude,
+        duration_s=burst_duration_s,
     )
     rate *= burst
     arrivals = rng.poisson(rate * interval_s).astype(float)
@@ -155,7 +167,13 @@ def week_factor(t_s: np.ndarray, start_weekday: int = 0, weekend_factor: float =
     return np.interp(t, days * 86_400.0 + 43_200.0, levels)
 
 
-def _slow_noise(t_s: np.ndarray, rng: np.random.Generator, cv: float, step_s: float = 60.0, corr_s: float = 600.0) -> np.ndarray:
+def _slow_noise(
+    t_s: np.ndarray,
+    rng: np.random.Generator,
+    cv: float,
+    step_s: float = 60.0,
+    corr_s: float = 600.0,
+) -> np.ndarray:
     """Lognormal multiplier with mean 1 and CV `cv`, log an AR(1) per `step_s` with correlation
     time `corr_s`: x_0 ~ N(0, σ²) (stationary start), x_i = ρ x_(i-1) + √(1-ρ²) σ ε_i."""
     n_steps = int(t_s.max() // step_s) + 2
@@ -171,7 +189,9 @@ def _slow_noise(t_s: np.ndarray, rng: np.random.Generator, cv: float, step_s: fl
     return np.exp(x - sigma**2 / 2)[(t_s // step_s).astype(np.int64)]
 
 
-def _bin_mean_sizes(arrivals: np.ndarray, mean: float, median: float, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def _bin_mean_sizes(
+    arrivals: np.ndarray, mean: float, median: float, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
     """Per-bin mean of lognormal request sizes (mean, median), and the per-request CV."""
     sigma2 = 2.0 * math.log(mean / median)
     cv = math.sqrt(math.expm1(sigma2))

@@ -28,9 +28,17 @@ def slice_window(w: Workload, start_s: float, end_s: float) -> Workload:
     A bin is kept whole if any part of it lies in the range, so the slice starts at the bin
     containing `start_s`; `end_s` past the end is clipped."""
     if not (0 <= start_s < end_s):
-        raise InputError(w.name, f"expected 0 <= start_s < end_s, got start_s={start_s}, end_s={end_s}", field="slice")
+        raise InputError(
+            w.name,
+            f"expected 0 <= start_s < end_s, got start_s={start_s}, end_s={end_s}",
+            field="slice",
+        )
     if start_s >= w.duration_s:
-        raise InputError(w.name, f"start_s={start_s} is past the end of the workload ({w.duration_s:g} s)", field="slice")
+        raise InputError(
+            w.name,
+            f"start_s={start_s} is past the end of the workload ({w.duration_s:g} s)",
+            field="slice",
+        )
     i0 = int(math.floor(start_s / w.interval_s + 1e-9))
     i1 = min(w.n_bins, max(i0 + 1, int(math.ceil(end_s / w.interval_s - 1e-9))))
     return _record(
@@ -47,7 +55,9 @@ def slice_window(w: Workload, start_s: float, end_s: float) -> Workload:
 def scale_rate(w: Workload, factor: float) -> Workload:
     """Every bin's arrivals × `factor` (counts become fractional; sizes unchanged)."""
     _positive(w, factor, "factor")
-    return _record(w.with_(arrivals=w.arrivals * factor), {"op": "scale_rate", "factor": float(factor)})
+    return _record(
+        w.with_(arrivals=w.arrivals * factor), {"op": "scale_rate", "factor": float(factor)}
+    )
 
 
 def scale_to_fleet(
@@ -68,11 +78,17 @@ def scale_to_fleet(
     _positive(w, replicas_at_peak, "replicas_at_peak")
     _positive(w, replica_capacity_rps, "replica_capacity_rps")
     if not 0 < peak_quantile <= 1:
-        raise InputError(w.name, f"expected 0 < peak_quantile <= 1, got {peak_quantile}", field="peak_quantile")
+        raise InputError(
+            w.name, f"expected 0 < peak_quantile <= 1, got {peak_quantile}", field="peak_quantile"
+        )
     ref = w if over_s is None or over_s <= w.interval_s else w.rebin(over_s)
     peak = float(np.quantile(ref.rate_rps, peak_quantile))
     if peak <= 0:
-        raise InputError(w.name, f"the p{peak_quantile * 100:g} rate is 0: nothing to scale", field="peak_quantile")
+        raise InputError(
+            w.name,
+            f"the p{peak_quantile * 100:g} rate is 0: nothing to scale",
+            field="peak_quantile",
+        )
     target = replicas_at_peak * replica_capacity_rps
     factor = target / peak
     return _record(
@@ -112,14 +128,19 @@ def superpose(*ws: Workload, align: str = "clock", name: str | None = None) -> W
     if not ws:
         raise InputError("superpose", "expected at least one workload")
     if align not in ("clock", "start"):
-        raise InputError("superpose", f"expected align 'clock' or 'start', got {align!r}", field="align")
+        raise InputError(
+            "superpose", f"expected align 'clock' or 'start', got {align!r}", field="align"
+        )
     dt = min(w.interval_s for w in ws)
     starts = [w.start_s if align == "clock" else ws[0].start_s for w in ws]
     t0 = min(starts)
     t1 = max(s + w.duration_s for s, w in zip(starts, ws, strict=True))
     n = max(1, math.ceil((t1 - t0) / dt - 1e-9))
     if n > 50_000_000:
-        raise InputError("superpose", f"the common grid would have {n:,} bins: the starts are far apart; use align='start'")
+        raise InputError(
+            "superpose",
+            f"the common grid would have {n:,} bins: the starts are far apart; use align='start'",
+        )
     edges = t0 + dt * np.arange(n + 1)
     arrivals = np.zeros(n)
     tokens = [np.zeros(n), np.zeros(n)]
@@ -130,7 +151,10 @@ def superpose(*ws: Workload, align: str = "clock", name: str | None = None) -> W
         tokens[1] += _regrid(w.arrivals * w.output_tokens, own, edges)
     total = sum(w.total_requests for w in ws)
     means, cvs = [], []
-    for attr, cv_attr, tok in (("prompt_tokens", "prompt_tokens_cv", tokens[0]), ("output_tokens", "output_tokens_cv", tokens[1])):
+    for attr, cv_attr, tok in (
+        ("prompt_tokens", "prompt_tokens_cv", tokens[0]),
+        ("output_tokens", "output_tokens_cv", tokens[1]),
+    ):
         m_i = np.array([_mean_size(w, attr) for w in ws])
         n_i = np.array([w.total_requests for w in ws])
         cv_i = np.array([getattr(w, cv_attr) for w in ws])
@@ -196,7 +220,12 @@ def augment(
         mult *= np.repeat(noise, block)[: w.n_bins]
     arrivals = w.arrivals * mult
     burst_mult, bursts = burst_multiplier(
-        w.n_bins, w.interval_s, rng, bursts_per_day=bursts_per_day, magnitude=burst_magnitude, duration_s=burst_duration_s
+        w.n_bins,
+        w.interval_s,
+        rng,
+        bursts_per_day=bursts_per_day,
+        magnitude=burst_magnitude,
+        duration_s=burst_duration_s,
     )
     if bursts:
         baseline = _moving_mean(arrivals, max(1, int(round(burst_baseline_s / w.interval_s))))

@@ -37,7 +37,9 @@ class Workload:
             raise ValueError(f"{self.source}: interval_s must be > 0, got {self.interval_s}")
         for name in ("prompt_tokens", "output_tokens"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"{self.source}: {name} has {len(getattr(self, name))} bins, arrivals {n}")
+                raise ValueError(
+                    f"{self.source}: {name} has {len(getattr(self, name))} bins, arrivals {n}"
+                )
         if n == 0:
             raise ValueError(f"{self.source}: workload has no bins")
         if not np.all(np.isfinite(self.arrivals)) or np.any(self.arrivals < 0):
@@ -83,7 +85,9 @@ class Workload:
             tok = np.diff(np.interp(edges_new, edges_old, cum_tok))
             # bins with no arrivals keep the size of their time (nearest old bin)
             centre = (edges_new[:-1] + edges_new[1:]) / 2
-            idx = np.clip(((centre - self.start_s) // self.interval_s).astype(int), 0, self.n_bins - 1)
+            idx = np.clip(
+                ((centre - self.start_s) // self.interval_s).astype(int), 0, self.n_bins - 1
+            )
             fallback = sizes[idx]
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = np.where(arrivals > 1e-9, tok / np.maximum(arrivals, 1e-12), fallback)

@@ -35,7 +35,9 @@ def actor_state(model: PPO) -> dict[str, torch.Tensor]:
     linear = [m for m in pol.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
     action_net = pol.action_net
     if not isinstance(action_net, torch.nn.Linear):
-        raise TypeError(f"expected a Linear action_net (a Box action space), got {type(action_net).__name__}")
+        raise TypeError(
+            f"expected a Linear action_net (a Box action space), got {type(action_net).__name__}"
+        )
     for i, layer in enumerate([*linear, action_net]):
         out[f"{2 * i}.weight"] = layer.weight.detach().cpu().clone()
         out[f"{2 * i}.bias"] = layer.bias.detach().cpu().clone()
@@ -53,7 +55,9 @@ def obs_size(model: PPO) -> int:
 def _obs_rms(vecnorm: VecNormalize) -> RunningMeanStd:
     rms = vecnorm.obs_rms
     if not isinstance(rms, RunningMeanStd):
-        raise TypeError("expected one observation normaliser (a Box observation space), got one per Dict key")
+        raise TypeError(
+            "expected one observation normaliser (a Box observation space), got one per Dict key"
+        )
     return rms
 
 
@@ -61,8 +65,12 @@ def obs_norm_of(vecnorm: VecNormalize | None, obs_size: int) -> ObsNorm:
     if vecnorm is None or not vecnorm.norm_obs:
         return ObsNorm.identity(obs_size)
     rms = _obs_rms(vecnorm)
-    return ObsNorm(np.array(rms.mean, dtype=np.float64), np.array(rms.var, dtype=np.float64),
-                   float(vecnorm.epsilon), float(vecnorm.clip_obs))
+    return ObsNorm(
+        np.array(rms.mean, dtype=np.float64),
+        np.array(rms.var, dtype=np.float64),
+        float(vecnorm.epsilon),
+        float(vecnorm.clip_obs),
+    )
 
 
 def policy_from_model(
@@ -79,24 +87,43 @@ def policy_from_model(
     name: str = "ppo",
 ) -> PPOPolicy:
     """The served policy of the model as it is now (what a checkpoint of it would load as)."""
-    return PPOPolicy(layers_from_state(actor_state(model), len(hidden)), activation, obs_norm_of(vecnorm, obs_size(model)),
-                     obs_spec, act_spec, limits=limits, knob=knob, slo_weight=slo_weight if knob else None, name=name)
+    return PPOPolicy(
+        layers_from_state(actor_state(model), len(hidden)),
+        activation,
+        obs_norm_of(vecnorm, obs_size(model)),
+        obs_spec,
+        act_spec,
+        limits=limits,
+        knob=knob,
+        slo_weight=slo_weight if knob else None,
+        name=name,
+    )
 
 
-def full_state(model: PPO, vecnorm: VecNormalize | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def full_state(
+    model: PPO, vecnorm: VecNormalize | None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Everything to resume training without pickles: the whole policy state dict (actor, critic,
     log_std) as tensors, and the return-normalisation statistics as JSON."""
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.policy.state_dict().items()}
+    tensors = {
+        k: v.detach().cpu().clone().contiguous() for k, v in model.policy.state_dict().items()
+    }
     extra: dict[str, Any] = {"num_timesteps": int(model.num_timesteps)}
     if vecnorm is not None:
-        extra["ret_rms"] = {"mean": float(np.asarray(vecnorm.ret_rms.mean)), "var": float(np.asarray(vecnorm.ret_rms.var)),
-                            "count": float(vecnorm.ret_rms.count)}
+        extra["ret_rms"] = {
+            "mean": float(np.asarray(vecnorm.ret_rms.mean)),
+            "var": float(np.asarray(vecnorm.ret_rms.var)),
+            "count": float(vecnorm.ret_rms.count),
+        }
         extra["obs_rms_count"] = float(_obs_rms(vecnorm).count)
     return tensors, extra
 
 
 def restore_full_state(
-    model: PPO, vecnorm: VecNormalize, tensors: Mapping[str, torch.Tensor], obs_norm: Mapping[str, Any],
+    model: PPO,
+    vecnorm: VecNormalize,
+    tensors: Mapping[str, torch.Tensor],
+    obs_norm: Mapping[str, Any],
     train_state: Mapping[str, Any],
 ) -> None:
     """The inverse of `full_state` (with the checkpoint's `obs_norm.json`): policy, normalisation
@@ -119,7 +146,9 @@ class EvaluateEvery(BaseCallback):
     `every_steps` (a vectorised step advances B timesteps, so evaluations land on the first step
     at or past each mark)."""
 
-    def __init__(self, evaluate: Callable[[int, Any], None], *, every_steps: int, first_at: int) -> None:
+    def __init__(
+        self, evaluate: Callable[[int, Any], None], *, every_steps: int, first_at: int
+    ) -> None:
         super().__init__()
         self.evaluate = evaluate
         self.every_steps = every_steps
@@ -132,7 +161,9 @@ class EvaluateEvery(BaseCallback):
         return True
 
 
-def build_actor(obs_size: int, hidden: Sequence[int], activation: str, action_size: int = 2) -> torch.nn.Sequential:
+def build_actor(
+    obs_size: int, hidden: Sequence[int], activation: str, action_size: int = 2
+) -> torch.nn.Sequential:
     """Linear/activation pairs then the action-mean layer; keys 0, 2, ... as SB3 lays out
     `mlp_extractor.policy_net` followed by `action_net`. Training and tests only: serving runs the
     same layers in numpy (`PPOPolicy`)."""

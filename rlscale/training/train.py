@@ -103,13 +103,17 @@ class WorkloadSpec(_Strict):
             example = f"path: {path}@{a:g}:{b:g}"
         except (TypeError, ValueError):
             example = f"path: {path}@START:END"
-        raise ValueError(f"`slice_h` (hours) is gone: give the window in days in the path, `{example}`")
+        raise ValueError(
+            f"`slice_h` (hours) is gone: give the window in days in the path, `{example}`"
+        )
 
     @model_validator(mode="after")
     def _ranges(self) -> WorkloadSpec:
         lo, hi = self.peak_replicas
         if not (0 < lo <= hi):
-            raise ValueError(f"peak_replicas = {list(self.peak_replicas)}, expected 0 < low <= high")
+            raise ValueError(
+                f"peak_replicas = {list(self.peak_replicas)}, expected 0 < low <= high"
+            )
         return self
 
     @property
@@ -161,7 +165,9 @@ class EvalSpec(_Strict):
     # own limits), or "target:U" = target utilisation U of demand (arrivals + queue / 60 s) under
     # the training limits
     baseline: str = "tuned"
-    slo_weight: float = Field(default=20.0, ge=0)  # score penalty per unit of SLO miss (or shortfall)
+    slo_weight: float = Field(
+        default=20.0, ge=0
+    )  # score penalty per unit of SLO miss (or shortfall)
     slo_penalty: Literal["shortfall", "miss"] = "shortfall"
     # cost/SLO knob settings tried at every evaluation besides `env.reward.slo`; the best-scoring
     # (step, setting) pair is kept and its setting becomes the checkpoint's default knob
@@ -213,7 +219,10 @@ def resolve_path(path: str) -> Path:
 
 
 def build_workloads(
-    specs: Sequence[WorkloadSpec], profile: ServiceProfile, interval_s: float, rng: np.random.Generator,
+    specs: Sequence[WorkloadSpec],
+    profile: ServiceProfile,
+    interval_s: float,
+    rng: np.random.Generator,
     aug: Augmentation | None = None,
 ) -> list[Workload]:
     """Load, cut to the window, scale (and augment) every spec into its copies."""
@@ -223,17 +232,34 @@ def build_workloads(
     out: list[Workload] = []
     cap = profile.capacity_rps()
     for spec in specs:
-        base = load_workload(resolve_path(spec.file), spec.format, interval_s=interval_s, seed=spec.seed, name=spec.name)
+        base = load_workload(
+            resolve_path(spec.file),
+            spec.format,
+            interval_s=interval_s,
+            seed=spec.seed,
+            name=spec.name,
+        )
         if spec.days is not None:
             base = slice_window(base, spec.days[0] * _DAY_S, spec.days[1] * _DAY_S)
         lo, hi = spec.peak_replicas
         for k in range(spec.copies):
-            peak = lo if spec.copies == 1 and lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            peak = (
+                lo
+                if spec.copies == 1 and lo == hi
+                else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            )
             w = scale_to_fleet(base, peak, cap)
             if aug is not None and (aug.noise_cv > 0 or aug.bursts_per_day > 0):
-                w = augment(w, rng, noise_cv=aug.noise_cv, bursts_per_day=aug.bursts_per_day,
-                            burst_magnitude=aug.burst_magnitude)
-            out.append(w.with_(name=f"{base.name}@{peak:.1f}" + (f"#{k}" if spec.copies > 1 else "")))
+                w = augment(
+                    w,
+                    rng,
+                    noise_cv=aug.noise_cv,
+                    bursts_per_day=aug.bursts_per_day,
+                    burst_magnitude=aug.burst_magnitude,
+                )
+            out.append(
+                w.with_(name=f"{base.name}@{peak:.1f}" + (f"#{k}" if spec.copies > 1 else ""))
+            )
     return out
 
 
@@ -255,6 +281,7 @@ def baseline_runner(spec: str, profile: ServiceProfile, cfg: TrainConfig) -> Run
 
 def fixed_runner(policy: Policy, limits: SafetyLimits) -> Runner:
     """The same policy object on every workload and seed, under `limits`."""
+
     def run(w: Workload) -> tuple[Callable[[int], Policy], SafetyLimits]:
         return (lambda seed: policy), limits
 
@@ -273,7 +300,11 @@ def summarise(rollouts: list[Any]) -> tuple[float, float]:
 
 
 def evaluate_policy(
-    runner: Runner, profile: ServiceProfile, workloads: Sequence[Workload], cfg: TrainConfig, seeds: Sequence[int],
+    runner: Runner,
+    profile: ServiceProfile,
+    workloads: Sequence[Workload],
+    cfg: TrainConfig,
+    seeds: Sequence[int],
 ) -> list[dict[str, Any]]:
     """Per workload: mean cost and SLO attainment over seeds, each policy under its own limits."""
     from rlscale.evaluation.rollout import rollout
@@ -289,20 +320,27 @@ def evaluate_policy(
 
 
 def score(
-    results: Sequence[dict[str, Any]], ref: Sequence[dict[str, Any]], slo_weight: float,
+    results: Sequence[dict[str, Any]],
+    ref: Sequence[dict[str, Any]],
+    slo_weight: float,
     penalty: Literal["shortfall", "miss"] = "shortfall",
 ) -> float:
     """Mean over workloads of -(cost / reference cost + slo_weight x SLO penalty); see the module
     docstring. `results` and `ref` are per-workload rows in the same order."""
+
     def slo_term(r: dict[str, Any], b: dict[str, Any]) -> float:
         if penalty == "shortfall":
             return max(0.0, b["slo_attainment"] - r["slo_attainment"])
         return 1.0 - r["slo_attainment"]
 
-    return -float(np.mean([
-        r["cost_usd"] / max(b["cost_usd"], 1e-9) + slo_weight * slo_term(r, b)
-        for r, b in zip(results, ref, strict=True)
-    ]))
+    return -float(
+        np.mean(
+            [
+                r["cost_usd"] / max(b["cost_usd"], 1e-9) + slo_weight * slo_term(r, b)
+                for r, b in zip(results, ref, strict=True)
+            ]
+        )
+    )
 
 
 def set_seeds(seed: int, threads: int) -> None:
@@ -317,15 +355,22 @@ def set_seeds(seed: int, threads: int) -> None:
     set_random_seed(seed)
 
 
-def make_env(cfg: TrainConfig, profile: ServiceProfile, workloads: Sequence[Workload]) -> VecNormalize:
+def make_env(
+    cfg: TrainConfig, profile: ServiceProfile, workloads: Sequence[Workload]
+) -> VecNormalize:
     """B simulated clusters over the training workloads, observations (and rewards) normalised."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     from rlscale.envs.vec_env import LLMAutoscaleVecEnv
 
     venv = LLMAutoscaleVecEnv(profile, list(workloads), cfg.n_envs, cfg.env, seed=cfg.seed)
-    return VecNormalize(venv, norm_obs=True, norm_reward=cfg.normalize.norm_reward,
-                        clip_obs=cfg.normalize.clip_obs, gamma=cfg.ppo.gamma)
+    return VecNormalize(
+        venv,
+        norm_obs=True,
+        norm_reward=cfg.normalize.norm_reward,
+        clip_obs=cfg.normalize.clip_obs,
+        gamma=cfg.ppo.gamma,
+    )
 
 
 def make_model(cfg: TrainConfig, env: VecNormalize, verbose: int = 0) -> PPO:
@@ -336,12 +381,28 @@ def make_model(cfg: TrainConfig, env: VecNormalize, verbose: int = 0) -> PPO:
     p = cfg.ppo
     act_fn = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[p.activation]
     return PPO(
-        "MlpPolicy", env, learning_rate=p.learning_rate, n_steps=p.n_steps, batch_size=p.batch_size,
-        n_epochs=p.n_epochs, gamma=p.gamma, gae_lambda=p.gae_lambda, clip_range=p.clip_range,
-        ent_coef=p.ent_coef, vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm, target_kl=p.target_kl,
-        policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)}, "activation_fn": act_fn,
-                       "log_std_init": p.log_std_init},
-        tensorboard_log=cfg.tensorboard_log, seed=cfg.seed, verbose=verbose, device="cpu",
+        "MlpPolicy",
+        env,
+        learning_rate=p.learning_rate,
+        n_steps=p.n_steps,
+        batch_size=p.batch_size,
+        n_epochs=p.n_epochs,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range,
+        ent_coef=p.ent_coef,
+        vf_coef=p.vf_coef,
+        max_grad_norm=p.max_grad_norm,
+        target_kl=p.target_kl,
+        policy_kwargs={
+            "net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)},
+            "activation_fn": act_fn,
+            "log_std_init": p.log_std_init,
+        },
+        tensorboard_log=cfg.tensorboard_log,
+        seed=cfg.seed,
+        verbose=verbose,
+        device="cpu",
     )
 
 
@@ -368,11 +429,25 @@ class Learner:
         from rlscale.training.ppo import policy_from_model
 
         p = self.cfg.ppo
-        return policy_from_model(self.model, self.env, self.obs_spec, self.cfg.env.action_spec(),
-                                 hidden=list(p.net_arch), activation=p.activation, limits=self.cfg.env.limits,
-                                 knob=self.knob, slo_weight=slo_weight)
+        return policy_from_model(
+            self.model,
+            self.env,
+            self.obs_spec,
+            self.cfg.env.action_spec(),
+            hidden=list(p.net_arch),
+            activation=p.activation,
+            limits=self.cfg.env.limits,
+            knob=self.knob,
+            slo_weight=slo_weight,
+        )
 
-    def save(self, folder: Path, evaluation: dict[str, Any], curve: list[dict[str, Any]], default_slo_weight: float) -> None:
+    def save(
+        self,
+        folder: Path,
+        evaluation: dict[str, Any],
+        curve: list[dict[str, Any]],
+        default_slo_weight: float,
+    ) -> None:
         """A checkpoint of the model as it is now, resumable (`train_state.safetensors`)."""
         from safetensors.torch import save_file
 
@@ -384,22 +459,33 @@ class Learner:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / "train_state.safetensors"))
         save_checkpoint(
-            folder, actor_state=actor_state(self.model), hidden=list(cfg.ppo.net_arch), activation=cfg.ppo.activation,
-            obs_norm=obs_norm_of(env, obs_size(self.model)), obs_spec=self.obs_spec,
-            act_spec=cfg.env.action_spec(), limits=cfg.env.limits, knob=self.knob,
+            folder,
+            actor_state=actor_state(self.model),
+            hidden=list(cfg.ppo.net_arch),
+            activation=cfg.ppo.activation,
+            obs_norm=obs_norm_of(env, obs_size(self.model)),
+            obs_spec=self.obs_spec,
+            act_spec=cfg.env.action_spec(),
+            limits=cfg.env.limits,
+            knob=self.knob,
             extra={
                 "name": cfg.name,
                 "profile": {"name": self.profile.name, "sha256": _profile_hash(cfg.profile)},
                 "slo": {"ttft_slo_s": cfg.env.ttft_slo_s, "tpot_slo_s": cfg.env.tpot_slo_s},
                 "reward": cfg.env.reward.model_dump(),
                 "default_slo_weight": default_slo_weight,
-                "slo_weight_range": list(cfg.env.slo_weight_range) if cfg.env.slo_weight_range is not None else None,
+                "slo_weight_range": list(cfg.env.slo_weight_range)
+                if cfg.env.slo_weight_range is not None
+                else None,
                 "training_config": cfg.model_dump(mode="json"),
                 "workloads": self.workload_hashes,
                 "train_state": {**state_extra, "file": "train_state.safetensors"},
                 "evaluation": evaluation,
             },
-            extra_files={"training_curve.json": _curve_json(curve), "train_state.safetensors": None},
+            extra_files={
+                "training_curve.json": _curve_json(curve),
+                "train_state.safetensors": None,
+            },
         )
 
 
@@ -421,12 +507,18 @@ class Baseline:
     score: float
 
 
-def evaluate_baseline(cfg: TrainConfig, profile: ServiceProfile, workloads: Sequence[Workload]) -> Baseline:
+def evaluate_baseline(
+    cfg: TrainConfig, profile: ServiceProfile, workloads: Sequence[Workload]
+) -> Baseline:
     if not workloads:
         return Baseline(cfg.eval.baseline, [], float("nan"))
     runner = baseline_runner(cfg.eval.baseline, profile, cfg)
     results = evaluate_policy(runner, profile, workloads, cfg, cfg.eval.seeds)
-    return Baseline(cfg.eval.baseline, results, score(results, results, cfg.eval.slo_weight, cfg.eval.slo_penalty))
+    return Baseline(
+        cfg.eval.baseline,
+        results,
+        score(results, results, cfg.eval.slo_weight, cfg.eval.slo_penalty),
+    )
 
 
 class Evaluator:
@@ -434,11 +526,22 @@ class Evaluator:
     best checkpoint (best score over every (step, knob setting) pair) to `out`."""
 
     def __init__(
-        self, learner: Learner, workloads: Sequence[Workload], baseline: Baseline, out: Path,
-        curve: list[dict[str, Any]], log: Callable[[str], None] = print,
+        self,
+        learner: Learner,
+        workloads: Sequence[Workload],
+        baseline: Baseline,
+        out: Path,
+        curve: list[dict[str, Any]],
+        log: Callable[[str], None] = print,
     ) -> None:
         cfg = learner.cfg
-        self.learner, self.workloads, self.baseline, self.out, self.log = learner, list(workloads), baseline, out, log
+        self.learner, self.workloads, self.baseline, self.out, self.log = (
+            learner,
+            list(workloads),
+            baseline,
+            out,
+            log,
+        )
         self.curve = curve
         self.best_score = -math.inf
         # the knob settings tried at every evaluation: the training default first
@@ -457,19 +560,30 @@ class Evaluator:
             tried.append((self._score(res), w, res))
         sc, slo_weight, res = max(tried, key=lambda t: t[0])
         wall_s = self.wall_before_s + time.perf_counter() - self.t0
-        point = self._curve_point(steps, wall_s, sc, slo_weight, res, {str(w): s for s, w, _ in tried})
+        point = self._curve_point(
+            steps, wall_s, sc, slo_weight, res, {str(w): s for s, w, _ in tried}
+        )
         self.curve.append(point)
         if logger is not None:
             for k in ("score", "baseline_score", "cost_vs_baseline", "slo_attainment"):
                 logger.record(f"eval/{k}", point[k])
-        self.log(f"[train] {steps} steps, {wall_s:.0f} s: score {sc:.3f} at knob {slo_weight:g} "
-                 f"(baseline {self.baseline.score:.3f}), cost x{point['cost_vs_baseline']:.3f}, "
-                 f"SLO {point['slo_attainment']:.4f} (baseline {point['baseline_slo_attainment']:.4f})")
+        self.log(
+            f"[train] {steps} steps, {wall_s:.0f} s: score {sc:.3f} at knob {slo_weight:g} "
+            f"(baseline {self.baseline.score:.3f}), cost x{point['cost_vs_baseline']:.3f}, "
+            f"SLO {point['slo_attainment']:.4f} (baseline {point['baseline_slo_attainment']:.4f})"
+        )
         if sc > self.best_score:
             self.best_score = sc
-            evaluation = {"baseline": self.baseline.spec, "seeds": cfg.eval.seeds, "score": sc, "slo_weight": slo_weight,
-                          "baseline_score": self.baseline.score, "timesteps": int(steps), "policy": res,
-                          "baseline_results": self.baseline.results}
+            evaluation = {
+                "baseline": self.baseline.spec,
+                "seeds": cfg.eval.seeds,
+                "score": sc,
+                "slo_weight": slo_weight,
+                "baseline_score": self.baseline.score,
+                "timesteps": int(steps),
+                "policy": res,
+                "baseline_results": self.baseline.results,
+            }
             self.learner.save(self.out, evaluation, self.curve, default_slo_weight=slo_weight)
 
     def _results(self, slo_weight: float) -> list[dict[str, Any]]:
@@ -482,7 +596,12 @@ class Evaluator:
         return score(results, self.baseline.results, e.slo_weight, e.slo_penalty)
 
     def _curve_point(
-        self, steps: int, wall_s: float, sc: float, slo_weight: float, res: list[dict[str, Any]],
+        self,
+        steps: int,
+        wall_s: float,
+        sc: float,
+        slo_weight: float,
+        res: list[dict[str, Any]],
         by_weight: dict[str, float],
     ) -> dict[str, Any]:
         base = self.baseline.results
@@ -490,10 +609,13 @@ class Evaluator:
         return {
             "timesteps": int(steps),
             "wall_s": round(wall_s, 1),
-            "score": sc, "baseline_score": self.baseline.score, "slo_weight": slo_weight,
+            "score": sc,
+            "baseline_score": self.baseline.score,
+            "slo_weight": slo_weight,
             "scores_by_slo_weight": by_weight,
             "beats_baseline_everywhere": all(
-                r["cost_usd"] <= b["cost_usd"] and r["slo_attainment"] >= b["slo_attainment"] - 1e-4 for r, b in pairs
+                r["cost_usd"] <= b["cost_usd"] and r["slo_attainment"] >= b["slo_attainment"] - 1e-4
+                for r, b in pairs
             ),
             "cost_vs_baseline": float(np.mean([r["cost_usd"] / b["cost_usd"] for r, b in pairs])),
             "slo_attainment": float(np.mean([r["slo_attainment"] for r in res])),
@@ -501,28 +623,51 @@ class Evaluator:
         }
 
 
-def learn(model: PPO, evaluator: Evaluator, cfg: TrainConfig, *, resumed: bool, progress_bar: bool) -> None:
+def learn(
+    model: PPO, evaluator: Evaluator, cfg: TrainConfig, *, resumed: bool, progress_bar: bool
+) -> None:
     """PPO up to `total_timesteps`, handing control to the evaluator every `eval.every_steps`."""
     from rlscale.training.ppo import EvaluateEvery
 
     done_steps = int(model.num_timesteps)
     remaining = max(cfg.total_timesteps - done_steps, 0)
     if remaining > 0:
-        every = EvaluateEvery(evaluator.evaluate, every_steps=cfg.eval.every_steps, first_at=done_steps + cfg.eval.every_steps)
-        model.learn(total_timesteps=remaining, callback=every, progress_bar=progress_bar, tb_log_name=cfg.name,
-                    reset_num_timesteps=not resumed)
+        every = EvaluateEvery(
+            evaluator.evaluate,
+            every_steps=cfg.eval.every_steps,
+            first_at=done_steps + cfg.eval.every_steps,
+        )
+        model.learn(
+            total_timesteps=remaining,
+            callback=every,
+            progress_bar=progress_bar,
+            tb_log_name=cfg.name,
+            reset_num_timesteps=not resumed,
+        )
 
 
 def train(
-    cfg: TrainConfig, *, resume: str | Path | None = None, progress_bar: bool = True, verbose: int = 0,
+    cfg: TrainConfig,
+    *,
+    resume: str | Path | None = None,
+    progress_bar: bool = True,
+    verbose: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Train, evaluate periodically against the baseline, write the best checkpoint; returns its folder."""
     set_seeds(cfg.seed, cfg.torch_threads)
     profile = load_profile(cfg.profile)
     # training copies (randomised from the seed), held-out evaluation windows (fixed)
-    train_w = build_workloads(cfg.workloads, profile, cfg.env.interval_s, np.random.default_rng(cfg.seed), cfg.augmentation)
-    eval_w = build_workloads(cfg.eval.workloads, profile, cfg.env.interval_s, np.random.default_rng(cfg.seed + 1))
+    train_w = build_workloads(
+        cfg.workloads,
+        profile,
+        cfg.env.interval_s,
+        np.random.default_rng(cfg.seed),
+        cfg.augmentation,
+    )
+    eval_w = build_workloads(
+        cfg.eval.workloads, profile, cfg.env.interval_s, np.random.default_rng(cfg.seed + 1)
+    )
     env = make_env(cfg, profile, train_w)
     model = make_model(cfg, env, verbose)
     curve: list[dict[str, Any]] = []
@@ -549,8 +694,12 @@ def write_final_checkpoint(learner: Learner, evaluator: Evaluator, out: Path) ->
     from rlscale.policies.checkpoint import update_checkpoint
 
     if not evaluator.workloads:
-        learner.save(out, {"note": "no eval workloads configured"}, evaluator.curve,
-                     default_slo_weight=learner.cfg.env.reward.slo)
+        learner.save(
+            out,
+            {"note": "no eval workloads configured"},
+            evaluator.curve,
+            default_slo_weight=learner.cfg.env.reward.slo,
+        )
     else:
         update_checkpoint(out, files={"training_curve.json": _curve_json(evaluator.curve)})
 

@@ -50,7 +50,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TRAIN = (
     "synthetic:101",
     "synthetic:102",
-    str(REPO_ROOT.parent / "shared" / "data" / "servegen_language_m-large_clients_10min.csv") + "@0:2",
+    str(REPO_ROOT.parent / "shared" / "data" / "servegen_language_m-large_clients_10min.csv")
+    + "@0:2",
 )
 
 
@@ -63,16 +64,41 @@ def _shown(entry: str) -> str:
     except ValueError:
         return entry
 
+
 # Hand-picked starting points: the shipped HPA's queue target alone, and KV-cache targets.
 STARTS: tuple[dict[str, Any], ...] = (
-    {"queue_per_replica": 10.0, "kv_cache_usage": None, "gpu_utilization": None, "scale_up_window_s": 0,
-     "scale_down_window_s": 300, "scale_down_percent": 100},
-    {"queue_per_replica": 5.0, "kv_cache_usage": 0.4, "gpu_utilization": None, "scale_up_window_s": 0,
-     "scale_down_window_s": 300, "scale_down_percent": 25},
-    {"queue_per_replica": 2.0, "kv_cache_usage": 0.3, "gpu_utilization": None, "scale_up_window_s": 0,
-     "scale_down_window_s": 600, "scale_down_percent": 10},
-    {"queue_per_replica": 2.0, "kv_cache_usage": 0.1, "gpu_utilization": None, "scale_up_window_s": 0,
-     "scale_down_window_s": 600, "scale_down_percent": 10},
+    {
+        "queue_per_replica": 10.0,
+        "kv_cache_usage": None,
+        "gpu_utilization": None,
+        "scale_up_window_s": 0,
+        "scale_down_window_s": 300,
+        "scale_down_percent": 100,
+    },
+    {
+        "queue_per_replica": 5.0,
+        "kv_cache_usage": 0.4,
+        "gpu_utilization": None,
+        "scale_up_window_s": 0,
+        "scale_down_window_s": 300,
+        "scale_down_percent": 25,
+    },
+    {
+        "queue_per_replica": 2.0,
+        "kv_cache_usage": 0.3,
+        "gpu_utilization": None,
+        "scale_up_window_s": 0,
+        "scale_down_window_s": 600,
+        "scale_down_percent": 10,
+    },
+    {
+        "queue_per_replica": 2.0,
+        "kv_cache_usage": 0.1,
+        "gpu_utilization": None,
+        "scale_up_window_s": 0,
+        "scale_down_window_s": 600,
+        "scale_down_percent": 10,
+    },
 )
 
 
@@ -97,7 +123,15 @@ def evaluate_batch(
     runs = [Run(HPAPolicy(cfgs[b // n]), cfgs[b // n].limits, b % n) for b in range(n * k)]
     start = None if initial is None else np.tile(np.asarray(initial, dtype=np.float64), k)
     # the HPA form reads only the last interval
-    ro = run_batch(runs, profile, ws, sim_seed=seed * 7919 + n * k, config=config, window=1, initial_replicas=start)
+    ro = run_batch(
+        runs,
+        profile,
+        ws,
+        sim_seed=seed * 7919 + n * k,
+        config=config,
+        window=1,
+        initial_replicas=start,
+    )
     res = [(s.cost_usd, s.slo_attainment) for s in ro.summaries]
     return [res[i * n : (i + 1) * n] for i in range(k)]
 
@@ -110,12 +144,16 @@ def day_chunks(w: Workload, interval_s: float) -> list[Workload]:
     if days < 1:
         return [w.rebin(interval_s)]
     return [
-        slice_window(w, d * 86_400.0, (d + 1) * 86_400.0).with_(name=f"{w.name}#d{d}").rebin(interval_s)
+        slice_window(w, d * 86_400.0, (d + 1) * 86_400.0)
+        .with_(name=f"{w.name}#d{d}")
+        .rebin(interval_s)
         for d in range(days)
     ]
 
 
-def score(results: Sequence[tuple[float, float]], oracle_costs: Sequence[float], slo_target: float) -> float:
+def score(
+    results: Sequence[tuple[float, float]], oracle_costs: Sequence[float], slo_target: float
+) -> float:
     cost = sum(c for c, _ in results) / max(sum(oracle_costs), 1e-9)
     miss = sum(max(0.0, slo_target - a) for _, a in results)
     return cost + 100.0 * miss
@@ -131,7 +169,9 @@ def _suggest(trial: Any, min_replicas: int, max_replicas: int) -> TunedRuleParam
         kv_cache_usage=trial.suggest_float("kv_cache_usage", 0.03, 0.9, log=True) if kv else None,
         gpu_utilization=None if gpu == "off" else float(gpu),
         scale_up_window_s=trial.suggest_categorical("scale_up_window_s", [0, 15, 30, 60]),
-        scale_down_window_s=trial.suggest_categorical("scale_down_window_s", [0, 60, 120, 300, 600]),
+        scale_down_window_s=trial.suggest_categorical(
+            "scale_down_window_s", [0, 60, 120, 300, 600]
+        ),
         scale_down_percent=trial.suggest_categorical("scale_down_percent", [10, 25, 50, 100]),
         min_replicas=min_replicas,
         max_replicas=max_replicas,
@@ -171,26 +211,38 @@ def tune(
         scaled, info = scale_for_profile(load_source(t, cfg.interval_s), profile, settings)
         chunks = day_chunks(scaled, cfg.interval_s)
         workloads += chunks
-        initial += [opening_replicas(c, info["slo_capacity_rps"], settings.opening_s) for c in chunks]
+        initial += [
+            opening_replicas(c, info["slo_capacity_rps"], settings.opening_s) for c in chunks
+        ]
     lengths = {w.n_bins for w in workloads}
     if len(lengths) != 1:
-        raise InputError(", ".join(train), "training workloads must be whole days (or all the same length)", field="train")
+        raise InputError(
+            ", ".join(train),
+            "training workloads must be whole days (or all the same length)",
+            field="train",
+        )
     limits = default_limits(settings.min_replicas, settings.max_replicas, profile.gpus_per_replica)
     oracle_costs = []
     initial = [int(np.clip(n, settings.min_replicas, settings.max_replicas)) for n in initial]
     for w, n0 in zip(workloads, initial, strict=True):
-        plan = plan_oracle(profile, w, config=cfg, limits=limits, slo_target=slo_target, initial_replicas=n0)
+        plan = plan_oracle(
+            profile, w, config=cfg, limits=limits, slo_target=slo_target, initial_replicas=n0
+        )
         pol = OraclePolicy(plan)
 
         def oracle(_seed: int, pol: OraclePolicy = pol) -> OraclePolicy:
             return pol
 
-        s = rollout(oracle, profile, w, seeds=(seed,), limits=limits, config=cfg, initial_replicas=n0).summaries[0]
+        s = rollout(
+            oracle, profile, w, seeds=(seed,), limits=limits, config=cfg, initial_replicas=n0
+        ).summaries[0]
         oracle_costs.append(s.cost_usd)
         log(f"oracle on {w.name}: ${s.cost_usd:.0f}, SLO {100 * s.slo_attainment:.2f} %")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=16))
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=16)
+    )
     for p in STARTS:
         study.enqueue_trial(_start_point(p))
     t0 = time.perf_counter()
@@ -210,7 +262,9 @@ def tune(
                 f"{pr.model_dump(exclude={'min_replicas', 'max_replicas'})}"
             )
         done += len(asked)
-        log(f"-- {done}/{trials} trials, best {study.best_value:.3f} ({time.perf_counter() - t0:.0f} s)")
+        log(
+            f"-- {done}/{trials} trials, best {study.best_value:.3f} ({time.perf_counter() - t0:.0f} s)"
+        )
     best = study.best_trial
     params_best = TunedRuleParams(**best.user_attrs["params"])
     res = best.user_attrs["results"]
@@ -219,8 +273,10 @@ def tune(
         "trials": sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
         "train": list(train),
         "workloads": [w.name for w in workloads],
-        "results": [{"workload": w.name, "cost_usd": c, "cost_vs_oracle": c / o, "slo_attainment": a}
-                    for w, (c, a), o in zip(workloads, res, oracle_costs, strict=True)],
+        "results": [
+            {"workload": w.name, "cost_usd": c, "cost_vs_oracle": c / o, "slo_attainment": a}
+            for w, (c, a), o in zip(workloads, res, oracle_costs, strict=True)
+        ],
         "slo_target": slo_target,
         "seconds": time.perf_counter() - t0,
     }
@@ -239,13 +295,18 @@ def tuned_annotations(
         "rlscale.io/objective": f"cost / oracle cost + 100 x SLO shortfall below {slo_target:g} (per workload)",
         "rlscale.io/score": f"{record['score']:.4f} after {record['trials']} trials",
         "rlscale.io/train-results": "; ".join(
-            f"{r['workload']}: {r['cost_vs_oracle']:.2f}x oracle, SLO {100 * r['slo_attainment']:.2f}%" for r in record["results"]
+            f"{r['workload']}: {r['cost_vs_oracle']:.2f}x oracle, SLO {100 * r['slo_attainment']:.2f}%"
+            for r in record["results"]
         ),
     }
 
 
 def write_tuned_manifest(
-    out: Path | None, profile: ServiceProfile, params: TunedRuleParams, record: dict[str, Any], command: str,
+    out: Path | None,
+    profile: ServiceProfile,
+    params: TunedRuleParams,
+    record: dict[str, Any],
+    command: str,
     slo_target: float,
 ) -> Path:
     """Write the winner as an annotated HPA manifest (default: the shipped tuned-<profile>.yaml)."""

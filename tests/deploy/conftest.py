@@ -30,7 +30,9 @@ def make_sandbox_no_prom() -> Iterator[Callable[..., Any]]:
     def make(**kwargs: Any) -> Sandbox:
         kwargs.setdefault("prometheus", False)
         kwargs.setdefault("time_scale", 60.0)
-        sb = Sandbox(kwargs.pop("profile", "llama-3.1-8b-h100"), kwargs.pop("workload", None), **kwargs)
+        sb = Sandbox(
+            kwargs.pop("profile", "llama-3.1-8b-h100"), kwargs.pop("workload", None), **kwargs
+        )
         started.append(sb)
         return sb.start()
 

@@ -61,26 +61,47 @@ class FakeKube:
         self.after_write: Callable[[str, str, int], None] | None = None
 
     # -- set-up ----------------------------------------------------------------------------------
-    def add_deployment(self, namespace: str, name: str, replicas: int, *, annotations: dict[str, str] | None = None) -> None:
+    def add_deployment(
+        self, namespace: str, name: str, replicas: int, *, annotations: dict[str, str] | None = None
+    ) -> None:
         self.deployments[(namespace, name)] = {
             "metadata": {
-                "name": name, "namespace": namespace, "uid": f"uid-{name}", "resourceVersion": str(next(self._rv)),
-                "annotations": dict(annotations or {}), "generation": 1,
+                "name": name,
+                "namespace": namespace,
+                "uid": f"uid-{name}",
+                "resourceVersion": str(next(self._rv)),
+                "annotations": dict(annotations or {}),
+                "generation": 1,
             },
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}},
         }
         self.set_pods(namespace, name, ready=replicas)
 
-    def set_pods(self, namespace: str, name: str, *, ready: int = 0, starting: int = 0, terminating: int = 0,
-                 starting_since_s: float = T0) -> None:
+    def set_pods(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        ready: int = 0,
+        starting: int = 0,
+        terminating: int = 0,
+        starting_since_s: float = T0,
+    ) -> None:
         pods = []
         for i in range(ready + starting + terminating):
             kind = "ready" if i < ready else "starting" if i < ready + starting else "terminating"
             pod: dict[str, Any] = {
-                "metadata": {"name": f"{name}-abc-{i:05d}", "labels": {"app": name},
-                             "creationTimestamp": iso(starting_since_s if kind == "starting" else T0 - 3600)},
-                "status": {"phase": "Running" if kind != "starting" else "Pending",
-                           "conditions": [{"type": "Ready", "status": "True" if kind == "ready" else "False"}]},
+                "metadata": {
+                    "name": f"{name}-abc-{i:05d}",
+                    "labels": {"app": name},
+                    "creationTimestamp": iso(starting_since_s if kind == "starting" else T0 - 3600),
+                },
+                "status": {
+                    "phase": "Running" if kind != "starting" else "Pending",
+                    "conditions": [
+                        {"type": "Ready", "status": "True" if kind == "ready" else "False"}
+                    ],
+                },
             }
             if kind == "terminating":
                 pod["metadata"]["deletionTimestamp"] = iso(T0)
@@ -141,8 +162,14 @@ class FakeKube:
         self._enter("read_scale", namespace, name)
         with self._lock:
             d = self._deployment(namespace, name)
-            return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": d["metadata"]["resourceVersion"]},
-                    "spec": {"replicas": d["spec"]["replicas"]}}
+            return {
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "resourceVersion": d["metadata"]["resourceVersion"],
+                },
+                "spec": {"replicas": d["spec"]["replicas"]},
+            }
 
     def patch_scale(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         self._enter("patch_scale", namespace, name, body)
@@ -153,7 +180,10 @@ class FakeKube:
                 raise ConflictError("409 the object has been modified", status=409)
             d["spec"]["replicas"] = body["spec"]["replicas"]
             d["metadata"]["resourceVersion"] = str(next(self._rv))
-            out = {"metadata": {"resourceVersion": d["metadata"]["resourceVersion"]}, "spec": dict(body["spec"])}
+            out = {
+                "metadata": {"resourceVersion": d["metadata"]["resourceVersion"]},
+                "spec": dict(body["spec"]),
+            }
         if self.after_write is not None:
             self.after_write(namespace, name, body["spec"]["replicas"])
         return out
@@ -240,33 +270,57 @@ def _buckets(field: str, quantiles: list[float | None]) -> list[tuple[dict[str, 
     zero = any(math.isnan(q) for q in qs)
     bounds = [repr(q) for q in qs] if not zero else ["0.1", "1.0", "10.0"]
     counts = [50.0, 95.0, 99.0, 100.0]
-    return [({promql.FIELD_LABEL: field, "le": le}, 0.0 if zero else c) for le, c in zip([*bounds, "+Inf"], counts, strict=True)]
+    return [
+        ({promql.FIELD_LABEL: field, "le": le}, 0.0 if zero else c)
+        for le, c in zip([*bounds, "+Inf"], counts, strict=True)
+    ]
 
 
 def healthy_values(**over: float | None) -> dict[str, float | None]:
     v: dict[str, float | None] = dict(
-        arrival_rps=40.0, prompt_tokens_per_s=40_000.0, output_tokens_per_s=8_000.0, requests_waiting=0.0,
-        requests_running=60.0, kv_cache_usage=0.3, gpu_utilization_pct=60.0, ttft_p50_s=0.2, ttft_p95_s=0.4,
-        ttft_p99_s=0.6, tpot_p50_s=0.02, tpot_p95_s=0.03, tpot_p99_s=0.04,
+        arrival_rps=40.0,
+        prompt_tokens_per_s=40_000.0,
+        output_tokens_per_s=8_000.0,
+        requests_waiting=0.0,
+        requests_running=60.0,
+        kv_cache_usage=0.3,
+        gpu_utilization_pct=60.0,
+        ttft_p50_s=0.2,
+        ttft_p95_s=0.4,
+        ttft_p99_s=0.6,
+        tpot_p50_s=0.02,
+        tpot_p95_s=0.03,
+        tpot_p99_s=0.04,
     )
     v.update(over)
     return v
 
 
-def reading(now_s: float = T0, *, missing: Sequence[str] = (), stale: bool = False, error: str | None = None,
-            required: Sequence[str] = promql.QUERY_FIELDS, **over: float) -> MetricsReading:
+def reading(
+    now_s: float = T0,
+    *,
+    missing: Sequence[str] = (),
+    stale: bool = False,
+    error: str | None = None,
+    required: Sequence[str] = promql.QUERY_FIELDS,
+    **over: float,
+) -> MetricsReading:
     values = {k: (math.nan if v is None else float(v)) for k, v in healthy_values(**over).items()}
     for f in missing:
         values[f] = math.nan
     if error is not None:
         return MetricsReading.unavailable(now_s, error, tuple(required))
-    return MetricsReading(now_s, values, tuple(missing), tuple(required), age_s=90.0 if stale else 1.0, stale=stale)
+    return MetricsReading(
+        now_s, values, tuple(missing), tuple(required), age_s=90.0 if stale else 1.0, stale=stale
+    )
 
 
 class ScriptedPolicy:
     """A Policy whose decision is `fn(window)`; records the windows it saw."""
 
-    def __init__(self, fn: Callable[[Sequence[IntervalMetrics]], int | Decision], name: str = "scripted") -> None:
+    def __init__(
+        self, fn: Callable[[Sequence[IntervalMetrics]], int | Decision], name: str = "scripted"
+    ) -> None:
         self.fn = fn
         self.name = name
         self.calls: list[list[IntervalMetrics]] = []
@@ -291,11 +345,18 @@ def raising(name: str = "broken") -> ScriptedPolicy:
     return ScriptedPolicy(boom, name)
 
 
-def target_policies(primary: Any, fallback: Any = None, limits: SafetyLimits | None = None, window: int = 4) -> TargetPolicies:
+def target_policies(
+    primary: Any, fallback: Any = None, limits: SafetyLimits | None = None, window: int = 4
+) -> TargetPolicies:
     lim = limits or SafetyLimits(min_replicas=1, max_replicas=10)
     return TargetPolicies(
-        BuiltPolicy(primary, lim, window), BuiltPolicy(fallback, lim, 1) if fallback is not None else None,
-        lim, window, None, load_profile("llama-3.1-8b-h100"), [],  # type: ignore[arg-type]
+        BuiltPolicy(primary, lim, window),
+        BuiltPolicy(fallback, lim, 1) if fallback is not None else None,
+        lim,
+        window,
+        None,
+        load_profile("llama-3.1-8b-h100"),
+        [],  # type: ignore[arg-type]
     )
 
 
@@ -327,9 +388,19 @@ class HarnessFactory:
     def __init__(self) -> None:
         self.made: list[Controller] = []
 
-    def __call__(self, primary: Any, fallback: Any = None, *, limits: SafetyLimits | None = None, replicas: int = 3,
-                 config: ControllerConfig | None = None, window: int = 4, kube: FakeKube | None = None,
-                 prom: FakeProm | None = None, clock: Callable[[], float] = lambda: T0) -> Harness:
+    def __call__(
+        self,
+        primary: Any,
+        fallback: Any = None,
+        *,
+        limits: SafetyLimits | None = None,
+        replicas: int = 3,
+        config: ControllerConfig | None = None,
+        window: int = 4,
+        kube: FakeKube | None = None,
+        prom: FakeProm | None = None,
+        clock: Callable[[], float] = lambda: T0,
+    ) -> Harness:
         cfg = config or controller_config()
         kube = kube or FakeKube()
         for t in cfg.targets:
@@ -339,8 +410,16 @@ class HarnessFactory:
         pol = target_policies(primary, fallback, limits, window)
         targets = [make_target(cfg, t, pol) for t in cfg.targets]
         sleeps: list[float] = []
-        c = build_controller(cfg, kube_api=kube, prom=prom, metrics=ControllerMetrics(), clock=clock,
-                             sleep=sleeps.append, identity="test-controller", targets=targets)
+        c = build_controller(
+            cfg,
+            kube_api=kube,
+            prom=prom,
+            metrics=ControllerMetrics(),
+            clock=clock,
+            sleep=sleeps.append,
+            identity="test-controller",
+            targets=targets,
+        )
         self.made.append(c)
         return Harness(c, kube, prom, sleeps)
 
@@ -349,18 +428,42 @@ class HarnessFactory:
             c.close(release=False)
 
 
-def make_checkpoint(path: str | Path, *, profile: str = "llama-3.1-8b-h100", max_warm: int = 0, ttft_slo_s: float = 2.0,
-                    gpus_per_replica: int = 1) -> Path:
+def make_checkpoint(
+    path: str | Path,
+    *,
+    profile: str = "llama-3.1-8b-h100",
+    max_warm: int = 0,
+    ttft_slo_s: float = 2.0,
+    gpus_per_replica: int = 1,
+) -> Path:
     """A tiny PPO checkpoint folder (16-unit MLP, identity normalisation) trained for `profile`."""
     from rlscale.policies.checkpoint import ObsNorm, save_checkpoint
     from rlscale.training.ppo import build_actor
 
-    spec = ObservationSpec(replica_capacity_rps=20.0, max_batch=256, ttft_slo_s=ttft_slo_s, tpot_slo_s=0.1, max_replicas=20, window=4)
+    spec = ObservationSpec(
+        replica_capacity_rps=20.0,
+        max_batch=256,
+        ttft_slo_s=ttft_slo_s,
+        tpot_slo_s=0.1,
+        max_replicas=20,
+        window=4,
+    )
     size = observation_size(spec)
     actor = build_actor(size, [16], "tanh")
     return save_checkpoint(
-        path, actor_state=actor.state_dict(), hidden=[16], activation="tanh", obs_norm=ObsNorm.identity(size),
-        obs_spec=spec, act_spec=ActionSpec(max_warm=max_warm),
-        limits=SafetyLimits(min_replicas=2, max_replicas=20, max_warm_replicas=max_warm, gpus_per_replica=gpus_per_replica),
-        knob=False, extra={"profile": {"name": profile}},
+        path,
+        actor_state=actor.state_dict(),
+        hidden=[16],
+        activation="tanh",
+        obs_norm=ObsNorm.identity(size),
+        obs_spec=spec,
+        act_spec=ActionSpec(max_warm=max_warm),
+        limits=SafetyLimits(
+            min_replicas=2,
+            max_replicas=20,
+            max_warm_replicas=max_warm,
+            gpus_per_replica=gpus_per_replica,
+        ),
+        knob=False,
+        extra={"profile": {"name": profile}},
     )

@@ -20,14 +20,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def rlscale(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "rlscale.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
-def main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+def main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
     """`rlscale.cli.main()` in this process (no interpreter start-up), on a fresh app."""
     from rlscale import cli
 
-    monkeypatch.setattr(cli, "app", typer.Typer(name="rlscale", add_completion=False, pretty_exceptions_enable=False))
+    monkeypatch.setattr(
+        cli,
+        "app",
+        typer.Typer(name="rlscale", add_completion=False, pretty_exceptions_enable=False),
+    )
     monkeypatch.setattr(sys, "argv", ["rlscale", *args])
     code = 0
     try:
@@ -39,19 +51,32 @@ def main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *a
 
 
 def write_config(path: Path, **target: object) -> Path:
-    path.write_text(yaml.safe_dump({
-        "leader_election": {"enabled": False},
-        "targets": [{"namespace": "llm", "deployment": "llama", **target}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "leader_election": {"enabled": False},
+                "targets": [{"namespace": "llm", "deployment": "llama", **target}],
+            }
+        )
+    )
     return path
 
 
-def test_check_validates_the_config_and_loads_every_policy(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_check_validates_the_config_and_loads_every_policy(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     ck = make_checkpoint(tmp_path / "ppo")
-    cfg = write_config(tmp_path / "c.yaml", policy={"checkpoint": str(ck)}, fallback={"rule": "hpa"})
-    code, out, err = main(monkeypatch, capsys, "control", "--config", str(cfg), "--check", "--dry-run")
+    cfg = write_config(
+        tmp_path / "c.yaml", policy={"checkpoint": str(ck)}, fallback={"rule": "hpa"}
+    )
+    code, out, err = main(
+        monkeypatch, capsys, "control", "--config", str(cfg), "--check", "--dry-run"
+    )
     assert code == 0, err
-    assert "llm/llama: policy ppo:ppo, fallback hpa, profile llama-3.1-8b-h100, replicas 2..20, window 4, dry-run" in out
+    assert (
+        "llm/llama: policy ppo:ppo, fallback hpa, profile llama-3.1-8b-h100, replicas 2..20, window 4, dry-run"
+        in out
+    )
 
 
 def test_a_tampered_checkpoint_is_refused_at_start_up_with_a_clear_message(tmp_path: Path) -> None:
@@ -63,13 +88,19 @@ def test_a_tampered_checkpoint_is_refused_at_start_up_with_a_clear_message(tmp_p
     r = rlscale("control", "--config", str(cfg))
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("error: target llm/llama, field 'policy.checkpoint': checkpoint refused:")
+    assert line.startswith(
+        "error: target llm/llama, field 'policy.checkpoint': checkpoint refused:"
+    )
     assert "policy.safetensors" in line and "sha256 mismatch" in line
 
 
-def test_a_mismatched_checkpoint_is_refused_at_start_up(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_a_mismatched_checkpoint_is_refused_at_start_up(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     ck = make_checkpoint(tmp_path / "ppo")
-    cfg = write_config(tmp_path / "c.yaml", policy={"checkpoint": str(ck)}, profile="llama-3.1-70b-fp8-4xh100")
+    cfg = write_config(
+        tmp_path / "c.yaml", policy={"checkpoint": str(ck)}, profile="llama-3.1-70b-fp8-4xh100"
+    )
     code, _, err = main(monkeypatch, capsys, "control", "--config", str(cfg))
     assert code == 2 and "trained for profile 'llama-3.1-8b-h100'" in err
 
@@ -78,7 +109,10 @@ def test_a_bad_config_names_file_and_field(tmp_path: Path, monkeypatch, capsys) 
     cfg = write_config(tmp_path / "c.yaml", limits={"min_replicas": 5, "max_replicas": 2})
     code, _, err = main(monkeypatch, capsys, "control", "--config", str(cfg))
     assert code == 2
-    assert err.strip() == f"error: {cfg}, field 'targets.0.limits': max_replicas = 2, must be >= min_replicas (5)"
+    assert (
+        err.strip()
+        == f"error: {cfg}, field 'targets.0.limits': max_replicas = 2, must be >= min_replicas (5)"
+    )
 
 
 def test_the_metrics_endpoint_serves_the_registry_and_stops() -> None:
@@ -86,8 +120,15 @@ def test_the_metrics_endpoint_serves_the_registry_and_stops() -> None:
     m.leader.set(1)
     server = MetricsServer(m.registry, "127.0.0.1", 0)
     try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5).read().decode()
-        assert "rlscale_leader 1.0" in body and "# TYPE rlscale_policy_latency_seconds histogram" in body
+        body = (
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+        assert (
+            "rlscale_leader 1.0" in body
+            and "# TYPE rlscale_policy_latency_seconds histogram" in body
+        )
     finally:
         server.stop()
 
@@ -100,6 +141,8 @@ def test_the_controller_never_imports_the_simulator() -> None:
         "build_target_policies(TargetConfig(namespace='a', deployment='b'));"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('rlscale.envs', 'stable_baselines3', 'gymnasium')))))"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == []

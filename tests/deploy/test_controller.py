@@ -36,7 +36,11 @@ def test_scales_through_the_scale_subresource_and_says_why(make_harness) -> None
     assert (res.action, res.record.desired) == ("Scaled", 5)
     assert h.kube.replicas("llm", "llama") == 5
     (ev,) = h.kube.events
-    assert ev["reason"] == "SuccessfulRescale" and "New size: 5 (was 3)" in ev["message"] and "scripted" in ev["message"]
+    assert (
+        ev["reason"] == "SuccessfulRescale"
+        and "New size: 5 (was 3)" in ev["message"]
+        and "scripted" in ev["message"]
+    )
     assert sample(h, "rlscale_desired_replicas", **T) == 5
     assert sample(h, "rlscale_current_replicas", **T) == 3
     assert sample(h, "rlscale_decisions_total", **T, action="Scaled", reason="PolicyProposal") == 1
@@ -114,7 +118,10 @@ def test_holds_replicas_when_metrics_are_stale(make_harness) -> None:
     assert len(h.kube.events) == 1  # one event on entering the condition, not one per tick
     h.prom.newest_sample_age_s = 1
     (res,) = h.tick(T0 + 30)
-    assert res.action == "Scaled" and h.kube.events[-1]["reason"] in ("SuccessfulRescale", "Recovered")
+    assert res.action == "Scaled" and h.kube.events[-1]["reason"] in (
+        "SuccessfulRescale",
+        "Recovered",
+    )
     assert "Recovered" in [e["reason"] for e in h.kube.events]
 
 
@@ -128,8 +135,14 @@ def test_falls_back_when_the_policy_raises_and_recovers(make_harness) -> None:
 
     h = make_harness(ScriptedPolicy(fn, "ppo"), constant(5, "hpa"))
     (res,) = h.tick(T0)
-    assert (res.action, res.record.source, res.record.fallback_cause) == ("Scaled", "fallback", "PolicyError")
-    assert sample(h, "rlscale_fallbacks_total", **T, mode="fallback_policy", cause="PolicyError") == 1
+    assert (res.action, res.record.source, res.record.fallback_cause) == (
+        "Scaled",
+        "fallback",
+        "PolicyError",
+    )
+    assert (
+        sample(h, "rlscale_fallbacks_total", **T, mode="fallback_policy", cause="PolicyError") == 1
+    )
     assert "FallbackPolicy" in [e["reason"] for e in h.kube.events]
     broken["on"] = False
     (res,) = h.tick(T0 + 15)
@@ -148,7 +161,11 @@ def test_api_errors_hold_and_the_loop_keeps_going(make_harness) -> None:
 def test_a_failed_write_is_reported_and_not_counted_by_the_rate_limit(make_harness) -> None:
     from rlscale.safety import ScalingPolicy, ScalingRules
 
-    limits = SafetyLimits(min_replicas=1, max_replicas=20, scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=2, period_s=300),)))
+    limits = SafetyLimits(
+        min_replicas=1,
+        max_replicas=20,
+        scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=2, period_s=300),)),
+    )
     h = make_harness(constant(9), limits=limits)
     h.kube.fail("patch_scale", *[TemporaryError("503")] * 4)
     (res,) = h.tick(T0)
@@ -159,24 +176,40 @@ def test_a_failed_write_is_reported_and_not_counted_by_the_rate_limit(make_harne
 
 
 def test_a_bug_in_one_target_does_not_stop_the_others(make_harness) -> None:
-    cfg = controller_config(targets=[{"namespace": "llm", "deployment": "a"}, {"namespace": "llm", "deployment": "b"}])
+    cfg = controller_config(
+        targets=[{"namespace": "llm", "deployment": "a"}, {"namespace": "llm", "deployment": "b"}]
+    )
     h = make_harness(constant(5), config=cfg)
     h.controller.targets[0].memory = None  # type: ignore[assignment]  # a crash inside decide
     a, b = h.tick(T0)
     assert (a.action, a.record.reason) == ("Hold", "InternalError")
-    assert b.action == "Scaled" and h.kube.replicas("llm", "b") == 5 and h.kube.replicas("llm", "a") == 3
+    assert (
+        b.action == "Scaled"
+        and h.kube.replicas("llm", "b") == 5
+        and h.kube.replicas("llm", "a") == 3
+    )
 
 
 def test_a_non_leader_does_not_act(make_harness) -> None:
     kube = FakeKube()
-    other = LeaderElector(kube, "llm", "rlscale-controller", "other", lease_duration_s=15, renew_deadline_s=10, retry_period_s=2)
+    other = LeaderElector(
+        kube,
+        "llm",
+        "rlscale-controller",
+        "other",
+        lease_duration_s=15,
+        renew_deadline_s=10,
+        retry_period_s=2,
+    )
     other.step(T0)
     cfg = controller_config(leader_election={"enabled": True})
     h = make_harness(constant(6), config=cfg, kube=kube)
     h.controller.elector.step(T0 + 1)
     assert h.tick(T0 + 1) == []
     assert sample(h, "rlscale_leader") == 0
-    assert [r.op for r in kube.requests if r.op not in ("get_lease",)] == ["create_lease"]  # other's
+    assert [r.op for r in kube.requests if r.op not in ("get_lease",)] == [
+        "create_lease"
+    ]  # other's
 
 
 def test_leadership_lost_between_decision_and_write_stops_the_write(make_harness) -> None:
@@ -227,7 +260,13 @@ def test_logs_one_strict_json_line_per_decision(make_harness) -> None:
         logging.getLogger("rlscale").removeHandler(handler)
     lines = [json.loads(x) for x in stream.getvalue().splitlines()]
     (d,) = [x for x in lines if x["msg"] == "decision"]
-    assert (d["target"], d["action"], d["current"], d["desired"], d["policy"]) == ("llm/llama", "Scaled", 3, 5, "scripted")
+    assert (d["target"], d["action"], d["current"], d["desired"], d["policy"]) == (
+        "llm/llama",
+        "Scaled",
+        3,
+        5,
+        "scripted",
+    )
     assert "gate: Scale (3 -> 5)" in d["steps"] and d["level"] == "info"
 
 

@@ -37,23 +37,63 @@ def test_the_shipped_example_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("data", "field", "words"),
     [
-        (with_target(limits={"min_replicas": 4, "max_replicas": 3}), "targets.0.limits",
-         "max_replicas = 3, must be >= min_replicas (4)"),
+        (
+            with_target(limits={"min_replicas": 4, "max_replicas": 3}),
+            "targets.0.limits",
+            "max_replicas = 3, must be >= min_replicas (4)",
+        ),
         (with_target(limits={"max_warm_replicas": 2}), "targets.0.limits", "simulator-only"),
         (with_target(polcy={"rule": "hpa"}), "targets.0.polcy", "unknown field"),
         (with_target(policy={"rule": "hpa", "checkpoint": "x"}), "targets.0.policy", "exactly one"),
-        (with_target(metrics={"queries": {"ttft": "x"}}), "targets.0.metrics.queries", "unknown field 'ttft'"),
-        (with_target(metrics={"queries": {"ttft_p95_s": "histogram_quantile(0.95, x{ {{selectr}} })"}}),
-         "targets.0.metrics.queries", "unknown placeholder(s) {{selectr}}"),
-        (with_target(metrics={"rate_window": "1 minute"}), "targets.0.metrics.rate_window", "not a PromQL duration"),
-        (with_target(metrics={"queries": {"arrival_rps": None}}), "targets.0.metrics", "'arrival_rps' is required"),
+        (
+            with_target(metrics={"queries": {"ttft": "x"}}),
+            "targets.0.metrics.queries",
+            "unknown field 'ttft'",
+        ),
+        (
+            with_target(
+                metrics={"queries": {"ttft_p95_s": "histogram_quantile(0.95, x{ {{selectr}} })"}}
+            ),
+            "targets.0.metrics.queries",
+            "unknown placeholder(s) {{selectr}}",
+        ),
+        (
+            with_target(metrics={"rate_window": "1 minute"}),
+            "targets.0.metrics.rate_window",
+            "not a PromQL duration",
+        ),
+        (
+            with_target(metrics={"queries": {"arrival_rps": None}}),
+            "targets.0.metrics",
+            "'arrival_rps' is required",
+        ),
         (with_target(namespace="LLM"), "targets.0.namespace", "not a valid namespace"),
         ({"targets": []}, "targets", "at least 1"),
-        ({"targets": [{"namespace": "a", "deployment": "x"}, {"namespace": "a", "deployment": "x"}]}, None, "listed twice"),
-        ({"targets": [{"namespace": "a", "deployment": "x"}, {"namespace": "b", "deployment": "x"}]}, None,
-         "leader_election.namespace is required"),
-        ({**MINIMAL, "leader_election": {"lease_duration_s": 10, "renew_deadline_s": 10}}, "leader_election",
-         "renew_deadline_s = 10.0, must be < lease_duration_s"),
+        (
+            {
+                "targets": [
+                    {"namespace": "a", "deployment": "x"},
+                    {"namespace": "a", "deployment": "x"},
+                ]
+            },
+            None,
+            "listed twice",
+        ),
+        (
+            {
+                "targets": [
+                    {"namespace": "a", "deployment": "x"},
+                    {"namespace": "b", "deployment": "x"},
+                ]
+            },
+            None,
+            "leader_election.namespace is required",
+        ),
+        (
+            {**MINIMAL, "leader_election": {"lease_duration_s": 10, "renew_deadline_s": 10}},
+            "leader_election",
+            "renew_deadline_s = 10.0, must be < lease_duration_s",
+        ),
         ({**MINIMAL, "prometheus": {"url": "prometheus:9090"}}, "prometheus.url", "http://"),
         ({**MINIMAL, "tick_s": 0}, "tick_s", "greater than or equal"),
     ],

@@ -54,16 +54,34 @@ HPA = {
         "minReplicas": MIN_R,
         "maxReplicas": MAX_R,
         "metrics": [
-            {"type": "Pods", "pods": {"metric": {"name": "request_queue_size"}, "target": {"type": "AverageValue", "averageValue": "10"}}},
-            {"type": "Pods", "pods": {"metric": {"name": "num_requests_running"}, "target": {"type": "AverageValue", "averageValue": "40"}}},
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "request_queue_size"},
+                    "target": {"type": "AverageValue", "averageValue": "10"},
+                },
+            },
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "num_requests_running"},
+                    "target": {"type": "AverageValue", "averageValue": "40"},
+                },
+            },
         ],
     },
 }
 LIMITS = {
     "min_replicas": MIN_R,
     "max_replicas": MAX_R,
-    "scale_up": {"stabilization_window_s": 0, "policies": [{"type": "Pods", "value": 2, "period_s": 1}]},
-    "scale_down": {"stabilization_window_s": 1.5, "policies": [{"type": "Percent", "value": 50, "period_s": 1}]},
+    "scale_up": {
+        "stabilization_window_s": 0,
+        "policies": [{"type": "Pods", "value": 2, "period_s": 1}],
+    },
+    "scale_down": {
+        "stabilization_window_s": 1.5,
+        "policies": [{"type": "Percent", "value": 50, "period_s": 1}],
+    },
 }
 UP_STEP = 2
 
@@ -73,7 +91,14 @@ def sb() -> Iterator[Any]:
     from rlscale.sandbox.replay import constant_workload
     from rlscale.sandbox.runner import Sandbox
 
-    sandbox = Sandbox("llama-3.1-8b-h100", constant_workload(10.0), time_scale=60, replicas=1, scrape_interval_s=0.5, seed=3)
+    sandbox = Sandbox(
+        "llama-3.1-8b-h100",
+        constant_workload(10.0),
+        time_scale=60,
+        replicas=1,
+        scrape_interval_s=0.5,
+        seed=3,
+    )
     sandbox.start()
     try:
         sandbox.wait_for_ready(1, 20)
@@ -114,11 +139,17 @@ def spec_replicas(sb: Any) -> int:
 
 def config(sb: Any, hpa: Path, **over: Any) -> ControllerConfig:
     target = {
-        "namespace": NS, "deployment": DEP, "profile": "llama-3.1-8b-h100",
+        "namespace": NS,
+        "deployment": DEP,
+        "profile": "llama-3.1-8b-h100",
         "policy": {"rule": "hpa", "options": {"manifest": str(hpa)}},
         "fallback": {"rule": "hpa", "options": {"manifest": str(hpa)}},
         "limits": LIMITS,
-        "metrics": {"rate_window": "3s", "max_staleness_s": 3, "fallback_required": ["requests_waiting", "requests_running"]},
+        "metrics": {
+            "rate_window": "3s",
+            "max_staleness_s": 3,
+            "fallback_required": ["requests_waiting", "requests_running"],
+        },
         "manual_override_hold_s": 3,
         "starting_guard_s": 30,
         **over.pop("target", {}),
@@ -126,8 +157,11 @@ def config(sb: Any, hpa: Path, **over: Any) -> ControllerConfig:
     data = {
         "tick_s": 0.5,
         "prometheus": {"url": sb.prometheus_url, "timeout_s": 0.5},
-        "kubernetes": {"kubeconfig": str(sb.kubeconfig_path), "request_timeout_s": 0.8,
-                       "retry": {"attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2, "deadline_s": 1.0}},
+        "kubernetes": {
+            "kubeconfig": str(sb.kubeconfig_path),
+            "request_timeout_s": 0.8,
+            "retry": {"attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2, "deadline_s": 1.0},
+        },
         "leader_election": {"enabled": False},
         "exporter": {"enabled": False},
         "targets": [target],
@@ -192,8 +226,16 @@ class Running:
         deadline = time.monotonic() + timeout_s
         while not predicate():
             if time.monotonic() > deadline:
-                tail = [(r.action, r.record.reason, r.record.current, r.record.desired, r.record.missing)
-                        for r in self.since(deadline - timeout_s)][-6:]
+                tail = [
+                    (
+                        r.action,
+                        r.record.reason,
+                        r.record.current,
+                        r.record.desired,
+                        r.record.missing,
+                    )
+                    for r in self.since(deadline - timeout_s)
+                ][-6:]
                 raise AssertionError(f"timed out waiting for {what}; last decisions: {tail}")
             assert self.alive, f"the controller thread died: {self.errors}"
             time.sleep(0.05)
@@ -230,7 +272,9 @@ def ttft(r: TickResult) -> float | None:
     return m.ttft_p95_s if m is not None and r.record.outcome != "Hold" else None
 
 
-def test_a_load_step_scales_up_recovers_ttft_and_scales_back_down(sb: Any, hpa_manifest: Path) -> None:
+def test_a_load_step_scales_up_recovers_ttft_and_scales_back_down(
+    sb: Any, hpa_manifest: Path
+) -> None:
     set_load(sb, 10.0)
     set_replicas(sb, 1)
     cfg = config(sb, hpa_manifest)
@@ -240,10 +284,20 @@ def test_a_load_step_scales_up_recovers_ttft_and_scales_back_down(sb: Any, hpa_m
         assert spec_replicas(sb) == 1
         t_step = time.monotonic()
         set_load(sb, 60.0)
-        run.wait(lambda: any((ttft(r) or 0) > SLO_TTFT_S for r in run.since(t_step)), 10, "TTFT above the SLO")
+        run.wait(
+            lambda: any((ttft(r) or 0) > SLO_TTFT_S for r in run.since(t_step)),
+            10,
+            "TTFT above the SLO",
+        )
         run.wait(lambda: spec_replicas(sb) >= 3, 15, "a scale-up")
-        run.wait(lambda: any(r.record.replicas is not None and r.record.replicas.starting > 0 for r in run.since(t_step)),
-                 5, "pods cold-starting")
+        run.wait(
+            lambda: any(
+                r.record.replicas is not None and r.record.replicas.starting > 0
+                for r in run.since(t_step)
+            ),
+            5,
+            "pods cold-starting",
+        )
         t_up = time.monotonic()
 
         def recovered() -> bool:
@@ -268,14 +322,22 @@ def test_a_load_step_scales_up_recovers_ttft_and_scales_back_down(sb: Any, hpa_m
         if r.result.action == "Scaled":
             assert rec.desired - rec.current <= UP_STEP  # the Pods policy: +2 per period
     # No scale-up on top of pods still starting.
-    assert "WaitingForStartingReplicas" in {s.reason for x in run.seen for s in x.result.record.steps}
+    assert "WaitingForStartingReplicas" in {
+        s.reason for x in run.seen for s in x.result.record.steps
+    }
     # Down only after the load dropped.
-    downs = [s for s in run.seen if s.result.action == "Scaled" and s.result.record.desired < s.result.record.current]
+    downs = [
+        s
+        for s in run.seen
+        if s.result.action == "Scaled" and s.result.record.desired < s.result.record.current
+    ]
     assert downs and all(s.at >= t_drop for s in downs)
     assert t_end - t_drop < 20
     from rlscale.sandbox.apiserver.resources import EVENTS
 
-    events = sb.call(lambda s: [e for e in s.list(EVENTS, NS) if e.get("reason") == "SuccessfulRescale"])
+    events = sb.call(
+        lambda s: [e for e in s.list(EVENTS, NS) if e.get("reason") == "SuccessfulRescale"]
+    )
     assert len(events) >= 2 and all("New size:" in e["message"] for e in events)
 
 
@@ -296,7 +358,9 @@ class Flaky:
         return self.inner.decide(window)
 
 
-def test_faults_never_push_it_out_of_bounds_nor_down_on_missing_data_and_it_recovers(sb: Any, hpa_manifest: Path) -> None:
+def test_faults_never_push_it_out_of_bounds_nor_down_on_missing_data_and_it_recovers(
+    sb: Any, hpa_manifest: Path
+) -> None:
     set_load(sb, 30.0)
     set_replicas(sb, 2)
     sb.clear_faults()
@@ -305,8 +369,12 @@ def test_faults_never_push_it_out_of_bounds_nor_down_on_missing_data_and_it_reco
     flaky = Flaky(pol.primary.policy)
     pol.primary.policy = flaky
     offset = {"s": 0.0}
-    controller = build_controller(cfg, identity="faults", targets=[make_target(cfg, cfg.targets[0], pol)],
-                                  clock=lambda: time.time() + offset["s"])
+    controller = build_controller(
+        cfg,
+        identity="faults",
+        targets=[make_target(cfg, cfg.targets[0], pol)],
+        clock=lambda: time.time() + offset["s"],
+    )
     prom_pid = sb.prometheus_pid
     phases: dict[str, tuple[float, float]] = {}
 
@@ -320,13 +388,21 @@ def test_faults_never_push_it_out_of_bounds_nor_down_on_missing_data_and_it_reco
             phases[name] = (t0, time.monotonic())
 
     with ReplicaMonitor(sb) as mon, Running(controller) as run:
-        run.wait(lambda: any(r.record.reason == "PolicyProposal" for r in run.results), 10, "a first decision")
+        run.wait(
+            lambda: any(r.record.reason == "PolicyProposal" for r in run.results),
+            10,
+            "a first decision",
+        )
 
         with phase("api down", 1.0):
             sb.set_faults(r"/apis/apps/v1/namespaces/default/deployments", error_rate_500=1.0)
         sb.clear_faults()
         with phase("api flaky", 1.0):
-            sb.set_faults(r"/apis/apps/v1/namespaces/default/deployments", error_rate_500=0.3, error_rate_429=0.3)
+            sb.set_faults(
+                r"/apis/apps/v1/namespaces/default/deployments",
+                error_rate_500=0.3,
+                error_rate_429=0.3,
+            )
             sb.set_faults(r"/api/v1/namespaces/default/pods", error_rate_429=0.3, drop_rate=0.2)
         sb.clear_faults()
         with phase("api timeouts", 2.0):
@@ -359,19 +435,31 @@ def test_faults_never_push_it_out_of_bounds_nor_down_on_missing_data_and_it_reco
                 run.wait(lambda: len(run.since(t_race)) >= 2, 10, "ticks racing the other writer")
                 t_load = time.monotonic()
                 set_load(sb, 60.0)
-                run.wait(lambda: any(r.action == "Scaled" for r in run.since(t_load)), 15, "a scale-up through the conflicts")
+                run.wait(
+                    lambda: any(r.action == "Scaled" for r in run.since(t_load)),
+                    15,
+                    "a scale-up through the conflicts",
+                )
         finally:
             racing.clear()
         scaled = [r for r in run.since(t_load) if r.action == "Scaled"]
-        assert scaled[0].apply is not None and scaled[0].apply.attempts >= 2  # 409, re-read, retried
-        conflicts = [r for r in sb.request_log if r.path.endswith("/scale") and r.method == "PATCH" and r.status == 409]
+        assert (
+            scaled[0].apply is not None and scaled[0].apply.attempts >= 2
+        )  # 409, re-read, retried
+        conflicts = [
+            r
+            for r in sb.request_log
+            if r.path.endswith("/scale") and r.method == "PATCH" and r.status == 409
+        ]
         assert conflicts, "no 409 on the scale write"
 
         with phase("policy raises", 1.0):
             flaky.broken.set()
         flaky.broken.clear()
 
-        set_load(sb, 10.0)  # from here on the load asks for a scale-down: missing data must not give it
+        set_load(
+            sb, 10.0
+        )  # from here on the load asks for a scale-down: missing data must not give it
         with phase("prometheus stopped", 1.8):
             os.kill(prom_pid, signal.SIGSTOP)
         os.kill(prom_pid, signal.SIGCONT)
@@ -394,8 +482,14 @@ def test_faults_never_push_it_out_of_bounds_nor_down_on_missing_data_and_it_reco
         sb.call(lambda _s: sb.replay.on_step.remove(nan_gauges))
 
         t_clear = time.monotonic()
-        run.wait(lambda: any(r.record.source == "primary" and not r.record.missing and r.record.outcome != "Hold"
-                             for r in run.since(t_clear)), 15, "trusted decisions by the primary policy again")
+        run.wait(
+            lambda: any(
+                r.record.source == "primary" and not r.record.missing and r.record.outcome != "Hold"
+                for r in run.since(t_clear)
+            ),
+            15,
+            "trusted decisions by the primary policy again",
+        )
         run.wait(lambda: spec_replicas(sb) < MAX_R, 20, "a scale-down once the data is back")
 
     assert run.alive is False and not run.errors
@@ -418,10 +512,18 @@ def test_faults_never_push_it_out_of_bounds_nor_down_on_missing_data_and_it_reco
     assert any(r.record.fallback_cause == "PolicyError" for r in during("policy raises")), reasons
     for name in ("prometheus stopped", "stale series", "nan series"):
         t0, t1 = phases[name]
-        seen = mon.between(t0 + 0.6, t1)  # after the last tick that could have started before the fault
-        assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), f"scaled down during {name}: {seen}"
+        seen = mon.between(
+            t0 + 0.6, t1
+        )  # after the last tick that could have started before the fault
+        assert all(b >= a for a, b in zip(seen, seen[1:], strict=False)), (
+            f"scaled down during {name}: {seen}"
+        )
         for r in during(name):
-            assert not (r.action == "Scaled" and r.record.desired < r.record.current and r.record.source != "primary"), name
+            assert not (
+                r.action == "Scaled"
+                and r.record.desired < r.record.current
+                and r.record.source != "primary"
+            ), name
 
 
 def test_dry_run_sends_no_write_request(sb: Any, hpa_manifest: Path) -> None:
@@ -431,20 +533,41 @@ def test_dry_run_sends_no_write_request(sb: Any, hpa_manifest: Path) -> None:
     sb.clear_request_log()
     cfg = config(sb, hpa_manifest, dry_run=True, events=False)
     with Running(build_controller(cfg, identity="dry-strict")) as run:
-        run.wait(lambda: sum(r.action == "DryRun" for r in run.results) >= 3, 15, "three dry-run decisions")
+        run.wait(
+            lambda: sum(r.action == "DryRun" for r in run.results) >= 3,
+            15,
+            "three dry-run decisions",
+        )
     assert sb.writes() == []
     assert spec_replicas(sb) == 1
     assert all(r.result.record.desired > 1 for r in run.seen if r.result.action == "DryRun")
 
     sb.clear_request_log()
-    cfg = config(sb, hpa_manifest, dry_run=True, events=True,
-                 leader_election={"enabled": True, "lease_name": "dry-run", "lease_duration_s": 3, "renew_deadline_s": 2, "retry_period_s": 0.5})
+    cfg = config(
+        sb,
+        hpa_manifest,
+        dry_run=True,
+        events=True,
+        leader_election={
+            "enabled": True,
+            "lease_name": "dry-run",
+            "lease_duration_s": 3,
+            "renew_deadline_s": 2,
+            "retry_period_s": 0.5,
+        },
+    )
     with Running(build_controller(cfg, identity="dry-events")) as run:
-        run.wait(lambda: sum(r.action == "DryRun" for r in run.results) >= 2, 15, "dry-run decisions with events")
+        run.wait(
+            lambda: sum(r.action == "DryRun" for r in run.results) >= 2,
+            15,
+            "dry-run decisions with events",
+        )
     writes = sb.writes()
     assert writes and all("/deployments" not in w.path for w in writes)
-    assert {(w.method, w.path.rsplit("/", 1)[-1] if "leases/" in w.path else w.path.rsplit("/", 1)[-1]) for w in writes} <= {
-        ("POST", "events"), ("POST", "leases"), ("PUT", "dry-run")}
+    assert {
+        (w.method, w.path.rsplit("/", 1)[-1] if "leases/" in w.path else w.path.rsplit("/", 1)[-1])
+        for w in writes
+    } <= {("POST", "events"), ("POST", "leases"), ("PUT", "dry-run")}
     assert spec_replicas(sb) == 1
 
 
@@ -453,35 +576,58 @@ def rbac_allows(rules: list[dict[str, Any]], method: str, path: str, query: str)
     parts = path.strip("/").split("/")
     group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
     assert rest[0] == "namespaces", path
-    resource, name, sub = rest[2], (rest[3] if len(rest) > 3 else None), (rest[4] if len(rest) > 4 else None)
+    resource, name, sub = (
+        rest[2],
+        (rest[3] if len(rest) > 3 else None),
+        (rest[4] if len(rest) > 4 else None),
+    )
     verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method)
     if verb is None:
         verb = "get" if name else ("watch" if "watch=true" in query else "list")
     full = f"{resource}/{sub}" if sub else resource
     return any(
-        group in r["apiGroups"] and full in r["resources"] and verb in r["verbs"]
+        group in r["apiGroups"]
+        and full in r["resources"]
+        and verb in r["verbs"]
         and (not r.get("resourceNames") or name in r["resourceNames"] or verb == "create")
         for r in rules
     )
 
 
-def test_two_controller_processes_exactly_one_writes(sb: Any, hpa_manifest: Path, tmp_path: Path) -> None:
+def test_two_controller_processes_exactly_one_writes(
+    sb: Any, hpa_manifest: Path, tmp_path: Path
+) -> None:
     set_load(sb, 10.0)
     set_replicas(sb, 1)
     sb.clear_faults()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     # Seconds, not the default 15 s; long enough that a CPU-starved leader on a busy test machine
     # does not lose the Lease mid-test (a clean handover there would be correct, but not this test).
-    lease = {"enabled": True, "lease_name": "two-controllers", "lease_duration_s": 4, "renew_deadline_s": 3, "retry_period_s": 0.5}
+    lease = {
+        "enabled": True,
+        "lease_name": "two-controllers",
+        "lease_duration_s": 4,
+        "renew_deadline_s": 3,
+        "retry_period_s": 0.5,
+    }
 
     def start(identity: str) -> None:
-        cfg = config(sb, hpa_manifest, identity=identity, leader_election=lease,
-                     exporter={"enabled": True, "address": "127.0.0.1", "port": 0}).model_dump(mode="json")
+        cfg = config(
+            sb,
+            hpa_manifest,
+            identity=identity,
+            leader_election=lease,
+            exporter={"enabled": True, "address": "127.0.0.1", "port": 0},
+        ).model_dump(mode="json")
         path = tmp_path / f"{identity}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         log = (tmp_path / f"{identity}.log").open("wb")
-        procs[identity] = subprocess.Popen([sys.executable, "-m", "rlscale.cli", "control", "--config", str(path)],
-                                           stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        procs[identity] = subprocess.Popen(
+            [sys.executable, "-m", "rlscale.cli", "control", "--config", str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
 
     def holder() -> str | None:
         from rlscale.sandbox.apiserver.resources import LEASES
@@ -494,10 +640,21 @@ def test_two_controller_processes_exactly_one_writes(sb: Any, hpa_manifest: Path
         import json
         import urllib.request
 
-        started = next(json.loads(line) for line in (tmp_path / f"{identity}.log").read_text().splitlines()
-                       if '"controller started"' in line)
-        body = urllib.request.urlopen(f"http://127.0.0.1:{started['metrics_port']}/metrics", timeout=5).read().decode()
-        return float(next(line.split()[1] for line in body.splitlines() if line.startswith("rlscale_leader ")))
+        started = next(
+            json.loads(line)
+            for line in (tmp_path / f"{identity}.log").read_text().splitlines()
+            if '"controller started"' in line
+        )
+        body = (
+            urllib.request.urlopen(f"http://127.0.0.1:{started['metrics_port']}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+        return float(
+            next(
+                line.split()[1] for line in body.splitlines() if line.startswith("rlscale_leader ")
+            )
+        )
 
     def wait(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -516,10 +673,16 @@ def test_two_controller_processes_exactly_one_writes(sb: Any, hpa_manifest: Path
         wait(lambda: spec_replicas(sb) >= 3, 20, "scale-ups by the leader")
         leader = holder()
         other = "ctl-b" if leader == "ctl-a" else "ctl-a"
-        scale_writes = [r for r in sb.request_log if r.path.endswith(f"/deployments/{DEP}/scale") and r.method == "PATCH"]
+        scale_writes = [
+            r
+            for r in sb.request_log
+            if r.path.endswith(f"/deployments/{DEP}/scale") and r.method == "PATCH"
+        ]
         assert scale_writes and {r.user_agent.rsplit("/", 1)[-1] for r in scale_writes} == {leader}
         other_writes = [r for r in sb.writes() if r.user_agent.endswith("/" + other)]
-        assert all("/leases" in r.path for r in other_writes)  # the standby only tries for the Lease
+        assert all(
+            "/leases" in r.path for r in other_writes
+        )  # the standby only tries for the Lease
         assert leader_gauge(leader) == 1.0 and leader_gauge(other) == 0.0
 
         procs[leader].send_signal(signal.SIGTERM)
@@ -528,11 +691,19 @@ def test_two_controller_processes_exactly_one_writes(sb: Any, hpa_manifest: Path
 
         # Everything both controllers asked for is allowed by the shipped least-privilege Role
         # (its Lease name is the shipped one there; here the test's).
-        role = next(d for d in yaml.safe_load_all((REPO / "kubernetes" / "rbac.yaml").read_text()) if d["kind"] == "Role")
-        rules = [{**r, "resourceNames": ["two-controllers"]} if r.get("resourceNames") else r for r in role["rules"]]
+        role = next(
+            d
+            for d in yaml.safe_load_all((REPO / "kubernetes" / "rbac.yaml").read_text())
+            if d["kind"] == "Role"
+        )
+        rules = [
+            {**r, "resourceNames": ["two-controllers"]} if r.get("resourceNames") else r
+            for r in role["rules"]
+        ]
         ours = [r for r in sb.request_log if r.user_agent.rsplit("/", 1)[-1] in procs]
-        assert ours and all(rbac_allows(rules, r.method, r.path, r.query) for r in ours), \
-            sorted({(r.method, r.path) for r in ours if not rbac_allows(rules, r.method, r.path, r.query)})
+        assert ours and all(rbac_allows(rules, r.method, r.path, r.query) for r in ours), sorted(
+            {(r.method, r.path) for r in ours if not rbac_allows(rules, r.method, r.path, r.query)}
+        )
     finally:
         for p in procs.values():
             if p.poll() is None:

@@ -16,11 +16,26 @@ from tests.deploy.fakes import T0, ScriptedPolicy, constant, raising, reading
 LIMITS = SafetyLimits(min_replicas=2, max_replicas=10)
 
 
-def state(desired: int = 4, ready: int | None = None, starting: int = 0, *, paused: bool = False,
-          oldest_starting_s: float | None = None) -> ReplicaState:
+def state(
+    desired: int = 4,
+    ready: int | None = None,
+    starting: int = 0,
+    *,
+    paused: bool = False,
+    oldest_starting_s: float | None = None,
+) -> ReplicaState:
     ready = desired - starting if ready is None else ready
-    return ReplicaState(desired, ready, starting, 0, 0, "7", "uid", paused,
-                        oldest_starting_s if oldest_starting_s is not None else (30.0 if starting else None))
+    return ReplicaState(
+        desired,
+        ready,
+        starting,
+        0,
+        0,
+        "7",
+        "uid",
+        paused,
+        oldest_starting_s if oldest_starting_s is not None else (30.0 if starting else None),
+    )
 
 
 def memory(limits: SafetyLimits = LIMITS) -> TargetMemory:
@@ -30,11 +45,27 @@ def memory(limits: SafetyLimits = LIMITS) -> TargetMemory:
 DEFAULT_OPTIONS = DecideOptions()
 
 
-def run(policy, *, fallback=None, mem=None, now=T0, replicas=None, rd=None, options=DEFAULT_OPTIONS, **kw):
+def run(
+    policy,
+    *,
+    fallback=None,
+    mem=None,
+    now=T0,
+    replicas=None,
+    rd=None,
+    options=DEFAULT_OPTIONS,
+    **kw,
+):
     return decide(
-        target="llm/llama", now_s=now, replicas=state() if replicas is None else replicas,
-        reading=rd if rd is not None else reading(now), policy=policy, fallback=fallback,
-        memory=mem if mem is not None else memory(), options=options, **kw,
+        target="llm/llama",
+        now_s=now,
+        replicas=state() if replicas is None else replicas,
+        reading=rd if rd is not None else reading(now),
+        policy=policy,
+        fallback=fallback,
+        memory=mem if mem is not None else memory(),
+        options=options,
+        **kw,
     )
 
 
@@ -44,7 +75,13 @@ def reasons(record) -> list[str]:
 
 def test_scales_up_when_the_policy_proposes_more() -> None:
     r = run(constant(6))
-    assert (r.outcome, r.reason, r.current, r.proposed, r.desired) == (SCALE, "PolicyProposal", 4, 6, 6)
+    assert (r.outcome, r.reason, r.current, r.proposed, r.desired) == (
+        SCALE,
+        "PolicyProposal",
+        4,
+        6,
+        6,
+    )
     assert reasons(r) == ["ReplicaState", "MetricsTrusted", "PolicyProposal", "Scale"]
 
 
@@ -61,22 +98,45 @@ def test_holds_replicas_when_metrics_are_stale() -> None:
 
 
 def test_holds_when_prometheus_is_unreachable() -> None:
-    r = run(constant(1), fallback=constant(1), rd=reading(error="Prometheus at http://p:9090 unreachable"))
+    r = run(
+        constant(1),
+        fallback=constant(1),
+        rd=reading(error="Prometheus at http://p:9090 unreachable"),
+    )
     assert (r.outcome, r.reason, r.desired) == (HOLD, "MetricsUnavailable", 4)
     assert "unreachable" in r.explain()
 
 
 def test_holds_when_the_replica_state_cannot_be_read() -> None:
-    r = decide(target="llm/llama", now_s=T0, replicas=None, reading=reading(), policy=constant(9), fallback=None,
-               memory=memory(), replicas_error="500 injected fault")
-    assert (r.outcome, r.reason, r.current, r.desired) == (HOLD, "ReplicaStateUnavailable", None, None)
+    r = decide(
+        target="llm/llama",
+        now_s=T0,
+        replicas=None,
+        reading=reading(),
+        policy=constant(9),
+        fallback=None,
+        memory=memory(),
+        replicas_error="500 injected fault",
+    )
+    assert (r.outcome, r.reason, r.current, r.desired) == (
+        HOLD,
+        "ReplicaStateUnavailable",
+        None,
+        None,
+    )
     assert "500 injected fault" in r.explain()
 
 
 def test_falls_back_to_the_rule_policy_when_a_required_field_is_missing() -> None:
     primary, fallback = constant(9, "ppo"), constant(6, "hpa")
     r = run(primary, fallback=fallback, rd=reading(missing=["gpu_utilization_pct"]))
-    assert (r.outcome, r.source, r.fallback_cause, r.policy, r.desired) == (SCALE, "fallback", "MetricsMissing", "hpa", 6)
+    assert (r.outcome, r.source, r.fallback_cause, r.policy, r.desired) == (
+        SCALE,
+        "fallback",
+        "MetricsMissing",
+        "hpa",
+        6,
+    )
     assert primary.calls == []
     assert "MetricsMissing" in reasons(r) and "FallbackProposal" in reasons(r)
 
@@ -101,7 +161,12 @@ def test_holds_on_missing_data_without_a_fallback() -> None:
 
 def test_falls_back_when_the_policy_raises() -> None:
     r = run(raising(), fallback=constant(5, "hpa"))
-    assert (r.outcome, r.source, r.fallback_cause, r.desired) == (SCALE, "fallback", "PolicyError", 5)
+    assert (r.outcome, r.source, r.fallback_cause, r.desired) == (
+        SCALE,
+        "fallback",
+        "PolicyError",
+        5,
+    )
     assert "policy exploded" in r.explain()
 
 
@@ -139,7 +204,11 @@ def test_scales_up_past_replicas_stuck_starting() -> None:
 
 
 def test_clamps_apply_with_their_reasons() -> None:
-    limits = SafetyLimits(min_replicas=2, max_replicas=10, scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=2, period_s=60),)))
+    limits = SafetyLimits(
+        min_replicas=2,
+        max_replicas=10,
+        scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=2, period_s=60),)),
+    )
     mem = memory(limits)
     r = run(constant(50), mem=mem)
     assert (r.desired, r.clamps) == (6, ("ScaleUpLimit",))
@@ -185,7 +254,11 @@ def test_a_shadow_does_not_hold_for_the_autoscaler_it_shadows() -> None:
 def test_a_deployment_scaled_to_zero_by_hand_is_left_alone() -> None:
     r = run(constant(4), replicas=state(0, ready=0))
     assert (r.outcome, r.reason, r.desired) == (HOLD, "ScaledToZero", 0)
-    r = run(constant(1), replicas=state(0, ready=0), mem=memory(SafetyLimits(min_replicas=0, max_replicas=4)))
+    r = run(
+        constant(1),
+        replicas=state(0, ready=0),
+        mem=memory(SafetyLimits(min_replicas=0, max_replicas=4)),
+    )
     assert (r.outcome, r.desired) == (SCALE, 1)  # with scale-to-zero allowed, zero is just a count
 
 
@@ -210,7 +283,12 @@ def test_the_window_carries_replica_counts_from_the_api() -> None:
     policy = constant(4)
     run(policy, replicas=state(5, ready=3, starting=2))
     m = policy.calls[-1][-1]
-    assert (m.replicas_desired, m.replicas_ready, m.replicas_starting, m.replicas_warm) == (5, 3, 2, 0)
+    assert (m.replicas_desired, m.replicas_ready, m.replicas_starting, m.replicas_warm) == (
+        5,
+        3,
+        2,
+        0,
+    )
 
 
 def test_records_the_policy_latency() -> None:
@@ -220,7 +298,11 @@ def test_records_the_policy_latency() -> None:
 
 
 def test_a_held_decision_leaves_no_change_in_the_rate_limit_history() -> None:
-    limits = SafetyLimits(min_replicas=1, max_replicas=20, scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=2, period_s=300),)))
+    limits = SafetyLimits(
+        min_replicas=1,
+        max_replicas=20,
+        scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=2, period_s=300),)),
+    )
     mem = memory(limits)
     r = run(constant(9), mem=mem, replicas=state(4, paused=True))
     assert (r.reason, r.desired) == ("Paused", 6)
@@ -228,12 +310,18 @@ def test_a_held_decision_leaves_no_change_in_the_rate_limit_history() -> None:
     assert r.desired == 6  # the paused would-be change did not use up the +2
 
 
-_kinds = st.sampled_from(["ok", "ok", "ok", "stale", "error", "missing_primary", "missing_all", "raises"])
+_kinds = st.sampled_from(
+    ["ok", "ok", "ok", "stale", "error", "missing_primary", "missing_all", "raises"]
+)
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    steps=st.lists(st.tuples(_kinds, st.integers(0, 40), st.integers(0, 3), st.booleans()), min_size=1, max_size=25),
+    steps=st.lists(
+        st.tuples(_kinds, st.integers(0, 40), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=25,
+    ),
     start=st.integers(2, 10),
 )
 def test_replicas_never_leave_the_bounds_and_missing_data_never_scales_down(steps, start) -> None:
@@ -250,8 +338,16 @@ def test_replicas_never_leave_the_bounds_and_missing_data_never_scales_down(step
         }.get(kind, reading(now))
         policy = raising() if kind == "raises" else constant(proposal)
         fallback = constant(max(current - 3, 0) if fallback_down else proposal + 1, "hpa")
-        r = run(policy, fallback=fallback, mem=mem, now=now, rd=rd,
-                replicas=state(current, ready=max(current - starting, 0), starting=min(starting, current)))
+        r = run(
+            policy,
+            fallback=fallback,
+            mem=mem,
+            now=now,
+            rd=rd,
+            replicas=state(
+                current, ready=max(current - starting, 0), starting=min(starting, current)
+            ),
+        )
         if r.outcome == SCALE:
             assert limits.min_replicas <= r.desired <= limits.max_replicas
             if kind in ("stale", "error", "missing_primary", "missing_all"):

@@ -52,14 +52,27 @@ def fake_nvml(*, missing_library: bool = False, gpus: int = 2) -> types.ModuleTy
 def test_exports_dcgm_names_and_labels() -> None:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(NvmlCollector(load_nvml(fake_nvml()), hostname="node-1"))
-    labels = {"gpu": "0", "UUID": "GPU-0000", "device": "nvidia0", "modelName": "NVIDIA H100 80GB HBM3", "Hostname": "node-1"}
+    labels = {
+        "gpu": "0",
+        "UUID": "GPU-0000",
+        "device": "nvidia0",
+        "modelName": "NVIDIA H100 80GB HBM3",
+        "Hostname": "node-1",
+    }
     assert reg.get_sample_value("DCGM_FI_DEV_GPU_UTIL", labels) == 87
-    assert reg.get_sample_value("DCGM_FI_DEV_GPU_UTIL", {**labels, "gpu": "1", "UUID": "GPU-0001", "device": "nvidia1"}) == 88
+    assert (
+        reg.get_sample_value(
+            "DCGM_FI_DEV_GPU_UTIL", {**labels, "gpu": "1", "UUID": "GPU-0001", "device": "nvidia1"}
+        )
+        == 88
+    )
     assert reg.get_sample_value("DCGM_FI_DEV_FB_USED", labels) == 60 * 1024
     assert reg.get_sample_value("DCGM_FI_DEV_POWER_USAGE", labels) == 350
     text = generate_latest(reg).decode()
-    assert 'DCGM_FI_DEV_POWER_USAGE{' in text and 'gpu="1"' in text
-    assert text.count("DCGM_FI_DEV_POWER_USAGE{") == 1  # GPU 1 does not support it: skipped, not zero
+    assert "DCGM_FI_DEV_POWER_USAGE{" in text and 'gpu="1"' in text
+    assert (
+        text.count("DCGM_FI_DEV_POWER_USAGE{") == 1
+    )  # GPU 1 does not support it: skipped, not zero
 
 
 def test_without_a_gpu_it_says_so() -> None:

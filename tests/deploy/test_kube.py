@@ -28,9 +28,13 @@ from tests.deploy.fakes import T0, FakeKube
 
 def kube(fake: FakeKube, sleeps: list[float] | None = None, attempts: int = 4) -> Kube:
     clock = iter(range(10_000))
-    return Kube(fake, Backoff(attempts=attempts, base_delay_s=0.2, max_delay_s=2.0, deadline_s=5.0),
-                sleep=(sleeps if sleeps is not None else []).append, monotonic=lambda: float(next(clock)) * 0.01,
-                rng=lambda: 1.0)
+    return Kube(
+        fake,
+        Backoff(attempts=attempts, base_delay_s=0.2, max_delay_s=2.0, deadline_s=5.0),
+        sleep=(sleeps if sleeps is not None else []).append,
+        monotonic=lambda: float(next(clock)) * 0.01,
+        rng=lambda: 1.0,
+    )
 
 
 def test_counts_ready_starting_and_terminating_pods() -> None:
@@ -46,15 +50,23 @@ def test_counts_ready_starting_and_terminating_pods() -> None:
 
 def test_failed_pods_are_neither_capacity_nor_starting() -> None:
     d = {"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 2}}
-    pods = [{"metadata": {}, "status": {"phase": "Failed"}}, {"metadata": {}, "status": {"phase": "Pending"}}]
+    pods = [
+        {"metadata": {}, "status": {"phase": "Failed"}},
+        {"metadata": {}, "status": {"phase": "Pending"}},
+    ]
     rs = replica_state(d, pods, T0, "p")
     assert (rs.failed, rs.starting, rs.ready, rs.paused) == (1, 1, 0, False)
 
 
 def test_selector_strings_follow_the_label_selector_syntax() -> None:
-    sel = {"matchLabels": {"b": "2", "a": "1"},
-           "matchExpressions": [{"key": "tier", "operator": "In", "values": ["x", "y"]},
-                                {"key": "gone", "operator": "DoesNotExist"}, {"key": "has", "operator": "Exists"}]}
+    sel = {
+        "matchLabels": {"b": "2", "a": "1"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["x", "y"]},
+            {"key": "gone", "operator": "DoesNotExist"},
+            {"key": "has", "operator": "Exists"},
+        ],
+    }
     assert selector_string(sel) == "a=1,b=2,tier in (x,y),!gone,has"
     with pytest.raises(PermanentError):
         selector_string({})
@@ -85,7 +97,10 @@ def test_writes_the_scale_conditionally_on_the_resource_version() -> None:
     rv = fake.deployments[("llm", "llama")]["metadata"]["resourceVersion"]
     res = kube(fake).apply("llm", "llama", 5, 2, rv)
     assert (res.outcome, res.ok, res.replicas, res.attempts) == ("Scaled", True, 5, 1)
-    assert fake.writes("patch_scale")[0].body == {"metadata": {"resourceVersion": rv}, "spec": {"replicas": 5}}
+    assert fake.writes("patch_scale")[0].body == {
+        "metadata": {"resourceVersion": rv},
+        "spec": {"replicas": 5},
+    }
 
 
 def test_a_conflict_from_a_status_update_is_retried_with_the_new_version() -> None:
@@ -123,7 +138,9 @@ def test_a_write_whose_answer_was_lost_is_recognised() -> None:
 def test_a_permanent_error_is_not_retried() -> None:
     fake = FakeKube()
     fake.add_deployment("llm", "llama", 2)
-    fake.fail("patch_scale", PermanentError("403 forbidden (check the controller's RBAC)", status=403))
+    fake.fail(
+        "patch_scale", PermanentError("403 forbidden (check the controller's RBAC)", status=403)
+    )
     res = kube(fake).apply("llm", "llama", 5, 2, "x")
     assert (res.outcome, res.attempts) == ("Failed", 1) and "RBAC" in res.error
 
@@ -160,15 +177,27 @@ def test_events_name_the_deployment_and_never_raise() -> None:
     rec = EventRecorder(fake, instance="me")
     assert rec.record("llm", "llama", "uid-1", "SuccessfulRescale", "New size: 5", T0)
     ev = fake.events[0]
-    assert ev["involvedObject"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama", "namespace": "llm", "uid": "uid-1"}
-    assert (ev["reason"], ev["type"], ev["reportingInstance"]) == ("SuccessfulRescale", "Normal", "me")
+    assert ev["involvedObject"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "llama",
+        "namespace": "llm",
+        "uid": "uid-1",
+    }
+    assert (ev["reason"], ev["type"], ev["reportingInstance"]) == (
+        "SuccessfulRescale",
+        "Normal",
+        "me",
+    )
     fake.fail("create_event", TemporaryError("500"))
     assert rec.record("llm", "llama", "uid-1", "X", "y", T0, warning=True) is False
 
 
 def test_the_official_client_speaks_to_the_api_stand_in(make_sandbox_no_prom) -> None:
     sb = make_sandbox_no_prom()
-    api = OfficialKubeApi.from_config(KubernetesConfig(kubeconfig=str(sb.kubeconfig_path), request_timeout_s=0.5), "me")
+    api = OfficialKubeApi.from_config(
+        KubernetesConfig(kubeconfig=str(sb.kubeconfig_path), request_timeout_s=0.5), "me"
+    )
     try:
         k = Kube(api, Backoff(attempts=2, base_delay_s=0.05, max_delay_s=0.1, deadline_s=2))
         rs = k.observe(sb.namespace, sb.deployment, time.time(), "rlscale.io/paused")
@@ -179,7 +208,9 @@ def test_the_official_client_speaks_to_the_api_stand_in(make_sandbox_no_prom) ->
         assert stale.outcome == "ForeignChange"  # 3 is not what the decision was based on
         with pytest.raises(NotFoundError):
             k.observe(sb.namespace, "absent", time.time(), "p")
-        assert EventRecorder(api).record(sb.namespace, sb.deployment, rs.uid, "SuccessfulRescale", "New size: 3", time.time())
+        assert EventRecorder(api).record(
+            sb.namespace, sb.deployment, rs.uid, "SuccessfulRescale", "New size: 3", time.time()
+        )
         sb.set_faults(r"/deployments/", error_rate_500=1.0)
         with pytest.raises(TemporaryError, match="500"):
             k.observe(sb.namespace, sb.deployment, time.time(), "p")
@@ -191,8 +222,11 @@ def test_the_official_client_speaks_to_the_api_stand_in(make_sandbox_no_prom) ->
         assert time.monotonic() - t0 < 0.95  # the request timeout, not the server, bounds it
         sb.clear_faults()
         writes = [(r.method, r.path, r.content_type) for r in sb.request_log if r.is_write]
-        assert ("PATCH", f"/apis/apps/v1/namespaces/{sb.namespace}/deployments/{sb.deployment}/scale",
-                "application/merge-patch+json") in writes
+        assert (
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{sb.namespace}/deployments/{sb.deployment}/scale",
+            "application/merge-patch+json",
+        ) in writes
         assert all(r.user_agent.startswith("rlscale-controller/me") for r in sb.request_log)
     finally:
         api.close()

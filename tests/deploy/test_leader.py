@@ -11,8 +11,16 @@ from tests.deploy.fakes import T0, FakeKube
 
 
 def elector(api: FakeKube, identity: str, **kw) -> LeaderElector:
-    return LeaderElector(api, "llm", "rlscale-controller", identity, lease_duration_s=15, renew_deadline_s=10,
-                         retry_period_s=2, **kw)
+    return LeaderElector(
+        api,
+        "llm",
+        "rlscale-controller",
+        identity,
+        lease_duration_s=15,
+        renew_deadline_s=10,
+        retry_period_s=2,
+        **kw,
+    )
 
 
 def holder(api: FakeKube) -> str:
@@ -24,7 +32,11 @@ def test_the_first_candidate_creates_the_lease_and_leads() -> None:
     a = elector(api, "a")
     assert a.step(T0) and a.is_leader(T0)
     spec = api.leases[("llm", "rlscale-controller")]["spec"]
-    assert (spec["holderIdentity"], spec["leaseDurationSeconds"], spec["leaseTransitions"]) == ("a", 15, 0)
+    assert (spec["holderIdentity"], spec["leaseDurationSeconds"], spec["leaseTransitions"]) == (
+        "a",
+        15,
+        0,
+    )
 
 
 def test_a_second_candidate_waits_while_the_leader_renews() -> None:
@@ -83,7 +95,9 @@ def test_expiry_is_judged_by_the_local_clock_not_the_holders_timestamps() -> Non
     api = FakeKube()
     a, b = elector(api, "a"), elector(api, "b")
     a.step(T0)
-    api.leases[("llm", "rlscale-controller")]["spec"]["renewTime"] = "2001-01-01T00:00:00.000000Z"  # skewed clock
+    api.leases[("llm", "rlscale-controller")]["spec"]["renewTime"] = (
+        "2001-01-01T00:00:00.000000Z"  # skewed clock
+    )
     assert not b.step(T0 + 1)  # first sight of the record: b waits a full lease duration
     assert not b.step(T0 + 15)
     assert b.step(T0 + 16.5)
@@ -123,7 +137,15 @@ def test_leadership_changes_are_reported() -> None:
 
 def test_the_loop_thread_elects_and_releases_on_stop() -> None:
     api = FakeKube()
-    e = LeaderElector(api, "llm", "rlscale-controller", "a", lease_duration_s=3, renew_deadline_s=2, retry_period_s=0.05)
+    e = LeaderElector(
+        api,
+        "llm",
+        "rlscale-controller",
+        "a",
+        lease_duration_s=3,
+        renew_deadline_s=2,
+        retry_period_s=0.05,
+    )
     loop = LeaderLoop(e).start()
     try:
         deadline = time.monotonic() + 5

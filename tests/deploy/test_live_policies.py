@@ -22,10 +22,28 @@ def target(**kw: object) -> TargetConfig:
 
 
 def window(n: int = 4) -> list[IntervalMetrics]:
-    row = dict(time_s=0.0, interval_s=15.0, arrival_rps=60.0, prompt_tokens_per_s=6e4, output_tokens_per_s=1.2e4,
-               requests_waiting=5.0, requests_running=80.0, kv_cache_usage=0.5, gpu_utilization_pct=90.0, ttft_p50_s=0.2,
-               ttft_p95_s=0.5, ttft_p99_s=0.8, tpot_p50_s=0.02, tpot_p95_s=0.03, tpot_p99_s=0.04, replicas_desired=3.0,
-               replicas_ready=3.0, replicas_starting=0.0, replicas_warm=0.0, replicas_draining=0.0)
+    row = dict(
+        time_s=0.0,
+        interval_s=15.0,
+        arrival_rps=60.0,
+        prompt_tokens_per_s=6e4,
+        output_tokens_per_s=1.2e4,
+        requests_waiting=5.0,
+        requests_running=80.0,
+        kv_cache_usage=0.5,
+        gpu_utilization_pct=90.0,
+        ttft_p50_s=0.2,
+        ttft_p95_s=0.5,
+        ttft_p99_s=0.8,
+        tpot_p50_s=0.02,
+        tpot_p95_s=0.03,
+        tpot_p99_s=0.04,
+        replicas_desired=3.0,
+        replicas_ready=3.0,
+        replicas_starting=0.0,
+        replicas_warm=0.0,
+        replicas_draining=0.0,
+    )
     return [IntervalMetrics(**{**row, "time_s": 15.0 * i}) for i in range(n)]
 
 
@@ -37,25 +55,46 @@ def test_the_default_policy_is_the_hpa_with_its_own_limits() -> None:
 
 
 def test_rule_policies_take_their_options() -> None:
-    p = build_target_policies(target(policy={"rule": "threshold", "options": {"step_up": 2, "max_replicas": 8}}))
+    p = build_target_policies(
+        target(policy={"rule": "threshold", "options": {"step_up": 2, "max_replicas": 8}})
+    )
     assert p.limits.max_replicas == 8
-    assert build_target_policies(target(policy={"rule": "static", "options": {"replicas": 4}})).primary.policy.decide(window()).replicas == 4
+    assert (
+        build_target_policies(target(policy={"rule": "static", "options": {"replicas": 4}}))
+        .primary.policy.decide(window())
+        .replicas
+        == 4
+    )
     assert build_target_policies(target(policy={"rule": "tuned"})).primary.policy.name == "tuned"
 
 
 @pytest.mark.parametrize(
     ("policy", "field", "words"),
     [
-        ({"rule": "magic"}, "policy.rule", "unknown policy 'magic'; valid: hpa[:PATH], threshold[:PATH], tuned, predictive"),
-        ({"rule": "oracle"}, None, "the oracle plans on the workload's future, so it runs only offline"),
+        (
+            {"rule": "magic"},
+            "policy.rule",
+            "unknown policy 'magic'; valid: hpa[:PATH], threshold[:PATH], tuned, predictive",
+        ),
+        (
+            {"rule": "oracle"},
+            None,
+            "the oracle plans on the workload's future, so it runs only offline",
+        ),
         ({"rule": "static"}, "policy.options.replicas", "a count"),
         ("static", None, "static sizes for the workload's peak minute, so it runs only offline"),
         ({"rule": "static", "options": {"replicas": -1}}, "policy.options.replicas", "a count"),
         ({"rule": "hpa", "options": {"manifest": "/nope.yaml"}}, None, "HPA manifest not found"),
-        ({"rule": "threshold", "options": {"step_upp": 1}}, "policy.options.step_upp", "Extra inputs"),
+        (
+            {"rule": "threshold", "options": {"step_upp": 1}},
+            "policy.options.step_upp",
+            "Extra inputs",
+        ),
     ],
 )
-def test_bad_rule_specs_are_refused_with_the_field(policy: dict, field: str | None, words: str) -> None:
+def test_bad_rule_specs_are_refused_with_the_field(
+    policy: dict, field: str | None, words: str
+) -> None:
     with pytest.raises(InputError) as e:
         build_target_policies(target(policy=policy))
     assert words in str(e.value)
@@ -85,7 +124,10 @@ def test_a_tampered_checkpoint_is_refused(tmp_path: Path) -> None:
 
 def test_a_checkpoint_for_another_profile_is_refused(tmp_path: Path) -> None:
     ck = make_checkpoint(tmp_path / "ppo", profile="llama-3.1-70b-fp8-4xh100", gpus_per_replica=4)
-    with pytest.raises(InputError, match="trained for profile 'llama-3.1-70b-fp8-4xh100', the target runs 'llama-3.1-8b-h100'"):
+    with pytest.raises(
+        InputError,
+        match="trained for profile 'llama-3.1-70b-fp8-4xh100', the target runs 'llama-3.1-8b-h100'",
+    ):
         build_target_policies(target(policy={"checkpoint": str(ck)}))
 
 
@@ -110,7 +152,13 @@ def test_a_missing_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_explicit_limits_take_the_gpu_count_from_the_profile() -> None:
-    p = build_target_policies(target(profile="llama-3.1-70b-fp8-4xh100", limits={"max_replicas": 6, "max_gpus": 16}))
-    assert p.limits.gpus_per_replica == load_profile("llama-3.1-70b-fp8-4xh100").gpus_per_replica == 4
+    p = build_target_policies(
+        target(profile="llama-3.1-70b-fp8-4xh100", limits={"max_replicas": 6, "max_gpus": 16})
+    )
+    assert (
+        p.limits.gpus_per_replica == load_profile("llama-3.1-70b-fp8-4xh100").gpus_per_replica == 4
+    )
     with pytest.raises(InputError, match="gpus_per_replica = 2"):
-        build_target_policies(target(profile="llama-3.1-70b-fp8-4xh100", limits={"gpus_per_replica": 2}))
+        build_target_policies(
+            target(profile="llama-3.1-70b-fp8-4xh100", limits={"gpus_per_replica": 2})
+        )

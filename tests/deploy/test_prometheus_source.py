@@ -15,7 +15,9 @@ from tests.deploy.fakes import T0, FakeProm, healthy_values
 
 
 def target(**metrics: object) -> TargetConfig:
-    return TargetConfig.model_validate({"namespace": "llm", "deployment": "llama", "metrics": metrics})
+    return TargetConfig.model_validate(
+        {"namespace": "llm", "deployment": "llama", "metrics": metrics}
+    )
 
 
 @pytest.fixture
@@ -35,19 +37,36 @@ def source():
 def test_default_queries_accept_both_vllm_spellings_and_select_the_deployments_pods() -> None:
     q = prepare(target())
     assert sorted(q.collected) == sorted(promql.QUERY_FIELDS)
-    assert '{__name__=~"vllm[:_]num_requests_waiting",namespace="llm",pod=~"llama-[a-z0-9]+-[a-z0-9]+"}' in q.fields["requests_waiting"]
+    assert (
+        '{__name__=~"vllm[:_]num_requests_waiting",namespace="llm",pod=~"llama-[a-z0-9]+-[a-z0-9]+"}'
+        in q.fields["requests_waiting"]
+    )
     ttft, quantiles = q.histograms["ttft"]
-    assert ttft.startswith("sum by (le) (rate({__name__=~\"vllm[:_]time_to_first_token_seconds_bucket\"") and "[1m]" in ttft
+    assert (
+        ttft.startswith('sum by (le) (rate({__name__=~"vllm[:_]time_to_first_token_seconds_bucket"')
+        and "[1m]" in ttft
+    )
     assert quantiles == {"ttft_p50_s": 0.5, "ttft_p95_s": 0.95, "ttft_p99_s": 0.99}
-    assert "unless on() sum by (le)" in q.histograms["tpot"][0]  # inter_token_latency only without the other
-    assert "DCGM_FI_DEV_GPU_UTIL{namespace=\"llm\"" in q.fields["gpu_utilization_pct"]
+    assert (
+        "unless on() sum by (le)" in q.histograms["tpot"][0]
+    )  # inter_token_latency only without the other
+    assert 'DCGM_FI_DEV_GPU_UTIL{namespace="llm"' in q.fields["gpu_utilization_pct"]
     # 7 gauges/rates + 2 histograms + freshness, in one query
     assert "{{" not in q.combined and q.combined.count(promql.FIELD_LABEL) == 10
 
 
 def test_an_override_replaces_one_field_and_null_disables_it() -> None:
-    q = prepare(target(queries={"kv_cache_usage": 'max(my_kv{ {{selector}} })', "gpu_utilization_pct": None,
-                                "ttft_p99_s": "max(my_ttft_p99)", "tpot_p50_s": None}, rate_window="2m"))
+    q = prepare(
+        target(
+            queries={
+                "kv_cache_usage": "max(my_kv{ {{selector}} })",
+                "gpu_utilization_pct": None,
+                "ttft_p99_s": "max(my_ttft_p99)",
+                "tpot_p50_s": None,
+            },
+            rate_window="2m",
+        )
+    )
     assert q.fields["kv_cache_usage"].startswith('max(my_kv{ namespace="llm"')
     assert "gpu_utilization_pct" not in q.collected and "tpot_p50_s" not in q.collected
     assert "[2m]" in q.fields["arrival_rps"]
@@ -77,7 +96,11 @@ def test_nan_is_missing(source) -> None:
 
 
 def test_latency_of_an_idle_service_is_zero_not_missing(source) -> None:
-    prom = FakeProm(healthy_values(arrival_rps=0.0, output_tokens_per_s=0.0, ttft_p95_s=math.nan, tpot_p95_s=math.nan))
+    prom = FakeProm(
+        healthy_values(
+            arrival_rps=0.0, output_tokens_per_s=0.0, ttft_p95_s=math.nan, tpot_p95_s=math.nan
+        )
+    )
     r = source(prom).read(prepare(target()), T0)
     assert r.trusted and r.values["ttft_p95_s"] == 0.0 and r.values["tpot_p95_s"] == 0.0
 
@@ -88,8 +111,14 @@ def test_nan_latency_under_load_is_missing(source) -> None:
 
 
 def test_percentiles_come_from_one_query_of_the_buckets(source) -> None:
-    r = source(FakeProm(healthy_values(ttft_p50_s=0.3, ttft_p95_s=1.7, ttft_p99_s=4.0))).read(prepare(target()), T0)
-    assert (r.values["ttft_p50_s"], r.values["ttft_p95_s"], r.values["ttft_p99_s"]) == pytest.approx((0.3, 1.7, 4.0))
+    r = source(FakeProm(healthy_values(ttft_p50_s=0.3, ttft_p95_s=1.7, ttft_p99_s=4.0))).read(
+        prepare(target()), T0
+    )
+    assert (
+        r.values["ttft_p50_s"],
+        r.values["ttft_p95_s"],
+        r.values["ttft_p99_s"],
+    ) == pytest.approx((0.3, 1.7, 4.0))
     assert r.values["tpot_p95_s"] == pytest.approx(0.03)
 
 
@@ -108,11 +137,27 @@ def test_an_overridden_latency_beyond_every_bucket_is_kept(source) -> None:
 @pytest.mark.parametrize(
     ("q", "buckets", "expected"),
     [
-        (0.5, [(0.1, 2.0), (0.5, 8.0), (math.inf, 10.0)], 0.3),  # rank 5 in (0.1, 0.5]: 0.1 + 0.4 x 3/6
-        (0.95, [(0.1, 2.0), (0.5, 8.0), (math.inf, 10.0)], 0.5),  # in the +Inf bucket: the largest bound
+        (
+            0.5,
+            [(0.1, 2.0), (0.5, 8.0), (math.inf, 10.0)],
+            0.3,
+        ),  # rank 5 in (0.1, 0.5]: 0.1 + 0.4 x 3/6
+        (
+            0.95,
+            [(0.1, 2.0), (0.5, 8.0), (math.inf, 10.0)],
+            0.5,
+        ),  # in the +Inf bucket: the largest bound
         (0.1, [(0.1, 2.0), (0.5, 8.0), (math.inf, 10.0)], 0.05),  # first bucket from 0
-        (0.5, [(0.5, 8.0), (0.1, 2.0), (math.inf, 10.0)], 0.3),  # order of the series does not matter
-        (0.5, [(0.1, 2.0), (0.5, 1.0), (math.inf, 10.0)], 0.5),  # non-monotonic counts are made monotonic
+        (
+            0.5,
+            [(0.5, 8.0), (0.1, 2.0), (math.inf, 10.0)],
+            0.3,
+        ),  # order of the series does not matter
+        (
+            0.5,
+            [(0.1, 2.0), (0.5, 1.0), (math.inf, 10.0)],
+            0.5,
+        ),  # non-monotonic counts are made monotonic
         (0.5, [(0.1, 0.0), (math.inf, 0.0)], math.nan),  # no observations
         (0.5, [(0.1, 1.0), (0.5, 2.0)], math.nan),  # no +Inf bucket
         (1.5, [(0.1, 1.0), (math.inf, 2.0)], math.inf),
@@ -183,11 +228,23 @@ def test_read_many_reads_targets_in_parallel(source) -> None:
 
 
 def test_parse_response_classifies_errors() -> None:
-    ok = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"a": "1"}, "value": [T0, "NaN"]}, {"metric": {}, "value": [T0, "+Inf"]}]}}).encode()
+    ok = json.dumps(
+        {
+            "status": "success",
+            "data": {
+                "resultType": "vector",
+                "result": [
+                    {"metric": {"a": "1"}, "value": [T0, "NaN"]},
+                    {"metric": {}, "value": [T0, "+Inf"]},
+                ],
+            },
+        }
+    ).encode()
     out = parse_response(200, ok)
     assert math.isnan(out[0][1]) and out[1][1] == math.inf and out[0][0] == {"a": "1"}
-    bad = json.dumps({"status": "error", "errorType": "bad_data", "error": "parse error at char 3"}).encode()
+    bad = json.dumps(
+        {"status": "error", "errorType": "bad_data", "error": "parse error at char 3"}
+    ).encode()
     with pytest.raises(PermanentError, match="bad_data"):
         parse_response(400, bad)
     with pytest.raises(TemporaryError) as e:
@@ -195,7 +252,9 @@ def test_parse_response_classifies_errors() -> None:
     assert e.value.delay_s == 3
     with pytest.raises(TemporaryError):
         parse_response(200, b"<html>")
-    scalar = json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [T0, "2"]}}).encode()
+    scalar = json.dumps(
+        {"status": "success", "data": {"resultType": "scalar", "result": [T0, "2"]}}
+    ).encode()
     assert parse_response(200, scalar) == [({}, 2.0)]
 
 

@@ -39,7 +39,9 @@ def test_load_step_with_240s_cold_start_raises_ttft_for_about_240s():
     bins = 80
     arr = np.full(bins, 1.5 * cap * 15.0)
     arr[20:] = 3.5 * cap * 15.0  # step from 1.5 to 3.5 replicas' worth at t = 300 s
-    w = Workload("step", "test", 15.0, arr, np.full(bins, 1000.0), np.full(bins, 200.0), prompt_tokens_cv=0.5)
+    w = Workload(
+        "step", "test", 15.0, arr, np.full(bins, 1000.0), np.full(bins, 200.0), prompt_tokens_cv=0.5
+    )
     # clients patient enough that nobody gives up, so the backlog is all served
     sim = ClusterSim(prof, [w], batch=1, seed=0, config=SimConfig(timeout_s=3600))
     sim.reset(initial_replicas=2)
@@ -117,7 +119,14 @@ def test_requests_are_conserved_and_replicas_and_cost_stay_sane(seed, rates, tar
         lhs = tot.arrived
         rhs = tot.completed + sim.running + sim.queue + tot.dropped
         assert np.allclose(lhs, rhs, rtol=1e-9, atol=1e-6)
-        for f in ("replicas_ready", "replicas_starting", "replicas_warm", "replicas_draining", "requests_waiting", "requests_running"):
+        for f in (
+            "replicas_ready",
+            "replicas_starting",
+            "replicas_warm",
+            "replicas_draining",
+            "requests_waiting",
+            "requests_running",
+        ):
             assert (m[:, F[f]] >= -1e-9).all(), f
         assert (tot.cost_usd >= last_cost).all()
         last_cost = tot.cost_usd.copy()
@@ -130,7 +139,13 @@ def test_same_seed_gives_the_same_trajectory():
     w = constant_workload(40.0, bins=50)
 
     def run(seed: int) -> np.ndarray:
-        sim = ClusterSim(prof, [w], batch=3, seed=seed, config=SimConfig(latency_jitter=0.1, cold_start_jitter=0.2))
+        sim = ClusterSim(
+            prof,
+            [w],
+            batch=3,
+            seed=seed,
+            config=SimConfig(latency_jitter=0.1, cold_start_jitter=0.2),
+        )
         rows = [sim.step(np.full(3, 2.0 + (t % 7))).copy() for t in range(50)]
         return np.stack(rows)
 

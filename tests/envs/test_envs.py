@@ -20,7 +20,15 @@ def diurnal(days: float = 0.5, peak_rps: float = 150.0) -> Workload:
     t = np.arange(int(days * 86400 / 15)) * 15.0
     rate = peak_rps * (0.2 + 0.8 * np.sin(np.pi * t / 86400) ** 2)
     n = len(t)
-    return Workload("diurnal", "test", 15.0, rate * 15, np.full(n, 1000.0), np.full(n, 200.0), prompt_tokens_cv=0.8)
+    return Workload(
+        "diurnal",
+        "test",
+        15.0,
+        rate * 15,
+        np.full(n, 1000.0),
+        np.full(n, 200.0),
+        prompt_tokens_cv=0.8,
+    )
 
 
 CFG = EnvConfig(episode_s=3600.0)
@@ -33,7 +41,9 @@ def test_env_passes_gymnasium_and_sb3_checkers():
 
 
 def test_env_is_registered_with_gymnasium():
-    env = gym.make("rlscale/LLMAutoscale-v0", profile=make_profile(), workloads=[diurnal()], config=CFG)
+    env = gym.make(
+        "rlscale/LLMAutoscale-v0", profile=make_profile(), workloads=[diurnal()], config=CFG
+    )
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
 
@@ -62,10 +72,13 @@ def test_episode_is_truncated_after_episode_s():
 
 def test_env_applies_the_safety_clamps_it_is_configured_with():
     limits = SafetyLimits(
-        min_replicas=2, max_replicas=6,
+        min_replicas=2,
+        max_replicas=6,
         scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=1, period_s=60),)),
     )
-    env = LLMAutoscaleEnv(make_profile(), [diurnal(peak_rps=400)], EnvConfig(episode_s=3600.0, limits=limits))
+    env = LLMAutoscaleEnv(
+        make_profile(), [diurnal(peak_rps=400)], EnvConfig(episode_s=3600.0, limits=limits)
+    )
     env.reset(seed=0)
     seen = []
     for _ in range(40):
@@ -78,7 +91,9 @@ def test_env_applies_the_safety_clamps_it_is_configured_with():
 
 def test_reward_charges_violations_when_underprovisioned():
     def episode_reward(max_replicas: int) -> float:
-        cfg = EnvConfig(episode_s=3600.0, limits=SafetyLimits(min_replicas=1, max_replicas=max_replicas))
+        cfg = EnvConfig(
+            episode_s=3600.0, limits=SafetyLimits(min_replicas=1, max_replicas=max_replicas)
+        )
         env = LLMAutoscaleEnv(make_profile(), [diurnal(peak_rps=400)], cfg)
         env.reset(seed=0)
         return sum(env.step(np.array([0.0, 0.0], dtype=np.float32))[1] for _ in range(100))
@@ -88,7 +103,9 @@ def test_reward_charges_violations_when_underprovisioned():
 
 
 def test_vec_env_resets_finished_episodes_with_terminal_observation():
-    venv = LLMAutoscaleVecEnv(make_profile(), [diurnal()], n_envs=8, config=EnvConfig(episode_s=600.0), seed=1)
+    venv = LLMAutoscaleVecEnv(
+        make_profile(), [diurnal()], n_envs=8, config=EnvConfig(episode_s=600.0), seed=1
+    )
     obs = venv.reset()
     assert obs.shape == (8, venv.observation_space.shape[0])
     for step in range(40):  # noqa: B007 (step is checked after the loop)
@@ -112,7 +129,10 @@ def test_cost_slo_knob_adds_the_weight_to_the_observation():
 
 @pytest.mark.parametrize("max_warm", [0, 3])
 def test_warm_pool_action_is_bounded_by_the_limits(max_warm):
-    cfg = EnvConfig(episode_s=3600.0, limits=SafetyLimits(min_replicas=1, max_replicas=20, max_warm_replicas=max_warm))
+    cfg = EnvConfig(
+        episode_s=3600.0,
+        limits=SafetyLimits(min_replicas=1, max_replicas=20, max_warm_replicas=max_warm),
+    )
     env = LLMAutoscaleEnv(make_profile(cold_start_s=(30, 30, 30)), [diurnal()], cfg)
     env.reset(seed=0)
     for _ in range(20):

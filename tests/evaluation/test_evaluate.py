@@ -17,8 +17,20 @@ from rlscale.evaluation.evaluate import EvalSettings, parse_trace_arg, run_evalu
 from rlscale.evaluation.report import write_report
 from rlscale.profiles.model import load_profile
 
-REQUIRED = ("policy", "workload", "seed", "gpu_hours", "cost_usd", "cost_vs_oracle", "slo_attainment",
-            "ttft_p95_s", "tpot_p95_s", "dropped", "scale_events", "cold_starts")
+REQUIRED = (
+    "policy",
+    "workload",
+    "seed",
+    "gpu_hours",
+    "cost_usd",
+    "cost_vs_oracle",
+    "slo_attainment",
+    "ttft_p95_s",
+    "tpot_p95_s",
+    "dropped",
+    "scale_events",
+    "cold_starts",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +47,12 @@ def trace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(trace):
     prof = load_profile("llama-3.1-8b-h100")
-    return run_evaluation(["static", "hpa", "threshold", "predictive"], [str(trace)], [prof],
-                          EvalSettings(seeds=(0, 1), baseline="hpa"))
+    return run_evaluation(
+        ["static", "hpa", "threshold", "predictive"],
+        [str(trace)],
+        [prof],
+        EvalSettings(seeds=(0, 1), baseline="hpa"),
+    )
 
 
 def test_every_policy_sees_the_same_workload_and_seeds(result):
@@ -63,7 +79,9 @@ def test_the_report_is_written_as_json_csv_markdown_and_plots(result, tmp_path):
     files = write_report(result, tmp_path)
     names = {f.name for f in files}
     assert {"report.json", "report.csv", "report.md"} <= names
-    assert any(n.startswith("timeline_") for n in names) and any(n.startswith("cost_vs_slo_") for n in names)
+    assert any(n.startswith("timeline_") for n in names) and any(
+        n.startswith("cost_vs_slo_") for n in names
+    )
     data = json.loads((tmp_path / "report.json").read_text())
     assert len(data["records"]) == 5 * 3  # 5 policies x (2 seeds + aggregate)
     assert data["policies"]["hpa"]["limits"]["scale_down"]["stabilization_window_s"] == 300
@@ -91,8 +109,21 @@ def cli():
 
 
 def test_the_command_exits_non_zero_and_names_the_missed_requirement(trace, tmp_path):
-    args = ["evaluate", "--trace", str(trace), "--policy", "static", "--seeds", "1", "--baseline", "static",
-            "--no-plots", "--no-progress", "--out", str(tmp_path)]
+    args = [
+        "evaluate",
+        "--trace",
+        str(trace),
+        "--policy",
+        "static",
+        "--seeds",
+        "1",
+        "--baseline",
+        "static",
+        "--no-plots",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     res = CliRunner().invoke(cli(), args + ["--gate", "cost<=0.5*oracle"])
     assert res.exit_code == 1, res.output
     assert "FAILED" in res.output and "cost<=0.5*oracle" in res.output
@@ -115,8 +146,19 @@ def test_bad_input_gets_a_one_line_error_and_exit_status_2(tmp_path):
         (["--trace", str(tmp_path / "none.csv")], "file not found"),
     ):
         proc = subprocess.run(
-            [sys.executable, "-m", "rlscale.cli", "evaluate", "--no-progress", "--out", str(tmp_path), *args],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "rlscale.cli",
+                "evaluate",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 2, proc.stderr
         assert expected in proc.stderr and "Traceback" not in proc.stderr
@@ -136,7 +178,11 @@ def test_every_policy_starts_from_the_fleet_the_opening_minutes_need():
     from rlscale.evaluation.evaluate import opening_replicas
     from rlscale.traces.workload import Workload
 
-    rate = np.array([10.0] * 4 + [95.0] * 4 + [300.0] * 40)  # 15 s bins: 1 min at 10, 1 min at 95, ...
+    rate = np.array(
+        [10.0] * 4 + [95.0] * 4 + [300.0] * 40
+    )  # 15 s bins: 1 min at 10, 1 min at 95, ...
     w = Workload("open", "test", 15.0, rate * 15.0, np.full(48, 1000.0), np.full(48, 200.0))
-    assert opening_replicas(w, 20.0, opening_s=120.0) == 5  # busiest of the first 2 minutes: 95 / 20
+    assert (
+        opening_replicas(w, 20.0, opening_s=120.0) == 5
+    )  # busiest of the first 2 minutes: 95 / 20
     assert opening_replicas(w, 20.0, opening_s=600.0) == 15

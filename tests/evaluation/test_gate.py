@@ -10,10 +10,26 @@ from rlscale.evaluation.gate import check_gate, gate_from_args, load_gate, parse
 
 def rows(cand_cost=80.0, cand_slo=0.995, workload="w1"):
     return [
-        {"policy": "ppo:v3", "spec": "ppo:checkpoints/v3", "profile": "p", "workload": workload, "seed": "mean",
-         "cost_usd": cand_cost, "slo_attainment": cand_slo, "ttft_p95_s": 0.8},
-        {"policy": "tuned", "spec": "tuned", "profile": "p", "workload": workload, "seed": "mean",
-         "cost_usd": 100.0, "slo_attainment": 0.993, "ttft_p95_s": 0.7},
+        {
+            "policy": "ppo:v3",
+            "spec": "ppo:checkpoints/v3",
+            "profile": "p",
+            "workload": workload,
+            "seed": "mean",
+            "cost_usd": cand_cost,
+            "slo_attainment": cand_slo,
+            "ttft_p95_s": 0.8,
+        },
+        {
+            "policy": "tuned",
+            "spec": "tuned",
+            "profile": "p",
+            "workload": workload,
+            "seed": "mean",
+            "cost_usd": 100.0,
+            "slo_attainment": 0.993,
+            "ttft_p95_s": 0.7,
+        },
     ]
 
 
@@ -51,7 +67,9 @@ def test_a_requirement_must_hold_on_every_workload():
 
 def test_gate_files_name_the_candidate_and_the_requirements(tmp_path):
     p = tmp_path / "gate.yaml"
-    p.write_text("policy: ppo:checkpoints/v3\nrequire:\n  - cost <= 0.85 * tuned\n  - slo >= tuned\n")
+    p.write_text(
+        "policy: ppo:checkpoints/v3\nrequire:\n  - cost <= 0.85 * tuned\n  - slo >= tuned\n"
+    )
     gate = load_gate(p)
     assert gate.policy == "ppo:checkpoints/v3" and len(gate.requirements) == 2
 
@@ -85,11 +103,18 @@ def test_a_metric_typo_fails_when_the_gate_is_read_not_after_the_evaluation(tmp_
     p.write_text("require:\n  - cost <= 0.85 * tuned\n  - slo_attainmnet >= tuned\n")
     with pytest.raises(InputError) as e:
         load_gate(p)
-    assert e.value.field == "require.1" and str(p) in str(e.value) and "slo_attainmnet" in str(e.value)
+    assert (
+        e.value.field == "require.1" and str(p) in str(e.value) and "slo_attainmnet" in str(e.value)
+    )
 
 
 def test_record_keys_and_their_spread_are_gate_metrics():
-    assert gate_from_args(["cold_starts <= 40", "cost_usd_std <= 5", "gpu_hours <= hpa"]).requirements[2].reference == "hpa"
+    assert (
+        gate_from_args(["cold_starts <= 40", "cost_usd_std <= 5", "gpu_hours <= hpa"])
+        .requirements[2]
+        .reference
+        == "hpa"
+    )
 
 
 def test_an_unknown_gate_file_key_is_named(tmp_path):

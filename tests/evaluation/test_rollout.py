@@ -18,13 +18,26 @@ def test_each_run_is_clamped_by_its_own_limits_and_scores_as_its_own_rollout():
     # a fixed cold start makes the simulator deterministic, so batch and single rollouts agree
     prof = make_profile(cold_start_s=(30.0, 30.0, 30.0))
     ws = [constant_workload(40.0, 120), constant_workload(90.0, 120)]
-    small, large = SafetyLimits(min_replicas=1, max_replicas=4), SafetyLimits(min_replicas=1, max_replicas=8)
-    runs = [Run(StaticPolicy(12), small, 0), Run(StaticPolicy(12), large, 1), Run(StaticPolicy(12), small, 1)]
+    small, large = (
+        SafetyLimits(min_replicas=1, max_replicas=4),
+        SafetyLimits(min_replicas=1, max_replicas=8),
+    )
+    runs = [
+        Run(StaticPolicy(12), small, 0),
+        Run(StaticPolicy(12), large, 1),
+        Run(StaticPolicy(12), small, 1),
+    ]
     got = run_batch(runs, prof, ws, sim_seed=5, initial_replicas=1).summaries
     assert [s.workload for s in got] == [ws[0].name, ws[1].name, ws[1].name]
     assert got[0].mean_replicas <= 4 and got[2].mean_replicas <= 4 < got[1].mean_replicas <= 8
     for run, s in zip(runs, got, strict=True):
-        ref = rollout(lambda _s: StaticPolicy(12), prof, ws[run.workload], limits=run.limits, initial_replicas=1)
+        ref = rollout(
+            lambda _s: StaticPolicy(12),
+            prof,
+            ws[run.workload],
+            limits=run.limits,
+            initial_replicas=1,
+        )
         assert (s.cost_usd, s.slo_attainment) == pytest.approx(
             (ref.summaries[0].cost_usd, ref.summaries[0].slo_attainment), rel=1e-9
         )
@@ -33,7 +46,10 @@ def test_each_run_is_clamped_by_its_own_limits_and_scores_as_its_own_rollout():
 def test_the_opening_guess_is_clipped_into_the_limits_and_an_explicit_start_is_kept():
     prof = make_profile()
     busy = constant_workload(500.0, 8)  # the simulator's guess for it is far above 6 replicas
-    limits = [SafetyLimits(min_replicas=1, max_replicas=6), SafetyLimits(min_replicas=1, max_replicas=20)]
+    limits = [
+        SafetyLimits(min_replicas=1, max_replicas=6),
+        SafetyLimits(min_replicas=1, max_replicas=20),
+    ]
     sim = ClusterSim(prof, [busy], batch=2, seed=0)
     guess = sim.ready.copy()
     fleet = ClampedFleet(sim, limits)
@@ -44,7 +60,9 @@ def test_the_opening_guess_is_clipped_into_the_limits_and_an_explicit_start_is_k
     fleet.start(clip=False)
     assert np.array_equal(fleet.current, [9, 9])
     fleet.step(np.array([30.0, 30.0]), now_s=15.0)
-    assert np.array_equal(fleet.current, [6, 20])  # the clamps bring it within each cluster's limits
+    assert np.array_equal(
+        fleet.current, [6, 20]
+    )  # the clamps bring it within each cluster's limits
 
 
 def test_one_limits_object_per_cluster_is_required():

@@ -38,8 +38,15 @@ def write_random(path: Path, knob: bool = True) -> Path:
     rng = np.random.default_rng(1)
     norm = ObsNorm(rng.normal(0, 0.3, size), rng.uniform(0.5, 2.0, size), 1e-8, 10.0)
     return save_checkpoint(
-        path, actor_state=actor.state_dict(), hidden=[16, 16], activation="tanh", obs_norm=norm,
-        obs_spec=SPEC, act_spec=ACT, limits=SafetyLimits(max_replicas=32, max_warm_replicas=4), knob=knob,
+        path,
+        actor_state=actor.state_dict(),
+        hidden=[16, 16],
+        activation="tanh",
+        obs_norm=norm,
+        obs_spec=SPEC,
+        act_spec=ACT,
+        limits=SafetyLimits(max_replicas=32, max_warm_replicas=4),
+        knob=knob,
         extra={"default_slo_weight": 20.0},
     )
 
@@ -51,13 +58,17 @@ def test_saved_policy_makes_the_same_decisions_after_loading(tmp_path: Path) -> 
         assert a.decide(w) == b.decide(w)
     assert a.slo_weight == 20.0
     assert a.limits.max_warm_replicas == 4
-    assert {"policy.safetensors", "obs_norm.json", "manifest.json", "SHA256SUMS"} <= {p.name for p in root.iterdir()}
+    assert {"policy.safetensors", "obs_norm.json", "manifest.json", "SHA256SUMS"} <= {
+        p.name for p in root.iterdir()
+    }
 
 
 def test_loaded_numpy_policy_equals_the_torch_actor_it_was_saved_from(tmp_path: Path) -> None:
     root = write_random(tmp_path / "ck")
     torch.manual_seed(0)
-    actor = build_actor(observation_size(SPEC) + 1, [16, 16], "tanh")  # the same weights as write_random
+    actor = build_actor(
+        observation_size(SPEC) + 1, [16, 16], "tanh"
+    )  # the same weights as write_random
     pol = load_policy(root)
     obs = np.stack([pol.observation(w) for w in fixed_windows(20)])
     with torch.no_grad():
@@ -71,8 +82,16 @@ def test_non_finite_weights_are_refused(tmp_path: Path) -> None:
     state = build_actor(size, [16, 16], "tanh").state_dict()
     state["2.weight"][0, 0] = float("nan")
     root = save_checkpoint(
-        tmp_path / "ck", actor_state=state, hidden=[16, 16], activation="tanh", obs_norm=ObsNorm.identity(size),
-        obs_spec=SPEC, act_spec=ACT, limits=SafetyLimits(), knob=True, extra={"default_slo_weight": 20.0},
+        tmp_path / "ck",
+        actor_state=state,
+        hidden=[16, 16],
+        activation="tanh",
+        obs_norm=ObsNorm.identity(size),
+        obs_spec=SPEC,
+        act_spec=ACT,
+        limits=SafetyLimits(),
+        knob=True,
+        extra={"default_slo_weight": 20.0},
     )
     with pytest.raises(InputError, match="policy.safetensors.*finite"):
         load_policy(root)

@@ -44,7 +44,14 @@ def test_a_short_dip_is_held_through_when_draining_costs_more_than_it_saves():
     need = np.array([3, 3, 1, 3, 3, 3])
     assert min_cost_schedule(need, n_min=1, n_max=5, initial=3, drain_bins=2).tolist() == [3] * 6
     # with free draining the dip is taken
-    assert min_cost_schedule(need, n_min=1, n_max=5, initial=3, drain_bins=0).tolist() == [3, 3, 1, 3, 3, 3]
+    assert min_cost_schedule(need, n_min=1, n_max=5, initial=3, drain_bins=0).tolist() == [
+        3,
+        3,
+        1,
+        3,
+        3,
+        3,
+    ]
 
 
 def test_the_schedule_respects_min_and_max():
@@ -72,7 +79,9 @@ def test_an_unreachable_target_plans_for_the_best_attainable_not_the_maximum_eve
     arrivals = np.array([100.0, 100.0])
     # interval 0 is a burst no count serves well; interval 1 is fine with one replica
     att = np.array([[0.50, 0.60], [1.0, 1.0]])
-    idx, _, got = choose_required(att, np.ones_like(att, dtype=bool), arrivals, counts, slo_target=0.99)
+    idx, _, got = choose_required(
+        att, np.ones_like(att, dtype=bool), arrivals, counts, slo_target=0.99
+    )
     assert idx.tolist() == [1, 0] and got == pytest.approx(0.80)  # best reachable: (60 + 100) / 200
 
 
@@ -87,8 +96,13 @@ def test_an_unstable_count_is_never_planned_even_if_its_late_share_fits_the_budg
 def step_workload(low_rps: float, high_rps: float, bins: int, step_at: int) -> Workload:
     rate = np.where(np.arange(bins) < step_at, low_rps, high_rps)
     return Workload(
-        name="step", source="test", interval_s=15.0, arrivals=rate * 15.0, prompt_tokens=np.full(bins, 1000.0),
-        output_tokens=np.full(bins, 200.0), prompt_tokens_cv=0.5,
+        name="step",
+        source="test",
+        interval_s=15.0,
+        arrivals=rate * 15.0,
+        prompt_tokens=np.full(bins, 1000.0),
+        output_tokens=np.full(bins, 200.0),
+        prompt_tokens_cv=0.5,
     )
 
 
@@ -104,8 +118,12 @@ def test_on_the_simulator_the_oracle_meets_the_slo_at_less_cost_than_a_peak_size
     # hand check: 1 replica serves 0.7 x capacity, 3 serve 2.6 x capacity; asked one interval early
     assert plan.schedule.tolist() == [1] * 5 + [3] * 7
     assert plan.predicted_attainment >= 0.99
-    orc = rollout(lambda s: OraclePolicy(plan), prof, w, limits=lim, config=cfg, initial_replicas=1).summaries[0]
-    peak = rollout(lambda s: StaticPolicy(3), prof, w, limits=lim, config=cfg, initial_replicas=3).summaries[0]
+    orc = rollout(
+        lambda s: OraclePolicy(plan), prof, w, limits=lim, config=cfg, initial_replicas=1
+    ).summaries[0]
+    peak = rollout(
+        lambda s: StaticPolicy(3), prof, w, limits=lim, config=cfg, initial_replicas=3
+    ).summaries[0]
     assert orc.slo_attainment >= 0.99
     assert orc.cost_usd < peak.cost_usd
 
@@ -114,7 +132,9 @@ def test_the_policy_replays_the_plan_by_the_clock():
     prof = make_profile(cold_start_s=(15.0, 15.0, 15.0))
     cap = replica_capacity_rps(prof, 1000.0, 200.0)
     w = step_workload(0.7 * cap, 2.6 * cap, bins=12, step_at=6).with_(start_s=3_600.0)
-    plan = plan_oracle(prof, w, limits=SafetyLimits(min_replicas=1, max_replicas=6), initial_replicas=1)
+    plan = plan_oracle(
+        prof, w, limits=SafetyLimits(min_replicas=1, max_replicas=6), initial_replicas=1
+    )
     pol = OraclePolicy(plan)
     from rlscale.contract import FIELDS, IntervalMetrics
 

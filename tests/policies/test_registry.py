@@ -17,16 +17,28 @@ PROFILE = load_profile("llama-3.1-8b-h100")
 
 
 def live(policy: object) -> TargetConfig:
-    return TargetConfig.model_validate({"namespace": "llm", "deployment": "llama", "policy": policy})
+    return TargetConfig.model_validate(
+        {"namespace": "llm", "deployment": "llama", "policy": policy}
+    )
 
 
 def metrics(arrival_rps: float, waiting: float) -> IntervalMetrics:
     row = dict.fromkeys(IntervalMetrics.__dataclass_fields__, 0.0)
-    return IntervalMetrics(**{**row, "interval_s": 15.0, "arrival_rps": arrival_rps, "requests_waiting": waiting})
+    return IntervalMetrics(
+        **{**row, "interval_s": 15.0, "arrival_rps": arrival_rps, "requests_waiting": waiting}
+    )
 
 
 @pytest.mark.parametrize(
-    "text", ["hpa", "hpa:m.yaml", "static:4", "target:0.7", "threshold#gpu_up_pct=80", "ppo:ck#slo_weight=10,warm=2"]
+    "text",
+    [
+        "hpa",
+        "hpa:m.yaml",
+        "static:4",
+        "target:0.7",
+        "threshold#gpu_up_pct=80",
+        "ppo:ck#slo_weight=10,warm=2",
+    ],
 )
 def test_a_spec_prints_as_it_was_written(text: str) -> None:
     assert str(PolicySpec.parse(text)) == text
@@ -63,7 +75,9 @@ def test_static_n_is_n_replicas_offline_and_live() -> None:
 
 def test_both_live_spellings_build_the_same_policy() -> None:
     a = build_target_policies(live("threshold#step_up=2,max_replicas=8"))
-    b = build_target_policies(live({"rule": "threshold", "options": {"step_up": 2, "max_replicas": 8}}))
+    b = build_target_policies(
+        live({"rule": "threshold", "options": {"step_up": 2, "max_replicas": 8}})
+    )
     assert a.limits == b.limits and a.primary.policy.config == b.primary.policy.config  # type: ignore[attr-defined]
 
 
@@ -76,8 +90,14 @@ def test_predictive_runs_live_through_the_factory() -> None:
 
 
 def test_target_u_is_the_action_map_with_a_fixed_u() -> None:
-    spec = ObservationSpec(replica_capacity_rps=PROFILE.capacity_rps(), max_batch=256.0, ttft_slo_s=2.0, tpot_slo_s=0.1,
-                           max_replicas=20.0, window=1)
+    spec = ObservationSpec(
+        replica_capacity_rps=PROFILE.capacity_rps(),
+        max_batch=256.0,
+        ttft_slo_s=2.0,
+        tpot_slo_s=0.1,
+        max_replicas=20.0,
+        window=1,
+    )
     act = ActionSpec(u_min=0.7, u_max=0.7)
     rule = make_policy("target:0.7", profile=PROFILE)(0)
     for rps, waiting in [(0.0, 0.0), (10.0, 0.0), (95.0, 300.0), (400.0, 12.0)]:
@@ -87,5 +107,7 @@ def test_target_u_is_the_action_map_with_a_fixed_u() -> None:
 
 
 def test_workload_policies_are_refused_live_with_the_reason() -> None:
-    with pytest.raises(InputError, match="oracle plans on the workload's future, so it runs only offline"):
+    with pytest.raises(
+        InputError, match="oracle plans on the workload's future, so it runs only offline"
+    ):
         build_target_policies(live("oracle"))

@@ -30,14 +30,19 @@ def test_threshold_scales_up_on_busy_gpus_then_cools_down():
     # inside the 300 s cool-down nothing moves, whatever the metrics say
     d = pol.decide([m(150, gpu_utilization_pct=99, replicas_desired=5, replicas_ready=5)])
     assert d.replicas == 5 and "cooling down" in d.reason
-    assert pol.decide([m(300, gpu_utilization_pct=99, replicas_desired=5, replicas_ready=5)]).replicas == 6
+    assert (
+        pol.decide([m(300, gpu_utilization_pct=99, replicas_desired=5, replicas_ready=5)]).replicas
+        == 6
+    )
 
 
 def test_threshold_scales_up_on_a_deep_queue_and_down_only_when_both_are_low():
     pol = ThresholdPolicy()
     assert pol.decide([m(0, gpu_utilization_pct=50, requests_waiting=4 * 21)]).replicas == 5
     pol.reset()
-    assert pol.decide([m(0, gpu_utilization_pct=20, requests_waiting=4 * 6)]).replicas == 4  # queue 6 >= 5
+    assert (
+        pol.decide([m(0, gpu_utilization_pct=20, requests_waiting=4 * 6)]).replicas == 4
+    )  # queue 6 >= 5
     assert pol.decide([m(15, gpu_utilization_pct=20, requests_waiting=4 * 4)]).replicas == 3
 
 
@@ -98,7 +103,9 @@ def toy_args():
     return dict(profile=make_profile(), workload=constant_workload(20.0, bins=40))
 
 
-@pytest.mark.parametrize("spec", ["hpa", "threshold", "predictive", "static", "static:3", "oracle", "tuned"])
+@pytest.mark.parametrize(
+    "spec", ["hpa", "threshold", "predictive", "static", "static:3", "oracle", "tuned"]
+)
 def test_every_named_policy_builds_and_decides(spec):
     f = make_policy(spec, **toy_args())
     pol = f(0)

@@ -22,13 +22,25 @@ from tests.conftest import make_profile
 
 def ramp(bins: int = 240, low: float = 20.0, high: float = 120.0, name: str = "ramp") -> Workload:
     rate = np.linspace(low, high, bins)
-    return Workload(name=name, source="test", interval_s=15.0, arrivals=rate * 15.0,
-                    prompt_tokens=np.full(bins, 1000.0), output_tokens=np.full(bins, 200.0), prompt_tokens_cv=0.5)
+    return Workload(
+        name=name,
+        source="test",
+        interval_s=15.0,
+        arrivals=rate * 15.0,
+        prompt_tokens=np.full(bins, 1000.0),
+        output_tokens=np.full(bins, 200.0),
+        prompt_tokens_cv=0.5,
+    )
 
 
 def test_parameters_become_a_valid_hpa_manifest():
-    p = TunedRuleParams(queue_per_replica=3.5, kv_cache_usage=0.42, gpu_utilization=None, scale_down_window_s=120,
-                        scale_down_percent=25)
+    p = TunedRuleParams(
+        queue_per_replica=3.5,
+        kv_cache_usage=0.42,
+        gpu_utilization=None,
+        scale_down_window_s=120,
+        scale_down_percent=25,
+    )
     pol = policy_for(p)
     names = [(m.name, m.target) for m in pol.config.metrics]
     assert names == [("request_queue_size", 3.5), ("kv_cache_usage", pytest.approx(0.42))]
@@ -41,7 +53,10 @@ def test_a_batch_of_trials_scores_each_rule_on_each_workload_exactly_as_a_rollou
     # a fixed cold start makes the simulator deterministic, so batch and rollout must agree
     prof = make_profile(cold_start_s=(30.0, 30.0, 30.0))
     ws = [ramp(name="a"), ramp(low=60.0, high=20.0, name="b")]
-    rules = [TunedRuleParams(queue_per_replica=50.0, kv_cache_usage=0.6), TunedRuleParams(queue_per_replica=1.0, kv_cache_usage=0.1)]
+    rules = [
+        TunedRuleParams(queue_per_replica=50.0, kv_cache_usage=0.6),
+        TunedRuleParams(queue_per_replica=1.0, kv_cache_usage=0.1),
+    ]
     res = evaluate_batch(rules, prof, ws, SimConfig())
     for i, rule in enumerate(rules):
         pol = policy_for(rule)
@@ -72,23 +87,52 @@ def test_the_tune_command_writes_an_annotated_manifest_that_loads(tmp_path):
     trace = tmp_path / "train.csv"
     trace.write_text("timestamp,rps\n" + "".join(f"{a},{20 + 30 * a / 3600:.2f}\n" for a in t))
     out = tmp_path / "tuned.yaml"
-    res = CliRunner().invoke(tune_app(), ["tune", "--profile", "llama-3.1-8b-h100", "--train", str(trace), "--trials", "2",
-                                          "--batch", "2", "--out", str(out)])
+    res = CliRunner().invoke(
+        tune_app(),
+        [
+            "tune",
+            "--profile",
+            "llama-3.1-8b-h100",
+            "--train",
+            str(trace),
+            "--trials",
+            "2",
+            "--batch",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert f"wrote {out}" in res.output
     cfg = load_hpa_manifest(out)
     notes = dict(cfg.annotations)
-    assert notes["rlscale.io/tuned-on"].endswith("train.csv") and "2 trials" in notes["rlscale.io/score"]
+    assert (
+        notes["rlscale.io/tuned-on"].endswith("train.csv")
+        and "2 trials" in notes["rlscale.io/score"]
+    )
     assert notes["rlscale.io/tuned-by"] == (
         f"rlscale tune --profile llama-3.1-8b-h100 --trials 2 --batch 2 --train {trace} --out {out}"
     )
-    assert out.read_text().startswith("# Tuned HPA rule for llama-3.1-8b-h100 (rlscale issue #3), written by `rlscale tune`.")
+    assert out.read_text().startswith(
+        "# Tuned HPA rule for llama-3.1-8b-h100 (rlscale issue #3), written by `rlscale tune`."
+    )
     assert cfg.limits.min_replicas == 2 and cfg.limits.max_replicas == 20
 
 
 def test_the_tune_command_names_a_bad_training_workload_in_one_line(tmp_path):
-    res = CliRunner().invoke(tune_app(), ["tune", "--train", str(tmp_path / "missing.csv"), "--trials", "1",
-                                          "--out", str(tmp_path / "t.yaml")])
+    res = CliRunner().invoke(
+        tune_app(),
+        [
+            "tune",
+            "--train",
+            str(tmp_path / "missing.csv"),
+            "--trials",
+            "1",
+            "--out",
+            str(tmp_path / "t.yaml"),
+        ],
+    )
     assert res.exit_code == 2
     assert res.output.startswith("error: ") and "missing.csv" in res.output
     assert not (tmp_path / "t.yaml").exists()

@@ -6,7 +6,14 @@ import numpy as np
 
 from rlscale.contract import N_FIELDS, IntervalMetrics, ObservationSpec
 
-SPEC = ObservationSpec(replica_capacity_rps=22.6, max_batch=256, ttft_slo_s=2.0, tpot_slo_s=0.1, max_replicas=32, window=4)
+SPEC = ObservationSpec(
+    replica_capacity_rps=22.6,
+    max_batch=256,
+    ttft_slo_s=2.0,
+    tpot_slo_s=0.1,
+    max_replicas=32,
+    window=4,
+)
 
 
 def fixed_windows(n: int = 100, seed: int = 0) -> list[list[IntervalMetrics]]:

@@ -60,7 +60,9 @@ def test_fit_check_mode_names_a_stale_file_and_exits_1(shared_data: Path, tmp_pa
 
 
 def test_fit_reports_missing_data_as_one_line_error(tmp_path: Path) -> None:
-    result = _run(["profiles", "fit", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--check"])
+    result = _run(
+        ["profiles", "fit", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--check"]
+    )
     assert result.exit_code != 0
     assert isinstance(result.exception, InputError)  # rlscale.cli.main prints it and exits 2
     err = str(result.exception)

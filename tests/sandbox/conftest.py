@@ -111,7 +111,9 @@ def kubectl(kubectl_home: Path) -> Callable[..., subprocess.CompletedProcess[str
     if binary is None:
         pytest.fail("kubectl is not on PATH (the image ships client-go 1.32's kubectl)")
 
-    def run(sb: Sandbox, *args: str, timeout_s: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        sb: Sandbox, *args: str, timeout_s: float = 30.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [binary, "--kubeconfig", str(sb.kubeconfig_path), *args],
             capture_output=True,
@@ -120,7 +122,9 @@ def kubectl(kubectl_home: Path) -> Callable[..., subprocess.CompletedProcess[str
             env={**os.environ, "HOME": str(kubectl_home)},
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+            )
         return result
 
     return run
@@ -143,7 +147,9 @@ def prometheus_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def prometheus(tmp_path_factory: pytest.TempPathFactory, prometheus_binary: str) -> Iterator[PrometheusProcess]:
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, prometheus_binary: str
+) -> Iterator[PrometheusProcess]:
     """One Prometheus for the whole session (startup and the first scrape take seconds); each
     test's sandbox adds its own file_sd file and uses its own namespace. It also runs the
     `vllm-raw` job, which scrapes without the relabel rule."""

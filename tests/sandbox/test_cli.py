@@ -28,7 +28,9 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def cli_process(tmp_path: Path, tiny_profile: ServiceProfile) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+def cli_process(
+    tmp_path: Path, tiny_profile: ServiceProfile
+) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     profile_path = tmp_path / "tiny.yaml"
     profile_path.write_text(yaml.safe_dump(tiny_profile.model_dump(mode="json")))
     kubeconfig = tmp_path / "kubeconfig.yaml"
@@ -92,7 +94,11 @@ def test_rlscale_sandbox_prints_kubeconfig_and_prometheus_and_ctrl_c_stops_every
     while True:
         out = subprocess.run(
             ["kubectl", "--kubeconfig", str(kubeconfig), "get", "pods", "--no-headers"],
-            capture_output=True, text=True, timeout=20, env=env, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=env,
+            check=True,
         ).stdout
         rows = [line.split() for line in out.splitlines()]
         if len(rows) == 2 and all(r[1] == "1/1" for r in rows):
@@ -110,6 +116,9 @@ def test_rlscale_sandbox_prints_kubeconfig_and_prometheus_and_ctrl_c_stops_every
     assert not alive(prom_pid), "Prometheus outlived rlscale sandbox"
     refused = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), "get", "pods", "--request-timeout=2s"],
-        capture_output=True, text=True, timeout=20, env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
     )
     assert refused.returncode != 0

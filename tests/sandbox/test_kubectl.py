@@ -16,7 +16,9 @@ from rlscale.sandbox.runner import Sandbox
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def test_kubectl_version_and_api_resources_come_from_discovery(sandbox: Sandbox, kubectl: Kubectl) -> None:
+def test_kubectl_version_and_api_resources_come_from_discovery(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
     assert "Server Version: v1.32" in kubectl(sandbox, "version").stdout
     lines = kubectl(sandbox, "api-resources", "--no-headers").stdout.splitlines()
     rows = {line.split()[0]: line.split() for line in lines}
@@ -27,7 +29,9 @@ def test_kubectl_version_and_api_resources_come_from_discovery(sandbox: Sandbox,
     assert {g["name"] for g in groups["groups"]} == {"apps", "autoscaling", "coordination.k8s.io"}
 
 
-def test_kubectl_get_deploy_and_pods_prints_server_side_tables(sandbox: Sandbox, kubectl: Kubectl) -> None:
+def test_kubectl_get_deploy_and_pods_prints_server_side_tables(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
     sandbox.wait_for_ready(1, timeout_s=10)
     out = kubectl(sandbox, "get", "deploy,pods").stdout
     deploy_header, deploy_row = out.split("\n\n")[0].splitlines()
@@ -35,7 +39,11 @@ def test_kubectl_get_deploy_and_pods_prints_server_side_tables(sandbox: Sandbox,
     assert deploy_row.split()[:4] == ["deployment.apps/llm", "1/1", "1", "1"]
     pod_header, pod_row = out.split("\n\n")[1].strip().splitlines()
     assert pod_header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    assert pod_row.split()[0].startswith("pod/llm-") and pod_row.split()[1:4] == ["1/1", "Running", "0"]
+    assert pod_row.split()[0].startswith("pod/llm-") and pod_row.split()[1:4] == [
+        "1/1",
+        "Running",
+        "0",
+    ]
     wide = kubectl(sandbox, "get", "pods", "-o", "wide", "--no-headers").stdout.split()
     assert wide[5:7] == ["127.0.0.1", "sandbox-node"]
     names = kubectl(sandbox, "get", "deploy,pods", "-o", "name").stdout.split()
@@ -45,7 +53,9 @@ def test_kubectl_get_deploy_and_pods_prints_server_side_tables(sandbox: Sandbox,
 def test_kubectl_get_all_and_label_selectors(sandbox: Sandbox, kubectl: Kubectl) -> None:
     out = kubectl(sandbox, "get", "all", "--no-headers").stdout
     assert "deployment.apps/llm" in out and "pod/llm-" in out
-    assert kubectl(sandbox, "get", "pods", "-l", "app=llm", "-o", "name").stdout.startswith("pod/llm-")
+    assert kubectl(sandbox, "get", "pods", "-l", "app=llm", "-o", "name").stdout.startswith(
+        "pod/llm-"
+    )
     none = kubectl(sandbox, "get", "pods", "-l", "app=other")
     assert none.stdout == "" and "No resources found in default namespace." in none.stderr
 
@@ -60,44 +70,99 @@ def test_kubectl_get_json_returns_the_stored_object(sandbox: Sandbox, kubectl: K
 
 def test_kubectl_scale_patches_the_scale_subresource(sandbox: Sandbox, kubectl: Kubectl) -> None:
     sandbox.clear_request_log()
-    assert kubectl(sandbox, "scale", "deployment/llm", "--replicas=3").stdout.strip() == "deployment.apps/llm scaled"
+    assert (
+        kubectl(sandbox, "scale", "deployment/llm", "--replicas=3").stdout.strip()
+        == "deployment.apps/llm scaled"
+    )
     (write,) = sandbox.writes()
-    assert (write.method, write.path) == ("PATCH", "/apis/apps/v1/namespaces/default/deployments/llm/scale")
+    assert (write.method, write.path) == (
+        "PATCH",
+        "/apis/apps/v1/namespaces/default/deployments/llm/scale",
+    )
     assert write.content_type == "application/merge-patch+json"
     assert sandbox.deployment_object()["spec"]["replicas"] == 3
     sandbox.wait_for_ready(3, timeout_s=10)
 
 
-def test_kubectl_scale_with_a_current_replicas_precondition_uses_get_and_put(sandbox: Sandbox, kubectl: Kubectl) -> None:
+def test_kubectl_scale_with_a_current_replicas_precondition_uses_get_and_put(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
     sandbox.clear_request_log()
     kubectl(sandbox, "scale", "deployment/llm", "--current-replicas=1", "--replicas=2")
     scale_calls = [(r.method, r.status) for r in sandbox.request_log if r.path.endswith("/scale")]
     assert scale_calls == [("GET", 200), ("PUT", 200)]
-    failed = kubectl(sandbox, "scale", "deployment/llm", "--current-replicas=1", "--replicas=4", check=False)
+    failed = kubectl(
+        sandbox, "scale", "deployment/llm", "--current-replicas=1", "--replicas=4", check=False
+    )
     assert failed.returncode != 0 and "Expected replicas to be 1, was 2" in failed.stderr
     assert sandbox.deployment_object()["spec"]["replicas"] == 2
 
 
-def test_kubectl_patch_with_merge_json_and_strategic_types(sandbox: Sandbox, kubectl: Kubectl) -> None:
+def test_kubectl_patch_with_merge_json_and_strategic_types(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
     kubectl(sandbox, "patch", "deployment", "llm", "--type=merge", "-p", '{"spec":{"replicas":2}}')
-    kubectl(sandbox, "patch", "deployment", "llm", "--type=json", "-p", '[{"op":"add","path":"/metadata/labels/x","value":"y"}]')
-    kubectl(sandbox, "patch", "deployment", "llm", "-p", '{"spec":{"template":{"spec":{"containers":[{"name":"vllm","env":[{"name":"A","value":"1"}]}]}}}}')
+    kubectl(
+        sandbox,
+        "patch",
+        "deployment",
+        "llm",
+        "--type=json",
+        "-p",
+        '[{"op":"add","path":"/metadata/labels/x","value":"y"}]',
+    )
+    kubectl(
+        sandbox,
+        "patch",
+        "deployment",
+        "llm",
+        "-p",
+        '{"spec":{"template":{"spec":{"containers":[{"name":"vllm","env":[{"name":"A","value":"1"}]}]}}}}',
+    )
     d = sandbox.deployment_object()
     assert d["spec"]["replicas"] == 2 and d["metadata"]["labels"]["x"] == "y"
     (container,) = d["spec"]["template"]["spec"]["containers"]
-    assert container["image"].startswith("vllm/") and container["env"] == [{"name": "A", "value": "1"}]
+    assert container["image"].startswith("vllm/") and container["env"] == [
+        {"name": "A", "value": "1"}
+    ]
     types = [r.content_type for r in sandbox.writes()]
-    assert types == ["application/merge-patch+json", "application/json-patch+json", "application/strategic-merge-patch+json"]
-    bad = kubectl(sandbox, "patch", "deployment", "llm", "--type=merge", "-p", '{"spec":{"replicas":-2}}', check=False)
-    assert bad.returncode != 0 and "spec.replicas: Invalid value: -2: must be greater than or equal to 0" in bad.stderr
+    assert types == [
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+    ]
+    bad = kubectl(
+        sandbox,
+        "patch",
+        "deployment",
+        "llm",
+        "--type=merge",
+        "-p",
+        '{"spec":{"replicas":-2}}',
+        check=False,
+    )
+    assert (
+        bad.returncode != 0
+        and "spec.replicas: Invalid value: -2: must be greater than or equal to 0" in bad.stderr
+    )
 
 
-def test_kubectl_get_pods_watch_shows_pods_cold_starting(sandbox: Sandbox, kubectl_home: Path) -> None:
+def test_kubectl_get_pods_watch_shows_pods_cold_starting(
+    sandbox: Sandbox, kubectl_home: Path
+) -> None:
     sandbox.wait_for_ready(1, timeout_s=10)
     binary = shutil.which("kubectl")
     assert binary is not None
     proc = subprocess.Popen(
-        [binary, "--kubeconfig", str(sandbox.kubeconfig_path), "get", "pods", "-w", "--request-timeout=20s"],
+        [
+            binary,
+            "--kubeconfig",
+            str(sandbox.kubeconfig_path),
+            "get",
+            "pods",
+            "-w",
+            "--request-timeout=20s",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -106,9 +171,15 @@ def test_kubectl_get_pods_watch_shows_pods_cold_starting(sandbox: Sandbox, kubec
     try:
         deadline = time.monotonic() + 10
         while not any(r.query.find("watch=true") >= 0 for r in sandbox.request_log):
-            assert time.monotonic() < deadline and proc.poll() is None, "kubectl never started watching"
+            assert time.monotonic() < deadline and proc.poll() is None, (
+                "kubectl never started watching"
+            )
             time.sleep(0.05)
-        sandbox.call(lambda s: s.patch(*_deploy(sandbox), "application/merge-patch+json", {"spec": {"replicas": 2}}))
+        sandbox.call(
+            lambda s: s.patch(
+                *_deploy(sandbox), "application/merge-patch+json", {"spec": {"replicas": 2}}
+            )
+        )
         sandbox.wait_for_ready(2, timeout_s=10)
         time.sleep(0.3)
     finally:
@@ -128,14 +199,19 @@ def _deploy(sb: Sandbox) -> tuple[object, str, str]:
     return DEPLOYMENTS, sb.namespace, sb.deployment
 
 
-def test_kubectl_delete_pod_leaves_it_terminating_and_the_deployment_replaces_it(sandbox: Sandbox, kubectl: Kubectl) -> None:
+def test_kubectl_delete_pod_leaves_it_terminating_and_the_deployment_replaces_it(
+    sandbox: Sandbox, kubectl: Kubectl
+) -> None:
     sandbox.wait_for_ready(1, timeout_s=10)
     (pod,) = sandbox.pods()
     name = pod["metadata"]["name"]
     # 120 s of grace is 2 s at time_scale 60: long enough for the next kubectl to see it.
     deleted = kubectl(sandbox, "delete", "pod", name, "--grace-period=120", "--wait=false")
     assert deleted.stdout.strip() == f'pod "{name}" deleted'
-    rows = {line.split()[0]: line.split() for line in kubectl(sandbox, "get", "pods", "--no-headers").stdout.splitlines()}
+    rows = {
+        line.split()[0]: line.split()
+        for line in kubectl(sandbox, "get", "pods", "--no-headers").stdout.splitlines()
+    }
     assert rows[name][2] == "Terminating"
     assert len(rows) == 2  # the replacement is already there
     sandbox.wait_for_ready(1, timeout_s=10)
@@ -148,7 +224,9 @@ def test_kubectl_get_events_and_leases(sandbox: Sandbox, kubectl: Kubectl) -> No
     assert "No resources found" in kubectl(sandbox, "get", "leases").stderr
 
 
-def test_kubectl_create_needs_validate_false_because_openapi_is_not_served(sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path) -> None:
+def test_kubectl_create_needs_validate_false_because_openapi_is_not_served(
+    sandbox: Sandbox, kubectl: Kubectl, tmp_path: Path
+) -> None:
     manifest = tmp_path / "d.json"
     manifest.write_text(
         json.dumps(
@@ -159,7 +237,10 @@ def test_kubectl_create_needs_validate_false_because_openapi_is_not_served(sandb
                 "spec": {
                     "replicas": 0,
                     "selector": {"matchLabels": {"app": "other"}},
-                    "template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+                    "template": {
+                        "metadata": {"labels": {"app": "other"}},
+                        "spec": {"containers": [{"name": "c", "image": "i"}]},
+                    },
                 },
             }
         )
@@ -168,4 +249,7 @@ def test_kubectl_create_needs_validate_false_because_openapi_is_not_served(sandb
     assert refused.returncode != 0 and "failed to download openapi" in refused.stderr
     created = kubectl(sandbox, "create", "-f", str(manifest), "--validate=false")
     assert created.stdout.strip() == "deployment.apps/other created"
-    assert kubectl(sandbox, "delete", "deploy", "other").stdout.strip() == 'deployment.apps "other" deleted'
+    assert (
+        kubectl(sandbox, "delete", "deploy", "other").stdout.strip()
+        == 'deployment.apps "other" deleted'
+    )

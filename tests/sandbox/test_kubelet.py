@@ -20,7 +20,9 @@ from rlscale.sandbox.runner import deployment_manifest
 NS, NAME = "default", "llm"
 
 
-def setup(profile: ServiceProfile, replicas: int = 1, seed: int = 0) -> tuple[Store, ClusterController, ManualClock]:
+def setup(
+    profile: ServiceProfile, replicas: int = 1, seed: int = 0
+) -> tuple[Store, ClusterController, ManualClock]:
     store = Store()
     clock = ManualClock()
     ctl = ClusterController(store, profile, clock, seed=seed, pending_share=0.5)
@@ -29,21 +31,27 @@ def setup(profile: ServiceProfile, replicas: int = 1, seed: int = 0) -> tuple[St
 
 
 def scale(store: Store, replicas: int) -> None:
-    store.patch(DEPLOYMENTS, NS, NAME, "application/merge-patch+json", {"spec": {"replicas": replicas}})
+    store.patch(
+        DEPLOYMENTS, NS, NAME, "application/merge-patch+json", {"spec": {"replicas": replicas}}
+    )
 
 
 def pods(store: Store) -> list[dict]:
     return store.list(PODS, NS)
 
 
-def test_new_pod_is_pending_then_running_then_ready_after_its_cold_start(tiny_profile: ServiceProfile) -> None:
+def test_new_pod_is_pending_then_running_then_ready_after_its_cold_start(
+    tiny_profile: ServiceProfile,
+) -> None:
     store, ctl, clock = setup(tiny_profile)
     ctl.tick()
     (pod,) = pods(store)
     cold = ctl.timelines[pod["metadata"]["uid"]].cold_start_s
     assert 20.0 <= cold <= 40.0
     assert pod["status"]["phase"] == "Pending"
-    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+    assert (
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
+    )
     assert not is_ready(pod)
 
     clock.advance(cold * 0.5 + 0.01)
@@ -69,7 +77,9 @@ def test_tick_reports_when_the_next_transition_is_due(tiny_profile: ServiceProfi
     assert ctl.tick() is None
 
 
-def test_cold_starts_are_drawn_from_the_profile_and_reproducible_with_a_seed(tiny_profile: ServiceProfile) -> None:
+def test_cold_starts_are_drawn_from_the_profile_and_reproducible_with_a_seed(
+    tiny_profile: ServiceProfile,
+) -> None:
     def draws(seed: int) -> list[float]:
         store, ctl, _ = setup(tiny_profile, replicas=5, seed=seed)
         ctl.tick()
@@ -88,9 +98,15 @@ def test_pods_are_named_and_labelled_like_replicaset_pods(tiny_profile: ServiceP
         meta = pod["metadata"]
         h = meta["labels"]["pod-template-hash"]
         assert meta["labels"]["app"] == NAME
-        assert meta["name"].startswith(f"{NAME}-{h}-") and len(meta["name"]) == len(f"{NAME}-{h}-") + 5
+        assert (
+            meta["name"].startswith(f"{NAME}-{h}-") and len(meta["name"]) == len(f"{NAME}-{h}-") + 5
+        )
         (owner,) = meta["ownerReferences"]
-        assert owner["kind"] == "ReplicaSet" and owner["name"] == f"{NAME}-{h}" and owner["controller"] is True
+        assert (
+            owner["kind"] == "ReplicaSet"
+            and owner["name"] == f"{NAME}-{h}"
+            and owner["controller"] is True
+        )
 
 
 def ready_all(ctl: ClusterController, clock: ManualClock) -> None:
@@ -130,7 +146,9 @@ def test_scale_down_prefers_pods_that_are_not_ready(tiny_profile: ServiceProfile
     assert live == ready_names
 
 
-def test_terminating_pod_turns_unready_and_is_removed_after_its_grace_period(tiny_profile: ServiceProfile) -> None:
+def test_terminating_pod_turns_unready_and_is_removed_after_its_grace_period(
+    tiny_profile: ServiceProfile,
+) -> None:
     store, ctl, clock = setup(tiny_profile, replicas=1)
     ready_all(ctl, clock)
     scale(store, 0)
@@ -146,7 +164,9 @@ def test_terminating_pod_turns_unready_and_is_removed_after_its_grace_period(tin
     assert pods(store) == []
 
 
-def test_deployment_status_counts_replicas_ready_available_and_observed_generation(tiny_profile: ServiceProfile) -> None:
+def test_deployment_status_counts_replicas_ready_available_and_observed_generation(
+    tiny_profile: ServiceProfile,
+) -> None:
     store, ctl, clock = setup(tiny_profile, replicas=2)
     ctl.tick()
     d = store.get(DEPLOYMENTS, NS, NAME)
@@ -177,7 +197,9 @@ def test_scaling_emits_scaling_replicaset_events(tiny_profile: ServiceProfile) -
     scale(store, 1)
     ctl.tick()
     messages = [e["message"] for e in store.list(EVENTS, NS)]
-    assert any(m.startswith("Scaled up replica set llm-") and m.endswith("to 2 from 0") for m in messages)
+    assert any(
+        m.startswith("Scaled up replica set llm-") and m.endswith("to 2 from 0") for m in messages
+    )
     assert any(m.endswith("to 1 from 2") for m in messages)
     assert {e["reason"] for e in store.list(EVENTS, NS)} == {"ScalingReplicaSet"}
 

@@ -37,7 +37,9 @@ RFC7386_EXAMPLES = [
 
 
 @pytest.mark.parametrize(("original", "patch", "expected"), RFC7386_EXAMPLES)
-def test_merge_patch_follows_rfc_7386_appendix_a(original: object, patch: object, expected: object) -> None:
+def test_merge_patch_follows_rfc_7386_appendix_a(
+    original: object, patch: object, expected: object
+) -> None:
     assert merge_patch(original, patch) == expected
 
 
@@ -48,7 +50,10 @@ def test_merge_patch_does_not_modify_its_input() -> None:
 
 
 def test_json_patch_applies_each_rfc_6902_operation() -> None:
-    doc = {"spec": {"replicas": 1, "list": ["a", "c"]}, "metadata": {"labels": {"a/b": "x", "m~n": "y"}}}
+    doc = {
+        "spec": {"replicas": 1, "list": ["a", "c"]},
+        "metadata": {"labels": {"a/b": "x", "m~n": "y"}},
+    }
     out = json_patch(
         doc,
         [
@@ -70,7 +75,9 @@ def test_json_patch_applies_each_rfc_6902_operation() -> None:
 
 def test_json_patch_with_a_failing_test_operation_applies_nothing() -> None:
     with pytest.raises(PatchApplyError, match="testing value /spec/replicas failed"):
-        json_patch({"spec": {"replicas": 1}}, [{"op": "test", "path": "/spec/replicas", "value": 2}])
+        json_patch(
+            {"spec": {"replicas": 1}}, [{"op": "test", "path": "/spec/replicas", "value": 2}]
+        )
 
 
 def test_json_patch_replacing_a_missing_path_is_an_apply_error() -> None:
@@ -88,7 +95,10 @@ def test_json_patch_that_is_not_a_list_of_operations_is_a_format_error() -> None
 def test_strategic_merge_merges_containers_by_name_and_replaces_other_lists() -> None:
     pod = {
         "spec": {
-            "containers": [{"name": "vllm", "image": "v1", "args": ["--a"]}, {"name": "sidecar", "image": "s1"}],
+            "containers": [
+                {"name": "vllm", "image": "v1", "args": ["--a"]},
+                {"name": "sidecar", "image": "s1"},
+            ],
             "tolerations": [{"key": "gpu"}],
         }
     }
@@ -110,14 +120,23 @@ def test_strategic_merge_merges_containers_by_name_and_replaces_other_lists() ->
 
 
 def test_strategic_merge_understands_patch_directives() -> None:
-    pod = {"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}, "metadata": {"labels": {"k": "v"}}}
-    deleted = strategic_merge_patch(pod, {"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})
+    pod = {
+        "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]},
+        "metadata": {"labels": {"k": "v"}},
+    }
+    deleted = strategic_merge_patch(
+        pod, {"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}
+    )
     assert deleted["spec"]["containers"] == [{"name": "b", "image": "y"}]
-    replaced = strategic_merge_patch(pod, {"metadata": {"labels": {"$patch": "replace", "only": "this"}}})
+    replaced = strategic_merge_patch(
+        pod, {"metadata": {"labels": {"$patch": "replace", "only": "this"}}}
+    )
     assert replaced["metadata"]["labels"] == {"only": "this"}
     nulled = strategic_merge_patch(pod, {"metadata": {"labels": {"k": None}}})
     assert nulled["metadata"]["labels"] == {}
-    ordered = strategic_merge_patch(pod, {"$setElementOrder/containers": [{"name": "b"}], "spec": {}})
+    ordered = strategic_merge_patch(
+        pod, {"$setElementOrder/containers": [{"name": "b"}], "spec": {}}
+    )
     assert ordered == pod
 
 
@@ -125,8 +144,8 @@ def test_apply_patch_dispatches_on_content_type() -> None:
     obj = {"spec": {"replicas": 1}}
     for ctype in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
         assert apply_patch(ctype, obj, {"spec": {"replicas": 4}}) == {"spec": {"replicas": 4}}
-    assert apply_patch(JSON_PATCH, obj, [{"op": "replace", "path": "/spec/replicas", "value": 4}]) == {
-        "spec": {"replicas": 4}
-    }
+    assert apply_patch(
+        JSON_PATCH, obj, [{"op": "replace", "path": "/spec/replicas", "value": 4}]
+    ) == {"spec": {"replicas": 4}}
     with pytest.raises(PatchFormatError):
         apply_patch(MERGE_PATCH, obj, [1])

@@ -55,7 +55,14 @@ class RecordingModel:
     def __init__(self) -> None:
         self.calls: list[tuple[int, float, float]] = []
 
-    def step(self, ready_replicas: int, arrivals: float, prompt_tokens: float, output_tokens: float, dt_s: float) -> Snap:
+    def step(
+        self,
+        ready_replicas: int,
+        arrivals: float,
+        prompt_tokens: float,
+        output_tokens: float,
+        dt_s: float,
+    ) -> Snap:
         self.calls.append((ready_replicas, arrivals, dt_s))
         return Snap(requests_waiting=4.0 * max(arrivals, 0.0) / max(ready_replicas, 1))
 
@@ -105,15 +112,23 @@ def test_pod_metrics_use_vllm_and_dcgm_names_labels_and_buckets() -> None:
     assert sample(text, "vllm:kv_cache_usage_perc", **model) == 0.5  # a per-replica mean, not split
     assert sample(text, "vllm:prompt_tokens_total", **model) == 5120.0
     assert sample(text, "vllm:request_success_total", finished_reason="stop", **model) == 5.0
-    ttft_les = [s.labels["le"] for s in fams["vllm:time_to_first_token_seconds"].samples if s.name.endswith("_bucket")]  # type: ignore[attr-defined]
+    ttft_les = [
+        s.labels["le"]
+        for s in fams["vllm:time_to_first_token_seconds"].samples
+        if s.name.endswith("_bucket")
+    ]  # type: ignore[attr-defined]
     assert [float(le) for le in ttft_les[:-1]] == list(TTFT_BUCKETS_S) and ttft_les[-1] == "+Inf"
     gpus = [s.labels for s in fams["DCGM_FI_DEV_GPU_UTIL"].samples]  # type: ignore[attr-defined]
-    assert [g["gpu"] for g in gpus] == ["0", "1"] and all(g["UUID"].startswith("GPU-") for g in gpus)
+    assert [g["gpu"] for g in gpus] == ["0", "1"] and all(
+        g["UUID"].startswith("GPU-") for g in gpus
+    )
     assert sample(text, "DCGM_FI_DEV_GPU_UTIL", gpu="0") == 90.0
     assert "pod" not in text  # pod/namespace are target labels, added by Prometheus
 
 
-def test_openmetrics_scrape_spells_vllm_names_with_underscores_like_prometheus_client(tiny_metrics: PodMetrics) -> None:
+def test_openmetrics_scrape_spells_vllm_names_with_underscores_like_prometheus_client(
+    tiny_metrics: PodMetrics,
+) -> None:
     body, ctype = render(tiny_metrics, OPENMETRICS_ACCEPT)
     text = body.decode()
     assert ctype.startswith("application/openmetrics-text")
@@ -122,7 +137,9 @@ def test_openmetrics_scrape_spells_vllm_names_with_underscores_like_prometheus_c
     pinned, _ = render(tiny_metrics, OPENMETRICS_ACCEPT, spelling="colon")
     assert "\nvllm:num_requests_waiting{" in pinned.decode()
     underscore, _ = render(tiny_metrics, "text/plain", spelling="underscore")
-    assert "\nvllm_num_requests_waiting{" in underscore.decode() and "vllm:" not in underscore.decode()
+    assert (
+        "\nvllm_num_requests_waiting{" in underscore.decode() and "vllm:" not in underscore.decode()
+    )
 
 
 @pytest.fixture
@@ -136,8 +153,19 @@ def test_counters_and_histograms_only_grow_and_histograms_are_cumulative() -> No
     m = PodMetrics("m")
     previous = None
     for i in range(20):
-        m.apply(Snap(completed=float(i % 3), started=float(i % 4), ttft_p50_s=0.1 * (i + 1)), share=1 / 3, output_tokens=200)
-        current = (m.prompt_tokens, m.generation_tokens, m.request_success, m.ttft.count, m.e2e.count, m.ttft.total)
+        m.apply(
+            Snap(completed=float(i % 3), started=float(i % 4), ttft_p50_s=0.1 * (i + 1)),
+            share=1 / 3,
+            output_tokens=200,
+        )
+        current = (
+            m.prompt_tokens,
+            m.generation_tokens,
+            m.request_success,
+            m.ttft.count,
+            m.e2e.count,
+            m.ttft.total,
+        )
         if previous is not None:
             assert all(c >= p for c, p in zip(current, previous, strict=True))
         previous = current
@@ -168,18 +196,26 @@ def test_workload_cursor_conserves_arrivals_across_steps_and_laps() -> None:
     cursor = WorkloadCursor(w)
     edges = np.linspace(0.0, 75.0, 41)
     total = sum(cursor.take(a, b)[0] for a, b in zip(edges[:-1], edges[1:], strict=True))
-    assert total == pytest.approx(40.0 * 2 + 10.0)  # two 30 s laps, then 15 s: bin 0 and half of empty bin 1
+    assert total == pytest.approx(
+        40.0 * 2 + 10.0
+    )  # two 30 s laps, then 15 s: bin 0 and half of empty bin 1
     arrivals, prompt, output = cursor.take(0.0, 30.0)
     assert arrivals == pytest.approx(40.0) and prompt == pytest.approx((10 * 100 + 30 * 300) / 40)
     assert cursor.take(12.0, 18.0) == (0.0, 500.0, 50.0)  # an empty bin keeps its sizes
     assert WorkloadCursor(w, loop=False).take(30.0, 60.0)[0] == 0.0
 
 
-def test_ready_pods_serve_metrics_and_not_ready_pods_refuse_scrapes(make_sandbox: Callable[..., Sandbox]) -> None:
+def test_ready_pods_serve_metrics_and_not_ready_pods_refuse_scrapes(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
     sb = make_sandbox(replicas=1, time_scale=20)
     (pod,) = sb.pods()
     port = int(pod["metadata"]["annotations"]["prometheus.io/port"])
-    assert pod["spec"]["containers"][0]["ports"][-1] == {"name": "metrics", "containerPort": port, "protocol": "TCP"}
+    assert pod["spec"]["containers"][0]["ports"][-1] == {
+        "name": "metrics",
+        "containerPort": port,
+        "protocol": "TCP",
+    }
     with pytest.raises(urllib.error.URLError):
         scrape(f"http://127.0.0.1:{port}/metrics")  # still cold-starting: nothing listens yet
     sb.wait_for_ready(1, timeout_s=10)
@@ -189,11 +225,17 @@ def test_ready_pods_serve_metrics_and_not_ready_pods_refuse_scrapes(make_sandbox
     assert scrape(f"http://127.0.0.1:{port}/health")[0] == ""
 
 
-def test_replay_serves_with_the_ready_pods_only_and_splits_totals_evenly(make_sandbox: Callable[..., Sandbox]) -> None:
+def test_replay_serves_with_the_ready_pods_only_and_splits_totals_evenly(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
     model = RecordingModel()
     # time_scale 20: the pods need at least 1 s to turn Ready, so the first steps see none.
     sb = make_sandbox(
-        replicas=2, time_scale=20, workload=constant_workload(10.0), model_factory=lambda _p: model, replay_period_s=0.05
+        replicas=2,
+        time_scale=20,
+        workload=constant_workload(10.0),
+        model_factory=lambda _p: model,
+        replay_period_s=0.05,
     )
     sb.wait_for(lambda: len(model.calls) >= 3, timeout_s=5)
     assert {c[0] for c in model.calls[:3]} == {0}  # nothing Ready yet: the model sees 0 replicas
@@ -214,15 +256,26 @@ def test_replay_serves_with_the_ready_pods_only_and_splits_totals_evenly(make_sa
     def shares(_store: object) -> list[float]:
         assert sb.fleet is not None and sb.last_step is not None
         per_pod = [sb.fleet.metrics_of(sb.namespace, n) for n in names]
-        return [m.waiting for m in per_pod if m is not None] + [sb.last_step.snapshot.requests_waiting]
+        return [m.waiting for m in per_pod if m is not None] + [
+            sb.last_step.snapshot.requests_waiting
+        ]
 
     a, b, total = sb.call(shares)
     assert a == pytest.approx(b) and a + b == pytest.approx(total)
 
 
-def test_the_sandbox_runs_the_real_serving_model_against_the_profile(make_sandbox: Callable[..., Sandbox]) -> None:
+def test_the_sandbox_runs_the_real_serving_model_against_the_profile(
+    make_sandbox: Callable[..., Sandbox],
+) -> None:
     sb = make_sandbox(replicas=1, workload=constant_workload(5.0), replay_period_s=0.05)
     sb.wait_for_ready(1, timeout_s=10)
-    sb.wait_for(lambda: sb.last_step is not None and sb.last_step.ready_replicas == 1 and sb.last_step.snapshot.completed > 0, timeout_s=5)
+    sb.wait_for(
+        lambda: (
+            sb.last_step is not None
+            and sb.last_step.ready_replicas == 1
+            and sb.last_step.snapshot.completed > 0
+        ),
+        timeout_s=5,
+    )
     snap = sb.last_step.snapshot  # type: ignore[union-attr]
     assert snap.requests_running > 0 and 0 < snap.kv_cache_usage <= 1

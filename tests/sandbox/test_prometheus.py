@@ -37,7 +37,14 @@ def test_config_scrapes_file_sd_targets_and_relabels_vllm_names(tmp_path: Any) -
 
 @pytest.fixture(scope="module")
 def labelled(prometheus: PrometheusProcess, tiny_profile: ServiceProfile) -> Iterator[Sandbox]:
-    sb = Sandbox(tiny_profile, constant_workload(5.0), namespace="prom-labels", replicas=2, time_scale=30, prometheus=prometheus)
+    sb = Sandbox(
+        tiny_profile,
+        constant_workload(5.0),
+        namespace="prom-labels",
+        replicas=2,
+        time_scale=30,
+        prometheus=prometheus,
+    )
     try:
         sb.start()
         sb.wait_for_ready(2, timeout_s=10)
@@ -46,27 +53,40 @@ def labelled(prometheus: PrometheusProcess, tiny_profile: ServiceProfile) -> Ite
         sb.stop()
 
 
-def test_prometheus_scrapes_each_ready_pod_with_pod_namespace_and_model_name_labels(labelled: Sandbox) -> None:
+def test_prometheus_scrapes_each_ready_pod_with_pod_namespace_and_model_name_labels(
+    labelled: Sandbox,
+) -> None:
     result = labelled.wait_for_query(
-        'vllm:num_requests_running{namespace="prom-labels",job="vllm"}', lambda r: len(r) == 2, timeout_s=15
+        'vllm:num_requests_running{namespace="prom-labels",job="vllm"}',
+        lambda r: len(r) == 2,
+        timeout_s=15,
     )
     pods = sorted(p["metadata"]["name"] for p in labelled.pods())
     assert sorted(r["metric"]["pod"] for r in result) == pods
     assert {r["metric"]["model_name"] for r in result} == {"test/tiny-llm"}
     assert {r["metric"]["container"] for r in result} == {"vllm"}
-    gpu = labelled.wait_for_query('DCGM_FI_DEV_GPU_UTIL{namespace="prom-labels",job="vllm"}', lambda r: len(r) == 2)
-    assert sorted(r["metric"]["pod"] for r in gpu) == pods and {r["metric"]["gpu"] for r in gpu} == {"0"}
+    gpu = labelled.wait_for_query(
+        'DCGM_FI_DEV_GPU_UTIL{namespace="prom-labels",job="vllm"}', lambda r: len(r) == 2
+    )
+    assert sorted(r["metric"]["pod"] for r in gpu) == pods and {
+        r["metric"]["gpu"] for r in gpu
+    } == {"0"}
     up = labelled.query('up{namespace="prom-labels",job="vllm"}')
     assert [r["value"][1] for r in up] == ["1", "1"]
     buckets = labelled.wait_for_query(
-        'sum by (le) (vllm:time_to_first_token_seconds_bucket{namespace="prom-labels",job="vllm"})', lambda r: len(r) == 23
+        'sum by (le) (vllm:time_to_first_token_seconds_bucket{namespace="prom-labels",job="vllm"})',
+        lambda r: len(r) == 23,
     )
     assert {r["metric"]["le"] for r in buckets} >= {"0.1", "2560.0", "+Inf"}
 
 
-def test_prometheus_negotiates_openmetrics_and_the_relabel_rule_restores_the_vllm_colon_names(labelled: Sandbox) -> None:
+def test_prometheus_negotiates_openmetrics_and_the_relabel_rule_restores_the_vllm_colon_names(
+    labelled: Sandbox,
+) -> None:
     # Without the rule (job vllm-raw) the pods' OpenMetrics answer is stored as vllm_*.
-    raw = labelled.wait_for_query('vllm_num_requests_waiting{namespace="prom-labels",job="vllm-raw"}', lambda r: len(r) == 2)
+    raw = labelled.wait_for_query(
+        'vllm_num_requests_waiting{namespace="prom-labels",job="vllm-raw"}', lambda r: len(r) == 2
+    )
     assert len(raw) == 2
     assert labelled.query('vllm:num_requests_waiting{namespace="prom-labels",job="vllm-raw"}') == []
     # With it (job vllm) only the colon spelling exists.
@@ -86,7 +106,11 @@ def test_scaling_through_the_scale_subresource_brings_pods_ready_after_their_col
     ns, time_scale = "prom-e2e", 30.0
     capacity = tiny_profile.capacity_rps()
     sb = make_sandbox(
-        namespace=ns, replicas=1, time_scale=time_scale, prometheus=prometheus, workload=constant_workload(1.5 * capacity)
+        namespace=ns,
+        replicas=1,
+        time_scale=time_scale,
+        prometheus=prometheus,
+        workload=constant_workload(1.5 * capacity),
     )
     api = client_for(sb)
     apps, core = k8s.AppsV1Api(api), k8s.CoreV1Api(api)
@@ -123,7 +147,11 @@ def test_scaling_through_the_scale_subresource_brings_pods_ready_after_their_col
 
     # The new pods exist at once but are not Ready, and Prometheus still scrapes one target.
     pods = core.list_namespaced_pod(ns).items
-    not_ready = [p for p in pods if not any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+    not_ready = [
+        p
+        for p in pods
+        if not any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
     assert len(pods) == 4 and len(not_ready) == 3
     assert {p.status.phase for p in not_ready} <= {"Pending", "Running"}
     assert value(sb.query(ready_targets)) == 1

@@ -34,7 +34,10 @@ def test_label_selector_string_syntax(selector: str, matches: bool) -> None:
 
 def test_label_selector_from_match_labels_and_expressions_round_trips_to_a_string() -> None:
     sel = LabelSelector.from_label_selector(
-        {"matchLabels": {"b": "2", "a": "1"}, "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}]}
+        {
+            "matchLabels": {"b": "2", "a": "1"},
+            "matchExpressions": [{"key": "c", "operator": "In", "values": ["x", "y"]}],
+        }
     )
     assert sel.to_string() == "a=1,b=2,c in (x,y)"
     assert LabelSelector.parse(sel.to_string()) == sel

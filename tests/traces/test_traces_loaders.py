@@ -35,9 +35,15 @@ def test_azure_bins_start_on_the_clock_in_utc(shared_data: Path) -> None:
 def test_azure_sizes_are_request_weighted_means_with_the_trace_cvs(shared_data: Path) -> None:
     raw = pd.read_csv(shared_data / "azure_llm_2023_conv.csv")
     w = load_workload(shared_data / "azure_llm_2023_conv.csv", interval_s=60.0)
-    assert np.average(w.prompt_tokens, weights=w.arrivals) == pytest.approx(raw.ContextTokens.mean())
-    assert np.average(w.output_tokens, weights=w.arrivals) == pytest.approx(raw.GeneratedTokens.mean())
-    assert w.prompt_tokens_cv == pytest.approx(raw.ContextTokens.std(ddof=0) / raw.ContextTokens.mean())
+    assert np.average(w.prompt_tokens, weights=w.arrivals) == pytest.approx(
+        raw.ContextTokens.mean()
+    )
+    assert np.average(w.output_tokens, weights=w.arrivals) == pytest.approx(
+        raw.GeneratedTokens.mean()
+    )
+    assert w.prompt_tokens_cv == pytest.approx(
+        raw.ContextTokens.std(ddof=0) / raw.ContextTokens.mean()
+    )
     assert w.output_tokens_cv == pytest.approx(0.77, abs=0.01)
     assert w.total_requests == 19_366
 
@@ -58,7 +64,9 @@ def test_empty_bins_get_the_workload_mean_size(tmp_path: Path) -> None:
 
 def test_requests_parquet_loads_like_the_csv(tmp_path: Path) -> None:
     t = [0.5, 1.5, 1.6, 4.0]
-    df = pd.DataFrame({"timestamp": t, "prompt_tokens": [1, 2, 3, 4], "output_tokens": [5, 6, 7, 8]})
+    df = pd.DataFrame(
+        {"timestamp": t, "prompt_tokens": [1, 2, 3, 4], "output_tokens": [5, 6, 7, 8]}
+    )
     df.to_parquet(tmp_path / "r.parquet")
     df.to_csv(tmp_path / "r.csv", index=False)
     a, b = load_workload(tmp_path / "r.parquet"), load_workload(tmp_path / "r.csv")

@@ -40,7 +40,9 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
         ("1.0,100,10\ninf,200,20\n", ("row 2", "field 'timestamp'", "finite")),
     ],
 )
-def test_bad_values_name_the_row_and_field(tmp_path: Path, body: str, expected: tuple[str, ...]) -> None:
+def test_bad_values_name_the_row_and_field(
+    tmp_path: Path, body: str, expected: tuple[str, ...]
+) -> None:
     _fails(_write(tmp_path, "req.csv", REQ_HEADER + body), *expected)
 
 
@@ -77,11 +79,18 @@ def test_a_file_of_another_format_is_reported(tmp_path: Path) -> None:
 
 
 def test_an_unknown_header_asks_for_the_format(tmp_path: Path) -> None:
-    _fails(_write(tmp_path, "x.csv", "a,b\n1,2\n"), "cannot tell the trace format", "azure, servegen")
+    _fails(
+        _write(tmp_path, "x.csv", "a,b\n1,2\n"), "cannot tell the trace format", "azure, servegen"
+    )
 
 
 def test_an_unknown_format_name_lists_the_known_ones(tmp_path: Path) -> None:
-    _fails(_write(tmp_path, "req.csv", REQ_HEADER + "1,2,3\n"), "unknown format 'csv'", "jsonl", fmt="csv")
+    _fails(
+        _write(tmp_path, "req.csv", REQ_HEADER + "1,2,3\n"),
+        "unknown format 'csv'",
+        "jsonl",
+        fmt="csv",
+    )
 
 
 def test_a_missing_file_and_a_directory_are_reported(tmp_path: Path) -> None:
@@ -111,11 +120,23 @@ def test_unsorted_azure_timestamps_name_the_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [
-        ('{"timestamp": 0, "input_length": 1, "output_length": 1}\n{"timestamp": 5, "input_len', ("line 2", "not valid JSON")),
+        (
+            '{"timestamp": 0, "input_length": 1, "output_length": 1}\n{"timestamp": 5, "input_len',
+            ("line 2", "not valid JSON"),
+        ),
         ('{"timestamp": 0, "input_length": 1}\n', ("line 1", "field 'output_length'", "missing")),
-        ('{"timestamp": 0, "input_length": -1, "output_length": 1}\n', ("line 1", "field 'input_length'", ">= 0")),
-        ('{"timestamp": "x", "input_length": 1, "output_length": 1}\n', ("line 1", "field 'timestamp'", "'x'")),
-        ('{"timestamp": null, "input_length": 1, "output_length": 1}\n', ("line 1", "field 'timestamp'")),
+        (
+            '{"timestamp": 0, "input_length": -1, "output_length": 1}\n',
+            ("line 1", "field 'input_length'", ">= 0"),
+        ),
+        (
+            '{"timestamp": "x", "input_length": 1, "output_length": 1}\n',
+            ("line 1", "field 'timestamp'", "'x'"),
+        ),
+        (
+            '{"timestamp": null, "input_length": 1, "output_length": 1}\n',
+            ("line 1", "field 'timestamp'"),
+        ),
         (
             '{"timestamp": 9, "input_length": 1, "output_length": 1}\n{"timestamp": 3, "input_length": 1, "output_length": 1}\n',
             ("line 2", "sorted"),
@@ -123,7 +144,9 @@ def test_unsorted_azure_timestamps_name_the_row(tmp_path: Path) -> None:
         ("[1, 2, 3]\n", ("line 1", "JSON object")),
     ],
 )
-def test_bad_jsonl_names_the_line_and_field(tmp_path: Path, lines: str, expected: tuple[str, ...]) -> None:
+def test_bad_jsonl_names_the_line_and_field(
+    tmp_path: Path, lines: str, expected: tuple[str, ...]
+) -> None:
     _fails(_write(tmp_path, "t.jsonl", lines), *expected)
 
 
@@ -141,7 +164,12 @@ def test_a_bad_servegen_family_names_the_row(tmp_path: Path) -> None:
 
 def test_a_servegen_window_off_the_10_minute_grid_names_the_row(tmp_path: Path) -> None:
     body = "window_start_s,total_rate_rps,is_gap\n0,1.0,0\n650,1.0,0\n"
-    _fails(_write(tmp_path, "x_total_10min.csv", body), "row 2", "field 'window_start_s'", "multiple of 600")
+    _fails(
+        _write(tmp_path, "x_total_10min.csv", body),
+        "row 2",
+        "field 'window_start_s'",
+        "multiple of 600",
+    )
 
 
 def test_a_servegen_totals_file_of_only_gaps_is_reported(tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def test_m_mid_clients_use_the_sibling_totals_to_mask_gaps(m_mid_clients: Worklo
     assert np.all(ten[gaps] > 300)
 
 
-def test_clients_rebuild_keeps_every_window_total(shared_data: Path, m_large_clients: tuple[Workload, float]) -> None:
+def test_clients_rebuild_keeps_every_window_total(
+    shared_data: Path, m_large_clients: tuple[Workload, float]
+) -> None:
     w, _ = m_large_clients
     rows = pd.read_csv(shared_data / "servegen_language_m-large_clients_10min.csv")
     expected = float((rows.rate_rps * 600).sum())
@@ -81,7 +83,9 @@ def test_clients_rebuild_is_burstier_than_poisson(m_large_clients: tuple[Workloa
     assert np.median(_per_window_dispersion(w)) > 2.0
 
 
-def test_loading_m_large_clients_at_1s_for_14_days_takes_seconds(m_large_clients: tuple[Workload, float]) -> None:
+def test_loading_m_large_clients_at_1s_for_14_days_takes_seconds(
+    m_large_clients: tuple[Workload, float],
+) -> None:
     w, elapsed_s = m_large_clients
     assert w.n_bins == 1_209_600
     # ~3 s on 2 shared cores; the bound leaves room for a busy machine
@@ -96,12 +100,21 @@ def _clients_file(tmp_path: Path, rows: list[str], name: str = "x_clients_10min.
 
 @pytest.mark.parametrize(
     ("rate_rps", "path"),
-    [(1.0, "exact"), (5.0, "solo")],  # 600 requests per window (exact) and 3,000 (Dirichlet-multinomial)
+    [
+        (1.0, "exact"),
+        (5.0, "solo"),
+    ],  # 600 requests per window (exact) and 3,000 (Dirichlet-multinomial)
 )
-def test_bursty_clients_are_overdispersed_and_regular_ones_are_not(tmp_path: Path, rate_rps: float, path: str) -> None:
+def test_bursty_clients_are_overdispersed_and_regular_ones_are_not(
+    tmp_path: Path, rate_rps: float, path: str
+) -> None:
     windows = range(0, 6 * 600, 600)
-    bursty = _clients_file(tmp_path, [f"0,{t},{rate_rps},3.16,Gamma,0.1,1.0" for t in windows], "b_clients_10min.csv")
-    regular = _clients_file(tmp_path, [f"0,{t},{rate_rps},0.5,Gamma,4.0,1.0" for t in windows], "r_clients_10min.csv")
+    bursty = _clients_file(
+        tmp_path, [f"0,{t},{rate_rps},3.16,Gamma,0.1,1.0" for t in windows], "b_clients_10min.csv"
+    )
+    regular = _clients_file(
+        tmp_path, [f"0,{t},{rate_rps},0.5,Gamma,4.0,1.0" for t in windows], "r_clients_10min.csv"
+    )
     wb, wr = load_workload(bursty), load_workload(regular)
     key = "client_windows_exact" if path == "exact" else "client_windows_solo"
     assert wb.meta[key] == 6
@@ -148,7 +161,9 @@ def test_a_sibling_totals_file_turns_an_empty_window_into_a_masked_gap(tmp_path:
 
 
 def test_the_clients_rebuild_is_deterministic_given_the_seed(tmp_path: Path) -> None:
-    f = _clients_file(tmp_path, [f"{c},0,{r},2.0,Weibull,0.5,1.0" for c, r in enumerate((0.5, 3.0, 9.0))])
+    f = _clients_file(
+        tmp_path, [f"{c},0,{r},2.0,Weibull,0.5,1.0" for c, r in enumerate((0.5, 3.0, 9.0))]
+    )
     a, b, c = (load_servegen(f, seed=s) for s in (7, 7, 8))
     np.testing.assert_array_equal(a.arrivals, b.arrivals)
     assert not np.array_equal(a.arrivals, c.arrivals)

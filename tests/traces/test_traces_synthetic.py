@@ -10,7 +10,9 @@ from rlscale.traces.synthetic import diurnal_shape
 
 
 def test_peak_over_trough_is_one_over_the_trough_ratio() -> None:
-    w = synthetic_workload(days=1.0, interval_s=10.0, trough_ratio=0.15, bursts_per_day=0, noise_cv=0, weekly=False)
+    w = synthetic_workload(
+        days=1.0, interval_s=10.0, trough_ratio=0.15, bursts_per_day=0, noise_cv=0, weekly=False
+    )
     ten = w.rebin(600.0).rate_rps
     assert ten.max() / ten.min() == pytest.approx(1 / 0.15, rel=0.1)
     assert 3.0 <= np.argmin(ten) / 6 <= 5.0  # trough around 04:00

@@ -23,7 +23,9 @@ from rlscale.traces import (
 from rlscale.traces.workload import Workload
 
 
-def _workload(arrivals: Sequence[float] | np.ndarray, interval_s: float = 1.0, start_s: float = 0.0) -> Workload:
+def _workload(
+    arrivals: Sequence[float] | np.ndarray, interval_s: float = 1.0, start_s: float = 0.0
+) -> Workload:
     a = np.asarray(arrivals, dtype=float)
     return Workload(
         name="w",
@@ -41,7 +43,9 @@ counts = st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size
 
 @settings(max_examples=60, deadline=None)
 @given(counts, st.sampled_from([0.5, 1.0, 2.0]), st.floats(min_value=0.3, max_value=500.0))
-def test_rebinning_conserves_total_arrivals(arrivals: list[int], interval_s: float, new_interval_s: float) -> None:
+def test_rebinning_conserves_total_arrivals(
+    arrivals: list[int], interval_s: float, new_interval_s: float
+) -> None:
     w = _workload(arrivals, interval_s)
     r = w.rebin(new_interval_s)
     assert r.total_requests == pytest.approx(w.total_requests, rel=1e-9, abs=1e-6)
@@ -64,7 +68,9 @@ def test_compress_time_keeps_rates_and_divides_totals(arrivals: list[int], facto
 def test_superpose_conserves_the_sum_of_totals(a: list[int], b: list[int], offset: int) -> None:
     wa, wb = _workload(a, 1.0, 1000.0), _workload(b, 2.0, 1000.0 + offset)
     s = superpose(wa, wb)
-    assert s.total_requests == pytest.approx(wa.total_requests + wb.total_requests, rel=1e-9, abs=1e-6)
+    assert s.total_requests == pytest.approx(
+        wa.total_requests + wb.total_requests, rel=1e-9, abs=1e-6
+    )
     assert s.interval_s == 1.0
     assert s.start_s == min(wa.start_s, wb.start_s)
 
@@ -97,7 +103,9 @@ def test_scale_to_fleet_sizes_the_peak_minute_for_the_replicas() -> None:
     per_minute = s.rebin(60.0).rate_rps
     assert np.quantile(per_minute, 0.99) == pytest.approx(180.0)
     step = s.meta["transforms"][-1]
-    assert step["op"] == "scale_to_fleet" and step["factor"] == pytest.approx(s.total_requests / w.total_requests)
+    assert step["op"] == "scale_to_fleet" and step["factor"] == pytest.approx(
+        s.total_requests / w.total_requests
+    )
     raw = scale_to_fleet(w, 12, 15.0, peak_quantile=1.0, over_s=None)
     assert raw.rate_rps.max() == pytest.approx(180.0)
 
@@ -108,12 +116,23 @@ def test_superposed_sizes_are_request_weighted_with_pooled_cvs(shared_data: Path
     code = load_workload(shared_data / "azure_llm_2023_code.csv")
     conv = load_workload(shared_data / "azure_llm_2023_conv.csv")
     both = superpose(code, conv)
-    raw = pd.concat([pd.read_csv(shared_data / f) for f in ("azure_llm_2023_code.csv", "azure_llm_2023_conv.csv")])
+    raw = pd.concat(
+        [
+            pd.read_csv(shared_data / f)
+            for f in ("azure_llm_2023_code.csv", "azure_llm_2023_conv.csv")
+        ]
+    )
     assert both.total_requests == pytest.approx(8_819 + 19_366)
     assert both.start_s == conv.start_s  # conv starts 77 s earlier
-    assert np.average(both.prompt_tokens, weights=both.arrivals) == pytest.approx(raw.ContextTokens.mean())
-    assert both.prompt_tokens_cv == pytest.approx(raw.ContextTokens.std(ddof=0) / raw.ContextTokens.mean())
-    assert both.output_tokens_cv == pytest.approx(raw.GeneratedTokens.std(ddof=0) / raw.GeneratedTokens.mean())
+    assert np.average(both.prompt_tokens, weights=both.arrivals) == pytest.approx(
+        raw.ContextTokens.mean()
+    )
+    assert both.prompt_tokens_cv == pytest.approx(
+        raw.ContextTokens.std(ddof=0) / raw.ContextTokens.mean()
+    )
+    assert both.output_tokens_cv == pytest.approx(
+        raw.GeneratedTokens.std(ddof=0) / raw.GeneratedTokens.mean()
+    )
 
 
 def test_superpose_by_start_lays_traces_over_each_other() -> None:
@@ -127,8 +146,11 @@ def test_superpose_by_start_lays_traces_over_each_other() -> None:
 
 def test_augment_is_deterministic_given_the_rng() -> None:
     w = _workload(np.full(86_400 // 10, 100.0), interval_s=10.0)
+
     def draw(seed: int) -> Workload:
-        return augment(w, np.random.default_rng(seed), rate_scale=(0.5, 2.0), noise_cv=0.2, bursts_per_day=10.0)
+        return augment(
+            w, np.random.default_rng(seed), rate_scale=(0.5, 2.0), noise_cv=0.2, bursts_per_day=10.0
+        )
 
     a, b, c = draw(1), draw(1), draw(2)
     np.testing.assert_array_equal(a.arrivals, b.arrivals)

@@ -19,7 +19,9 @@ from tests.policies.windows import fixed_windows
 
 DATA = resolve_path("../shared/data/azure_llm_2023_code.csv")
 # CI always has ../shared/data beside the repository: there a missing file fails, never skips
-pytestmark = pytest.mark.skipif(not DATA.exists() and os.environ.get("CI") != "true", reason="needs ../shared/data")
+pytestmark = pytest.mark.skipif(
+    not DATA.exists() and os.environ.get("CI") != "true", reason="needs ../shared/data"
+)
 
 
 def tiny_config(tmp_path: Path) -> Path:
@@ -31,12 +33,19 @@ def tiny_config(tmp_path: Path) -> Path:
         "total_timesteps": 2048,
         "out": str(tmp_path / "ck"),
         "tensorboard_log": str(tmp_path / "runs"),
-        "env": {"episode_s": 3600, "limits": {"max_replicas": 16, "max_warm_replicas": 2},
-                "slo_weight_range": [5.0, 80.0]},
+        "env": {
+            "episode_s": 3600,
+            "limits": {"max_replicas": 16, "max_warm_replicas": 2},
+            "slo_weight_range": [5.0, 80.0],
+        },
         "workloads": [{"path": str(DATA), "peak_replicas": [3, 8], "copies": 2}],
         "ppo": {"n_steps": 128, "batch_size": 128, "n_epochs": 2, "net_arch": [16, 16]},
-        "eval": {"every_steps": 1024, "seeds": [0], "slo_weights": [5.0, 40.0],
-                 "workloads": [{"path": f"{DATA}@0:{0.25 / 24}", "peak_replicas": [4, 4]}]},  # 15 min
+        "eval": {
+            "every_steps": 1024,
+            "seeds": [0],
+            "slo_weights": [5.0, 40.0],
+            "workloads": [{"path": f"{DATA}@0:{0.25 / 24}", "peak_replicas": [4, 4]}],
+        },  # 15 min
     }
     p = tmp_path / "tiny.yaml"
     p.write_text(yaml.safe_dump(cfg))
@@ -53,13 +62,28 @@ def test_train_command_writes_a_checkpoint_that_round_trips(tmp_path: Path) -> N
     def _noop() -> None:  # a second command so typer keeps `train` as a subcommand
         pass
 
-    r = CliRunner().invoke(app, ["train", "--config", str(tiny_config(tmp_path)), "--no-progress",
-                                 "--set", "ppo.learning_rate=0.001"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--config",
+            str(tiny_config(tmp_path)),
+            "--no-progress",
+            "--set",
+            "ppo.learning_rate=0.001",
+        ],
+    )
     assert r.exit_code == 0, r.output
     ck = tmp_path / "ck"
     names = {p.name for p in ck.iterdir()}
-    assert {"policy.safetensors", "obs_norm.json", "manifest.json", "SHA256SUMS", "training_curve.json",
-            "train_state.safetensors"} <= names
+    assert {
+        "policy.safetensors",
+        "obs_norm.json",
+        "manifest.json",
+        "SHA256SUMS",
+        "training_curve.json",
+        "train_state.safetensors",
+    } <= names
     m = json.loads((ck / "manifest.json").read_text())
     assert m["training_config"]["ppo"]["learning_rate"] == 0.001
     assert m["profile"]["name"] == "llama-3.1-8b-h100"
@@ -80,11 +104,22 @@ def test_train_command_writes_a_checkpoint_that_round_trips(tmp_path: Path) -> N
 def test_score_penalises_only_the_shortfall_below_the_baseline_or_every_miss() -> None:
     from rlscale.training.train import score
 
-    base = [{"cost_usd": 100.0, "slo_attainment": 0.99}, {"cost_usd": 200.0, "slo_attainment": 0.98}]
-    above = [{"cost_usd": 90.0, "slo_attainment": 0.999}, {"cost_usd": 180.0, "slo_attainment": 0.99}]
-    below = [{"cost_usd": 90.0, "slo_attainment": 0.985}, {"cost_usd": 180.0, "slo_attainment": 0.98}]
+    base = [
+        {"cost_usd": 100.0, "slo_attainment": 0.99},
+        {"cost_usd": 200.0, "slo_attainment": 0.98},
+    ]
+    above = [
+        {"cost_usd": 90.0, "slo_attainment": 0.999},
+        {"cost_usd": 180.0, "slo_attainment": 0.99},
+    ]
+    below = [
+        {"cost_usd": 90.0, "slo_attainment": 0.985},
+        {"cost_usd": 180.0, "slo_attainment": 0.98},
+    ]
     assert score(base, base, 100.0) == pytest.approx(-1.0)
-    assert score(above, base, 100.0) == pytest.approx(-0.9)  # attainment above the baseline earns nothing
+    assert score(above, base, 100.0) == pytest.approx(
+        -0.9
+    )  # attainment above the baseline earns nothing
     assert score(below, base, 100.0) == pytest.approx(-(0.9 + 100 * 0.005 / 2))
     assert score(above, base, 100.0, "miss") == pytest.approx(-(0.9 + 100 * (0.001 + 0.01) / 2))
 
@@ -103,18 +138,44 @@ def test_served_actor_matches_sb3_deterministic_predict(tmp_path: Path) -> None:
     prof = load_profile(cfg.profile)
     ws = build_workloads(cfg.workloads, prof, cfg.env.interval_s, np.random.default_rng(0))
     env = VecNormalize(LLMAutoscaleVecEnv(prof, ws, 4, cfg.env, seed=0))
-    model = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs={"net_arch": {"pi": [16, 16], "vf": [16, 16]}})
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=64,
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": {"pi": [16, 16], "vf": [16, 16]}},
+    )
     model.learn(256)
     obs_spec, act_spec = cfg.env.observation_spec(prof), cfg.env.action_spec()
-    pol = policy_from_model(model, env, obs_spec, act_spec, hidden=[16, 16], activation="tanh",
-                            limits=cfg.env.limits, knob=True, slo_weight=20.0)
+    pol = policy_from_model(
+        model,
+        env,
+        obs_spec,
+        act_spec,
+        hidden=[16, 16],
+        activation="tanh",
+        limits=cfg.env.limits,
+        knob=True,
+        slo_weight=20.0,
+    )
     raw = np.stack([pol.observation(w) for w in fixed_windows()])
     sb3, _ = model.predict(env.normalize_obs(raw), deterministic=True)
     np.testing.assert_allclose(pol.act(raw), np.clip(sb3, -1, 1), atol=1e-5)
-    ck = save_checkpoint(tmp_path / "rt", actor_state=actor_state(model), hidden=[16, 16], activation="tanh",
-                         obs_norm=obs_norm_of(env, raw.shape[1]), obs_spec=obs_spec, act_spec=act_spec,
-                         limits=cfg.env.limits, knob=True, extra={"default_slo_weight": 20.0})
+    ck = save_checkpoint(
+        tmp_path / "rt",
+        actor_state=actor_state(model),
+        hidden=[16, 16],
+        activation="tanh",
+        obs_norm=obs_norm_of(env, raw.shape[1]),
+        obs_spec=obs_spec,
+        act_spec=act_spec,
+        limits=cfg.env.limits,
+        knob=True,
+        extra={"default_slo_weight": 20.0},
+    )
     loaded = load_policy(ck)
     assert [loaded.decide(w) for w in fixed_windows()] == [pol.decide(w) for w in fixed_windows()]
 
@@ -141,7 +202,9 @@ def test_same_seed_trains_to_identical_weights(tmp_path: Path) -> None:
         raw.update(total_timesteps=512, out=str(tmp_path / run), tensorboard_log=None)
         raw["eval"]["workloads"] = []
         out = train(TrainConfig.from_dict(raw), progress_bar=False, log=lambda s: None)
-        hashes.append(json.loads((out / "manifest.json").read_text())["files"]["policy.safetensors"])
+        hashes.append(
+            json.loads((out / "manifest.json").read_text())["files"]["policy.safetensors"]
+        )
     assert hashes[0] == hashes[1]
 
 

@@ -42,7 +42,9 @@ def test_a_bad_window_fails_at_load():
 def test_a_misspelt_baseline_fails_at_load_listing_the_policies():
     with pytest.raises(InputError) as e:
         TrainConfig.load(SHIPPED[0], ["eval.baseline=tunde"])
-    assert e.value.field == "eval.baseline" and "'tunde'" in str(e.value) and "tuned" in str(e.value)
+    assert (
+        e.value.field == "eval.baseline" and "'tunde'" in str(e.value) and "tuned" in str(e.value)
+    )
     assert "\n" not in str(e.value)
 
 
@@ -75,8 +77,14 @@ def _m(**kw: float) -> IntervalMetrics:
     return IntervalMetrics(**base)
 
 
-SPEC = ObservationSpec(replica_capacity_rps=22.0, max_batch=128.0, ttft_slo_s=2.0, tpot_slo_s=0.1,
-                       max_replicas=20.0, window=1)
+SPEC = ObservationSpec(
+    replica_capacity_rps=22.0,
+    max_batch=128.0,
+    ttft_slo_s=2.0,
+    tpot_slo_s=0.1,
+    max_replicas=20.0,
+    window=1,
+)
 
 
 def TargetUtilisationRule(u: float) -> TargetUtilisationPolicy:  # noqa: N802  (the baseline target:U, as it was named)
@@ -98,7 +106,12 @@ def test_the_target_rule_sizes_the_fleet_as_the_action_space_does():
 
 
 def test_the_target_rule_reads_missing_metrics_as_no_demand():
-    assert TargetUtilisationRule(0.7).decide([_m(arrival_rps=float("nan"), requests_waiting=float("nan"))]).replicas == 0
+    assert (
+        TargetUtilisationRule(0.7)
+        .decide([_m(arrival_rps=float("nan"), requests_waiting=float("nan"))])
+        .replicas
+        == 0
+    )
 
 
 def test_the_train_command_reports_a_bad_override_as_one_line_and_exit_status_2():
@@ -116,4 +129,7 @@ def test_the_train_command_reports_a_bad_override_as_one_line_and_exit_status_2(
 
     r = CliRunner().invoke(app, ["train", "--config", SHIPPED[0], "--set", "workloads.9.copies=2"])
     assert r.exit_code == 2
-    assert "error: training/default.yaml, field 'workloads.9':" in r.output and "Traceback" not in r.output
+    assert (
+        "error: training/default.yaml, field 'workloads.9':" in r.output
+        and "Traceback" not in r.output
+    )

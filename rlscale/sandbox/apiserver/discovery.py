@@ -22,7 +22,11 @@ from rlscale.sandbox.apiserver.resources import (
 KUBERNETES_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-rlscale-sandbox"}
 
 # Groups and versions served, in preference order ("" is the legacy core group under /api).
-GROUP_VERSIONS: dict[str, list[str]] = {"apps": ["v1"], "autoscaling": ["v1"], "coordination.k8s.io": ["v1"]}
+GROUP_VERSIONS: dict[str, list[str]] = {
+    "apps": ["v1"],
+    "autoscaling": ["v1"],
+    "coordination.k8s.io": ["v1"],
+}
 
 
 def version() -> dict[str, Any]:
@@ -41,13 +45,21 @@ def api_versions(server_address: str) -> dict[str, Any]:
     return {
         "kind": "APIVersions",
         "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
     }
 
 
 def api_group(name: str) -> dict[str, Any]:
     versions = [{"groupVersion": f"{name}/{v}", "version": v} for v in GROUP_VERSIONS[name]]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": versions, "preferredVersion": versions[0]}
+    return {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": name,
+        "versions": versions,
+        "preferredVersion": versions[0],
+    }
 
 
 def api_group_list() -> dict[str, Any]:
@@ -99,4 +111,9 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             resources.append(_entry(rt))
             resources.extend(_sub_entry(rt, sub) for sub in rt.subresources)
     gv = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": gv,
+        "resources": resources,
+    }

@@ -34,7 +34,9 @@ class FaultRule:
         object.__setattr__(self, "_pattern", re.compile(self.path_regex))
 
     def applies(self, method: str, path: str) -> bool:
-        return (not self.methods or method.upper() in self.methods) and bool(self._pattern.search(path))
+        return (not self.methods or method.upper() in self.methods) and bool(
+            self._pattern.search(path)
+        )
 
 
 @dataclass(frozen=True)

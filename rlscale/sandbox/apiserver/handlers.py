@@ -83,7 +83,12 @@ def negotiate(accept: str | None) -> Representation:
         params = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
         params.pop("q", None)
         as_ = params.get("as")
-        if media == JSON and as_ == "Table" and params.get("g") == "meta.k8s.io" and params.get("v") in ("v1", "v1beta1"):
+        if (
+            media == JSON
+            and as_ == "Table"
+            and params.get("g") == "meta.k8s.io"
+            and params.get("v") in ("v1", "v1beta1")
+        ):
             return Representation(True, f"meta.k8s.io/{params['v']}")
         if as_:
             continue
@@ -141,7 +146,12 @@ class Handlers:
                     return await self._watch(request, t)
                 return self._list(request, t)
             if method == "POST" and t.namespace is not None:
-                return json_response(self.store.create(t.resource, t.namespace, await _body(request), dry_run=_dry(q)), 201)
+                return json_response(
+                    self.store.create(
+                        t.resource, t.namespace, await _body(request), dry_run=_dry(q)
+                    ),
+                    201,
+                )
             raise st.method_not_allowed()
         ns = t.namespace or ""
         if t.subresource == "scale":
@@ -149,12 +159,25 @@ class Handlers:
         if method == "GET":
             return self._respond(request, t.resource, self.store.get(t.resource, ns, t.name))
         if method == "PUT":
-            obj = self.store.update(t.resource, ns, t.name, await _body(request), subresource=t.subresource, dry_run=_dry(q))
+            obj = self.store.update(
+                t.resource,
+                ns,
+                t.name,
+                await _body(request),
+                subresource=t.subresource,
+                dry_run=_dry(q),
+            )
             return json_response(obj)
         if method == "PATCH":
             content_type, patch = await _patch_body(request)
             obj = self.store.patch(
-                t.resource, ns, t.name, content_type, patch, subresource=t.subresource, dry_run=_dry(q)
+                t.resource,
+                ns,
+                t.name,
+                content_type,
+                patch,
+                subresource=t.subresource,
+                dry_run=_dry(q),
             )
             return json_response(obj)
         if method == "DELETE" and t.subresource is None:
@@ -177,11 +200,14 @@ class Handlers:
         raise st.method_not_allowed()
 
     # list and watch --------------------------------------------------------------------
-    def _selectors(self, request: web.Request, rt: ResourceType) -> tuple[LabelSelector, FieldSelector]:
+    def _selectors(
+        self, request: web.Request, rt: ResourceType
+    ) -> tuple[LabelSelector, FieldSelector]:
         try:
             labels = LabelSelector.parse(request.query.get("labelSelector"))
             fields = FieldSelector.parse(
-                request.query.get("fieldSelector"), _FIELD_LABELS.get(rt.key, ("metadata.name", "metadata.namespace"))
+                request.query.get("fieldSelector"),
+                _FIELD_LABELS.get(rt.key, ("metadata.name", "metadata.namespace")),
             )
         except ValueError as e:
             raise st.bad_request(f"unable to parse requirement: {e}") from None
@@ -229,7 +255,12 @@ class Handlers:
             item.pop("kind", None)
             item.pop("apiVersion", None)
         return json_response(
-            {"kind": t.resource.list_kind, "apiVersion": t.resource.api_version, "metadata": meta, "items": items}
+            {
+                "kind": t.resource.list_kind,
+                "apiVersion": t.resource.api_version,
+                "metadata": meta,
+                "items": items,
+            }
         )
 
     async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
@@ -238,16 +269,22 @@ class Handlers:
         timeout = request.query.get("timeoutSeconds")
         deadline = time.monotonic() + float(timeout) if timeout else None
         include = request.query.get("includeObject", "Metadata")
-        response = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache"}
+        )
         response.enable_chunked_encoding()
         try:
-            watcher = self.store.watch(t.resource, t.namespace, request.query.get("resourceVersion"), labels, fields)
+            watcher = self.store.watch(
+                t.resource, t.namespace, request.query.get("resourceVersion"), labels, fields
+            )
         except st.ApiError as e:
             if e.code != 410:
                 raise
             # The apiserver answers 200 and sends the 410 as an ERROR event on the stream.
             await response.prepare(request)
-            await response.write((json.dumps({"type": "ERROR", "object": e.status()}) + "\n").encode())
+            await response.write(
+                (json.dumps({"type": "ERROR", "object": e.status()}) + "\n").encode()
+            )
             await response.write_eof()
             return response
         await response.prepare(request)
@@ -294,9 +331,14 @@ class Handlers:
                 raise st.bad_request("the body of the request is not a JSON object")
             sent_name = (scale.get("metadata") or {}).get("name")
             if sent_name not in (None, name):
-                raise st.bad_request(f"the name of the object ({sent_name}) does not match the name on the URL ({name})")
+                raise st.bad_request(
+                    f"the name of the object ({sent_name}) does not match the name on the URL ({name})"
+                )
             sent_rv = (scale.get("metadata") or {}).get("resourceVersion")
-            if sent_rv not in (None, "") and str(sent_rv) != deployment["metadata"]["resourceVersion"]:
+            if (
+                sent_rv not in (None, "")
+                and str(sent_rv) != deployment["metadata"]["resourceVersion"]
+            ):
                 raise st.conflict(rt.plural, rt.group, name)
         elif request.method == "PATCH":
             content_type, patch = await _patch_body(request)
@@ -344,7 +386,9 @@ def to_scale(deployment: Obj) -> Obj:
         "kind": SCALE_KIND,
         "apiVersion": f"{SCALE_GROUP}/{SCALE_VERSION}",
         "metadata": {
-            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+            k: meta[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in meta
         },
         "spec": {"replicas": (deployment.get("spec") or {}).get("replicas", 0)},
         "status": status,

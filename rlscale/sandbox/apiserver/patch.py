@@ -140,13 +140,21 @@ def _smp_map(target: dict[str, Any], patch: dict[str, Any]) -> Any:
 
 def _smp_list(target: list[Any], patch: list[Any], merge_key: str) -> list[Any]:
     if any(isinstance(x, dict) and x.get("$patch") == "replace" for x in patch):
-        return [copy.deepcopy(x) for x in patch if not (isinstance(x, dict) and x.get("$patch") == "replace")]
+        return [
+            copy.deepcopy(x)
+            for x in patch
+            if not (isinstance(x, dict) and x.get("$patch") == "replace")
+        ]
     result = copy.deepcopy(target)
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
             raise PatchFormatError(f"list item {item!r} has no merge key {merge_key!r}")
         index = next(
-            (i for i, x in enumerate(result) if isinstance(x, dict) and x.get(merge_key) == item[merge_key]),
+            (
+                i
+                for i, x in enumerate(result)
+                if isinstance(x, dict) and x.get(merge_key) == item[merge_key]
+            ),
             None,
         )
         if item.get("$patch") == "delete":

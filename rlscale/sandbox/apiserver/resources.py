@@ -19,7 +19,9 @@ Obj = dict[str, Any]
 
 ALL_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,10 @@ def _default_deployment(obj: Obj) -> None:
     spec = obj.setdefault("spec", {})
     if spec.get("replicas") is None:
         spec["replicas"] = 1
-    spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+    spec.setdefault(
+        "strategy",
+        {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
+    )
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
     template = spec.setdefault("template", {})
@@ -137,7 +142,9 @@ def _validate_deployment(obj: Obj) -> list[Cause]:
         return [field_required("spec")]
     causes = _non_negative_int(obj, "spec.replicas")
     selector = spec.get("selector")
-    if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+    if not isinstance(selector, dict) or not (
+        selector.get("matchLabels") or selector.get("matchExpressions")
+    ):
         causes.append(field_required("spec.selector"))
     else:
         labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -148,7 +155,11 @@ def _validate_deployment(obj: Obj) -> list[Cause]:
         else:
             if not matches:
                 causes.append(
-                    field_invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+                    field_invalid(
+                        "spec.template.metadata.labels",
+                        labels,
+                        "`selector` does not match template `labels`",
+                    )
                 )
     causes += _validate_pod_spec((spec.get("template") or {}).get("spec"), "spec.template.spec")
     return causes
@@ -225,6 +236,7 @@ EVENTS = ResourceType(
     validate=_validate_event,
 )
 
+
 def _validate_hpa(obj: Obj) -> list[Cause]:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
@@ -234,7 +246,9 @@ def _validate_hpa(obj: Obj) -> list[Cause]:
         causes.append(field_required("spec.scaleTargetRef"))
     max_replicas = spec.get("maxReplicas")
     if not isinstance(max_replicas, int) or max_replicas < 1:
-        causes.append(field_invalid("spec.maxReplicas", max_replicas, "must be greater than or equal to 1"))
+        causes.append(
+            field_invalid("spec.maxReplicas", max_replicas, "must be greater than or equal to 1")
+        )
     return causes
 
 

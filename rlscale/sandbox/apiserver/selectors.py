@@ -75,13 +75,18 @@ class LabelSelector:
     @classmethod
     def from_label_selector(cls, selector: dict[str, Any]) -> LabelSelector:
         """From a metav1.LabelSelector (`matchLabels`, `matchExpressions`)."""
-        reqs = [Requirement(k, "=", (str(v),)) for k, v in sorted((selector.get("matchLabels") or {}).items())]
+        reqs = [
+            Requirement(k, "=", (str(v),))
+            for k, v in sorted((selector.get("matchLabels") or {}).items())
+        ]
         ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
         for expr in selector.get("matchExpressions") or []:
             op = ops.get(expr.get("operator", ""))
             if op is None:
                 raise ValueError(f"{expr.get('operator')!r} is not a valid selector operator")
-            reqs.append(Requirement(expr["key"], op, tuple(str(v) for v in expr.get("values") or ())))
+            reqs.append(
+                Requirement(expr["key"], op, tuple(str(v) for v in expr.get("values") or ()))
+            )
         return cls(tuple(reqs))
 
 
@@ -106,7 +111,7 @@ class FieldSelector:
                 raise ValueError(f"invalid selector: {part.strip()!r}")
             path, op, value = m[1], m[2], m[3]
             if path not in supported:
-                raise ValueError(f'field label not supported: {path}')
+                raise ValueError(f"field label not supported: {path}")
             terms.append((path, "!=" if op == "!=" else "=", value))
         return cls(tuple(terms))
 

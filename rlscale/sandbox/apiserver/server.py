@@ -104,9 +104,13 @@ class ApiServer:
 
     async def start(self) -> None:
         """Start listening (on the event loop that will own the store)."""
-        app = web.Application(middlewares=[self._log_mw, self._auth_mw, self._fault_mw, self._error_mw])
+        app = web.Application(
+            middlewares=[self._log_mw, self._auth_mw, self._fault_mw, self._error_mw]
+        )
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
@@ -146,7 +150,12 @@ class ApiServer:
     async def _auth_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.token and request.path not in _PUBLIC:
             sent = request.headers.get("Authorization")
-            if sent is None and not self.allow_anonymous or sent is not None and sent != f"Bearer {self.token}":
+            if (
+                sent is None
+                and not self.allow_anonymous
+                or sent is not None
+                and sent != f"Bearer {self.token}"
+            ):
                 return json_response(st.unauthorized().status(), 401)
         return await handler(request)
 
@@ -172,7 +181,9 @@ class ApiServer:
         except st.ApiError as e:
             return self._error(e)
         except json.JSONDecodeError:
-            return self._error(st.bad_request("the body of the request could not be decoded as JSON"))
+            return self._error(
+                st.bad_request("the body of the request could not be decoded as JSON")
+            )
         except ValueError as e:
             return self._error(st.bad_request(str(e)))
 

@@ -33,7 +33,9 @@ class ApiError(Exception):
         return failure_status(self.code, self.reason, self.message, self.details)
 
 
-def failure_status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+def failure_status(
+    code: int, reason: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
@@ -49,7 +51,12 @@ def failure_status(code: int, reason: str, message: str, details: dict[str, Any]
 
 
 def success_status(details: dict[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+    }
     if details:
         body["details"] = details
     return body
@@ -79,7 +86,10 @@ def already_exists(plural: str, group: str, name: str) -> ApiError:
 
 
 def conflict(plural: str, group: str, name: str, why: str | None = None) -> ApiError:
-    why = why or "the object has been modified; please apply your changes to the latest version and try again"
+    why = (
+        why
+        or "the object has been modified; please apply your changes to the latest version and try again"
+    )
     return ApiError(
         409,
         "Conflict",
@@ -110,12 +120,16 @@ def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> ApiError:
     must be greater than or equal to 0``."""
     parts = [f"{c.field}: {c.message}" for c in causes]
     gk = f"{kind}.{group}" if group else kind
-    message = f'{gk} "{name}" is invalid: ' + (parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]")
+    message = f'{gk} "{name}" is invalid: ' + (
+        parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    )
     details: dict[str, Any] = {"name": name}
     if group:
         details["group"] = group
     details["kind"] = kind
-    details["causes"] = [{"reason": c.reason, "message": c.message, "field": c.field} for c in causes]
+    details["causes"] = [
+        {"reason": c.reason, "message": c.message, "field": c.field} for c in causes
+    ]
     return ApiError(422, "Invalid", message, details)
 
 
@@ -129,7 +143,9 @@ def unprocessable(message: str) -> ApiError:
 
 
 def method_not_allowed() -> ApiError:
-    return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
 
 
 def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
@@ -142,7 +158,11 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> ApiError:
 
 
 def not_acceptable(accept: str) -> ApiError:
-    return ApiError(406, "NotAcceptable", f"only the following media types are accepted: application/json (got {accept})")
+    return ApiError(
+        406,
+        "NotAcceptable",
+        f"only the following media types are accepted: application/json (got {accept})",
+    )
 
 
 def unauthorized() -> ApiError:

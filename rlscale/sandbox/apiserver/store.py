@@ -144,7 +144,9 @@ class Store:
         labels = labels or LabelSelector()
         fields = fields or FieldSelector()
         out = []
-        for (key, ns, _name), obj in sorted(self.objects.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        for (key, ns, _name), obj in sorted(
+            self.objects.items(), key=lambda kv: (kv[0][1], kv[0][2])
+        ):
             if key != rt.key or (namespace is not None and ns != namespace):
                 continue
             if labels.matches(obj["metadata"].get("labels")) and fields.matches(obj):
@@ -152,7 +154,9 @@ class Store:
         return out
 
     # writes ----------------------------------------------------------------------------
-    def create(self, rt: ResourceType, namespace: str | None, body: Obj, *, dry_run: bool = False) -> Obj:
+    def create(
+        self, rt: ResourceType, namespace: str | None, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
         if not isinstance(body, dict):
             raise st.bad_request("the body of the request is not a JSON object")
         obj = copy.deepcopy(body)
@@ -161,11 +165,15 @@ class Store:
             raise st.bad_request("metadata must be an object")
         if rt.namespaced:
             if meta.get("namespace") not in (None, "", namespace):
-                raise st.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                raise st.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = namespace
         if not meta.get("name") and meta.get("generateName"):
             for _ in range(100):
-                candidate = meta["generateName"] + "".join(self._rng.choice(_NAME_ALPHABET) for _ in range(5))
+                candidate = meta["generateName"] + "".join(
+                    self._rng.choice(_NAME_ALPHABET) for _ in range(5)
+                )
                 if (rt.key, namespace or "", candidate) not in self.objects:
                     meta["name"] = candidate
                     break
@@ -176,7 +184,12 @@ class Store:
         if (rt.key, namespace or "", name) in self.objects:
             raise st.already_exists(rt.plural, rt.group, name)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
-        for system in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+        for system in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ):
             meta.pop(system, None)
         meta["uid"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
         meta["creationTimestamp"] = rfc3339(self.wall_clock())
@@ -212,9 +225,13 @@ class Store:
             raise st.not_found(rt.plural, rt.group, name)
         meta = body.get("metadata") or {}
         if meta.get("name") not in (None, name):
-            raise st.bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            raise st.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
         if rt.namespaced and meta.get("namespace") not in (None, "", namespace):
-            raise st.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+            raise st.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         sent_rv = meta.get("resourceVersion")
         if sent_rv in (None, ""):
             if not rt.allow_unconditional_update:
@@ -222,7 +239,11 @@ class Store:
                     rt.kind,
                     rt.group,
                     name,
-                    [st.field_invalid("metadata.resourceVersion", 0, "must be specified for an update")],
+                    [
+                        st.field_invalid(
+                            "metadata.resourceVersion", 0, "must be specified for an update"
+                        )
+                    ],
                 )
         elif str(sent_rv) != current["metadata"]["resourceVersion"]:
             raise st.conflict(rt.plural, rt.group, name)
@@ -232,7 +253,13 @@ class Store:
         new_meta["name"] = name
         if rt.namespaced:
             new_meta["namespace"] = namespace
-        for system in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+        for system in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ):
             if system in old_meta:
                 new_meta[system] = old_meta[system]
             else:
@@ -280,7 +307,9 @@ class Store:
         return self.update(rt, namespace, name, patched, subresource=subresource, dry_run=dry_run)
 
     @staticmethod
-    def apply_patch_to(rt: ResourceType, name: str, content_type: str, current: Obj, patch: Any) -> Obj:
+    def apply_patch_to(
+        rt: ResourceType, name: str, content_type: str, current: Obj, patch: Any
+    ) -> Obj:
         """Apply a patch, then check the version it carries: a patch that sets
         `metadata.resourceVersion` is a precondition, and a stale one is a 409 Conflict."""
         try:
@@ -315,7 +344,10 @@ class Store:
         pre = preconditions or {}
         if pre.get("uid") and pre["uid"] != meta["uid"]:
             raise st.conflict(
-                rt.plural, rt.group, name, f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}"
+                rt.plural,
+                rt.group,
+                name,
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}",
             )
         if pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]:
             raise st.conflict(
@@ -330,10 +362,15 @@ class Store:
             if grace is None:
                 grace = int(current.get("spec", {}).get("terminationGracePeriodSeconds", 30))
             if grace > 0:
-                if meta.get("deletionTimestamp") and int(meta.get("deletionGracePeriodSeconds", 0)) <= grace:
+                if (
+                    meta.get("deletionTimestamp")
+                    and int(meta.get("deletionGracePeriodSeconds", 0)) <= grace
+                ):
                     return copy.deepcopy(current), False
                 new = copy.deepcopy(current)
-                new["metadata"]["deletionTimestamp"] = rfc3339(self.wall_clock() + timedelta(seconds=grace))
+                new["metadata"]["deletionTimestamp"] = rfc3339(
+                    self.wall_clock() + timedelta(seconds=grace)
+                )
                 new["metadata"]["deletionGracePeriodSeconds"] = grace
                 if dry_run:
                     return new, False
@@ -375,7 +412,11 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(self.rv)
         meta = obj["metadata"]
         self.objects[(rt.key, meta.get("namespace", ""), meta["name"])] = obj
-        self._record(ChangeEvent(self.rv, kind, rt, copy.deepcopy(obj), copy.deepcopy(prev) if prev else None))
+        self._record(
+            ChangeEvent(
+                self.rv, kind, rt, copy.deepcopy(obj), copy.deepcopy(prev) if prev else None
+            )
+        )
 
     def _record(self, event: ChangeEvent) -> None:
         self.history.append(event)

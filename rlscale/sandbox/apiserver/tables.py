@@ -36,16 +36,29 @@ _AGE_COL = {
 }
 
 
-def _col(name: str, type_: str = "string", priority: int = 0, description: str = "") -> dict[str, Any]:
-    return {"name": name, "type": type_, "format": "", "description": description or name, "priority": priority}
+def _col(
+    name: str, type_: str = "string", priority: int = 0, description: str = ""
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": type_,
+        "format": "",
+        "description": description or name,
+        "priority": priority,
+    }
 
 
 COLUMNS: dict[tuple[str, str], list[dict[str, Any]]] = {
     PODS.key: [
         _NAME_COL,
-        _col("Ready", description="The aggregate readiness state of this pod for accepting traffic."),
+        _col(
+            "Ready", description="The aggregate readiness state of this pod for accepting traffic."
+        ),
         _col("Status", description="The aggregate status of the containers in this pod."),
-        _col("Restarts", description="The number of times the containers in this pod have been restarted."),
+        _col(
+            "Restarts",
+            description="The number of times the containers in this pod have been restarted.",
+        ),
         _AGE_COL,
         _col("IP", priority=1, description="The IP address assigned to the pod"),
         _col("Node", priority=1, description="The name of the node the pod is assigned to"),
@@ -55,8 +68,16 @@ COLUMNS: dict[tuple[str, str], list[dict[str, Any]]] = {
     DEPLOYMENTS.key: [
         _NAME_COL,
         _col("Ready", description="Number of the pod with ready state"),
-        _col("Up-to-date", "integer", description="Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-        _col("Available", "integer", description="Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+        _col(
+            "Up-to-date",
+            "integer",
+            description="Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+        ),
+        _col(
+            "Available",
+            "integer",
+            description="Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+        ),
         _AGE_COL,
         _col("Containers", priority=1),
         _col("Images", priority=1),
@@ -159,7 +180,11 @@ def _deployment_cells(d: Obj, now: datetime) -> list[Any]:
 
 
 def _lease_cells(lease: Obj, now: datetime) -> list[Any]:
-    return [lease["metadata"]["name"], (lease.get("spec") or {}).get("holderIdentity") or "", _age(lease, now)]
+    return [
+        lease["metadata"]["name"],
+        (lease.get("spec") or {}).get("holderIdentity") or "",
+        _age(lease, now),
+    ]
 
 
 def _hpa_cells(hpa: Obj, now: datetime) -> list[Any]:
@@ -167,7 +192,11 @@ def _hpa_cells(hpa: Obj, now: datetime) -> list[Any]:
     ref = spec.get("scaleTargetRef") or {}
     target = spec.get("targetCPUUtilizationPercentage")
     current = status.get("currentCPUUtilizationPercentage")
-    targets = f"cpu: {'<unknown>' if current is None else f'{current}%'}/{target}%" if target else "<none>"
+    targets = (
+        f"cpu: {'<unknown>' if current is None else f'{current}%'}/{target}%"
+        if target
+        else "<none>"
+    )
     return [
         hpa["metadata"]["name"],
         f"{ref.get('kind', '')}/{ref.get('name', '')}",
@@ -181,7 +210,11 @@ def _hpa_cells(hpa: Obj, now: datetime) -> list[Any]:
 
 def _event_cells(ev: Obj, now: datetime) -> list[Any]:
     obj = ev.get("involvedObject") or {}
-    last = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("metadata") or {}).get("creationTimestamp")
+    last = (
+        ev.get("lastTimestamp")
+        or ev.get("eventTime")
+        or (ev.get("metadata") or {}).get("creationTimestamp")
+    )
     seen = "<unknown>"
     if isinstance(last, str) and len(last) >= 19:
         t = datetime.strptime(last[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
