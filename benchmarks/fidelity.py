@@ -165,6 +165,26 @@ def azure_rows(profile: ServiceProfile, fleets: tuple[int, ...], cfg: SimConfig,
     return rows
 
 
+def knee_rows(profile: ServiceProfile, cfg: SimConfig, seed: int, bins: int) -> list[dict[str, Any]]:
+    """Requests/s one replica completes when saturated (150 % of the fluid knee, second half of
+    the run, the batch full and the queue at its timeout bound) vs the fluid knee."""
+    cap = replica_capacity_rps(profile, ISL, OSL)
+    rows = []
+    for sizes, cv in (("conv", (ISL_CV, OSL_CV)), ("constant", (0.0, 0.0))):
+        w = constant_workload(1.5 * cap, bins, cv, cfg.interval_s)
+        sim = RequestSim(profile, [w], config=cfg, seed=seed)
+        sim.reset(initial_replicas=1)
+        done = []
+        while not sim.done[0]:
+            sim.step(np.array([1.0]))
+            done.append(float(sim.last.completed[0]))
+        served = float(np.sum(done[bins // 2:]) / ((bins - bins // 2) * cfg.interval_s))
+        rows.append({"profile": profile.name, "sizes": sizes, "fluid_knee_rps": cap, "engine_knee_rps": served,
+                     "rel_err": (cap - served) / served})
+        print(f"{profile.name} knee ({sizes} sizes): fluid {cap:.2f} req/s, engine {served:.2f} req/s", flush=True)
+    return rows
+
+
 def speed(profile: ServiceProfile, n_requests: int, cfg: SimConfig, seed: int) -> dict[str, float]:
     """Requests/s of `RequestSim` (static 8-replica fleet, conv sizes, 70 % load) on one core."""
     cap = replica_capacity_rps(profile, ISL, OSL)
@@ -201,6 +221,18 @@ def _fmt(v: float, pct: bool = False) -> str:
     return f"{100 * v:+.0f}%" if pct else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
 
 
+def _md_row(r: dict[str, Any]) -> str:
+    cells = []
+    for k in ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p95_s"):
+        v = r[k]
+        cells.append(f"{_fmt(v['fluid'])} / {_fmt(v['engine'])} ({_fmt(v['rel_err'], True)})")
+    s = r["slo_attainment"]
+    cells.append(f"{100 * s['fluid']:.1f}% / {100 * s['engine']:.1f}% ({s['diff_pp']:+.1f} pp)")
+    d = r["drop_share"]
+    cells.append(f"{100 * d['fluid']:.1f}% / {100 * d['engine']:.1f}%")
+    return f"| {r['profile']} | {r['scenario']} | {r['replicas']} | {r['load']:.2f} | " + " | ".join(cells) + " |"
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Fluid model vs request-level engine",
@@ -216,16 +248,25 @@ def markdown(result: dict[str, Any]) -> str:
         "| profile | scenario | replicas | load | TTFT p50 s | TTFT p95 s | TTFT p99 s | TPOT p95 s | SLO attainment | drops fluid / engine |",
         "|---|---|---:|---:|---|---|---|---|---|---|",
     ]
-    for r in result["rows"]:
-        cells = []
-        for k in ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p95_s"):
-            v = r[k]
-            cells.append(f"{_fmt(v['fluid'])} / {_fmt(v['engine'])} ({_fmt(v['rel_err'], True)})")
-        s = r["slo_attainment"]
-        cells.append(f"{100 * s['fluid']:.1f}% / {100 * s['engine']:.1f}% ({s['diff_pp']:+.1f} pp)")
-        d = r["drop_share"]
-        cells.append(f"{100 * d['fluid']:.1f}% / {100 * d['engine']:.1f}%")
-        lines.append(f"| {r['profile']} | {r['scenario']} | {r['replicas']} | {r['load']:.2f} | " + " | ".join(cells) + " |")
+    lines += [_md_row(r) for r in result["rows"]]
+    lines += [
+        "",
+        "Knee: requests/s one saturated replica completes (150 % of the fluid knee offered, second half of the run).",
+        "",
+        "| profile | sizes | fluid knee req/s | engine knee req/s | fluid error |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for k in result["knees"]:
+        lines.append(f"| {k['profile']} | {k['sizes']} | {k['fluid_knee_rps']:.2f} | {k['engine_knee_rps']:.2f} | {100 * k['rel_err']:+.1f}% |")
+    lines += [
+        "",
+        "Sensitivity: the same scenario with prompt tokens priced by the TTFT fit's `prefill_ms_per_token` "
+        "(`EngineConfig(prefill_cost=\"ttft_fit\")`):",
+        "",
+        "| profile | scenario | replicas | load | TTFT p50 s | TTFT p95 s | TTFT p99 s | TPOT p95 s | SLO attainment | drops fluid / engine |",
+        "|---|---|---:|---:|---|---|---|---|---|---|",
+    ]
+    lines += [_md_row(r) for r in result["sensitivity_ttft_fit"]]
     sp = result["speed"]
     lines += [
         "",
@@ -254,17 +295,30 @@ def main() -> None:
         n_speed = args.speed_requests or 1_000_000
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    knees: list[dict[str, Any]] = []
     for name in profiles:
         profile = load_profile(name)
         rows += poisson_rows(profile, loads, fleets, bins, cfg, args.seed)
         rows += azure_rows(profile, azure_fleets, cfg, args.seed, azure_s)
+        knees += knee_rows(profile, cfg, args.seed, max(bins, 40))
+    # sensitivity: prompt tokens priced by the TTFT fit's slope instead of the TPOT fit's
+    sens = []
+    prof0 = load_profile(profiles[0])
+    cap0 = replica_capacity_rps(prof0, ISL, OSL)
+    for u in (0.5, 0.95):
+        w = constant_workload(u * 4 * cap0, bins, (ISL_CV, OSL_CV), cfg.interval_s)
+        fluid = run_fluid(prof0, w, 4, cfg, args.seed)
+        engine = run_engine(prof0, w, 4, cfg, args.seed, EngineConfig(prefill_cost="ttft_fit"))
+        sens.append(compare({"profile": prof0.name, "scenario": "poisson-conv ttft_fit", "replicas": 4, "load": u,
+                             "rate_rps": u * 4 * cap0}, fluid, engine))
+        _print_row(sens[-1])
     sp = speed(load_profile(profiles[0]), n_speed, cfg, args.seed)
     print(f"engine speed: {sp['requests']:,.0f} requests in {sp['wall_s']:.1f} s = {sp['requests_per_s']:,.0f} requests/s")
     ec = EngineConfig()
     result = {
         "quick": args.quick, "duration_s": bins * cfg.interval_s, "seed": args.seed,
         "engine": {"max_num_batched_tokens": ec.max_num_batched_tokens, "router": ec.router, "prefill_cost": ec.prefill_cost},
-        "sim_config": cfg.__dict__, "rows": rows, "speed": sp,
+        "sim_config": cfg.__dict__, "rows": rows, "knees": knees, "sensitivity_ttft_fit": sens, "speed": sp,
         "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
         "total_wall_s": time.perf_counter() - t0,
     }

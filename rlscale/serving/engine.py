@@ -158,13 +158,18 @@ def _push_back(q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray, r: int, rid: 
 
 
 @_njit
-def _push_front(q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray, r: int, rid: int) -> None:
+def _push_front(q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray, r: int, rid: int,
+                rq_state: np.ndarray, ctr: np.ndarray, mask: int) -> None:
     # a preempted request always goes back in front; at capacity it displaces the newest waiting
+    # one (in the slot before the head), which is dropped
     cap = q.shape[1]
     qhead[r] = (qhead[r] - 1) % cap
-    q[r, qhead[r]] = rid
     if qlen[r] < cap:
         qlen[r] += 1
+    else:
+        rq_state[q[r, qhead[r]] & mask] = _DROPPED
+        ctr[_N_DROPPED] += 1
+    q[r, qhead[r]] = rid
 
 
 @_njit
@@ -217,7 +222,7 @@ def _schedule(
             rq_c[vs] = 0
             rq_n[vs] = 0
             rq_state[vs] = _WAITING
-            _push_front(q, qhead, qlen, r, vid)
+            _push_front(q, qhead, qlen, r, vid, rq_state, ctr, mask)
             nrun[r] -= 1
             ctr[_PREEMPT] += 1
             preempted = True
@@ -227,7 +232,7 @@ def _schedule(
             rq_c[s] = 0
             rq_n[s] = 0
             rq_state[s] = _WAITING
-            _push_front(q, qhead, qlen, r, rid)
+            _push_front(q, qhead, qlen, r, rid, rq_state, ctr, mask)
             nrun[r] -= 1
             ctr[_PREEMPT] += 1
             preempted = True
