@@ -247,8 +247,7 @@ class RequestSim:
             self.last_arrivals = np.zeros(b)
             self.last_paid = np.zeros(b)
         idx = np.arange(b) if full else np.nonzero(np.asarray(mask, dtype=bool))[0]
-        for i in idx:
-            i = int(i)
+        for i in map(int, idx):
             wid = i % len(self.workloads) if workload_index is None else int(_pick(workload_index, i))
             w = self.workloads[wid]
             start = 0 if start_bin is None else int(_pick(start_bin, i))
@@ -337,7 +336,7 @@ class RequestSim:
         for _ in range(sum(1 for x in c.warm_loading if x <= t0)):
             c.warm += 1
         c.warm_loading = [x for x in c.warm_loading if x > t0]
-        for s, r in c.replicas.items():
+        for r in c.replicas.values():
             if r.kind in ("cold", "wake") and r.ready_at_s <= t0:
                 r.kind = "ready"
         delta = target - len(c.accepting())
