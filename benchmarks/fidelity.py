@@ -11,7 +11,15 @@ are over all arrivals (a dropped request counts at the 120-s timeout and as an S
 
 Per scenario: TTFT p50/p95/p99, TPOT p95, SLO attainment (TTFT <= 2 s and TPOT <= 0.1 s per
 request), fluid vs engine, with the relative error (fluid - engine) / engine, and for attainment
-the difference in percentage points. Then the engine's speed (requests/s on one core).
+the difference in percentage points. Then: each profile's knee (what one saturated replica
+completes) on both; four policies through the evaluator's `rollout` on both (the Azure conv hour,
+p99 minute = 8 replicas); the engine with prompt tokens priced by the TTFT fit's slope (a
+sensitivity check of the iteration-time model); the engine's speed (requests/s on one core).
+
+Reading the constant-size rows: with identical requests, least-outstanding routing herds (a
+replica whose cohort completes together is the least loaded and takes the next several arrivals,
+whose prefills then queue behind each other), so the engine's TTFT tail grows with the fleet;
+`EngineConfig(router="round_robin")` or a 5 % size spread removes it.
 
     python benchmarks/fidelity.py [--quick] [--out benchmarks/results/fidelity]
 """
@@ -22,6 +30,8 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +195,54 @@ def knee_rows(profile: ServiceProfile, cfg: SimConfig, seed: int, bins: int) -> 
     return rows
 
 
+@contextmanager
+def _rollout_engine(sim_cls: type) -> Iterator[None]:
+    """Run `evaluation.rollout` on `sim_cls` (until rollout takes an engine flag)."""
+    import rlscale.evaluation.rollout as ro
+
+    old = ro.ClusterSim
+    ro.ClusterSim = sim_cls  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        ro.ClusterSim = old  # type: ignore[misc]
+
+
+def policy_rows(profile: ServiceProfile, specs: tuple[str, ...], replicas_at_peak: int, cfg: SimConfig,
+                seeds: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Policies through the evaluator's rollout on the Azure conv hour (p99 minute = the fleet's
+    knee), fluid vs engine: what the project's tables would read on each."""
+    from rlscale.evaluation.rollout import rollout
+    from rlscale.policies.registry import default_limits, make_policy
+
+    cap = replica_capacity_rps(profile, ISL, OSL)
+    factor = float(scale_to_fleet(load_workload(CONV_CSV), replicas_at_peak, cap).meta["transforms"][-1]["factor"])
+    trace = load_azure_requests(CONV_CSV).scaled(factor, np.random.default_rng(7))
+    w = trace.to_workload(cfg.interval_s)
+    limits = default_limits(gpus_per_replica=profile.gpus_per_replica)
+    rows = []
+    for spec in specs:
+        f = make_policy(spec, profile=profile, workload=w, limits=limits, config=cfg)
+        out: dict[str, Any] = {"profile": profile.name, "policy": spec, "replicas_at_peak": replicas_at_peak}
+        for label, sim_cls, load in (("fluid", ClusterSim, w), ("engine", RequestSim, trace)):
+            with _rollout_engine(sim_cls):
+                ro = rollout(f, profile, load, seeds=seeds, limits=f.limits, config=cfg)  # type: ignore[arg-type]
+            ss = ro.summaries
+            out[label] = {
+                "cost_usd": float(np.mean([x.cost_usd for x in ss])),
+                "slo_attainment": float(np.mean([x.slo_attainment for x in ss])),
+                "ttft_p95_s": float(np.mean([x.ttft_p95_s for x in ss])),
+                "mean_replicas": float(np.mean([x.mean_replicas for x in ss])),
+                "scale_events": float(np.mean([x.scale_events for x in ss])),
+            }
+        rows.append(out)
+        fl, en = out["fluid"], out["engine"]
+        print(f"{profile.name} {spec:12s} cost ${fl['cost_usd']:.2f}/${en['cost_usd']:.2f} "
+              f"slo {fl['slo_attainment']:.3f}/{en['slo_attainment']:.3f} replicas {fl['mean_replicas']:.2f}/{en['mean_replicas']:.2f}",
+              flush=True)
+    return rows
+
+
 def speed(profile: ServiceProfile, n_requests: int, cfg: SimConfig, seed: int) -> dict[str, float]:
     """Requests/s of `RequestSim` (static 8-replica fleet, conv sizes, 70 % load) on one core."""
     cap = replica_capacity_rps(profile, ISL, OSL)
@@ -260,6 +318,21 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {k['profile']} | {k['sizes']} | {k['fluid_knee_rps']:.2f} | {k['engine_knee_rps']:.2f} | {100 * k['rel_err']:+.1f}% |")
     lines += [
         "",
+        "Policies through the evaluator's rollout (default limits), the Azure conv hour scaled so its p99 minute "
+        "fills 8 replicas: fluid / engine.",
+        "",
+        "| profile | policy | cost USD | SLO attainment | TTFT p95 s | mean replicas |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in result["policies"]:
+        fl, en = p["fluid"], p["engine"]
+        lines.append(
+            f"| {p['profile']} | {p['policy']} | {fl['cost_usd']:.2f} / {en['cost_usd']:.2f} | "
+            f"{100 * fl['slo_attainment']:.1f}% / {100 * en['slo_attainment']:.1f}% | "
+            f"{_fmt(fl['ttft_p95_s'])} / {_fmt(en['ttft_p95_s'])} | {fl['mean_replicas']:.2f} / {en['mean_replicas']:.2f} |"
+        )
+    lines += [
+        "",
         "Sensitivity: the same scenario with prompt tokens priced by the TTFT fit's `prefill_ms_per_token` "
         "(`EngineConfig(prefill_cost=\"ttft_fit\")`):",
         "",
@@ -296,11 +369,15 @@ def main() -> None:
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     knees: list[dict[str, Any]] = []
+    policies: list[dict[str, Any]] = []
+    policy_specs = ("hpa", "target:0.7") if args.quick else ("hpa", "target:0.7", "predictive", "static")
+    policy_seeds = (0,) if args.quick else (0, 1)
     for name in profiles:
         profile = load_profile(name)
         rows += poisson_rows(profile, loads, fleets, bins, cfg, args.seed)
         rows += azure_rows(profile, azure_fleets, cfg, args.seed, azure_s)
         knees += knee_rows(profile, cfg, args.seed, max(bins, 40))
+        policies += policy_rows(profile, policy_specs, 8, cfg, policy_seeds)
     # sensitivity: prompt tokens priced by the TTFT fit's slope instead of the TPOT fit's
     sens = []
     prof0 = load_profile(profiles[0])
@@ -318,7 +395,7 @@ def main() -> None:
     result = {
         "quick": args.quick, "duration_s": bins * cfg.interval_s, "seed": args.seed,
         "engine": {"max_num_batched_tokens": ec.max_num_batched_tokens, "router": ec.router, "prefill_cost": ec.prefill_cost},
-        "sim_config": cfg.__dict__, "rows": rows, "knees": knees, "sensitivity_ttft_fit": sens, "speed": sp,
+        "sim_config": cfg.__dict__, "rows": rows, "knees": knees, "policies": policies, "sensitivity_ttft_fit": sens, "speed": sp,
         "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
         "total_wall_s": time.perf_counter() - t0,
     }
