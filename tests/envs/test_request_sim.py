@@ -177,3 +177,13 @@ def test_the_azure_conv_hour_loads_every_request(shared_data):
     assert len(trace.arrival_s) == 19366
     assert float(np.mean(trace.prompt_tokens)) == pytest.approx(1154.7, abs=0.1)
     assert 3500 < trace.duration_s < 3700
+
+
+def test_latency_jitter_gives_each_cluster_its_own_coefficients():
+    sim = RequestSim(make_profile(), [constant_workload(5.0, bins=4)], batch=3,
+                     config=SimConfig(latency_jitter=0.2, cold_start_jitter=0.2), seed=0)
+    fps = np.stack([c.engine.fp for c in sim.clusters])
+    assert len({tuple(r) for r in fps.round(12)}) == 3
+    assert len({c.cold_scale for c in sim.clusters}) == 3
+    sim.step(np.full(3, 2.0))
+    assert np.all(np.isfinite(sim.metrics))

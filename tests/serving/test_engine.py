@@ -182,3 +182,21 @@ def test_a_saturated_replica_serves_about_the_fluid_models_knee_rate():
     _, sim = _engine_run("llama-3.1-8b-h100", 1.5 * cap, 1, 300.0, 0.0)
     served_rps = sim.totals.completed[0] / 300.0
     assert served_rps == pytest.approx(cap, rel=0.10)
+
+
+@pytest.mark.slow
+def test_the_fidelity_benchmark_runs_in_quick_mode(tmp_path, shared_data):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "fidelity"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, str(root / "benchmarks" / "fidelity.py"), "--quick", "--speed-requests", "20000",
+                    "--out", str(out)], check=True, env=env, cwd=root, capture_output=True, timeout=600)
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["rows"] and result["knees"] and result["policies"]
+    assert "| llama-3.1-8b-h100 | poisson-conv | 1 | 0.50 |" in out.with_suffix(".md").read_text()
