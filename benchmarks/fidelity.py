@@ -243,6 +243,38 @@ def policy_rows(profile: ServiceProfile, specs: tuple[str, ...], replicas_at_pea
     return rows
 
 
+def fluid_variant(profile: ServiceProfile) -> ServiceProfile:
+    """The fluid model with the engine's reading of the coefficients: no `prefill_interference`
+    (closed-loop queueing, counted again as service time) and prompt tokens at the TPOT fit's
+    per-token cost. A candidate fix, measured here against the engine."""
+    lat = profile.latency.model_copy(
+        update={"prefill_interference": 0.0, "prefill_ms_per_token": profile.latency.tpot_ms_per_prefill_token}
+    )
+    return profile.model_copy(update={"latency": lat})
+
+
+def variant_rows(profile: ServiceProfile, rows: list[dict[str, Any]], bins: int, cfg: SimConfig,
+                 seed: int) -> list[dict[str, Any]]:
+    """The Poisson conv rows at 4 replicas again, fluid side from `fluid_variant`; the engine's
+    numbers are those of the main table (same load, same seed)."""
+    var = fluid_variant(profile)
+    cap = replica_capacity_rps(profile, ISL, OSL)
+    out = []
+    for r in rows:
+        if r["profile"] != profile.name or r["scenario"] != "poisson-conv" or r["replicas"] != 4:
+            continue
+        w = constant_workload(r["load"] * 4 * cap, bins, (ISL_CV, OSL_CV), cfg.interval_s)
+        fluid = run_fluid(var, w, 4, cfg, seed)
+        engine = {k: r[k]["engine"] for k in ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p95_s", "slo_attainment",
+                                              "drop_share")}
+        engine.update(requests=r["requests"], preemptions=r["engine_preemptions"], requests_per_s=r["engine_requests_per_s"])
+        out.append(compare({**{k: r[k] for k in ("profile", "replicas", "load", "rate_rps")},
+                            "scenario": "poisson-conv fluid-variant",
+                            "variant_knee_rps": replica_capacity_rps(var, ISL, OSL)}, fluid, engine))
+        _print_row(out[-1])
+    return out
+
+
 def speed(profile: ServiceProfile, n_requests: int, cfg: SimConfig, seed: int) -> dict[str, float]:
     """Requests/s of `RequestSim` (static 8-replica fleet, conv sizes, 70 % load) on one core."""
     cap = replica_capacity_rps(profile, ISL, OSL)
@@ -333,6 +365,17 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "Candidate fix of the fluid model (`fluid_variant`: no `prefill_interference`, prompt tokens at the TPOT "
+        "fit's `tpot_ms_per_prefill_token`), Poisson conv sizes at 4 replicas: fluid variant / engine.",
+        "",
+        "| profile | scenario | replicas | load | TTFT p50 s | TTFT p95 s | TTFT p99 s | TPOT p95 s | SLO attainment | drops fluid / engine |",
+        "|---|---|---:|---:|---|---|---|---|---|---|",
+    ]
+    lines += [_md_row(r) for r in result["fluid_variant"]]
+    knees_v = {r["profile"]: r["variant_knee_rps"] for r in result["fluid_variant"]}
+    lines += [""] + [f"Variant knee, {p}: {k:.2f} req/s." for p, k in knees_v.items()]
+    lines += [
+        "",
         "Sensitivity: the same scenario with prompt tokens priced by the TTFT fit's `prefill_ms_per_token` "
         "(`EngineConfig(prefill_cost=\"ttft_fit\")`):",
         "",
@@ -370,6 +413,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     knees: list[dict[str, Any]] = []
     policies: list[dict[str, Any]] = []
+    variants: list[dict[str, Any]] = []
     policy_specs = ("hpa", "target:0.7") if args.quick else ("hpa", "target:0.7", "predictive", "static")
     policy_seeds = (0,) if args.quick else (0, 1)
     for name in profiles:
@@ -378,6 +422,7 @@ def main() -> None:
         rows += azure_rows(profile, azure_fleets, cfg, args.seed, azure_s)
         knees += knee_rows(profile, cfg, args.seed, max(bins, 40))
         policies += policy_rows(profile, policy_specs, 8, cfg, policy_seeds)
+        variants += variant_rows(profile, rows, bins, cfg, args.seed)
     # sensitivity: prompt tokens priced by the TTFT fit's slope instead of the TPOT fit's
     sens = []
     prof0 = load_profile(profiles[0])
@@ -395,7 +440,7 @@ def main() -> None:
     result = {
         "quick": args.quick, "duration_s": bins * cfg.interval_s, "seed": args.seed,
         "engine": {"max_num_batched_tokens": ec.max_num_batched_tokens, "router": ec.router, "prefill_cost": ec.prefill_cost},
-        "sim_config": cfg.__dict__, "rows": rows, "knees": knees, "policies": policies, "sensitivity_ttft_fit": sens, "speed": sp,
+        "sim_config": cfg.__dict__, "rows": rows, "knees": knees, "policies": policies, "fluid_variant": variants, "sensitivity_ttft_fit": sens, "speed": sp,
         "machine": f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
         "total_wall_s": time.perf_counter() - t0,
     }
