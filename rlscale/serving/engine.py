@@ -174,7 +174,7 @@ def _push_front(q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray, r: int, rid:
 
 @_njit
 def _schedule(
-    r: int, now: float, t0: float,
+    r: int, now: float,
     rq_arr: np.ndarray, rq_p: np.ndarray, rq_o: np.ndarray, rq_g: np.ndarray, rq_c: np.ndarray,
     rq_n: np.ndarray, rq_state: np.ndarray,
     rp_busy: np.ndarray, rp_start: np.ndarray, rp_end: np.ndarray, rp_kv: np.ndarray,
@@ -324,7 +324,7 @@ def _finish(
 
 @_njit
 def _route(
-    rid: int, now: float, t0: float,
+    rid: int, now: float,
     rq_arr: np.ndarray, rq_p: np.ndarray, rq_o: np.ndarray, rq_g: np.ndarray, rq_c: np.ndarray,
     rq_n: np.ndarray, rq_state: np.ndarray, rq_rep: np.ndarray,
     rp_exists: np.ndarray, rp_accept: np.ndarray, rp_active: np.ndarray,
@@ -362,7 +362,7 @@ def _route(
     rq_state[s] = _WAITING
     rq_rep[s] = best
     if not rp_busy[best]:
-        _schedule(best, now, t0, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rp_busy, rp_start,
+        _schedule(best, now, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rp_busy, rp_start,
                   rp_end, rp_kv, run, nrun, q, qhead, qlen, fp, ip, ctr, mask)
     return True
 
@@ -431,13 +431,13 @@ def _advance(
                 rid = rtq[ctr[_RT_HEAD]]
                 ctr[_RT_HEAD] = (ctr[_RT_HEAD] + 1) % rtcap
                 ctr[_RT_LEN] -= 1
-                _route(rid, tv, t0, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rq_rep,
+                _route(rid, tv, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rq_rep,
                        rp_exists, rp_accept, rp_active, rp_busy, rp_start, rp_end, rp_kv,
                        run, nrun, q, qhead, qlen, rtq, fp, ip, ctr, mask)
         elif ta <= te:
             rid = ctr[_NEXT_ID]
             ctr[_NEXT_ID] += 1
-            routed = _route(rid, ta, t0, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rq_rep,
+            routed = _route(rid, ta, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rq_rep,
                             rp_exists, rp_accept, rp_active, rp_busy, rp_start, rp_end, rp_kv,
                             run, nrun, q, qhead, qlen, rtq, fp, ip, ctr, mask)
             if not routed:
@@ -454,7 +454,7 @@ def _advance(
             rp_busy_s[r] += te - max(rp_start[r], t0)
             _finish(r, te, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_first, rq_state, rp_kv, run,
                     nrun, fp, ctr, mask, obs_ttft, obs_dttft, obs_dtpot)
-            _schedule(r, te, t0, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rp_busy, rp_start,
+            _schedule(r, te, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rp_busy, rp_start,
                       rp_end, rp_kv, run, nrun, q, qhead, qlen, fp, ip, ctr, mask)
             if not rp_busy[r] and nrun[r] == 0 and qlen[r] == 0 and rp_idle_at[r] < 0:
                 rp_idle_at[r] = te
