@@ -58,7 +58,10 @@ class ScalingRules(BaseModel):
 # 15 s after a 300 s window.
 HPA_DEFAULT_UP = ScalingRules(
     stabilization_window_s=0,
-    policies=(ScalingPolicy(type="Percent", value=100, period_s=15), ScalingPolicy(type="Pods", value=4, period_s=15)),
+    policies=(
+        ScalingPolicy(type="Percent", value=100, period_s=15),
+        ScalingPolicy(type="Pods", value=4, period_s=15),
+    ),
 )
 HPA_DEFAULT_DOWN = ScalingRules(
     stabilization_window_s=300, policies=(ScalingPolicy(type="Percent", value=100, period_s=15),)
@@ -135,13 +138,15 @@ class ClampState:
             self.proposals[mask] = np.nan
 
 
-def _rate_limit(
-    rules: ScalingRules, start: np.ndarray, up: bool
-) -> np.ndarray:
+def _rate_limit(rules: ScalingRules, start: np.ndarray, up: bool) -> np.ndarray:
     """The most (up) or least (down) replicas reachable from `start` (replicas at the start of
     each policy's period), per HPA `calculateScaleUpLimitWithScalingRules` / `...ScaleDown...`."""
     if rules.select_policy == "Disabled" or not rules.policies:
-        return start[0] if rules.select_policy == "Disabled" else np.full_like(start[0], np.inf if up else -np.inf)
+        return (
+            start[0]
+            if rules.select_policy == "Disabled"
+            else np.full_like(start[0], np.inf if up else -np.inf)
+        )
     limits = []
     for i, p in enumerate(rules.policies):
         s = start[i]
@@ -155,11 +160,15 @@ def _rate_limit(
     return stack.max(axis=0) if pick_max else stack.min(axis=0)
 
 
-def _within_tolerance(proposed: np.ndarray, current: np.ndarray, limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+def _within_tolerance(
+    proposed: np.ndarray, current: np.ndarray, limits: SafetyLimits
+) -> tuple[np.ndarray, np.ndarray]:
     """1. HPA tolerance: |ratio - 1| <= tolerance keeps the current count. (proposal, reason bits)"""
     if limits.tolerance <= 0:
         return proposed, np.zeros(proposed.shape, dtype=np.int64)
-    within = (np.abs(proposed - current) <= limits.tolerance * np.maximum(current, 1.0)) & (proposed != current)
+    within = (np.abs(proposed - current) <= limits.tolerance * np.maximum(current, 1.0)) & (
+        proposed != current
+    )
     return np.where(within, current, proposed), np.where(within, _BIT["WithinTolerance"], 0)
 
 
@@ -175,7 +184,12 @@ def _record_proposal(state: ClampState, now_s: float, proposed: np.ndarray) -> i
 
 
 def _stabilised(
-    proposed: np.ndarray, current: np.ndarray, now_s: float, limits: SafetyLimits, state: ClampState, slot: int
+    proposed: np.ndarray,
+    current: np.ndarray,
+    now_s: float,
+    limits: SafetyLimits,
+    state: ClampState,
+    slot: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2. The min of the proposals in the scale-up window, the max of those in the scale-down
     window, around the current count. (recommendation, reason bits)"""
@@ -194,7 +208,9 @@ def _stabilised(
     return rec, reasons
 
 
-def _period_starts(rules: ScalingRules, current: np.ndarray, now_s: float, state: ClampState, slot: int) -> np.ndarray:
+def _period_starts(
+    rules: ScalingRules, current: np.ndarray, now_s: float, state: ClampState, slot: int
+) -> np.ndarray:
     """(P, B) replicas at the start of each policy's period.
 
     HPA: periodStartReplicas = current - added + deleted within the period, whichever way the
@@ -212,11 +228,20 @@ def _period_starts(rules: ScalingRules, current: np.ndarray, now_s: float, state
 
 
 def _rate_limited(
-    rec: np.ndarray, current: np.ndarray, now_s: float, limits: SafetyLimits, state: ClampState, slot: int
+    rec: np.ndarray,
+    current: np.ndarray,
+    now_s: float,
+    limits: SafetyLimits,
+    state: ClampState,
+    slot: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """3. Rate limits against this clamp's own changes inside each policy period. (replicas, bits)"""
-    up_limit = _rate_limit(limits.scale_up, _period_starts(limits.scale_up, current, now_s, state, slot), up=True)
-    down_limit = _rate_limit(limits.scale_down, _period_starts(limits.scale_down, current, now_s, state, slot), up=False)
+    up_limit = _rate_limit(
+        limits.scale_up, _period_starts(limits.scale_up, current, now_s, state, slot), up=True
+    )
+    down_limit = _rate_limit(
+        limits.scale_down, _period_starts(limits.scale_down, current, now_s, state, slot), up=False
+    )
     # The HPA never lets a rate limit push below/above the current count.
     up_limit = np.maximum(up_limit, current)
     down_limit = np.minimum(down_limit, current)
@@ -224,10 +249,14 @@ def _rate_limited(
     hit_up = out > up_limit
     hit_down = out < down_limit
     out = np.where(hit_up, up_limit, np.where(hit_down, down_limit, out))
-    return out, np.where(hit_up, _BIT["ScaleUpLimit"], 0) | np.where(hit_down, _BIT["ScaleDownLimit"], 0)
+    return out, np.where(hit_up, _BIT["ScaleUpLimit"], 0) | np.where(
+        hit_down, _BIT["ScaleDownLimit"], 0
+    )
 
 
-def _within_bounds(out: np.ndarray, limits: SafetyLimits, warm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _within_bounds(
+    out: np.ndarray, limits: SafetyLimits, warm: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """4. min/max replicas, then the GPU budget (less the warm pool, never below min). (replicas, bits)"""
     low = out < limits.min_replicas
     high = out > limits.max_replicas

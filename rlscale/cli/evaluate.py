@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         trace: opts.Traces = None,
         profile: opts.Profiles = None,
         seeds: opts.Seeds = 3,
+        engine: opts.Engine = "fluid",
         out: Annotated[
             Path, typer.Option("--out", "-o", help="Folder for report.md/json/csv and plots.")
         ] = Path("report"),
@@ -100,6 +101,7 @@ def register(app: typer.Typer) -> None:
             max_replicas=max_replicas,
             slo_target=slo_target,
             baseline=baseline,
+            engine=engine,
             config=SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s),
         )
         bar = tqdm(

@@ -55,6 +55,14 @@ Profiles = Annotated[
 ]
 Seeds = Annotated[int, typer.Option("--seeds", min=1, help=SEEDS_HELP)]
 PeakReplicas = Annotated[float, typer.Option("--peak-replicas", min=0.1, help=PEAK_REPLICAS_HELP)]
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Serving model: fluid (fast, what training uses) or requests (the request-level "
+        "reference engine; Azure traces are replayed request by request).",
+    ),
+]
 MinReplicas = Annotated[int, typer.Option("--min-replicas", min=0, help=REPLICA_BOUNDS_HELP)]
 MaxReplicas = Annotated[int, typer.Option("--max-replicas", min=1, help=REPLICA_BOUNDS_HELP)]
 TtftSlo = Annotated[float, typer.Option("--ttft-slo-s", min=0.0, help="TTFT SLO (s).")]

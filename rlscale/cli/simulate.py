@@ -58,6 +58,7 @@ def simulate(
     ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S,
     tpot_slo_s: opts.TpotSlo = DEFAULT_TPOT_SLO_S,
     seeds: opts.Seeds = 1,
+    engine: opts.Engine = "fluid",
     min_replicas: opts.MinReplicas = opts.DEFAULT_MIN_REPLICAS,
     max_replicas: opts.MaxReplicas = opts.DEFAULT_MAX_REPLICAS,
 ) -> None:
@@ -66,10 +67,12 @@ def simulate(
     from rich.console import Console
     from rich.table import Table
 
+    from rlscale.evaluation.evaluate import request_replay
     from rlscale.evaluation.rollout import rollout
     from rlscale.profiles.model import load_profile
     from rlscale.safety import SafetyLimits
     from rlscale.serving.model import SimConfig
+    from rlscale.traces.transforms import rate_factor
 
     prof = load_profile(profile)
     opts.check_replica_bounds(min_replicas, max_replicas)
@@ -91,6 +94,8 @@ def simulate(
         limits=factory.limits,
         config=cfg,
         initial_replicas=init,
+        engine=engine,
+        requests=request_replay(trace, rate_factor(w)) if engine == "requests" else None,
     )
     runs = result.summaries
     s = runs[0]

@@ -1,4 +1,5 @@
-"""`ClampedFleet`: a `ClusterSim` whose every target passes the production safety clamps.
+"""`ClampedFleet`: a simulator (`ClusterSim` or the request-level `RequestSim`) whose every target
+passes the production safety clamps.
 
 The one "start the fleet within the limits, clamp, step" path: the evaluator's rollouts, the
 tuner's batched trials and the RL environment all step the simulator through it, so a policy is
@@ -11,11 +12,15 @@ Each cluster has its own `SafetyLimits`; clusters with equal limits share one ba
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rlscale.contract import FIELD_INDEX
 from rlscale.envs.cluster import ClusterSim
+
+if TYPE_CHECKING:
+    from rlscale.envs.requests import RequestSim
 from rlscale.safety import ClampState, SafetyLimits, clamp_batch, clamp_warm
 
 _F = FIELD_INDEX
@@ -24,7 +29,9 @@ _F = FIELD_INDEX
 class ClampedFleet:
     """B clusters of `sim`, cluster b clamped by `limits[b]` (or one `SafetyLimits` for all)."""
 
-    def __init__(self, sim: ClusterSim, limits: SafetyLimits | Sequence[SafetyLimits]) -> None:
+    def __init__(
+        self, sim: ClusterSim | RequestSim, limits: SafetyLimits | Sequence[SafetyLimits]
+    ) -> None:
         self.sim = sim
         per_cluster = [limits] * sim.batch if isinstance(limits, SafetyLimits) else list(limits)
         if len(per_cluster) != sim.batch:

@@ -63,7 +63,9 @@ class RequestTrace:
         if n == 0:
             raise InputError(self.name, "the trace has no requests")
         if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
-            raise InputError(self.name, f"sizes must have one value per request ({n})", field="prompt_tokens")
+            raise InputError(
+                self.name, f"sizes must have one value per request ({n})", field="prompt_tokens"
+            )
         if np.any(np.diff(self.arrival_s) < 0) or self.arrival_s[0] < 0:
             raise InputError(self.name, "arrival times must be sorted and >= 0", field="arrival_s")
 
@@ -81,11 +83,19 @@ class RequestTrace:
         for sizes in (self.prompt_tokens, self.output_tokens):
             tot = np.bincount(idx, weights=sizes, minlength=n_bins)
             with np.errstate(invalid="ignore", divide="ignore"):
-                means.append(np.where(arrivals > 0, tot / np.maximum(arrivals, 1), float(np.mean(sizes))))
+                means.append(
+                    np.where(arrivals > 0, tot / np.maximum(arrivals, 1), float(np.mean(sizes)))
+                )
         return Workload(
-            name=self.name, source=f"requests:{self.name}", interval_s=float(interval_s), arrivals=arrivals,
-            prompt_tokens=means[0], output_tokens=means[1], start_s=self.start_s,
-            prompt_tokens_cv=_cv(self.prompt_tokens), output_tokens_cv=_cv(self.output_tokens),
+            name=self.name,
+            source=f"requests:{self.name}",
+            interval_s=float(interval_s),
+            arrivals=arrivals,
+            prompt_tokens=means[0],
+            output_tokens=means[1],
+            start_s=self.start_s,
+            prompt_tokens_cv=_cv(self.prompt_tokens),
+            output_tokens_cv=_cv(self.output_tokens),
             meta={"requests": int(len(self.arrival_s))},
         )
 
@@ -105,8 +115,11 @@ class RequestTrace:
         t = self.arrival_s[src] + np.where(first, 0.0, rng.random(src.size) * gap[src])
         order = np.argsort(t, kind="stable")
         return RequestTrace(
-            name=f"{self.name}x{factor:.3g}", arrival_s=t[order], prompt_tokens=self.prompt_tokens[src][order],
-            output_tokens=self.output_tokens[src][order], start_s=self.start_s,
+            name=f"{self.name}x{factor:.3g}",
+            arrival_s=t[order],
+            prompt_tokens=self.prompt_tokens[src][order],
+            output_tokens=self.output_tokens[src][order],
+            start_s=self.start_s,
         )
 
 
@@ -124,14 +137,22 @@ def load_azure_requests(path: str | Path, name: str | None = None) -> RequestTra
     ts = pd.to_datetime(df["TIMESTAMP"], format="ISO8601", utc=True, errors="coerce")
     if ts.isna().any():
         i = int(np.flatnonzero(ts.isna().to_numpy())[0])
-        raise InputError(str(p), "expected a time like '2023-11-16 18:17:03.3120000'", row=i + 1, field="TIMESTAMP")
+        raise InputError(
+            str(p),
+            "expected a time like '2023-11-16 18:17:03.3120000'",
+            row=i + 1,
+            field="TIMESTAMP",
+        )
     t = ts.astype("int64").to_numpy() / 1e9
     check_sorted(t, "TIMESTAMP", p)
     prompt = numeric_column(df, "ContextTokens", p)
     output = numeric_column(df, "GeneratedTokens", p)
     return RequestTrace(
-        name=name or p.stem, arrival_s=t - t[0], prompt_tokens=np.maximum(np.round(prompt), 1).astype(np.int64),
-        output_tokens=np.maximum(np.round(output), 1).astype(np.int64), start_s=float(t[0]),
+        name=name or p.stem,
+        arrival_s=t - t[0],
+        prompt_tokens=np.maximum(np.round(prompt), 1).astype(np.int64),
+        output_tokens=np.maximum(np.round(output), 1).astype(np.int64),
+        start_s=float(t[0]),
     )
 
 
@@ -158,7 +179,9 @@ class RequestIntervalResult:
     @classmethod
     def zeros(cls, batch: int) -> RequestIntervalResult:
         z = {k: np.zeros(batch) for k in cls.__dataclass_fields__ if not k.endswith("_q")}
-        return cls(**z, ttft_q=np.zeros((batch, len(P_GRID))), tpot_q=np.zeros((batch, len(P_GRID))))
+        return cls(
+            **z, ttft_q=np.zeros((batch, len(P_GRID))), tpot_q=np.zeros((batch, len(P_GRID)))
+        )
 
 
 @dataclass
@@ -209,8 +232,12 @@ class RequestSim:
         self.batch = batch
         self.record_requests = record_requests
         dt = cfg.interval_s
-        self.traces: list[RequestTrace | None] = [w if isinstance(w, RequestTrace) else None for w in workloads]
-        self.workloads = [w.to_workload(dt) if isinstance(w, RequestTrace) else w.rebin(dt) for w in workloads]
+        self.traces: list[RequestTrace | None] = [
+            w if isinstance(w, RequestTrace) else None for w in workloads
+        ]
+        self.workloads = [
+            w.to_workload(dt) if isinstance(w, RequestTrace) else w.rebin(dt) for w in workloads
+        ]
         self._lengths = np.array([w.n_bins for w in self.workloads])
         self._start_s = np.array([w.start_s for w in self.workloads])
         self._usd_per_replica_s = profile.replica_usd_per_hour / 3600.0
@@ -248,7 +275,9 @@ class RequestSim:
             self.last_paid = np.zeros(b)
         idx = np.arange(b) if full else np.nonzero(np.asarray(mask, dtype=bool))[0]
         for i in map(int, idx):
-            wid = i % len(self.workloads) if workload_index is None else int(_pick(workload_index, i))
+            wid = (
+                i % len(self.workloads) if workload_index is None else int(_pick(workload_index, i))
+            )
             w = self.workloads[wid]
             start = 0 if start_bin is None else int(_pick(start_bin, i))
             end = w.n_bins if episode_bins is None else min(start + episode_bins, w.n_bins)
@@ -258,7 +287,11 @@ class RequestSim:
                 init = max(int(math.ceil(rate / (0.7 * self.profile.capacity_rps()))), 1)
             else:
                 init = int(_pick(initial_replicas, i))
-            c = _Cluster(engine=FleetEngine(self._latency(), self.engine_config, timeout_s=self.config.timeout_s))
+            c = _Cluster(
+                engine=FleetEngine(
+                    self._latency(), self.engine_config, timeout_s=self.config.timeout_s
+                )
+            )
             if self.config.cold_start_jitter > 0:
                 c.cold_scale = float(np.exp(self.rng.normal(0.0, self.config.cold_start_jitter)))
             t0 = start * dt
@@ -304,15 +337,23 @@ class RequestSim:
         """Replicas counted toward the target: ready, starting and waking."""
         return np.array([len(c.accepting()) for c in self.clusters], dtype=np.float64)
 
-    def step(self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None) -> np.ndarray:
+    def step(
+        self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None
+    ) -> np.ndarray:
         """Advance one interval toward the (already clamped) targets; returns the metrics rows."""
         dt = self.config.interval_s
         target = np.broadcast_to(np.asarray(target_replicas, dtype=np.float64), (self.batch,))
-        warm_t = None if target_warm is None else np.broadcast_to(np.asarray(target_warm, dtype=np.float64), (self.batch,))
+        warm_t = (
+            None
+            if target_warm is None
+            else np.broadcast_to(np.asarray(target_warm, dtype=np.float64), (self.batch,))
+        )
         res = RequestIntervalResult.zeros(self.batch)
         for i, c in enumerate(self.clusters):
             t0 = float(self.t[i]) * dt
-            self._apply_targets(i, c, t0, int(round(target[i])), None if warm_t is None else int(round(warm_t[i])))
+            self._apply_targets(
+                i, c, t0, int(round(target[i])), None if warm_t is None else int(round(warm_t[i]))
+            )
             n_arr = 0 if self.done[i] else self._add_arrivals(i, c, t0, dt)
             stats = c.engine.advance(t0, t0 + dt)
             self._account(i, c, t0, dt, n_arr, stats, res, float(target[i]))
@@ -321,7 +362,9 @@ class RequestSim:
         self.done = self.t >= self.t_end
         return self.metrics
 
-    def _apply_targets(self, i: int, c: _Cluster, t0: float, target: int, warm_target: int | None) -> None:
+    def _apply_targets(
+        self, i: int, c: _Cluster, t0: float, target: int, warm_target: int | None
+    ) -> None:
         eng = c.engine
         if c.fresh:
             # callers may set `ready` between reset and the first step (the rollout clamps it)
@@ -360,14 +403,17 @@ class RequestSim:
                     del c.replicas[s]
                     left -= 1
             ready = sorted((r.ready_at_s, s) for s, r in c.replicas.items() if r.kind == "ready")
-            for _, s in reversed(ready[max(len(ready) - left, 0):] if left else []):
+            for _, s in reversed(ready[max(len(ready) - left, 0) :] if left else []):
                 eng.drain(s, t0)
                 c.replicas[s].kind = "drain"
         self.totals.scale_events[i] += delta != 0
         if warm_target is not None:
             wdelta = warm_target - (c.warm + len(c.warm_loading))
             if wdelta > 0:
-                c.warm_loading += [t0 + float(d) for d in self.profile.sample_cold_start_s(self.rng, wdelta) * c.cold_scale]
+                c.warm_loading += [
+                    t0 + float(d)
+                    for d in self.profile.sample_cold_start_s(self.rng, wdelta) * c.cold_scale
+                ]
                 self.totals.cold_starts[i] += wdelta
             elif wdelta < 0:
                 left = -wdelta
@@ -383,7 +429,9 @@ class RequestSim:
             hi = int(np.searchsorted(trace.arrival_s, t0 + dt, side="left"))
             lo = c.trace_pos
             c.trace_pos = hi
-            c.engine.add_requests(trace.arrival_s[lo:hi], trace.prompt_tokens[lo:hi], trace.output_tokens[lo:hi])
+            c.engine.add_requests(
+                trace.arrival_s[lo:hi], trace.prompt_tokens[lo:hi], trace.output_tokens[lo:hi]
+            )
             return hi - lo
         w = self.workloads[wid]
         b = min(int(self.t[i]), w.n_bins - 1)
@@ -410,8 +458,17 @@ class RequestSim:
         c.engine.add_requests(times, prompt, output)
         return n
 
-    def _account(self, i: int, c: _Cluster, t0: float, dt: float, n_arr: int, st: AdvanceStats,
-                 res: RequestIntervalResult, target: float) -> None:
+    def _account(
+        self,
+        i: int,
+        c: _Cluster,
+        t0: float,
+        dt: float,
+        n_arr: int,
+        st: AdvanceStats,
+        res: RequestIntervalResult,
+        target: float,
+    ) -> None:
         eng = c.engine
         t1 = t0 + dt
         cfg = self.config
@@ -443,7 +500,11 @@ class RequestSim:
                 n_starting += 1
         ttft = st.ttft_s
         tpot = st.done_tpot_s[st.done_tpot_s > 0]
-        ok = int(np.count_nonzero((st.done_ttft_s <= cfg.ttft_slo_s) & (st.done_tpot_s <= cfg.tpot_slo_s)))
+        ok = int(
+            np.count_nonzero(
+                (st.done_ttft_s <= cfg.ttft_slo_s) & (st.done_tpot_s <= cfg.tpot_slo_s)
+            )
+        )
         if self.record_requests:
             c.log_ttft.append(st.done_ttft_s)
             c.log_tpot.append(st.done_tpot_s)
@@ -479,8 +540,16 @@ class RequestSim:
         m[_F["requests_running"]] = res.running[i]
         m[_F["kv_cache_usage"]] = float(np.mean(kv)) if kv else 0.0
         m[_F["gpu_utilization_pct"]] = 100.0 * busy_s / served_s if served_s > 0 else 0.0
-        m[_F["ttft_p50_s"]], m[_F["ttft_p95_s"]], m[_F["ttft_p99_s"]] = ttft_q[3], ttft_q[6], ttft_q[7]
-        m[_F["tpot_p50_s"]], m[_F["tpot_p95_s"]], m[_F["tpot_p99_s"]] = tpot_q[3], tpot_q[6], tpot_q[7]
+        m[_F["ttft_p50_s"]], m[_F["ttft_p95_s"]], m[_F["ttft_p99_s"]] = (
+            ttft_q[3],
+            ttft_q[6],
+            ttft_q[7],
+        )
+        m[_F["tpot_p50_s"]], m[_F["tpot_p95_s"]], m[_F["tpot_p99_s"]] = (
+            tpot_q[3],
+            tpot_q[6],
+            tpot_q[7],
+        )
         m[_F["replicas_desired"]] = target
         m[_F["replicas_ready"]] = n_ready
         m[_F["replicas_starting"]] = n_starting

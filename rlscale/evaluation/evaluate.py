@@ -25,20 +25,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX
 from rlscale.errors import InputError
-from rlscale.evaluation.rollout import RunSummary, rollout
+from rlscale.evaluation.rollout import ENGINES, RunSummary, rollout
 from rlscale.policies.registry import PolicyFactory, PolicySpec, default_limits, make_policy
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
 from rlscale.serving.model import SimConfig
+from rlscale.traces.transforms import rate_factor
 from rlscale.traces.workload import Workload
+
+if TYPE_CHECKING:
+    from rlscale.envs.requests import RequestTrace
 
 _F = FIELD_INDEX
 SYNTHETIC = "synthetic"
@@ -76,11 +80,17 @@ class EvalSettings:
     baseline: str = "tuned"
     synthetic_seed: int = 0
     config: SimConfig = SimConfig()
+    engine: str = "fluid"  # or "requests": the request-level engine (`rollout.ENGINES`)
 
     def __post_init__(self) -> None:
-        PolicySpec.parse(
-            self.baseline, "baseline"
-        )  # a typo fails here, not at the first evaluation
+        # a typo fails here, not at the first evaluation
+        PolicySpec.parse(self.baseline, "baseline")
+        if self.engine not in ENGINES:
+            raise InputError(
+                "--engine",
+                f"expected one of {', '.join(ENGINES)}, got {self.engine!r}",
+                field="engine",
+            )
 
 
 @dataclass
@@ -150,6 +160,33 @@ def load_source(arg: str, interval_s: float, synthetic_seed: int = 0) -> Workloa
         w = slice_window(w, days[0] * 86_400.0, days[1] * 86_400.0)
         w = w.with_(name=f"{w.name}@{days[0]:g}-{days[1]:g}d")
     return w.rebin(interval_s)
+
+
+def request_replay(arg: str, scale_factor: float) -> RequestTrace | None:
+    """The requests of a per-request trace (Azure CSV) behind a `--trace` argument, cut to its
+    window and scaled like its workload, for the request-level engine to replay as recorded; None
+    for rate traces (the engine synthesises their requests from the bins)."""
+    from rlscale.envs.requests import load_azure_requests
+    from rlscale.traces.loaders import detect_format
+
+    path, days = parse_trace_arg(arg)
+    if arg.startswith(SYNTHETIC) or detect_format(path) != "azure":
+        return None
+    trace = load_azure_requests(path)
+    if days is not None:
+        lo, hi = days[0] * 86_400.0, days[1] * 86_400.0
+        keep = (trace.arrival_s >= lo) & (trace.arrival_s < hi)
+        trace = replace(
+            trace,
+            arrival_s=trace.arrival_s[keep] - lo,
+            prompt_tokens=trace.prompt_tokens[keep],
+            output_tokens=trace.output_tokens[keep],
+            start_s=trace.start_s + lo,
+        )
+    # seeded by the trace alone, so every policy replays the same requests
+    if not math.isfinite(scale_factor):
+        return trace
+    return trace.scaled(scale_factor, np.random.default_rng(0))
 
 
 def mean_sizes(w: Workload) -> tuple[float, float]:
@@ -279,6 +316,9 @@ def run_evaluation(
             if trace not in raw_cache:
                 raw_cache[trace] = load_source(trace, cfg.interval_s, settings.synthetic_seed)
             w, info = scale_for_profile(raw_cache[trace], profile, settings)
+            replay = (
+                request_replay(trace, rate_factor(w)) if settings.engine == "requests" else None
+            )
             winfo[(profile.name, w.name)] = info
             per_policy: dict[str, list[dict[str, Any]]] = {}
             factories: list[PolicyFactory] = []
@@ -310,6 +350,8 @@ def run_evaluation(
                     config=cfg,
                     record=True,
                     initial_replicas=start,
+                    engine=settings.engine,
+                    requests=replay,
                 )
                 run_s = time.perf_counter() - t0
                 recs = [_summary_record(s, w.name) for s in ro.summaries]

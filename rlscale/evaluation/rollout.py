@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rlscale.contract import FIELD_INDEX, IntervalMetrics
 from rlscale.envs.cluster import ClusterSim
+
+if TYPE_CHECKING:
+    from rlscale.envs.requests import RequestSim, RequestTrace
 from rlscale.envs.fleet import ClampedFleet
 from rlscale.policies.base import Policy
 from rlscale.profiles.model import ServiceProfile
@@ -129,8 +132,12 @@ def rollout(
     window: int = 8,
     record: bool = False,
     initial_replicas: int | None = None,
+    engine: str = "fluid",
+    requests: RequestTrace | None = None,
 ) -> Rollout:
-    """Run `make_policy(seed)` on `workload` for every seed; each decision passes `clamp_batch`."""
+    """Run `make_policy(seed)` on `workload` for every seed; each decision passes `clamp_batch`.
+    `engine="requests"` serves it request by request (`requests`, when given, replays those
+    requests; otherwise they are synthesised from the workload's bins)."""
     lim = limits or SafetyLimits()
     runs = [Run(make_policy(int(s)), lim, 0, int(s)) for s in seeds]
     # One generator for the batch, seeded by the seed list: every policy evaluated on the same
@@ -145,7 +152,14 @@ def rollout(
         window=window,
         record=record,
         initial_replicas=initial_replicas,
+        engine=engine,
+        requests=requests,
     )
+
+
+# The serving engines a rollout can run on: the fluid model (fast, what training uses) and the
+# request-level engine (the reference it is held to, `benchmarks/fidelity.py`).
+ENGINES: tuple[str, ...] = ("fluid", "requests")
 
 
 def run_batch(
@@ -158,6 +172,8 @@ def run_batch(
     window: int = 8,
     record: bool = False,
     initial_replicas: int | Sequence[int] | np.ndarray | None = None,
+    engine: str = "fluid",
+    requests: RequestTrace | None = None,
 ) -> Rollout:
     """Step every run in one batched simulator seeded with `sim_seed`; returns one summary per run.
 
@@ -168,7 +184,18 @@ def run_batch(
     cfg = config or SimConfig()
     b = len(runs)
     wid = np.array([r.workload for r in runs], dtype=np.int64)
-    sim = ClusterSim(profile, workloads, batch=b, config=cfg, seed=sim_seed)
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}, expected one of {ENGINES}")
+    sim: ClusterSim | RequestSim
+    if engine == "fluid":
+        sim = ClusterSim(profile, workloads, batch=b, config=cfg, seed=sim_seed)
+    else:
+        from rlscale.envs.requests import RequestSim
+
+        replay: list[Workload | RequestTrace] = (
+            [requests] if requests is not None else list(workloads)
+        )
+        sim = RequestSim(profile, replay, batch=b, config=cfg, seed=sim_seed)
     # The constructor's reset gives cluster b workload b % n; another reset is only made when
     # needed, since it redraws the cold-start pool.
     if initial_replicas is not None or not np.array_equal(wid, np.arange(b) % len(workloads)):
@@ -186,6 +213,7 @@ def run_batch(
     steps = int(sim.t_end.max() - sim.t.min())
     tl = np.zeros((steps, b, sim.metrics.shape[1])) if record else None
     arrivals = np.zeros((steps, b))
+    served = np.zeros((steps, b))
     ttft_q = np.zeros((steps, b, len(P_GRID)))
     tpot_q = np.zeros((steps, b, len(P_GRID)))
     proposed = np.zeros(b)
@@ -201,6 +229,9 @@ def run_batch(
                 warm[i] = d.warm_replicas
         m = fleet.step(proposed, now, warm if manages_warm else None)
         arrivals[step] = sim.last_arrivals
+        # the latency quantiles are over the requests they describe: the interval's arrivals in
+        # the fluid model, its first tokens in the request-level engine
+        served[step] = sim.last_arrivals if engine == "fluid" else sim.last.started
         ttft_q[step] = sim.last.ttft_q
         tpot_q[step] = sim.last.tpot_q
         if tl is not None:
@@ -213,7 +244,7 @@ def run_batch(
     tot = sim.totals
     summaries = []
     for i, run in enumerate(runs):
-        w = arrivals[:, i, None] * _WEIGHTS[None, :]
+        w = served[:, i, None] * _WEIGHTS[None, :]
         # pool each interval's quantile grid (midpoints of grid cells) weighted by its arrivals
         tq = 0.5 * (ttft_q[:, i, 1:] + ttft_q[:, i, :-1])
         pq = 0.5 * (tpot_q[:, i, 1:] + tpot_q[:, i, :-1])

@@ -125,10 +125,26 @@ METRICS: dict[str, MetricSource] = {
 
 # Kubernetes resource.Quantity suffixes (decimal SI and binary).
 _SUFFIX = {
-    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
 }
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$")
+_QUANTITY = re.compile(
+    r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]?)$"
+)
 
 
 def parse_quantity(value: str | int | float) -> float:
@@ -155,7 +171,9 @@ class _K8s(BaseModel):
 
 class MetricIdentifier(_K8s):
     name: str = Field(min_length=1)
-    selector: dict[str, Any] | None = None  # a LabelSelector; the simulator has one series per metric
+    selector: dict[str, Any] | None = (
+        None  # a LabelSelector; the simulator has one series per metric
+    )
 
 
 class MetricTarget(_K8s):
@@ -171,10 +189,18 @@ class MetricTarget(_K8s):
 
     @model_validator(mode="after")
     def _has_its_value(self) -> MetricTarget:
-        need = {"Value": "value", "AverageValue": "average_value", "Utilization": "average_utilization"}[self.type]
+        need = {
+            "Value": "value",
+            "AverageValue": "average_value",
+            "Utilization": "average_utilization",
+        }[self.type]
         got = getattr(self, need)
         if got is None:
-            key = {"value": "value", "average_value": "averageValue", "average_utilization": "averageUtilization"}[need]
+            key = {
+                "value": "value",
+                "average_value": "averageValue",
+                "average_utilization": "averageUtilization",
+            }[need]
             raise ValueError(f"target type {self.type} needs `{key}`")
         if got <= 0:
             raise ValueError(f"target must be > 0, got {got}")
@@ -212,8 +238,12 @@ class HPAScalingPolicy(_K8s):
 
 
 class HPAScalingRules(_K8s):
-    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600, alias="stabilizationWindowSeconds")
-    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(default=None, alias="selectPolicy")
+    stabilization_window_seconds: int | None = Field(
+        default=None, ge=0, le=3600, alias="stabilizationWindowSeconds"
+    )
+    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(
+        default=None, alias="selectPolicy"
+    )
     policies: list[HPAScalingPolicy] | None = None
     # Kubernetes 1.33+ (HPAConfigurableTolerance): a Kubernetes field, but not modelled here
     tolerance: Any = None
@@ -241,7 +271,10 @@ class HPAScalingRules(_K8s):
             policies=(
                 default.policies
                 if self.policies is None
-                else tuple(ScalingPolicy(type=p.type, value=p.value, period_s=p.period_seconds) for p in self.policies)
+                else tuple(
+                    ScalingPolicy(type=p.type, value=p.value, period_s=p.period_seconds)
+                    for p in self.policies
+                )
             ),
         )
 
@@ -252,7 +285,9 @@ class HPABehavior(_K8s):
 
 
 class HPASpec(_K8s):
-    scale_target_ref: dict[str, Any] | None = Field(default=None, alias="scaleTargetRef")  # the simulator scales one fleet
+    scale_target_ref: dict[str, Any] | None = Field(
+        default=None, alias="scaleTargetRef"
+    )  # the simulator scales one fleet
     min_replicas: int = Field(default=1, ge=1, alias="minReplicas")
     max_replicas: int = Field(ge=1, alias="maxReplicas")
     metrics: list[MetricSpec] = Field(min_length=1)
@@ -261,7 +296,9 @@ class HPASpec(_K8s):
     @model_validator(mode="after")
     def _bounds(self) -> HPASpec:
         if self.max_replicas < self.min_replicas:
-            raise ValueError(f"maxReplicas = {self.max_replicas}, must be >= minReplicas ({self.min_replicas})")
+            raise ValueError(
+                f"maxReplicas = {self.max_replicas}, must be >= minReplicas ({self.min_replicas})"
+            )
         return self
 
 
@@ -305,11 +342,15 @@ class HPAConfig:
     annotations: tuple[tuple[str, str], ...] = ()
 
 
-def config_from_manifest(data: Any, where: str = "<manifest>", *, tolerance: float = DEFAULT_TOLERANCE) -> HPAConfig:
+def config_from_manifest(
+    data: Any, where: str = "<manifest>", *, tolerance: float = DEFAULT_TOLERANCE
+) -> HPAConfig:
     """Validate a parsed manifest (a dict) and resolve its metrics; `InputError` naming `where`,
     the field and what was expected on any problem."""
     if not isinstance(data, dict):
-        raise InputError(where, "expected a HorizontalPodAutoscaler manifest (a YAML mapping) at the top level")
+        raise InputError(
+            where, "expected a HorizontalPodAutoscaler manifest (a YAML mapping) at the top level"
+        )
     m = validate_model(data, HPAManifest, where)
     metrics = []
     for i, spec in enumerate(m.spec.metrics):
@@ -323,7 +364,11 @@ def config_from_manifest(data: Any, where: str = "<manifest>", *, tolerance: flo
         scale_down=(beh.scale_down or HPAScalingRules()).to_rules(HPA_DEFAULT_DOWN),
     )
     return HPAConfig(
-        name=m.metadata.name, metrics=tuple(metrics), limits=limits, tolerance=tolerance, source=where,
+        name=m.metadata.name,
+        metrics=tuple(metrics),
+        limits=limits,
+        tolerance=tolerance,
+        source=where,
         annotations=tuple(sorted(m.metadata.annotations.items())),
     )
 
@@ -339,7 +384,9 @@ def _resolve_metric(spec: MetricSpec, where: str, loc: str) -> HPAMetric:
     key = spec.type[0].lower() + spec.type[1:]
     src = getattr(spec, key)
     if src is None:
-        raise InputError(where, f"metric type {spec.type} needs a `{key}` section", field=f"{loc}.{key}")
+        raise InputError(
+            where, f"metric type {spec.type} needs a `{key}` section", field=f"{loc}.{key}"
+        )
     name = src.metric.name
     source = METRICS.get(name)
     if source is None:
@@ -351,11 +398,16 @@ def _resolve_metric(spec: MetricSpec, where: str, loc: str) -> HPAMetric:
     t = src.target
     if t.type == "Utilization":
         raise InputError(
-            where, f"target type Utilization is only for Resource metrics; use AverageValue for {name!r}",
+            where,
+            f"target type Utilization is only for Resource metrics; use AverageValue for {name!r}",
             field=f"{loc}.{key}.target.type",
         )
     if spec.type == "Pods" and t.type != "AverageValue":
-        raise InputError(where, f"a Pods metric needs an AverageValue target, got {t.type}", field=f"{loc}.{key}.target.type")
+        raise InputError(
+            where,
+            f"a Pods metric needs an AverageValue target, got {t.type}",
+            field=f"{loc}.{key}.target.type",
+        )
     if source.max_target is not None and t.amount > source.max_target:
         raise InputError(
             where,
@@ -419,9 +471,13 @@ def metric_recommendation(
         return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no value")
     if metric.type == "Pods":
         if ready <= 0:
-            return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no ready pods")
+            return MetricRecommendation(
+                metric.name, None, float("nan"), float("nan"), "no ready pods"
+            )
         per_pod = raw / ready if metric.source.aggregate == "sum" else raw
-        n, ratio, note = _pods_metric_replicas(per_pod, metric.target, ready, missing, current, tolerance)
+        n, ratio, note = _pods_metric_replicas(
+            per_pod, metric.target, ready, missing, current, tolerance
+        )
         return MetricRecommendation(metric.name, n, per_pod, ratio, note)
     # Object / External: the fleet-level value (the total of a summed metric, the mean of an
     # averaged one)
@@ -430,7 +486,9 @@ def metric_recommendation(
         ratio = fleet / (metric.target * max(current, 1))
         if current > 0 and abs(1.0 - ratio) <= tolerance:
             return MetricRecommendation(metric.name, current, fleet, ratio, "within tolerance")
-        return MetricRecommendation(metric.name, math.ceil(fleet / metric.target - 1e-9), fleet, ratio)
+        return MetricRecommendation(
+            metric.name, math.ceil(fleet / metric.target - 1e-9), fleet, ratio
+        )
     ratio = fleet / metric.target
     if current == 0:
         return MetricRecommendation(metric.name, math.ceil(ratio - 1e-9), fleet, ratio)
@@ -441,12 +499,16 @@ def metric_recommendation(
     return MetricRecommendation(metric.name, math.ceil(ratio * ready - 1e-9), fleet, ratio)
 
 
-def desired_replicas(config: HPAConfig, m: IntervalMetrics) -> tuple[int, str, list[MetricRecommendation]]:
+def desired_replicas(
+    config: HPAConfig, m: IntervalMetrics
+) -> tuple[int, str, list[MetricRecommendation]]:
     """Steps 1-2 of the HPA: per-metric desired counts, their max, and the missing-metric rule
     (`computeReplicasForMetrics`): if every metric is unreadable, or some are and the readable
     ones would scale down, keep the current count."""
     current = _current(m)
-    recs = [metric_recommendation(metric, m, current, config.tolerance) for metric in config.metrics]
+    recs = [
+        metric_recommendation(metric, m, current, config.tolerance) for metric in config.metrics
+    ]
     valid = [r for r in recs if r.replicas is not None]
     parts = [
         f"{r.name} {r.value:.3g}{'/pod' if mt.type == 'Pods' else ''} vs {mt.target:g} -> {r.replicas}"
@@ -456,10 +518,18 @@ def desired_replicas(config: HPAConfig, m: IntervalMetrics) -> tuple[int, str, l
         for r, mt in zip(recs, config.metrics, strict=True)
     ]
     if not valid:
-        return current, f"{config.name}: no metric readable, holding {current} [{'; '.join(parts)}]", recs
+        return (
+            current,
+            f"{config.name}: no metric readable, holding {current} [{'; '.join(parts)}]",
+            recs,
+        )
     best = max(r.replicas for r in valid if r.replicas is not None)
     if len(valid) < len(recs) and best < current:
-        return current, f"{config.name}: some metrics unavailable, not scaling down [{'; '.join(parts)}]", recs
+        return (
+            current,
+            f"{config.name}: some metrics unavailable, not scaling down [{'; '.join(parts)}]",
+            recs,
+        )
     return int(best), f"{config.name}: desired {best} [{'; '.join(parts)}]", recs
 
 
@@ -467,7 +537,12 @@ def _current(m: IntervalMetrics) -> int:
     """The scale's spec.replicas (what the HPA calls currentReplicas)."""
     if math.isfinite(m.replicas_desired):
         return int(round(m.replicas_desired))
-    return int(round((m.replicas_ready if math.isfinite(m.replicas_ready) else 0) + (m.replicas_starting if math.isfinite(m.replicas_starting) else 0)))
+    return int(
+        round(
+            (m.replicas_ready if math.isfinite(m.replicas_ready) else 0)
+            + (m.replicas_starting if math.isfinite(m.replicas_starting) else 0)
+        )
+    )
 
 
 class HPAPolicy:

@@ -87,11 +87,17 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens < 1:
-            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+            raise ValueError(
+                f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}"
+            )
         if self.router not in ("least_outstanding", "round_robin"):
-            raise ValueError(f"router must be 'least_outstanding' or 'round_robin', got {self.router!r}")
+            raise ValueError(
+                f"router must be 'least_outstanding' or 'round_robin', got {self.router!r}"
+            )
         if self.prefill_cost not in ("tpot_fit", "ttft_fit"):
-            raise ValueError(f"prefill_cost must be 'tpot_fit' or 'ttft_fit', got {self.prefill_cost!r}")
+            raise ValueError(
+                f"prefill_cost must be 'tpot_fit' or 'ttft_fit', got {self.prefill_cost!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,11 @@ class IterationModel:
         # nothing measurable to a forward pass; that is taken as it is. The TTFT fit's slope is no
         # fallback: on the 8B profile (0.063 vs 0.021 ms/token) it halves the replica's capacity,
         # since 22.6 req/s x 1,155 tokens x 0.063 ms is more than a second of GPU per second.
-        pf_ms = lat.prefill_ms_per_token if cfg.prefill_cost == "ttft_fit" else lat.tpot_ms_per_prefill_token
+        pf_ms = (
+            lat.prefill_ms_per_token
+            if cfg.prefill_cost == "ttft_fit"
+            else lat.tpot_ms_per_prefill_token
+        )
         return cls(
             base_s=lat.tpot_base_ms / 1e3,
             per_decode_seq_s=lat.tpot_ms_per_seq / 1e3,
@@ -120,7 +130,9 @@ class IterationModel:
             ttft_overhead_s=lat.prefill_base_ms / 1e3,
         )
 
-    def iteration_s(self, prefill_tokens: float, decode_seqs: float, kv_tokens_read: float) -> float:
+    def iteration_s(
+        self, prefill_tokens: float, decode_seqs: float, kv_tokens_read: float
+    ) -> float:
         return (
             self.base_s
             + self.per_decode_seq_s * decode_seqs
@@ -158,8 +170,16 @@ def _push_back(q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray, r: int, rid: 
 
 
 @_njit
-def _push_front(q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray, r: int, rid: int,
-                rq_state: np.ndarray, ctr: np.ndarray, mask: int) -> None:
+def _push_front(
+    q: np.ndarray,
+    qhead: np.ndarray,
+    qlen: np.ndarray,
+    r: int,
+    rid: int,
+    rq_state: np.ndarray,
+    ctr: np.ndarray,
+    mask: int,
+) -> None:
     # a preempted request always goes back in front; at capacity it displaces the newest waiting
     # one (in the slot before the head), which is dropped
     cap = q.shape[1]
@@ -174,12 +194,28 @@ def _push_front(q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray, r: int, rid:
 
 @_njit
 def _schedule(
-    r: int, now: float,
-    rq_arr: np.ndarray, rq_p: np.ndarray, rq_o: np.ndarray, rq_g: np.ndarray, rq_c: np.ndarray,
-    rq_n: np.ndarray, rq_state: np.ndarray,
-    rp_busy: np.ndarray, rp_start: np.ndarray, rp_end: np.ndarray, rp_kv: np.ndarray,
-    run: np.ndarray, nrun: np.ndarray, q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray,
-    fp: np.ndarray, ip: np.ndarray, ctr: np.ndarray, mask: int,
+    r: int,
+    now: float,
+    rq_arr: np.ndarray,
+    rq_p: np.ndarray,
+    rq_o: np.ndarray,
+    rq_g: np.ndarray,
+    rq_c: np.ndarray,
+    rq_n: np.ndarray,
+    rq_state: np.ndarray,
+    rp_busy: np.ndarray,
+    rp_start: np.ndarray,
+    rp_end: np.ndarray,
+    rp_kv: np.ndarray,
+    run: np.ndarray,
+    nrun: np.ndarray,
+    q: np.ndarray,
+    qhead: np.ndarray,
+    qlen: np.ndarray,
+    fp: np.ndarray,
+    ip: np.ndarray,
+    ctr: np.ndarray,
+    mask: int,
 ) -> None:
     """Start replica r's next iteration at `now` (or leave it idle when it has nothing to do)."""
     qcap = q.shape[1]
@@ -284,12 +320,25 @@ def _schedule(
 
 @_njit
 def _finish(
-    r: int, now: float,
-    rq_arr: np.ndarray, rq_p: np.ndarray, rq_o: np.ndarray, rq_g: np.ndarray, rq_c: np.ndarray,
-    rq_n: np.ndarray, rq_first: np.ndarray, rq_state: np.ndarray,
-    rp_kv: np.ndarray, run: np.ndarray, nrun: np.ndarray,
-    fp: np.ndarray, ctr: np.ndarray, mask: int,
-    obs_ttft: np.ndarray, obs_dttft: np.ndarray, obs_dtpot: np.ndarray,
+    r: int,
+    now: float,
+    rq_arr: np.ndarray,
+    rq_p: np.ndarray,
+    rq_o: np.ndarray,
+    rq_g: np.ndarray,
+    rq_c: np.ndarray,
+    rq_n: np.ndarray,
+    rq_first: np.ndarray,
+    rq_state: np.ndarray,
+    rp_kv: np.ndarray,
+    run: np.ndarray,
+    nrun: np.ndarray,
+    fp: np.ndarray,
+    ctr: np.ndarray,
+    mask: int,
+    obs_ttft: np.ndarray,
+    obs_dttft: np.ndarray,
+    obs_dtpot: np.ndarray,
 ) -> None:
     """Apply replica r's iteration that ends at `now`: tokens computed, sampled, completions."""
     keep = 0
@@ -324,13 +373,33 @@ def _finish(
 
 @_njit
 def _route(
-    rid: int, now: float,
-    rq_arr: np.ndarray, rq_p: np.ndarray, rq_o: np.ndarray, rq_g: np.ndarray, rq_c: np.ndarray,
-    rq_n: np.ndarray, rq_state: np.ndarray, rq_rep: np.ndarray,
-    rp_exists: np.ndarray, rp_accept: np.ndarray, rp_active: np.ndarray,
-    rp_busy: np.ndarray, rp_start: np.ndarray, rp_end: np.ndarray, rp_kv: np.ndarray,
-    run: np.ndarray, nrun: np.ndarray, q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray,
-    rtq: np.ndarray, fp: np.ndarray, ip: np.ndarray, ctr: np.ndarray, mask: int,
+    rid: int,
+    now: float,
+    rq_arr: np.ndarray,
+    rq_p: np.ndarray,
+    rq_o: np.ndarray,
+    rq_g: np.ndarray,
+    rq_c: np.ndarray,
+    rq_n: np.ndarray,
+    rq_state: np.ndarray,
+    rq_rep: np.ndarray,
+    rp_exists: np.ndarray,
+    rp_accept: np.ndarray,
+    rp_active: np.ndarray,
+    rp_busy: np.ndarray,
+    rp_start: np.ndarray,
+    rp_end: np.ndarray,
+    rp_kv: np.ndarray,
+    run: np.ndarray,
+    nrun: np.ndarray,
+    q: np.ndarray,
+    qhead: np.ndarray,
+    qlen: np.ndarray,
+    rtq: np.ndarray,
+    fp: np.ndarray,
+    ip: np.ndarray,
+    ctr: np.ndarray,
+    mask: int,
 ) -> bool:
     """Send request `rid` to a ready replica; False when none is ready (it stays with the router)."""
     n_rep = rp_exists.shape[0]
@@ -362,14 +431,43 @@ def _route(
     rq_state[s] = _WAITING
     rq_rep[s] = best
     if not rp_busy[best]:
-        _schedule(best, now, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rp_busy, rp_start,
-                  rp_end, rp_kv, run, nrun, q, qhead, qlen, fp, ip, ctr, mask)
+        _schedule(
+            best,
+            now,
+            rq_arr,
+            rq_p,
+            rq_o,
+            rq_g,
+            rq_c,
+            rq_n,
+            rq_state,
+            rp_busy,
+            rp_start,
+            rp_end,
+            rp_kv,
+            run,
+            nrun,
+            q,
+            qhead,
+            qlen,
+            fp,
+            ip,
+            ctr,
+            mask,
+        )
     return True
 
 
 @_njit
-def _drop_router_expired(now: float, rq_arr: np.ndarray, rq_state: np.ndarray, rtq: np.ndarray,
-                         fp: np.ndarray, ctr: np.ndarray, mask: int) -> None:
+def _drop_router_expired(
+    now: float,
+    rq_arr: np.ndarray,
+    rq_state: np.ndarray,
+    rtq: np.ndarray,
+    fp: np.ndarray,
+    ctr: np.ndarray,
+    mask: int,
+) -> None:
     cap = rtq.shape[0]
     while ctr[_RT_LEN] > 0:
         rid = rtq[ctr[_RT_HEAD]]
@@ -385,15 +483,39 @@ def _drop_router_expired(now: float, rq_arr: np.ndarray, rq_state: np.ndarray, r
 
 @_njit
 def _advance(
-    t0: float, t_stop: float,
-    rq_arr: np.ndarray, rq_p: np.ndarray, rq_o: np.ndarray, rq_g: np.ndarray, rq_c: np.ndarray,
-    rq_n: np.ndarray, rq_first: np.ndarray, rq_state: np.ndarray, rq_rep: np.ndarray,
-    rp_exists: np.ndarray, rp_accept: np.ndarray, rp_active: np.ndarray, rp_avail: np.ndarray,
-    rp_busy: np.ndarray, rp_start: np.ndarray, rp_end: np.ndarray, rp_kv: np.ndarray,
-    rp_busy_s: np.ndarray, rp_idle_at: np.ndarray,
-    run: np.ndarray, nrun: np.ndarray, q: np.ndarray, qhead: np.ndarray, qlen: np.ndarray,
-    rtq: np.ndarray, fp: np.ndarray, ip: np.ndarray, ctr: np.ndarray,
-    obs_ttft: np.ndarray, obs_dttft: np.ndarray, obs_dtpot: np.ndarray,
+    t0: float,
+    t_stop: float,
+    rq_arr: np.ndarray,
+    rq_p: np.ndarray,
+    rq_o: np.ndarray,
+    rq_g: np.ndarray,
+    rq_c: np.ndarray,
+    rq_n: np.ndarray,
+    rq_first: np.ndarray,
+    rq_state: np.ndarray,
+    rq_rep: np.ndarray,
+    rp_exists: np.ndarray,
+    rp_accept: np.ndarray,
+    rp_active: np.ndarray,
+    rp_avail: np.ndarray,
+    rp_busy: np.ndarray,
+    rp_start: np.ndarray,
+    rp_end: np.ndarray,
+    rp_kv: np.ndarray,
+    rp_busy_s: np.ndarray,
+    rp_idle_at: np.ndarray,
+    run: np.ndarray,
+    nrun: np.ndarray,
+    q: np.ndarray,
+    qhead: np.ndarray,
+    qlen: np.ndarray,
+    rtq: np.ndarray,
+    fp: np.ndarray,
+    ip: np.ndarray,
+    ctr: np.ndarray,
+    obs_ttft: np.ndarray,
+    obs_dttft: np.ndarray,
+    obs_dtpot: np.ndarray,
 ) -> int:
     """Run events until `t_stop`. Returns 0 when done, 1 when an observation buffer is nearly
     full (the caller empties it and calls again; nothing is lost)."""
@@ -431,15 +553,67 @@ def _advance(
                 rid = rtq[ctr[_RT_HEAD]]
                 ctr[_RT_HEAD] = (ctr[_RT_HEAD] + 1) % rtcap
                 ctr[_RT_LEN] -= 1
-                _route(rid, tv, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rq_rep,
-                       rp_exists, rp_accept, rp_active, rp_busy, rp_start, rp_end, rp_kv,
-                       run, nrun, q, qhead, qlen, rtq, fp, ip, ctr, mask)
+                _route(
+                    rid,
+                    tv,
+                    rq_arr,
+                    rq_p,
+                    rq_o,
+                    rq_g,
+                    rq_c,
+                    rq_n,
+                    rq_state,
+                    rq_rep,
+                    rp_exists,
+                    rp_accept,
+                    rp_active,
+                    rp_busy,
+                    rp_start,
+                    rp_end,
+                    rp_kv,
+                    run,
+                    nrun,
+                    q,
+                    qhead,
+                    qlen,
+                    rtq,
+                    fp,
+                    ip,
+                    ctr,
+                    mask,
+                )
         elif ta <= te:
             rid = ctr[_NEXT_ID]
             ctr[_NEXT_ID] += 1
-            routed = _route(rid, ta, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rq_rep,
-                            rp_exists, rp_accept, rp_active, rp_busy, rp_start, rp_end, rp_kv,
-                            run, nrun, q, qhead, qlen, rtq, fp, ip, ctr, mask)
+            routed = _route(
+                rid,
+                ta,
+                rq_arr,
+                rq_p,
+                rq_o,
+                rq_g,
+                rq_c,
+                rq_n,
+                rq_state,
+                rq_rep,
+                rp_exists,
+                rp_accept,
+                rp_active,
+                rp_busy,
+                rp_start,
+                rp_end,
+                rp_kv,
+                run,
+                nrun,
+                q,
+                qhead,
+                qlen,
+                rtq,
+                fp,
+                ip,
+                ctr,
+                mask,
+            )
             if not routed:
                 if ctr[_RT_LEN] < rtcap:
                     rtq[(ctr[_RT_HEAD] + ctr[_RT_LEN]) % rtcap] = rid
@@ -452,10 +626,51 @@ def _advance(
             r = re
             rp_busy[r] = False
             rp_busy_s[r] += te - max(rp_start[r], t0)
-            _finish(r, te, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_first, rq_state, rp_kv, run,
-                    nrun, fp, ctr, mask, obs_ttft, obs_dttft, obs_dtpot)
-            _schedule(r, te, rq_arr, rq_p, rq_o, rq_g, rq_c, rq_n, rq_state, rp_busy, rp_start,
-                      rp_end, rp_kv, run, nrun, q, qhead, qlen, fp, ip, ctr, mask)
+            _finish(
+                r,
+                te,
+                rq_arr,
+                rq_p,
+                rq_o,
+                rq_g,
+                rq_c,
+                rq_n,
+                rq_first,
+                rq_state,
+                rp_kv,
+                run,
+                nrun,
+                fp,
+                ctr,
+                mask,
+                obs_ttft,
+                obs_dttft,
+                obs_dtpot,
+            )
+            _schedule(
+                r,
+                te,
+                rq_arr,
+                rq_p,
+                rq_o,
+                rq_g,
+                rq_c,
+                rq_n,
+                rq_state,
+                rp_busy,
+                rp_start,
+                rp_end,
+                rp_kv,
+                run,
+                nrun,
+                q,
+                qhead,
+                qlen,
+                fp,
+                ip,
+                ctr,
+                mask,
+            )
             if not rp_busy[r] and nrun[r] == 0 and qlen[r] == 0 and rp_idle_at[r] < 0:
                 rp_idle_at[r] = te
     # the window's end: busy time so far, clients still with the router that gave up
@@ -464,7 +679,9 @@ def _advance(
             rp_busy_s[r] += t_stop - max(rp_start[r], t0)
     _drop_router_expired(t_stop, rq_arr, rq_state, rtq, fp, ctr, mask)
     low = ctr[_LOW_ID]
-    while low < ctr[_NEXT_ID] and (rq_state[low & mask] == _DONE or rq_state[low & mask] == _DROPPED):
+    while low < ctr[_NEXT_ID] and (
+        rq_state[low & mask] == _DONE or rq_state[low & mask] == _DROPPED
+    ):
         low += 1
     ctr[_LOW_ID] = low
     return 0
@@ -499,11 +716,23 @@ class FleetEngine:
         self.kv_cache_tokens = int(latency.kv_cache_tokens)
         self.timeout_s = float(timeout_s)
         self.fp = np.array(
-            [it.base_s, it.per_decode_seq_s, it.per_kv_token_s, it.per_prefill_token_s, it.ttft_overhead_s, timeout_s]
+            [
+                it.base_s,
+                it.per_decode_seq_s,
+                it.per_kv_token_s,
+                it.per_prefill_token_s,
+                it.ttft_overhead_s,
+                timeout_s,
+            ]
         )
         self.ip = np.array(
-            [self.max_batch, self.kv_cache_tokens, cfg.max_num_batched_tokens,
-             0 if cfg.router == "least_outstanding" else 1, cfg.queue_capacity],
+            [
+                self.max_batch,
+                self.kv_cache_tokens,
+                cfg.max_num_batched_tokens,
+                0 if cfg.router == "least_outstanding" else 1,
+                cfg.queue_capacity,
+            ],
             dtype=np.int64,
         )
         self.ctr = np.zeros(_N_CTR, dtype=np.int64)
@@ -527,8 +756,21 @@ class FleetEngine:
         self.rq_rep = np.full(cap, -1, dtype=np.int64)
 
     _RQ = ("rq_arr", "rq_first", "rq_p", "rq_o", "rq_g", "rq_c", "rq_n", "rq_state", "rq_rep")
-    _RP = ("rp_exists", "rp_accept", "rp_active", "rp_avail", "rp_busy", "rp_start", "rp_end", "rp_kv",
-           "rp_busy_s", "rp_idle_at", "nrun", "qhead", "qlen")
+    _RP = (
+        "rp_exists",
+        "rp_accept",
+        "rp_active",
+        "rp_avail",
+        "rp_busy",
+        "rp_start",
+        "rp_end",
+        "rp_kv",
+        "rp_busy_s",
+        "rp_idle_at",
+        "nrun",
+        "qhead",
+        "qlen",
+    )
 
     def _grow_requests(self, need: int) -> None:
         old_cap = self.rq_arr.shape[0]
@@ -603,7 +845,9 @@ class FleetEngine:
         self.rp_active[slot] = False
 
     # --- requests -----------------------------------------------------------------------
-    def add_requests(self, arrival_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> None:
+    def add_requests(
+        self, arrival_s: np.ndarray, prompt_tokens: np.ndarray, output_tokens: np.ndarray
+    ) -> None:
         """Append requests (arrival times sorted, not before the last one added)."""
         n = len(arrival_s)
         if n == 0:
@@ -634,13 +878,37 @@ class FleetEngine:
         self.rp_busy_s[:] = 0.0
         while True:
             rc = _advance(
-                float(t0_s), float(t_stop_s),
-                self.rq_arr, self.rq_p, self.rq_o, self.rq_g, self.rq_c, self.rq_n, self.rq_first,
-                self.rq_state, self.rq_rep,
-                self.rp_exists, self.rp_accept, self.rp_active, self.rp_avail, self.rp_busy,
-                self.rp_start, self.rp_end, self.rp_kv, self.rp_busy_s, self.rp_idle_at,
-                self.run, self.nrun, self.q, self.qhead, self.qlen,
-                self.rtq, self.fp, self.ip, c, *self._obs,
+                float(t0_s),
+                float(t_stop_s),
+                self.rq_arr,
+                self.rq_p,
+                self.rq_o,
+                self.rq_g,
+                self.rq_c,
+                self.rq_n,
+                self.rq_first,
+                self.rq_state,
+                self.rq_rep,
+                self.rp_exists,
+                self.rp_accept,
+                self.rp_active,
+                self.rp_avail,
+                self.rp_busy,
+                self.rp_start,
+                self.rp_end,
+                self.rp_kv,
+                self.rp_busy_s,
+                self.rp_idle_at,
+                self.run,
+                self.nrun,
+                self.q,
+                self.qhead,
+                self.qlen,
+                self.rtq,
+                self.fp,
+                self.ip,
+                c,
+                *self._obs,
             )
             chunks[0].append(self._obs[0][: c[_N_TTFT]].copy())
             chunks[1].append(self._obs[1][: c[_N_DONE]].copy())
@@ -690,7 +958,9 @@ class FleetEngine:
         if ids.size == 0:
             return 0.0
         s = ids & (self.rq_arr.shape[0] - 1)
-        waiting = ((self.rq_state[s] == _WAITING) | (self.rq_state[s] == _ROUTER)) & (self.rq_g[s] == 0)
+        waiting = ((self.rq_state[s] == _WAITING) | (self.rq_state[s] == _ROUTER)) & (
+            self.rq_g[s] == 0
+        )
         if not waiting.any():
             return 0.0
         return float(now_s - self.rq_arr[s[waiting]].min())

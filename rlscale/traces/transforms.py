@@ -303,3 +303,13 @@ def _record(w: Workload, step: dict[str, Any]) -> Workload:
     meta = dict(w.meta)
     meta["transforms"] = [*meta.get("transforms", []), step]
     return w.with_(meta=meta)
+
+
+def rate_factor(w: Workload) -> float:
+    """How many times its source's rate `w` carries: the product of the rate scalings it records
+    (1.0 for an unscaled trace)."""
+    factor = 1.0
+    for step in w.meta.get("transforms", []):
+        if step.get("op") in ("scale_rate", "scale_to_fleet"):
+            factor *= float(step["factor"])
+    return factor
