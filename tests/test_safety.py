@@ -16,7 +16,7 @@ def limits(**kw) -> SafetyLimits:
 def test_bounds_clip_and_say_why():
     lim = limits(min_replicas=2, max_replicas=10)
     st_ = ClampState.empty(1, lim, 15)
-    assert clamp(30, 5, 0, lim, st_) .replicas == 10
+    assert clamp(30, 5, 0, lim, st_).replicas == 10
     c = clamp(0, 10, 15, lim, st_)
     assert c.replicas == 2 and "TooFewReplicas" in c.reasons
 
@@ -44,7 +44,9 @@ def test_scale_down_stabilisation_uses_the_highest_recent_proposal():
 
 
 def test_scale_up_pods_policy_limits_replicas_added_per_period():
-    lim = limits(scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=4, period_s=60),)))
+    lim = limits(
+        scale_up=ScalingRules(policies=(ScalingPolicy(type="Pods", value=4, period_s=60),))
+    )
     st_ = ClampState.empty(1, lim, 15)
     cur = 2
     got = []
@@ -58,7 +60,10 @@ def test_scale_up_pods_policy_limits_replicas_added_per_period():
 
 
 def test_percent_and_pods_policies_combine_by_select_policy():
-    pols = (ScalingPolicy(type="Percent", value=10, period_s=60), ScalingPolicy(type="Pods", value=4, period_s=60))
+    pols = (
+        ScalingPolicy(type="Percent", value=10, period_s=60),
+        ScalingPolicy(type="Pods", value=4, period_s=60),
+    )
     for select, expected in (("Max", 60), ("Min", 96)):
         lim = limits(max_replicas=200, scale_down=ScalingRules(policies=pols, select_policy=select))
         st_ = ClampState.empty(1, lim, 15)
@@ -89,9 +94,16 @@ def test_gpu_budget_counts_warm_replicas():
 )
 def test_replicas_never_leave_min_max(props, lo, span):
     lim = SafetyLimits(
-        min_replicas=lo, max_replicas=lo + span + 1, tolerance=0.1,
-        scale_up=ScalingRules(stabilization_window_s=30, policies=(ScalingPolicy(type="Percent", value=50, period_s=60),)),
-        scale_down=ScalingRules(stabilization_window_s=60, policies=(ScalingPolicy(type="Pods", value=2, period_s=30),)),
+        min_replicas=lo,
+        max_replicas=lo + span + 1,
+        tolerance=0.1,
+        scale_up=ScalingRules(
+            stabilization_window_s=30,
+            policies=(ScalingPolicy(type="Percent", value=50, period_s=60),),
+        ),
+        scale_down=ScalingRules(
+            stabilization_window_s=60, policies=(ScalingPolicy(type="Pods", value=2, period_s=30),)
+        ),
     )
     st_ = ClampState.empty(3, lim, 15)
     cur = np.full(3, float(lo))
@@ -104,7 +116,10 @@ def test_replicas_never_leave_min_max(props, lo, span):
 def test_rate_limit_period_starts_count_changes_in_both_directions():
     # HPA: periodStartReplicas = current - added + deleted, whatever the direction now
     four_per_minute = (ScalingPolicy(type="Pods", value=4, period_s=60),)
-    lim = limits(scale_up=ScalingRules(policies=four_per_minute), scale_down=ScalingRules(policies=four_per_minute))
+    lim = limits(
+        scale_up=ScalingRules(policies=four_per_minute),
+        scale_down=ScalingRules(policies=four_per_minute),
+    )
     st_ = ClampState.empty(1, lim, 15)
     assert clamp(6, 10, 0, lim, st_).replicas == 6
     # the period started at 10 (6 + 4 removed), so +4 from there allows 14

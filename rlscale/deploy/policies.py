@@ -88,8 +88,7 @@ def policy_spec(choice: PolicyChoice, where: str, field: str) -> PolicySpec:
 
 def _threshold_spec(config: Any, opts: dict[str, Any], where: str, field: str) -> PolicySpec:
     """Inline `ThresholdConfig` fields, validated here so the error names the option."""
-    from pydantic import ValidationError
-
+    from rlscale.config import validate_model
     from rlscale.policies.threshold import ThresholdConfig
 
     if config is not None:
@@ -99,14 +98,10 @@ def _threshold_spec(config: Any, opts: dict[str, Any], where: str, field: str) -
             field=f"{field}.options",
         )
     try:
-        ThresholdConfig.model_validate(opts)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
+        validate_model(opts, ThresholdConfig, where)
+    except InputError as e:
         raise InputError(
-            where,
-            str(err["msg"]).removeprefix("Value error, "),
-            field=f"{field}.options.{loc}".rstrip("."),
+            where, e.problem, field=f"{field}.options.{e.field or ''}".rstrip(".")
         ) from None
     return PolicySpec("threshold", "", tuple((k, float(v)) for k, v in opts.items()))
 

@@ -228,11 +228,12 @@ def _hpa(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
 
 
 def _threshold(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.config import validate_model
     from rlscale.policies.threshold import ThresholdConfig, ThresholdPolicy
 
     cfg = ThresholdConfig.load(ps.arg) if ps.arg else ThresholdConfig()
     if ps.options:
-        cfg = ThresholdConfig.model_validate({**cfg.model_dump(), **dict(ps.options)})
+        cfg = validate_model({**cfg.model_dump(), **dict(ps.options)}, ThresholdConfig, str(ps))
     name = f"threshold:{Path(ps.arg).stem}" if ps.arg else "threshold"
     limits = ThresholdPolicy(cfg).limits
     return PolicyFactory(

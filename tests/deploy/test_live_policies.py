@@ -88,7 +88,7 @@ def test_rule_policies_take_their_options() -> None:
         (
             {"rule": "threshold", "options": {"step_upp": 1}},
             "policy.options.step_upp",
-            "Extra inputs",
+            "unknown field",
         ),
     ],
 )

@@ -25,7 +25,10 @@ def make_profile(**kw):
 
 def _conserved(sim: RequestSim, i: int) -> None:
     eng = sim.clusters[i].engine
-    assert sim.totals.arrived[i] == sim.totals.completed[i] + sim.totals.dropped[i] + eng.waiting + eng.running
+    assert (
+        sim.totals.arrived[i]
+        == sim.totals.completed[i] + sim.totals.dropped[i] + eng.waiting + eng.running
+    )
 
 
 def test_a_rollout_like_loop_reads_rows_in_contract_order_and_conserves_requests():
@@ -40,7 +43,9 @@ def test_a_rollout_like_loop_reads_rows_in_contract_order_and_conserves_requests
         target = np.ceil(sim.metrics[:, F["arrival_rps"]] / (0.7 * cap))
         m = sim.step(target)
         assert np.all(np.isfinite(m))
-        assert sim.last.ttft_q.shape == (2, len(P_GRID)) and np.all(np.diff(sim.last.ttft_q, axis=1) >= 0)
+        assert sim.last.ttft_q.shape == (2, len(P_GRID)) and np.all(
+            np.diff(sim.last.ttft_q, axis=1) >= 0
+        )
         for i in range(2):
             _conserved(sim, i)
     assert np.all(sim.done) and np.all(sim.t == sim.t_end)
@@ -164,7 +169,9 @@ def test_a_request_trace_is_replayed_request_by_request():
     assert sim.totals.arrived[0] == 900
     big = trace.scaled(2.5, np.random.default_rng(1))
     assert len(big.arrival_s) == pytest.approx(2250, rel=0.05)
-    assert big.arrival_s[0] >= 0 and big.arrival_s[-1] <= t[-1] and np.all(np.diff(big.arrival_s) >= 0)
+    assert (
+        big.arrival_s[0] >= 0 and big.arrival_s[-1] <= t[-1] and np.all(np.diff(big.arrival_s) >= 0)
+    )
 
 
 def test_a_trace_out_of_order_is_refused_naming_the_field():
@@ -180,8 +187,13 @@ def test_the_azure_conv_hour_loads_every_request(shared_data):
 
 
 def test_latency_jitter_gives_each_cluster_its_own_coefficients():
-    sim = RequestSim(make_profile(), [constant_workload(5.0, bins=4)], batch=3,
-                     config=SimConfig(latency_jitter=0.2, cold_start_jitter=0.2), seed=0)
+    sim = RequestSim(
+        make_profile(),
+        [constant_workload(5.0, bins=4)],
+        batch=3,
+        config=SimConfig(latency_jitter=0.2, cold_start_jitter=0.2),
+        seed=0,
+    )
     fps = np.stack([c.engine.fp for c in sim.clusters])
     assert len({tuple(r) for r in fps.round(12)}) == 3
     assert len({c.cold_scale for c in sim.clusters}) == 3

@@ -30,15 +30,28 @@ def metrics(**kw: float) -> IntervalMetrics:
     return IntervalMetrics(**base)
 
 
-def manifest(metrics_: list[dict], behavior: dict | None = None, min_r: int = 1, max_r: int = 100) -> dict:
+def manifest(
+    metrics_: list[dict], behavior: dict | None = None, min_r: int = 1, max_r: int = 100
+) -> dict:
     spec = {"minReplicas": min_r, "maxReplicas": max_r, "metrics": metrics_}
     if behavior is not None:
         spec["behavior"] = behavior
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "t"}, "spec": spec}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "t"},
+        "spec": spec,
+    }
 
 
 def pods_metric(name: str, target: str) -> dict:
-    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}}}
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": name},
+            "target": {"type": "AverageValue", "averageValue": target},
+        },
+    }
 
 
 QUEUE_100M = config_from_manifest(manifest([pods_metric("request_queue_size", "100m")]))
@@ -71,48 +84,76 @@ def test_ratio_within_the_ten_percent_tolerance_keeps_the_current_count():
     n, reason, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.105))
     assert n == 4 and "tolerance" in reason
     # tolerance is on the ratio before rounding: 5 pods at 1.09x -> keep 5 (rounded first: 6)
-    n, _, _ = desired_replicas(QUEUE_100M, metrics(replicas_ready=5, replicas_desired=5, requests_waiting=5 * 0.109))
+    n, _, _ = desired_replicas(
+        QUEUE_100M, metrics(replicas_ready=5, replicas_desired=5, requests_waiting=5 * 0.109)
+    )
     assert n == 5
-    n, _, _ = desired_replicas(QUEUE_100M, metrics(replicas_ready=5, replicas_desired=5, requests_waiting=5 * 0.111))
+    n, _, _ = desired_replicas(
+        QUEUE_100M, metrics(replicas_ready=5, replicas_desired=5, requests_waiting=5 * 0.111)
+    )
     assert n == 6
 
 
 def test_desired_is_the_max_over_metrics():
-    cfg = config_from_manifest(manifest([pods_metric("gpu_utilization", "70"), pods_metric("request_queue_size", "10")]))
+    cfg = config_from_manifest(
+        manifest([pods_metric("gpu_utilization", "70"), pods_metric("request_queue_size", "10")])
+    )
     # gpu 35% -> ceil(4 x 0.5) = 2; queue 60 total = 15/pod -> ceil(4 x 1.5) = 6
-    n, reason, recs = desired_replicas(cfg, metrics(gpu_utilization_pct=35.0, requests_waiting=60.0))
+    n, reason, recs = desired_replicas(
+        cfg, metrics(gpu_utilization_pct=35.0, requests_waiting=60.0)
+    )
     assert [r.replicas for r in recs] == [2, 6] and n == 6
     assert "gpu_utilization" in reason and "request_queue_size" in reason
 
 
 def test_starting_pods_count_as_missing_metrics():
     # scale-down with 2 starting pods: they count at the target, u' = (0.5 x 4 + 2) / 6, ceil(4.0) = 4
-    n, _, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6)
+    )
     assert n == 4
     # scale-up with 2 starting pods: they count as 0, u' = 1.5 x 4 / 6 = 1.0 -> wait for them
-    n, _, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6)
+    )
     assert n == 6
     # a bigger surge still scales: u = 3 -> u' = 2, ceil(2 x 6) = 12
-    n, _, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.3, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M, metrics(requests_waiting=4 * 0.3, replicas_starting=2, replicas_desired=6)
+    )
     assert n == 12
 
 
 def test_an_unreadable_metric_never_causes_a_scale_down():
-    cfg = config_from_manifest(manifest([pods_metric("gpu_utilization", "70"), pods_metric("request_queue_size", "10")]))
-    n, reason, _ = desired_replicas(cfg, metrics(gpu_utilization_pct=math.nan, requests_waiting=0.0))
+    cfg = config_from_manifest(
+        manifest([pods_metric("gpu_utilization", "70"), pods_metric("request_queue_size", "10")])
+    )
+    n, reason, _ = desired_replicas(
+        cfg, metrics(gpu_utilization_pct=math.nan, requests_waiting=0.0)
+    )
     assert n == 4 and "not scaling down" in reason
     # ... but a readable metric may still scale up
     n, _, _ = desired_replicas(cfg, metrics(gpu_utilization_pct=math.nan, requests_waiting=80.0))
     assert n == 8
-    n, reason, _ = desired_replicas(cfg, metrics(gpu_utilization_pct=math.nan, requests_waiting=math.nan))
+    n, reason, _ = desired_replicas(
+        cfg, metrics(gpu_utilization_pct=math.nan, requests_waiting=math.nan)
+    )
     assert n == 4 and "no metric readable" in reason
 
 
 def test_external_average_value_divides_the_total_by_the_target():
-    ext = {"type": "External", "external": {"metric": {"name": "arrival_rate"}, "target": {"type": "AverageValue", "averageValue": "20"}}}
+    ext = {
+        "type": "External",
+        "external": {
+            "metric": {"name": "arrival_rate"},
+            "target": {"type": "AverageValue", "averageValue": "20"},
+        },
+    }
     cfg = config_from_manifest(manifest([ext]))
     assert desired_replicas(cfg, metrics(arrival_rps=130.0))[0] == 7  # ceil(130 / 20)
-    assert desired_replicas(cfg, metrics(arrival_rps=82.0))[0] == 4  # 82 / (20 x 4) = 1.025: tolerance
+    assert (
+        desired_replicas(cfg, metrics(arrival_rps=82.0))[0] == 4
+    )  # 82 / (20 x 4) = 1.025: tolerance
 
 
 def run_clamp(cfg, proposals, current, period_s=15.0):
@@ -128,8 +169,15 @@ def run_clamp(cfg, proposals, current, period_s=15.0):
 def test_scale_down_percent_and_pods_policies_select_the_biggest_change():
     # docs: Pods 4 / 60 s and Percent 10 / 60 s, selectPolicy Max; from 80 towards 10 the Percent
     # policy removes 8 (80 -> 72), then 72 * 0.9 = 64.8 -> 64, ...; at 40 or fewer Pods (4) wins
-    beh = {"scaleDown": {"stabilizationWindowSeconds": 0, "policies": [
-        {"type": "Pods", "value": 4, "periodSeconds": 60}, {"type": "Percent", "value": 10, "periodSeconds": 60}]}}
+    beh = {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 0,
+            "policies": [
+                {"type": "Pods", "value": 4, "periodSeconds": 60},
+                {"type": "Percent", "value": 10, "periodSeconds": 60},
+            ],
+        }
+    }
     cfg = config_from_manifest(manifest([pods_metric("request_queue_size", "10")], beh))
     got = run_clamp(cfg, [10] * 60, 80)
     per_minute = got[::4]
@@ -138,13 +186,44 @@ def test_scale_down_percent_and_pods_policies_select_the_biggest_change():
 
 
 def test_select_policy_min_takes_the_smallest_change():
-    beh = {"scaleDown": {"stabilizationWindowSeconds": 0, "selectPolicy": "Min", "policies": [
-        {"type": "Pods", "value": 4, "periodSeconds": 60}, {"type": "Percent", "value": 10, "periodSeconds": 60}]}}
+    beh = {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Min",
+            "policies": [
+                {"type": "Pods", "value": 4, "periodSeconds": 60},
+                {"type": "Percent", "value": 10, "periodSeconds": 60},
+            ],
+        }
+    }
     cfg = config_from_manifest(manifest([pods_metric("request_queue_size", "10")], beh))
     got = run_clamp(cfg, [10] * 88, 80)[::4]
     # Min keeps the smaller change: 4 pods while 10 % > 4 (80 -> 76, not 72); below 40 the 10 %
     # (rounded down: 28 -> 25.2 -> 25) is smaller
-    assert got == [76, 72, 68, 64, 60, 56, 52, 48, 44, 40, 36, 32, 28, 25, 22, 19, 17, 15, 13, 11, 10, 10]
+    assert got == [
+        76,
+        72,
+        68,
+        64,
+        60,
+        56,
+        52,
+        48,
+        44,
+        40,
+        36,
+        32,
+        28,
+        25,
+        22,
+        19,
+        17,
+        15,
+        13,
+        11,
+        10,
+        10,
+    ]
 
 
 def test_a_disabled_direction_never_moves():
@@ -155,7 +234,12 @@ def test_a_disabled_direction_never_moves():
 
 def test_scale_down_stabilisation_follows_the_highest_recommendation_in_the_window():
     # docs: "uses the highest value from the specified interval"; window 300 s, sync 15 s
-    beh = {"scaleDown": {"stabilizationWindowSeconds": 300, "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}
+    beh = {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 300,
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+        }
+    }
     cfg = config_from_manifest(manifest([pods_metric("request_queue_size", "10")], beh))
     props = [10] + [4] * 30
     got = run_clamp(cfg, props, 10)
@@ -178,7 +262,10 @@ def test_without_behavior_the_hpa_defaults_apply():
     cfg = config_from_manifest(manifest([pods_metric("request_queue_size", "10")]))
     up, down = cfg.limits.scale_up, cfg.limits.scale_down
     assert up.stabilization_window_s == 0 and down.stabilization_window_s == 300
-    assert {(p.type, p.value, p.period_s) for p in up.policies} == {("Percent", 100, 15), ("Pods", 4, 15)}
+    assert {(p.type, p.value, p.period_s) for p in up.policies} == {
+        ("Percent", 100, 15),
+        ("Pods", 4, 15),
+    }
     # +max(100 %, 4 pods) per 15 s: 1 -> 5 -> 10 -> 20 -> 40
     assert run_clamp(cfg, [50] * 4, 1) == [5, 10, 20, 40]
     assert cfg.limits.tolerance == 0  # the policy applies tolerance to the ratio itself
@@ -189,10 +276,16 @@ def test_the_shipped_manifest_is_the_issue_baseline():
     lim = cfg.limits
     assert (lim.min_replicas, lim.max_replicas) == (2, 20)
     assert [(m.name, m.source.field, m.target) for m in cfg.metrics] == [
-        ("gpu_utilization", "gpu_utilization_pct", 70.0), ("request_queue_size", "requests_waiting", 10.0)]
-    assert lim.scale_up.stabilization_window_s == 60 and lim.scale_down.stabilization_window_s == 300
+        ("gpu_utilization", "gpu_utilization_pct", 70.0),
+        ("request_queue_size", "requests_waiting", 10.0),
+    ]
+    assert (
+        lim.scale_up.stabilization_window_s == 60 and lim.scale_down.stabilization_window_s == 300
+    )
     assert [(p.type, p.value, p.period_s) for p in lim.scale_up.policies] == [("Pods", 4, 60)]
-    assert [(p.type, p.value, p.period_s) for p in lim.scale_down.policies] == [("Percent", 10, 120)]
+    assert [(p.type, p.value, p.period_s) for p in lim.scale_down.policies] == [
+        ("Percent", 10, 120)
+    ]
 
 
 def test_the_shipped_hpa_adds_four_pods_a_minute_under_a_sustained_surge():
@@ -201,7 +294,9 @@ def test_the_shipped_hpa_adds_four_pods_a_minute_under_a_sustained_surge():
     cur, got = 4, []
     for i in range(17):
         # busy GPUs (95 % > 70 % target): desired ceil(4 x 95/70) grows with the ready count
-        m = metrics(time_s=15.0 * i, replicas_ready=cur, replicas_desired=cur, gpu_utilization_pct=95.0)
+        m = metrics(
+            time_s=15.0 * i, replicas_ready=cur, replicas_desired=cur, gpu_utilization_pct=95.0
+        )
         d = pol.decide([m])
         cur = clamp(d.replicas, cur, 15.0 * i, pol.limits, state).replicas
         got.append(cur)
@@ -223,7 +318,9 @@ def write(tmp_path, data, name="hpa.yaml"):
 
 
 def test_an_unsupported_metric_name_is_an_error_naming_file_field_and_metric(tmp_path):
-    p = write(tmp_path, manifest([pods_metric("gpu_utilization", "70"), pods_metric("cpu_load", "3")]))
+    p = write(
+        tmp_path, manifest([pods_metric("gpu_utilization", "70"), pods_metric("cpu_load", "3")])
+    )
     with pytest.raises(InputError) as e:
         load_hpa_manifest(p)
     msg = str(e.value)
@@ -232,7 +329,10 @@ def test_an_unsupported_metric_name_is_an_error_naming_file_field_and_metric(tmp
 
 
 def test_a_resource_metric_is_refused_with_the_alternative(tmp_path):
-    res = {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}
+    res = {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}},
+    }
     with pytest.raises(InputError, match="Resource.*not supported"):
         load_hpa_manifest(write(tmp_path, manifest([res])))
 
@@ -247,10 +347,26 @@ def test_a_kv_cache_target_in_percent_is_caught(tmp_path):
     [
         ("spec: [unclosed", "not valid YAML"),
         ("", "empty file"),
-        (yaml.safe_dump({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"metrics": [pods_metric("request_queue_size", "1")]}}),
-         "spec.maxReplicas"),
+        (
+            yaml.safe_dump(
+                {
+                    "apiVersion": "autoscaling/v2",
+                    "kind": "HorizontalPodAutoscaler",
+                    "spec": {"metrics": [pods_metric("request_queue_size", "1")]},
+                }
+            ),
+            "spec.maxReplicas",
+        ),
         (yaml.safe_dump(manifest([pods_metric("request_queue_size", "lots")])), "quantity"),
-        (yaml.safe_dump({**manifest([pods_metric("request_queue_size", "1")]), "apiVersion": "autoscaling/v1"}), "apiVersion"),
+        (
+            yaml.safe_dump(
+                {
+                    **manifest([pods_metric("request_queue_size", "1")]),
+                    "apiVersion": "autoscaling/v1",
+                }
+            ),
+            "apiVersion",
+        ),
     ],
 )
 def test_unreadable_manifests_get_one_line_errors(tmp_path, text, expected):
@@ -277,14 +393,20 @@ def test_a_misspelt_behaviour_field_is_an_error_naming_the_field(tmp_path):
     with pytest.raises(InputError) as e:
         load_hpa_manifest(p)
     assert e.value.field == "spec.behavior.scaleUp.stabilisationWindowSeconds"
-    assert str(e.value) == f"{p}, field 'spec.behavior.scaleUp.stabilisationWindowSeconds': unknown field"
+    assert (
+        str(e.value)
+        == f"{p}, field 'spec.behavior.scaleUp.stabilisationWindowSeconds': unknown field"
+    )
 
 
 @pytest.mark.parametrize(
     ("where", "field"),
     [
         (lambda m: m["spec"].update(maxReplica=5), "spec.maxReplica"),
-        (lambda m: m["spec"]["metrics"][0]["pods"]["target"].update(averagevalue="3"), "spec.metrics.0.pods.target.averagevalue"),
+        (
+            lambda m: m["spec"]["metrics"][0]["pods"]["target"].update(averagevalue="3"),
+            "spec.metrics.0.pods.target.averagevalue",
+        ),
         (lambda m: m.update(specs={}), "specs"),
     ],
 )
@@ -297,14 +419,30 @@ def test_unknown_fields_anywhere_in_the_modelled_spec_are_errors(where, field):
 
 
 def test_a_manifest_as_the_cluster_returns_it_still_loads():
-    m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleDown": {"stabilizationWindowSeconds": 60}})
-    m["metadata"].update(namespace="llm", labels={"app": "llm"}, uid="1234", resourceVersion="42",
-                         annotations={"note": "x"}, managedFields=[{"manager": "kubectl"}])
+    m = manifest(
+        [pods_metric("request_queue_size", "10")],
+        behavior={"scaleDown": {"stabilizationWindowSeconds": 60}},
+    )
+    m["metadata"].update(
+        namespace="llm",
+        labels={"app": "llm"},
+        uid="1234",
+        resourceVersion="42",
+        annotations={"note": "x"},
+        managedFields=[{"manager": "kubectl"}],
+    )
     m["spec"]["scaleTargetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"}
     m["spec"]["metrics"][0]["pods"]["metric"]["selector"] = {"matchLabels": {"model": "8b"}}
-    m["spec"]["metrics"].append({"type": "Object", "object": {
-        "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "llm"},
-        "metric": {"name": "arrival_rate"}, "target": {"type": "Value", "value": "100"}}})
+    m["spec"]["metrics"].append(
+        {
+            "type": "Object",
+            "object": {
+                "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "llm"},
+                "metric": {"name": "arrival_rate"},
+                "target": {"type": "Value", "value": "100"},
+            },
+        }
+    )
     m["status"] = {"currentReplicas": 3, "desiredReplicas": 3}
     cfg = config_from_manifest(m, "hpa.yaml")
     assert cfg.limits.scale_down.stabilization_window_s == 60.0 and len(cfg.metrics) == 2
@@ -320,7 +458,9 @@ def test_every_shipped_manifest_loads():
 
 
 def test_a_per_direction_tolerance_is_refused_not_ignored():
-    m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleDown": {"tolerance": "50m"}})
+    m = manifest(
+        [pods_metric("request_queue_size", "10")], behavior={"scaleDown": {"tolerance": "50m"}}
+    )
     with pytest.raises(InputError, match="per-direction tolerance is not supported") as e:
         config_from_manifest(m, "hpa.yaml")
     assert e.value.field == "spec.behavior.scaleDown.tolerance"

@@ -13,8 +13,14 @@ from rlscale.serving.engine import EngineConfig, FleetEngine, IterationModel
 # round numbers: 10 ms per forward pass, +0.5 ms per decoding sequence, +1 ms per 1k KV tokens
 # read, +0.02 ms per prompt token; 40 ms request overhead to the first token
 TOY = LatencyModel(
-    tpot_base_ms=10.0, tpot_ms_per_seq=0.5, tpot_ms_per_seq_per_ktok=1.0, tpot_ms_per_prefill_token=0.02,
-    prefill_base_ms=40.0, prefill_ms_per_token=0.06, prefill_interference=5.0, kv_cache_tokens=100_000,
+    tpot_base_ms=10.0,
+    tpot_ms_per_seq=0.5,
+    tpot_ms_per_seq_per_ktok=1.0,
+    tpot_ms_per_prefill_token=0.02,
+    prefill_base_ms=40.0,
+    prefill_ms_per_token=0.06,
+    prefill_interference=5.0,
+    kv_cache_tokens=100_000,
     max_batch=8,
 )
 
@@ -27,8 +33,12 @@ def _engine(lat: LatencyModel = TOY, replicas: int = 1, **kw) -> FleetEngine:
 
 
 def _it_s(lat: LatencyModel, prefill: float, decode: float, kv: float) -> float:
-    return (lat.tpot_base_ms + lat.tpot_ms_per_seq * decode + lat.tpot_ms_per_seq_per_ktok * kv / 1000
-            + lat.tpot_ms_per_prefill_token * prefill) / 1000
+    return (
+        lat.tpot_base_ms
+        + lat.tpot_ms_per_seq * decode
+        + lat.tpot_ms_per_seq_per_ktok * kv / 1000
+        + lat.tpot_ms_per_prefill_token * prefill
+    ) / 1000
 
 
 def test_iteration_time_is_the_tpot_fit_read_per_forward_pass():
@@ -37,7 +47,9 @@ def test_iteration_time_is_the_tpot_fit_read_per_forward_pass():
     assert it.iteration_s(100, 4, 2000) == pytest.approx(0.016)
     assert it.ttft_overhead_s == pytest.approx(0.040)
     # the TTFT fit's slope only on request (a sensitivity check), never the interference term
-    assert IterationModel.from_latency(TOY, EngineConfig(prefill_cost="ttft_fit")).per_prefill_token_s == pytest.approx(6e-5)
+    assert IterationModel.from_latency(
+        TOY, EngineConfig(prefill_cost="ttft_fit")
+    ).per_prefill_token_s == pytest.approx(6e-5)
 
 
 def test_a_single_request_takes_one_prefill_then_one_decode_iteration_per_further_token():
@@ -74,8 +86,15 @@ def test_requests_start_first_come_first_served():
 def test_a_client_waiting_past_the_timeout_is_dropped():
     # 10 ms per iteration, a request of 1 prompt + 5,000 output tokens holds the only batch slot
     # for 50 s: request 3 starts at 100 s (< 120 s), 4 and 5 would start at 150 s and are dropped
-    lat = LatencyModel(tpot_base_ms=10.0, tpot_ms_per_seq=0.0, tpot_ms_per_prefill_token=1e-9, prefill_base_ms=0.0,
-                       prefill_ms_per_token=1e-9, kv_cache_tokens=100_000, max_batch=1)
+    lat = LatencyModel(
+        tpot_base_ms=10.0,
+        tpot_ms_per_seq=0.0,
+        tpot_ms_per_prefill_token=1e-9,
+        prefill_base_ms=0.0,
+        prefill_ms_per_token=1e-9,
+        kv_cache_tokens=100_000,
+        max_batch=1,
+    )
     e = _engine(lat, timeout_s=120.0)
     e.add_requests(np.zeros(5), np.ones(5, dtype=np.int64), np.full(5, 5000))
     st = e.advance(0.0, 400.0)
@@ -142,14 +161,25 @@ def test_a_draining_replica_finishes_what_it_holds_and_takes_nothing_new():
 
 # --- agreement with the fluid model where it is known to be right --------------------------
 
-def _engine_run(profile_name: str, rate_rps: float, replicas: int, seconds: float, cv: float, seed: int = 0):
+
+def _engine_run(
+    profile_name: str, rate_rps: float, replicas: int, seconds: float, cv: float, seed: int = 0
+):
     from rlscale.envs.requests import RequestSim
     from rlscale.traces.workload import Workload
 
     prof = load_profile(profile_name)
     bins = int(seconds / 15)
-    w = Workload("t", "t", 15.0, np.full(bins, rate_rps * 15), np.full(bins, 1155.0), np.full(bins, 211.0),
-                 prompt_tokens_cv=cv, output_tokens_cv=cv)
+    w = Workload(
+        "t",
+        "t",
+        15.0,
+        np.full(bins, rate_rps * 15),
+        np.full(bins, 1155.0),
+        np.full(bins, 211.0),
+        prompt_tokens_cv=cv,
+        output_tokens_cv=cv,
+    )
     sim = RequestSim(prof, [w], seed=seed, record_requests=True)
     sim.reset(initial_replicas=replicas)
     for _ in range(bins):
@@ -168,8 +198,17 @@ def test_at_light_load_tpot_and_slo_attainment_agree_with_the_fluid_model(profil
     rate = 0.3 * 4 * replica_capacity_rps(prof, 1155, 211)
     _, sim = _engine_run(profile_name, rate, 4, 600.0, 0.0)
     _, tpot = sim.request_log()
-    r = serve_interval(np.zeros(1), np.zeros(1), np.full(1, 4.0), np.array([rate * 15]), np.array([1155.0]),
-                       np.array([211.0]), 15.0, LatencyArrays.from_profile(prof, 1), prompt_cv=1e-3)
+    r = serve_interval(
+        np.zeros(1),
+        np.zeros(1),
+        np.full(1, 4.0),
+        np.array([rate * 15]),
+        np.array([1155.0]),
+        np.array([211.0]),
+        15.0,
+        LatencyArrays.from_profile(prof, 1),
+        prompt_cv=1e-3,
+    )
     assert np.median(tpot) == pytest.approx(float(r.tpot_p50_s[0]), rel=0.15)
     att_engine = sim.totals.slo_ok[0] / sim.totals.arrived[0]
     assert abs(att_engine - float(r.slo_ok[0] / (rate * 15))) < 0.01
@@ -195,8 +234,22 @@ def test_the_fidelity_benchmark_runs_in_quick_mode(tmp_path, shared_data):
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "fidelity"
     env = {**os.environ, "PYTHONPATH": str(root)}
-    subprocess.run([sys.executable, str(root / "benchmarks" / "fidelity.py"), "--quick", "--speed-requests", "20000",
-                    "--out", str(out)], check=True, env=env, cwd=root, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "fidelity.py"),
+            "--quick",
+            "--speed-requests",
+            "20000",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        env=env,
+        cwd=root,
+        capture_output=True,
+        timeout=600,
+    )
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["rows"] and result["knees"] and result["policies"]
     assert "| llama-3.1-8b-h100 | poisson-conv | 1 | 0.50 |" in out.with_suffix(".md").read_text()
