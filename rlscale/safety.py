@@ -14,6 +14,20 @@ The pipeline follows the Kubernetes HPA (`horizontal.go`, autoscaling/v2 `behavi
 Each limiter that bites sets a reason flag (`ScaleUpLimit`, `ScaleDownStabilized`, ...), as the
 HPA sets its conditions. Everything is batched over B clusters in numpy; the controller uses B=1.
 Time is passed in (`now_s`); nothing here reads a clock.
+
+Two upstream behaviours are options, so a caller chooses them visibly:
+
+* `ClampState.empty(..., initial_recommendation=True)`: the first clamp of each cluster (and the
+  first after `reset`) records the current count as a recommendation before the proposal, as
+  `recordInitialRecommendation` does when the HPA controller first sees an HPA. The first
+  scale-down then waits out the whole down-stabilisation window (upstream
+  `TestScaleDownStabilizeInitialSize`: 5 replicas proposed 3 stay 5). Off by default: without it a
+  fresh clamp (a controller restart, an evaluation episode) may scale down at t = 0.
+* `SafetyLimits.legacy_behavior=True`: an HPA manifest with no `behavior` section, which upstream
+  normalises with its pre-`behavior` rules (`normalizeDesiredReplicas`): the recommendation is the
+  max over the down window (window-old samples included, `Before(cutoff)` drops only older ones),
+  and one sync may scale up to at most max(2 x current, 4) (`calculateScaleUpLimit`); the
+  `scale_up`/`scale_down` policies are not used. `rlscale.policies.hpa` sets it for such manifests.
 """
 
 from __future__ import annotations
@@ -54,14 +68,12 @@ class ScalingRules(BaseModel):
     select_policy: Literal["Max", "Min", "Disabled"] = "Max"
 
 
-# The HPA's defaults (autoscaling/v2): up +100% or +4 pods per 15 s, no up window; down 100% per
-# 15 s after a 300 s window.
+# The HPA's defaults (autoscaling/v2 `defaultHPAScaleUpRules` / `...ScaleDownRules`, in their
+# order): up +4 pods or +100% per 15 s, no up window; down 100% per 15 s after a 300 s window (the
+# controller's --horizontal-pod-autoscaler-downscale-stabilization default; the API leaves it nil).
 HPA_DEFAULT_UP = ScalingRules(
     stabilization_window_s=0,
-    policies=(
-        ScalingPolicy(type="Percent", value=100, period_s=15),
-        ScalingPolicy(type="Pods", value=4, period_s=15),
-    ),
+    policies=(ScalingPolicy(type="Pods", value=4, period_s=15), ScalingPolicy(type="Percent", value=100, period_s=15)),
 )
 HPA_DEFAULT_DOWN = ScalingRules(
     stabilization_window_s=300, policies=(ScalingPolicy(type="Percent", value=100, period_s=15),)
@@ -80,6 +92,9 @@ class SafetyLimits(BaseModel):
     gpus_per_replica: int = Field(default=1, ge=1)
     max_gpus: int | None = Field(default=None, ge=1)  # budget for ready+starting+warm replicas
     max_warm_replicas: int = Field(default=0, ge=0)
+    # The HPA's normalisation for a manifest without `behavior` (see the module docstring); the
+    # stabilisation window is `scale_down.stabilization_window_s`.
+    legacy_behavior: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> SafetyLimits:
@@ -105,26 +120,47 @@ class SafetyLimits(BaseModel):
 class ClampState:
     """What the clamp remembers: recent proposals (for stabilisation) and its own recent changes
     (for rate limits). Slots are shared by the batch, which steps in lockstep; `times_s` of an
-    empty slot is -inf so it is never inside a window."""
+    empty slot is -inf so it is never inside a window.
+
+    With `initial_recommendation`, a cluster's first clamp records its current count at that
+    time (`initial` / `initial_time_s`, per cluster because a reset cluster starts over alone):
+    upstream's `recordInitialRecommendation`, so a fresh clamp does not scale down before its
+    down-stabilisation window has passed."""
 
     times_s: np.ndarray  # (H,)
     proposals: np.ndarray  # (B, H)
     added: np.ndarray  # (B, H) replicas added by the change at that time
     removed: np.ndarray  # (B, H) replicas removed
     cursor: int = 0
+    initial_recommendation: bool = False
+    initial: np.ndarray | None = None  # (B,) the count recorded at the first clamp; NaN: none
+    initial_time_s: np.ndarray | None = None  # (B,) when; -inf: none
+    armed: np.ndarray | None = None  # (B,) bool: record at the next clamp
 
     @classmethod
-    def empty(cls, batch: int, limits: SafetyLimits, interval_s: float) -> ClampState:
+    def empty(
+        cls, batch: int, limits: SafetyLimits, interval_s: float, *, initial_recommendation: bool = False
+    ) -> ClampState:
         slots = int(math.ceil(limits.history_s / max(interval_s, 1e-3))) + 2
         return cls(
             times_s=np.full(slots, -np.inf),
             proposals=np.zeros((batch, slots)),
             added=np.zeros((batch, slots)),
             removed=np.zeros((batch, slots)),
+            initial_recommendation=initial_recommendation,
+            initial=np.full(batch, np.nan),
+            initial_time_s=np.full(batch, -np.inf),
+            armed=np.full(batch, initial_recommendation),
         )
 
     def reset(self, mask: np.ndarray | None = None) -> None:
-        """Forget the history (of the clusters in `mask`, or all)."""
+        """Forget the history (of the clusters in `mask`, or all); with `initial_recommendation`
+        their next clamp records the current count again, as a restarted HPA controller does."""
+        if self.initial is not None and self.initial_time_s is not None and self.armed is not None:
+            rows = slice(None) if mask is None else mask
+            self.initial[rows] = np.nan
+            self.initial_time_s[rows] = -np.inf
+            self.armed[rows] = self.initial_recommendation
         if mask is None:
             self.times_s[:] = -np.inf
             self.proposals[:] = 0
@@ -172,6 +208,30 @@ def _within_tolerance(
     return np.where(within, current, proposed), np.where(within, _BIT["WithinTolerance"], 0)
 
 
+def _record_initial(state: ClampState, now_s: float, current: np.ndarray) -> None:
+    """`recordInitialRecommendation`: the current count of each armed cluster, once, before its
+    first proposal."""
+    if state.armed is None or not state.armed.any():
+        return
+    assert state.initial is not None and state.initial_time_s is not None
+    arm = state.armed.copy()
+    state.initial[arm] = current[arm]
+    state.initial_time_s[arm] = now_s
+    state.armed[arm] = False
+
+
+def _initial_in(state: ClampState, cutoff_s: float, *, inclusive: bool) -> np.ndarray:
+    """(B,) whether a cluster's initial recommendation is in a window starting at `cutoff_s`.
+    It was recorded just before the first proposal, so a 0 s window never holds it (upstream:
+    the timestamp is not After(now))."""
+    if state.initial is None or state.initial_time_s is None:
+        return np.zeros(0, dtype=bool)
+    seeded = np.isfinite(state.initial)
+    if inclusive:
+        return seeded & (state.initial_time_s >= cutoff_s - 1e-9)
+    return seeded & (state.initial_time_s > cutoff_s + 1e-9)
+
+
 def _record_proposal(state: ClampState, now_s: float, proposed: np.ndarray) -> int:
     """Store the proposal first (the HPA's windows include the newest recommendation); its slot."""
     slot = state.cursor % len(state.times_s)
@@ -201,6 +261,12 @@ def _stabilised(
     up_win[slot] = down_win[slot] = True
     up_rec = np.where(up_win[None, :], hist, np.inf).min(axis=1)
     down_rec = np.where(down_win[None, :], hist, -np.inf).max(axis=1)
+    if state.initial is not None:
+        seed = np.nan_to_num(state.initial)
+        in_up = _initial_in(state, now_s - limits.scale_up.stabilization_window_s, inclusive=False)
+        in_down = _initial_in(state, now_s - limits.scale_down.stabilization_window_s, inclusive=False)
+        up_rec = np.where(in_up, np.minimum(up_rec, seed), up_rec)
+        down_rec = np.where(in_down, np.maximum(down_rec, seed), down_rec)
     rec = np.maximum(current, up_rec)
     rec = np.minimum(rec, down_rec)
     reasons = np.where((proposed > current) & (rec < proposed), _BIT["ScaleUpStabilized"], 0)
@@ -208,9 +274,23 @@ def _stabilised(
     return rec, reasons
 
 
-def _period_starts(
-    rules: ScalingRules, current: np.ndarray, now_s: float, state: ClampState, slot: int
-) -> np.ndarray:
+def _stabilised_legacy(
+    proposed: np.ndarray, now_s: float, limits: SafetyLimits, state: ClampState, slot: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """2, without `behavior` (`stabilizeRecommendation`): the max of the recommendations not
+    older than the window, which may lie above the current count. (recommendation, reason bits)"""
+    hist = np.where(np.isnan(state.proposals), proposed[:, None], state.proposals)
+    cutoff_s = now_s - limits.scale_down.stabilization_window_s
+    # kept unless Before(cutoff): a sample exactly window_s old is still in
+    win = state.times_s >= cutoff_s - 1e-9
+    win[slot] = True
+    rec = np.where(win[None, :], hist, -np.inf).max(axis=1)
+    if state.initial is not None:
+        rec = np.where(_initial_in(state, cutoff_s, inclusive=True), np.maximum(rec, np.nan_to_num(state.initial)), rec)
+    return rec, np.where(rec > proposed, _BIT["ScaleDownStabilized"], 0)
+
+
+def _period_starts(rules: ScalingRules, current: np.ndarray, now_s: float, state: ClampState, slot: int) -> np.ndarray:
     """(P, B) replicas at the start of each policy's period.
 
     HPA: periodStartReplicas = current - added + deleted within the period, whichever way the
@@ -254,9 +334,16 @@ def _rate_limited(
     )
 
 
-def _within_bounds(
-    out: np.ndarray, limits: SafetyLimits, warm: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _legacy_limited(rec: np.ndarray, current: np.ndarray, limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+    """3, without `behavior` (`convertDesiredReplicasWithRules`): at most max(2 x current, 4)
+    per sync, no scale-down limit. (replicas, bits)"""
+    up_limit = np.maximum(2.0 * current, 4.0)
+    # upstream names the limit TooManyReplicas when maxReplicas is the tighter one
+    hit_up = (rec > up_limit) & (up_limit < limits.max_replicas)
+    return np.minimum(rec, up_limit), np.where(hit_up, _BIT["ScaleUpLimit"], 0)
+
+
+def _within_bounds(out: np.ndarray, limits: SafetyLimits, warm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """4. min/max replicas, then the GPU budget (less the warm pool, never below min). (replicas, bits)"""
     low = out < limits.min_replicas
     high = out > limits.max_replicas
@@ -286,10 +373,16 @@ def clamp_batch(
     proposed = np.asarray(proposed, dtype=np.float64)
     current = np.asarray(current, dtype=np.float64)
     proposed, reasons = _within_tolerance(proposed, current, limits)
+    _record_initial(state, now_s, current)
     slot = _record_proposal(state, now_s, proposed)
-    rec, bits = _stabilised(proposed, current, now_s, limits, state, slot)
-    reasons |= bits
-    limited, bits = _rate_limited(rec, current, now_s, limits, state, slot)
+    if limits.legacy_behavior:
+        rec, bits = _stabilised_legacy(proposed, now_s, limits, state, slot)
+        reasons |= bits
+        limited, bits = _legacy_limited(rec, current, limits)
+    else:
+        rec, bits = _stabilised(proposed, current, now_s, limits, state, slot)
+        reasons |= bits
+        limited, bits = _rate_limited(rec, current, now_s, limits, state, slot)
     reasons |= bits
     bounded, bits = _within_bounds(limited, limits, warm)
     reasons |= bits

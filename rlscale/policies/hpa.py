@@ -4,56 +4,80 @@ The HPA is a pipeline (`pkg/controller/podautoscaler/horizontal.go`, `replica_ca
 
 1. per metric, a desired count from the metric's usage ratio (this module, `HPAPolicy.decide`);
 2. the max over metrics; a metric that cannot be read never causes a scale-down;
-3. the `behavior` normalisation: stabilisation windows, `Pods`/`Percent` rate limits per
-   `periodSeconds` combined by `selectPolicy`, then min/max replicas.
+3. the normalisation: with a `behavior` section, stabilisation windows and `Pods`/`Percent` rate
+   limits per `periodSeconds` combined by `selectPolicy`; without one, the legacy rules (max over
+   a 300 s window, at most max(2 x current, 4) per sync); then min/max replicas.
 
 Step 3 is not done here: it is `rlscale.safety.clamp`, which the evaluator, the environment and
 the live controller all apply after every policy. `HPAPolicy.limits` carries the manifest's
-behaviour as `SafetyLimits`, so whoever holds the policy clamps it with its own behaviour (and the
-evaluator does: each policy runs under its own limits). The policy itself is stateless.
+behaviour as `SafetyLimits` (`legacy_behavior=True` when the manifest has no `behavior`), so
+whoever holds the policy clamps it with its own behaviour. Upstream's initial recommendation
+(`recordInitialRecommendation`: the first scale-down waits out the down window) is the clamp
+option `ClampState.empty(..., initial_recommendation=True)`. The policy itself is stateless.
 
 The manifest is read strictly, as `kubectl apply --validate=strict` would: a field the API does
 not have (`scaleUp.stabilisationWindowSeconds`, a typo that would otherwise leave the window at
 its 0 s default) is an error naming it. Fields the API has and rlscale does not use
 (`scaleTargetRef`, a metric's `selector`, `describedObject`, `status`, any `metadata`) are
-accepted and ignored.
+accepted and ignored. `behavior.scaleUp.tolerance` / `scaleDown.tolerance` (Kubernetes 1.33+,
+HPAConfigurableTolerance) set the per-direction tolerance; unset, the controller's 0.1.
 
-Per metric (`replica_calculator.go`), with R ready pods, M pods without metrics (starting),
-usage ratio u = value / target and tolerance 0.1:
+Per metric (`replica_calculator.go`), with usage ratio u = value / target and tolerance bounds
+1 - down <= u <= 1 + up (both inclusive, `Tolerances.isWithin`):
 
-* `Pods` metric, `AverageValue` target: u = (per-pod average over the ready pods) / target.
-  With no starting pods: |1 - u| <= tol keeps the current count, else ceil(u x R). With starting
-  pods, those are "missing" pods: counted as using the target on a scale-down (u < 1) and 0 on a
-  scale-up, u' = (u R + M) / (R + M) or u R / (R + M); within tolerance of 1 or a flipped
-  direction keeps the current count, else ceil(u' (R + M)). Example: 4 ready pods averaging 15
-  queued requests, target 10, no starting pods: u = 1.5 -> ceil(6.0) = 6.
-* `Object` / `External` metric, `Value` target: u = value / target; ceil(u x R) (tolerance as
-  above). `AverageValue` target: u = value / (target x current); ceil(value / target).
-  The value is the fleet-level reading: the total for summed metrics (queue, rates), the mean for
-  averaged ones (utilisation, KV cache, latency).
+* `Pods` metric, `AverageValue` target (`calcPlainMetricReplicas`): the pods are grouped as
+  `groupPods` does: deleted and Failed pods are ignored; Pending pods are "unready"; Running pods
+  without a sample are "missing"; the rest have samples (S of them). u = (mean of the samples) /
+  target. With no missing pods and no scale-up over unready ones: within tolerance keeps the
+  current count, else ceil(u x S). Otherwise missing pods count at the target when u < 1 and at 0
+  when u > 1 (not at all when u = 1), unready pods at 0 on a scale-up (ignored on a scale-down),
+  giving u' over the N pods counted; u' within tolerance, or on the other side of 1 than u, keeps
+  the current count, else ceil(u' x N) unless that moves against u'. Example: 4 pods with samples
+  averaging 15 queued requests, target 10, none missing: u = 1.5 -> ceil(6.0) = 6.
+* `Object` / `External` metric, `Value` target: u = value / target; ceil(u x ready pods)
+  (`getUsageRatioReplicaCount`, ready = Running and Ready). `AverageValue` target
+  (`GetObjectPerPodMetricReplicas` / `GetExternalPerPodMetricReplicas`): u = value / (target x
+  pods), pods = the scale's status.replicas (created, not terminating), not spec.replicas;
+  outside tolerance ceil(value / target). The value is the fleet-level reading: the total for
+  summed metrics (queue, rates), the mean for averaged ones (utilisation, KV cache, latency).
 
-Simplifications against the real controller, forced by what `IntervalMetrics` records (fleet
-totals and means, not per-pod samples):
+What the HPA sees of the pods comes from one of two inputs:
 
-* starting replicas (created, not Ready) are all treated as running pods whose server does not
-  answer /metrics yet ("missing" pods); the real controller ignores Pending ones outright. The
-  two differ only on scale-down while pods are starting, where "missing" is the more cautious.
-* per-pod averages are fleet totals / ready pods; pods that are not Ready are never "unready with
-  metrics" (that case only exists for CPU `Resource` metrics, which are not supported).
+* a pod-level view, `PodSample`s (phase, Ready, deleting, this pod's samples), passed as
+  `HPAPolicy.decide(window, pods=...)`: the upstream grouping, exactly. The conformance suite
+  (`tests/conformance/`) drives the upstream table tests through it;
+* otherwise the fleet-level `IntervalMetrics`, which records totals and counts, not pods: every
+  Ready pod is taken to have a sample (true in the simulator; a live source that can lose a pod's
+  scrape should pass the pod view), and the `replicas_starting` pods are grouped by the visible
+  option `starting_pods`: "pending" (default; upstream's treatment of a pod not yet running:
+  ignored on a scale-down, 0 on a scale-up) or "missing" (a pod running but not answering
+  /metrics yet, e.g. a model server loading weights: at the target on a scale-down). Set it with
+  `config_from_manifest(..., starting_pods=...)` or the manifest annotation
+  `rlscale.io/starting-pods`.
+
+Other differences from the real controller, each a choice:
+
 * when every metric is unreadable the HPA skips the cycle and records no recommendation; here
   the policy proposes the current count, which the clamp records as a recommendation.
 * the sync period (15 s by default) is the simulator's interval; the evaluator runs at 15 s.
+* upstream works in integer milli-units (a per-pod mean truncated to 1m); here values are floats
+  and ceil() ignores float noise below 1e-9, so a few exact-boundary cases can differ.
 * tolerance is applied here, to the usage ratio before rounding, as the replica calculator does
   (so `limits.tolerance` is 0: applying it again to the rounded count would differ, e.g. 5 pods at
   u = 1.09 -> within tolerance, keep 5; rounded first it would be ceil(5.45) = 6, a 20 % change).
+
+Not modelled (refused with an error naming the field, or absent from the inputs): `Resource` and
+`ContainerResource` metrics (CPU/memory, with their readiness and CPU-initialisation rules),
+`Utilization` targets, scale to and from zero (minReplicas >= 1), metric samples for pods the pod
+lister does not know, and the HPA conditions other than the clamp's reasons.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +98,7 @@ from rlscale.safety import (
 MANIFEST_DIR = Path(__file__).parent / "manifests"
 DEFAULT_MANIFEST = MANIFEST_DIR / "hpa-default.yaml"
 DEFAULT_TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
+LEGACY_DOWNSCALE_WINDOW_S = 300.0  # --horizontal-pod-autoscaler-downscale-stabilization (no `behavior`)
 
 
 @dataclass(frozen=True)
@@ -245,18 +270,14 @@ class HPAScalingRules(_K8s):
         default=None, alias="selectPolicy"
     )
     policies: list[HPAScalingPolicy] | None = None
-    # Kubernetes 1.33+ (HPAConfigurableTolerance): a Kubernetes field, but not modelled here
-    tolerance: Any = None
+    # Kubernetes 1.33+ (HPAConfigurableTolerance): this direction's tolerance, a quantity
+    # ("50m" = 0.05); unset, the controller's --horizontal-pod-autoscaler-tolerance
+    tolerance: float | None = Field(default=None, ge=0)
 
-    @field_validator("tolerance")
+    @field_validator("tolerance", mode="before")
     @classmethod
-    def _no_tolerance(cls, v: Any) -> Any:
-        if v is not None:
-            raise ValueError(
-                f"a per-direction tolerance is not supported; rlscale applies one tolerance ({DEFAULT_TOLERANCE:g}) "
-                "to both directions, remove the field"
-            )
-        return v
+    def _tolerance_quantity(cls, v: Any) -> Any:
+        return None if v is None else parse_quantity(v)
 
     def to_rules(self, default: ScalingRules) -> ScalingRules:
         """Fill unset fields from the HPA defaults, as the API server's defaulting does
@@ -333,20 +354,44 @@ class HPAMetric:
 
 
 @dataclass(frozen=True)
+class Tolerances:
+    """The usage-ratio dead band per direction (upstream `Tolerances`): within
+    1 - scale_down <= u <= 1 + scale_up (inclusive) the count stays."""
+
+    scale_down: float = DEFAULT_TOLERANCE
+    scale_up: float = DEFAULT_TOLERANCE
+
+    def is_within(self, ratio: float) -> bool:
+        return (1.0 - self.scale_down) <= ratio <= (1.0 + self.scale_up)
+
+
+StartingPods = Literal["pending", "missing"]
+STARTING_PODS_ANNOTATION = "rlscale.io/starting-pods"
+
+
+@dataclass(frozen=True)
 class HPAConfig:
     name: str
     metrics: tuple[HPAMetric, ...]
     limits: SafetyLimits
-    tolerance: float = DEFAULT_TOLERANCE
+    tolerances: Tolerances = Tolerances()
+    # how the fleet-level view groups `replicas_starting` (see the module docstring)
+    starting_pods: StartingPods = "pending"
     source: str = ""
     annotations: tuple[tuple[str, str], ...] = ()
 
 
 def config_from_manifest(
-    data: Any, where: str = "<manifest>", *, tolerance: float = DEFAULT_TOLERANCE
+    data: Any,
+    where: str = "<manifest>",
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    starting_pods: StartingPods | None = None,
 ) -> HPAConfig:
     """Validate a parsed manifest (a dict) and resolve its metrics; `InputError` naming `where`,
-    the field and what was expected on any problem."""
+    the field and what was expected on any problem. `tolerance` is the controller's flag
+    (--horizontal-pod-autoscaler-tolerance), used for a direction whose `behavior` sets none;
+    `starting_pods` overrides the manifest's `rlscale.io/starting-pods` annotation."""
     if not isinstance(data, dict):
         raise InputError(
             where, "expected a HorizontalPodAutoscaler manifest (a YAML mapping) at the top level"
@@ -355,21 +400,41 @@ def config_from_manifest(
     metrics = []
     for i, spec in enumerate(m.spec.metrics):
         metrics.append(_resolve_metric(spec, where, f"spec.metrics.{i}"))
-    beh = m.spec.behavior or HPABehavior()
-    limits = SafetyLimits(
-        min_replicas=m.spec.min_replicas,
-        max_replicas=m.spec.max_replicas,
-        tolerance=0.0,  # applied by the policy, to the usage ratio (see the module docstring)
-        scale_up=(beh.scale_up or HPAScalingRules()).to_rules(HPA_DEFAULT_UP),
-        scale_down=(beh.scale_down or HPAScalingRules()).to_rules(HPA_DEFAULT_DOWN),
-    )
+    if m.spec.behavior is None:
+        # autoscaling/v2 leaves a missing `behavior` nil (SetDefaults_HorizontalPodAutoscalerBehavior
+        # only fills a given one) and the controller normalises with its legacy rules
+        limits = SafetyLimits(
+            min_replicas=m.spec.min_replicas,
+            max_replicas=m.spec.max_replicas,
+            tolerance=0.0,
+            scale_down=ScalingRules(stabilization_window_s=LEGACY_DOWNSCALE_WINDOW_S),
+            legacy_behavior=True,
+        )
+        tolerances = Tolerances(tolerance, tolerance)
+    else:
+        beh = m.spec.behavior
+        up, down = beh.scale_up or HPAScalingRules(), beh.scale_down or HPAScalingRules()
+        limits = SafetyLimits(
+            min_replicas=m.spec.min_replicas,
+            max_replicas=m.spec.max_replicas,
+            tolerance=0.0,  # applied by the policy, to the usage ratio (see the module docstring)
+            scale_up=up.to_rules(HPA_DEFAULT_UP),
+            scale_down=down.to_rules(HPA_DEFAULT_DOWN),
+        )
+        tolerances = Tolerances(
+            scale_down=tolerance if down.tolerance is None else down.tolerance,
+            scale_up=tolerance if up.tolerance is None else up.tolerance,
+        )
+    annotations = m.metadata.annotations
+    chosen = starting_pods or annotations.get(STARTING_PODS_ANNOTATION, "pending")
+    if chosen not in ("pending", "missing"):
+        raise InputError(
+            where, f"expected 'pending' or 'missing', got {chosen!r}",
+            field=f"metadata.annotations.{STARTING_PODS_ANNOTATION}",
+        )
     return HPAConfig(
-        name=m.metadata.name,
-        metrics=tuple(metrics),
-        limits=limits,
-        tolerance=tolerance,
-        source=where,
-        annotations=tuple(sorted(m.metadata.annotations.items())),
+        name=m.metadata.name, metrics=tuple(metrics), limits=limits, tolerances=tolerances,
+        starting_pods=chosen, source=where, annotations=tuple(sorted(annotations.items())),  # type: ignore[arg-type]
     )
 
 
@@ -418,14 +483,80 @@ def _resolve_metric(spec: MetricSpec, where: str, loc: str) -> HPAMetric:
     return HPAMetric(name=name, type=spec.type, target_type=t.type, target=t.amount, source=source)  # type: ignore[arg-type]
 
 
-def load_hpa_manifest(path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE) -> HPAConfig:
+def load_hpa_manifest(
+    path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE, starting_pods: StartingPods | None = None
+) -> HPAConfig:
     """Read a HorizontalPodAutoscaler YAML file (the first HPA document in a multi-document file)."""
     p = Path(path)
     docs = read_yaml_documents(p, what="HPA manifest")
     if not docs:
         raise InputError(str(p), "empty file, expected a HorizontalPodAutoscaler manifest")
     hpas = [d for d in docs if isinstance(d, dict) and d.get("kind") == "HorizontalPodAutoscaler"]
-    return config_from_manifest(hpas[0] if hpas else docs[0], str(p), tolerance=tolerance)
+    return config_from_manifest(
+        hpas[0] if hpas else docs[0], str(p), tolerance=tolerance, starting_pods=starting_pods
+    )
+
+
+# --- what the HPA sees of the pods ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodSample:
+    """One pod as the HPA's pod lister and metrics API see it: its phase, Ready condition,
+    deletion mark, and its samples by `IntervalMetrics` field name (`requests_waiting`,
+    `gpu_utilization_pct`, ...); a field absent (or NaN) is a pod with no sample for it."""
+
+    name: str
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] = "Running"
+    ready: bool = True
+    deleting: bool = False
+    values: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PodGroups:
+    """One metric's pods, grouped as `groupPods` does for a non-CPU metric."""
+
+    total: float  # sum of the samples
+    with_samples: int  # pods counted with their sample
+    missing: int  # running pods without a sample
+    unready: int  # pending pods
+
+
+def group_pods(pods: Sequence[PodSample], field_name: str) -> PodGroups:
+    total, with_samples, missing, unready = 0.0, 0, 0, 0
+    for p in pods:
+        if p.deleting or p.phase == "Failed":
+            continue  # ignored
+        if p.phase == "Pending":
+            unready += 1
+            continue
+        v = p.values.get(field_name)
+        if v is None or not math.isfinite(v):
+            missing += 1
+            continue
+        total += v
+        with_samples += 1
+    return PodGroups(total, with_samples, missing, unready)
+
+
+def fleet_groups(metric: HPAMetric, m: IntervalMetrics, starting_pods: StartingPods) -> PodGroups:
+    """The grouping the fleet-level record allows: every Ready pod with a sample (the per-pod
+    values are not known, only their total), the starting pods as `starting_pods` says."""
+    ready = _count(m.replicas_ready)
+    starting = _count(m.replicas_starting)
+    raw = getattr(m, metric.source.field)
+    total = raw if metric.source.aggregate == "sum" else raw * ready
+    missing, unready = (starting, 0) if starting_pods == "missing" else (0, starting)
+    return PodGroups(float(total), ready, missing, unready)
+
+
+def _count(x: float) -> int:
+    return int(round(x)) if math.isfinite(x) else 0
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(x - 1e-9)  # float noise from the fleet division is not a pod
 
 
 # --- the algorithm --------------------------------------------------------------------------
@@ -440,74 +571,89 @@ class MetricRecommendation:
     note: str = ""
 
 
-def _pods_metric_replicas(
-    per_pod: float, target: float, ready: int, missing: int, current: int, tolerance: float
-) -> tuple[int, float, str]:
-    """`calcPlainMetricReplicas` for one metric given its ready-pod average."""
-    ratio = per_pod / target
-    if missing == 0:
-        if abs(1.0 - ratio) <= tolerance:
+def plain_metric_replicas(g: PodGroups, target: float, current: int, tol: Tolerances) -> tuple[int, float, str]:
+    """`calcPlainMetricReplicas` on grouped pods (at least one sample); returns (replicas, usage
+    ratio, note)."""
+    ratio = g.total / g.with_samples / target
+    scale_up_with_unready = g.unready > 0 and ratio > 1.0
+    if not scale_up_with_unready and g.missing == 0:
+        if tol.is_within(ratio):
             return current, ratio, "within tolerance"
-        return math.ceil(ratio * ready - 1e-9), ratio, ""
-    # missing pods: at the target on a scale-down, at 0 on a scale-up
-    total = ratio * ready + (missing if ratio < 1.0 else 0.0)
-    new_ratio = total / (ready + missing)
-    if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
-        return current, ratio, f"within tolerance with {missing} starting"
-    new = math.ceil(new_ratio * (ready + missing) - 1e-9)
+        return _ceil(ratio * g.with_samples), ratio, ""
+    total, counted = g.total, g.with_samples
+    if g.missing:
+        # at the target on a scale-down, at 0 on a scale-up; at exactly 1 they are left out
+        if ratio < 1.0:
+            total, counted = total + g.missing * target, counted + g.missing
+        elif ratio > 1.0:
+            counted += g.missing
+    if scale_up_with_unready:
+        counted += g.unready  # at 0
+    new_ratio = total / counted / target
+    waiting = f"{g.missing} missing, {g.unready} pending"
+    if tol.is_within(new_ratio) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+        return current, ratio, f"within tolerance with {waiting}"
+    new = _ceil(new_ratio * counted)
     if (new_ratio < 1.0 and new > current) or (new_ratio > 1.0 and new < current):
         return current, ratio, "direction would flip"
-    return new, ratio, f"{missing} starting pods counted"
+    return new, ratio, f"{waiting} pods counted"
 
 
 def metric_recommendation(
-    metric: HPAMetric, m: IntervalMetrics, current: int, tolerance: float = DEFAULT_TOLERANCE
+    metric: HPAMetric,
+    m: IntervalMetrics,
+    current: int,
+    tolerances: Tolerances = Tolerances(),
+    *,
+    pods: Sequence[PodSample] | None = None,
+    starting_pods: StartingPods = "pending",
 ) -> MetricRecommendation:
-    """The desired replica count for one metric (None when it cannot be read)."""
-    raw = getattr(m, metric.source.field)
-    ready = int(round(m.replicas_ready)) if math.isfinite(m.replicas_ready) else 0
-    missing = int(round(m.replicas_starting)) if math.isfinite(m.replicas_starting) else 0
-    if not math.isfinite(raw):
-        return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no value")
+    """The desired replica count for one metric (None when it cannot be read). `current` is
+    spec.replicas; `pods`, when given, is the pod-level view (else `m`'s counts are used)."""
     if metric.type == "Pods":
-        if ready <= 0:
-            return MetricRecommendation(
-                metric.name, None, float("nan"), float("nan"), "no ready pods"
-            )
-        per_pod = raw / ready if metric.source.aggregate == "sum" else raw
-        n, ratio, note = _pods_metric_replicas(
-            per_pod, metric.target, ready, missing, current, tolerance
-        )
+        g = group_pods(pods, metric.source.field) if pods is not None else fleet_groups(metric, m, starting_pods)
+        if g.with_samples <= 0 or not math.isfinite(g.total):
+            return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no pod with a sample")
+        per_pod = g.total / g.with_samples
+        n, ratio, note = plain_metric_replicas(g, metric.target, current, tolerances)
         return MetricRecommendation(metric.name, n, per_pod, ratio, note)
     # Object / External: the fleet-level value (the total of a summed metric, the mean of an
     # averaged one)
-    fleet = raw
+    fleet = getattr(m, metric.source.field)
+    if not math.isfinite(fleet):
+        return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no value")
+    if pods is not None:
+        ready = sum(1 for p in pods if p.phase == "Running" and p.ready)
+        status = sum(1 for p in pods if not p.deleting and p.phase in ("Pending", "Running"))
+    else:
+        ready = _count(m.replicas_ready)
+        status = ready + _count(m.replicas_starting)
     if metric.target_type == "AverageValue":
-        ratio = fleet / (metric.target * max(current, 1))
-        if current > 0 and abs(1.0 - ratio) <= tolerance:
-            return MetricRecommendation(metric.name, current, fleet, ratio, "within tolerance")
-        return MetricRecommendation(
-            metric.name, math.ceil(fleet / metric.target - 1e-9), fleet, ratio
-        )
+        # GetObjectPerPodMetricReplicas / GetExternalPerPodMetricReplicas: over status.replicas
+        if status <= 0:
+            return MetricRecommendation(metric.name, None, fleet, float("nan"), "no pods")
+        ratio = fleet / (metric.target * status)
+        if tolerances.is_within(ratio):
+            return MetricRecommendation(metric.name, status, fleet, ratio, "within tolerance")
+        return MetricRecommendation(metric.name, _ceil(fleet / metric.target), fleet, ratio)
     ratio = fleet / metric.target
     if current == 0:
-        return MetricRecommendation(metric.name, math.ceil(ratio - 1e-9), fleet, ratio)
-    if abs(1.0 - ratio) <= tolerance:
+        return MetricRecommendation(metric.name, _ceil(ratio), fleet, ratio)
+    if tolerances.is_within(ratio):
         return MetricRecommendation(metric.name, current, fleet, ratio, "within tolerance")
-    if ready <= 0:
-        return MetricRecommendation(metric.name, None, fleet, ratio, "no ready pods")
-    return MetricRecommendation(metric.name, math.ceil(ratio * ready - 1e-9), fleet, ratio)
+    return MetricRecommendation(metric.name, _ceil(ratio * ready), fleet, ratio)
 
 
 def desired_replicas(
-    config: HPAConfig, m: IntervalMetrics
+    config: HPAConfig, m: IntervalMetrics, *, pods: Sequence[PodSample] | None = None
 ) -> tuple[int, str, list[MetricRecommendation]]:
     """Steps 1-2 of the HPA: per-metric desired counts, their max, and the missing-metric rule
     (`computeReplicasForMetrics`): if every metric is unreadable, or some are and the readable
     ones would scale down, keep the current count."""
     current = _current(m)
     recs = [
-        metric_recommendation(metric, m, current, config.tolerance) for metric in config.metrics
+        metric_recommendation(metric, m, current, config.tolerances, pods=pods, starting_pods=config.starting_pods)
+        for metric in config.metrics
     ]
     valid = [r for r in recs if r.replicas is not None]
     parts = [
@@ -537,12 +683,7 @@ def _current(m: IntervalMetrics) -> int:
     """The scale's spec.replicas (what the HPA calls currentReplicas)."""
     if math.isfinite(m.replicas_desired):
         return int(round(m.replicas_desired))
-    return int(
-        round(
-            (m.replicas_ready if math.isfinite(m.replicas_ready) else 0)
-            + (m.replicas_starting if math.isfinite(m.replicas_starting) else 0)
-        )
-    )
+    return _count(m.replicas_ready) + _count(m.replicas_starting)
 
 
 class HPAPolicy:
@@ -555,14 +696,17 @@ class HPAPolicy:
         self.limits = config.limits
 
     @classmethod
-    def from_manifest(cls, path: str | Path = DEFAULT_MANIFEST, name: str = "hpa") -> HPAPolicy:
-        return cls(load_hpa_manifest(path), name=name)
+    def from_manifest(
+        cls, path: str | Path = DEFAULT_MANIFEST, name: str = "hpa", *, starting_pods: StartingPods | None = None
+    ) -> HPAPolicy:
+        return cls(load_hpa_manifest(path, starting_pods=starting_pods), name=name)
 
     def reset(self) -> None:
         pass
 
-    def decide(self, window: Sequence[IntervalMetrics]) -> Decision:
+    def decide(self, window: Sequence[IntervalMetrics], *, pods: Sequence[PodSample] | None = None) -> Decision:
+        """The proposal for the last interval; `pods` is the optional pod-level view of it."""
         if not window:
             raise ValueError("HPAPolicy.decide needs at least one IntervalMetrics")
-        n, reason, _ = desired_replicas(self.config, window[-1])
+        n, reason, _ = desired_replicas(self.config, window[-1], pods=pods)
         return Decision(n, reason)

@@ -55,6 +55,7 @@ def pods_metric(name: str, target: str) -> dict:
 
 
 QUEUE_100M = config_from_manifest(manifest([pods_metric("request_queue_size", "100m")]))
+QUEUE_100M_MISSING = config_from_manifest(manifest([pods_metric("request_queue_size", "100m")]), starting_pods="missing")
 
 
 def test_quantities_parse_as_kubernetes_writes_them():
@@ -107,21 +108,36 @@ def test_desired_is_the_max_over_metrics():
 
 
 def test_starting_pods_count_as_missing_metrics():
+    # starting_pods="missing" (running, not answering /metrics yet):
     # scale-down with 2 starting pods: they count at the target, u' = (0.5 x 4 + 2) / 6, ceil(4.0) = 4
-    n, _, _ = desired_replicas(
-        QUEUE_100M, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6)
-    )
+    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6))
     assert n == 4
     # scale-up with 2 starting pods: they count as 0, u' = 1.5 x 4 / 6 = 1.0 -> wait for them
-    n, _, _ = desired_replicas(
-        QUEUE_100M, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6)
-    )
+    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6))
     assert n == 6
     # a bigger surge still scales: u = 3 -> u' = 2, ceil(2 x 6) = 12
-    n, _, _ = desired_replicas(
-        QUEUE_100M, metrics(requests_waiting=4 * 0.3, replicas_starting=2, replicas_desired=6)
-    )
+    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.3, replicas_starting=2, replicas_desired=6))
     assert n == 12
+
+
+def test_starting_pods_are_pending_by_default():
+    # upstream ignores Pending pods on a scale-down: u = 0.5 over the 4 ready pods -> ceil(2.0) = 2
+    n, _, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6))
+    assert n == 2
+    # ... and counts them at 0 on a scale-up, as a missing pod: u' = 1.5 x 4 / 6 = 1.0 -> 6
+    n, _, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6))
+    assert n == 6
+
+
+def test_starting_pods_option_from_the_annotation_and_refused_when_unknown():
+    m = manifest([pods_metric("request_queue_size", "100m")])
+    m["metadata"]["annotations"] = {"rlscale.io/starting-pods": "missing"}
+    assert config_from_manifest(m).starting_pods == "missing"
+    assert config_from_manifest(m, starting_pods="pending").starting_pods == "pending"
+    m["metadata"]["annotations"] = {"rlscale.io/starting-pods": "loading"}
+    with pytest.raises(InputError, match="'pending' or 'missing'") as e:
+        config_from_manifest(m, "hpa.yaml")
+    assert e.value.field == "metadata.annotations.rlscale.io/starting-pods"
 
 
 def test_an_unreadable_metric_never_causes_a_scale_down():
@@ -258,9 +274,20 @@ def test_scale_up_stabilisation_waits_for_a_sustained_rise():
     assert run_clamp(cfg, [4] + [12] * 6, 4) == [4, 4, 4, 4, 8, 12, 12]
 
 
-def test_without_behavior_the_hpa_defaults_apply():
+def test_without_behavior_the_legacy_normalisation_applies():
+    # upstream leaves a missing `behavior` nil and normalises with the legacy rules: a 300 s
+    # down window over recommendations, at most max(2 x current, 4) per sync
     cfg = config_from_manifest(manifest([pods_metric("request_queue_size", "10")]))
+    assert cfg.limits.legacy_behavior and cfg.limits.scale_down.stabilization_window_s == 300
+    # 1 -> 4 -> 8 -> 16 -> 32 (was 1 -> 5 -> 10 -> 20 -> 40 under the v2 `behavior` defaults)
+    assert run_clamp(cfg, [50] * 4, 1) == [4, 8, 16, 32]
+    assert cfg.limits.tolerance == 0  # the policy applies tolerance to the ratio itself
+
+
+def test_an_empty_behavior_gets_the_v2_defaults():
+    cfg = config_from_manifest(manifest([pods_metric("request_queue_size", "10")], behavior={}))
     up, down = cfg.limits.scale_up, cfg.limits.scale_down
+    assert not cfg.limits.legacy_behavior
     assert up.stabilization_window_s == 0 and down.stabilization_window_s == 300
     assert {(p.type, p.value, p.period_s) for p in up.policies} == {
         ("Percent", 100, 15),
@@ -268,7 +295,6 @@ def test_without_behavior_the_hpa_defaults_apply():
     }
     # +max(100 %, 4 pods) per 15 s: 1 -> 5 -> 10 -> 20 -> 40
     assert run_clamp(cfg, [50] * 4, 1) == [5, 10, 20, 40]
-    assert cfg.limits.tolerance == 0  # the policy applies tolerance to the ratio itself
 
 
 def test_the_shipped_manifest_is_the_issue_baseline():
@@ -457,10 +483,19 @@ def test_every_shipped_manifest_loads():
         assert load_hpa_manifest(p).metrics
 
 
-def test_a_per_direction_tolerance_is_refused_not_ignored():
-    m = manifest(
-        [pods_metric("request_queue_size", "10")], behavior={"scaleDown": {"tolerance": "50m"}}
-    )
-    with pytest.raises(InputError, match="per-direction tolerance is not supported") as e:
-        config_from_manifest(m, "hpa.yaml")
-    assert e.value.field == "spec.behavior.scaleDown.tolerance"
+def test_a_per_direction_tolerance_is_read():
+    m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleUp": {"tolerance": "50m"}})
+    cfg = config_from_manifest(m, "hpa.yaml")
+    assert cfg.tolerances.scale_up == pytest.approx(0.05) and cfg.tolerances.scale_down == 0.1
+    # 10 pods at 1.07 x target: outside the 5 % scale-up band -> ceil(10.7) = 11 (10 % would hold)
+    ten = metrics(replicas_ready=10, replicas_desired=10, requests_waiting=10 * 10.7)
+    assert desired_replicas(cfg, ten)[0] == 11
+    assert desired_replicas(config_from_manifest(manifest([pods_metric("request_queue_size", "10")], behavior={})), ten)[0] == 10
+
+
+def test_a_negative_or_unreadable_tolerance_is_an_error():
+    for bad, expected in (("-1", "greater than or equal to 0"), ("lots", "quantity")):
+        m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleUp": {"tolerance": bad}})
+        with pytest.raises(InputError, match=expected) as e:
+            config_from_manifest(m, "hpa.yaml")
+        assert e.value.field == "spec.behavior.scaleUp.tolerance"
