@@ -124,3 +124,67 @@ def test_rate_limit_period_starts_count_changes_in_both_directions():
     assert clamp(6, 10, 0, lim, st_).replicas == 6
     # the period started at 10 (6 + 4 removed), so +4 from there allows 14
     assert clamp(20, 6, 15, lim, st_).replicas == 14
+
+
+def run(lim, proposals, current, *, initial=False, period_s=15.0):
+    st_ = ClampState.empty(1, lim, period_s, initial_recommendation=initial)
+    out = []
+    for i, p in enumerate(proposals):
+        current = clamp(p, current, i * period_s, lim, st_).replicas
+        out.append(current)
+    return out
+
+
+def test_initial_recommendation_holds_the_first_scale_down_for_the_window():
+    # upstream recordInitialRecommendation: the count at the first sync (10) is a recommendation
+    # at t=0, so the 60 s down window keeps 10 until t=60
+    lim = limits(scale_down=ScalingRules(stabilization_window_s=60))
+    assert run(lim, [4] * 6, 10, initial=True) == [10, 10, 10, 10, 4, 4]
+    # without it (the default) a fresh clamp scales down at once
+    assert run(lim, [4] * 6, 10) == [4] * 6
+
+
+def test_initial_recommendation_and_a_zero_up_window_scale_up_at_once():
+    # the initial count is recorded just before the first proposal: a 0 s up window never holds it
+    lim = limits()
+    assert run(lim, [8, 8], 4, initial=True) == [8, 8]
+    # a 30 s up window holds it (min of the window) until it leaves at t=30
+    lim = limits(scale_up=ScalingRules(stabilization_window_s=30))
+    assert run(lim, [8, 8, 8], 4, initial=True) == [4, 4, 8]
+
+
+def test_reset_rearms_the_initial_recommendation_of_the_reset_clusters_only():
+    lim = limits(scale_down=ScalingRules(stabilization_window_s=60))
+    st_ = ClampState.empty(2, lim, 15, initial_recommendation=True)
+    cur = np.array([10.0, 10.0])
+    for t in range(0, 90, 15):
+        cur = clamp_batch(np.array([4.0, 4.0]), cur, float(t), lim, st_)[0].astype(float)
+    assert cur.tolist() == [4, 4]
+    st_.reset(np.array([True, False]))
+    # cluster 0 restarts at 10 (as a new episode would) and waits its window again; cluster 1 goes on
+    cur = np.array([10.0, 4.0])
+    got = []
+    for t in range(90, 165, 15):
+        cur = clamp_batch(np.array([4.0, 4.0]), cur, float(t), lim, st_)[0].astype(float)
+        got.append(cur.tolist())
+    assert got == [[10, 4], [10, 4], [10, 4], [10, 4], [4, 4]]
+
+
+def test_legacy_behavior_caps_each_sync_at_twice_the_count_or_four():
+    # normalizeDesiredReplicas without `behavior`: max(2 x current, 4) per sync, no period memory
+    lim = limits(max_replicas=100, legacy_behavior=True, scale_down=ScalingRules(stabilization_window_s=300))
+    assert run(lim, [50] * 5, 1) == [4, 8, 16, 32, 50]
+    c = clamp(50, 3, 0, lim, ClampState.empty(1, lim, 15))
+    assert c.replicas == 6 and "ScaleUpLimit" in c.reasons
+
+
+def test_legacy_behavior_keeps_the_max_over_the_window_including_its_edge():
+    # the highest recommendation not older than 300 s (a sample exactly 300 s old still counts,
+    # Before(cutoff) drops only older ones); no scale-down rate limit
+    lim = limits(legacy_behavior=True, scale_down=ScalingRules(stabilization_window_s=300))
+    got = run(lim, [10] + [2] * 21, 10)
+    assert got[:21] == [10] * 21 and got[21] == 2  # t = 300 s still holds, t = 315 s drops
+    # the max may lie above the current count: upstream then scales up to it
+    st_ = ClampState.empty(1, lim, 15)
+    clamp(10, 10, 0, lim, st_)
+    assert clamp(7, 5, 15, lim, st_).replicas == 10

@@ -60,8 +60,9 @@ Other differences from the real controller, each a choice:
 * when every metric is unreadable the HPA skips the cycle and records no recommendation; here
   the policy proposes the current count, which the clamp records as a recommendation.
 * the sync period (15 s by default) is the simulator's interval; the evaluator runs at 15 s.
-* upstream works in integer milli-units (a per-pod mean truncated to 1m); here values are floats
-  and ceil() ignores float noise below 1e-9, so a few exact-boundary cases can differ.
+* the arithmetic is upstream's: values become integer milli-units (a per-pod mean truncated to
+  1m), ratios and ceil() are float64, so exact-boundary cases agree (10 pods at 0.9 x target are
+  within tolerance; 0.09 x 10 / 10 / 0.1 in floats is 0.8999999999999999 and would scale).
 * tolerance is applied here, to the usage ratio before rounding, as the replica calculator does
   (so `limits.tolerance` is 0: applying it again to the rounded count would differ, e.g. 5 pods at
   u = 1.09 -> within tolerance, keep 5; rounded first it would be ceil(5.45) = 6, a 20 % change).
@@ -263,13 +264,10 @@ class HPAScalingPolicy(_K8s):
 
 
 class HPAScalingRules(_K8s):
-    stabilization_window_seconds: int | None = Field(
-        default=None, ge=0, le=3600, alias="stabilizationWindowSeconds"
-    )
-    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(
-        default=None, alias="selectPolicy"
-    )
-    policies: list[HPAScalingPolicy] | None = None
+    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600, alias="stabilizationWindowSeconds")
+    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(default=None, alias="selectPolicy")
+    # API validation: "must specify at least one Policy" (an empty list would mean no rate limit)
+    policies: list[HPAScalingPolicy] | None = Field(default=None, min_length=1)
     # Kubernetes 1.33+ (HPAConfigurableTolerance): this direction's tolerance, a quantity
     # ("50m" = 0.05); unset, the controller's --horizontal-pod-autoscaler-tolerance
     tolerance: float | None = Field(default=None, ge=0)
@@ -524,7 +522,7 @@ class PodGroups:
 
 
 def group_pods(pods: Sequence[PodSample], field_name: str) -> PodGroups:
-    total, with_samples, missing, unready = 0.0, 0, 0, 0
+    total_m, with_samples, missing, unready = 0, 0, 0, 0
     for p in pods:
         if p.deleting or p.phase == "Failed":
             continue  # ignored
@@ -535,9 +533,9 @@ def group_pods(pods: Sequence[PodSample], field_name: str) -> PodGroups:
         if v is None or not math.isfinite(v):
             missing += 1
             continue
-        total += v
+        total_m += _milli(v)  # each sample a milli-quantity, as the metrics API returns it
         with_samples += 1
-    return PodGroups(total, with_samples, missing, unready)
+    return PodGroups(total_m / 1000.0, with_samples, missing, unready)
 
 
 def fleet_groups(metric: HPAMetric, m: IntervalMetrics, starting_pods: StartingPods) -> PodGroups:
@@ -555,8 +553,14 @@ def _count(x: float) -> int:
     return int(round(x)) if math.isfinite(x) else 0
 
 
-def _ceil(x: float) -> int:
-    return math.ceil(x - 1e-9)  # float noise from the fleet division is not a pod
+def _milli(x: float) -> int:
+    """A value as the integer milli-units upstream computes in (`MilliValue()`; at least 1m for
+    a target, which must be > 0)."""
+    return int(round(x * 1000.0))
+
+
+def _target_milli(x: float) -> int:
+    return max(1, _milli(x))
 
 
 # --- the algorithm --------------------------------------------------------------------------
@@ -573,27 +577,29 @@ class MetricRecommendation:
 
 def plain_metric_replicas(g: PodGroups, target: float, current: int, tol: Tolerances) -> tuple[int, float, str]:
     """`calcPlainMetricReplicas` on grouped pods (at least one sample); returns (replicas, usage
-    ratio, note)."""
-    ratio = g.total / g.with_samples / target
+    ratio, note). In upstream's arithmetic: integer milli-units, the mean truncated to 1m
+    (`GetMetricUsageRatio`), the ratio and ceil() in float64."""
+    target_m = _target_milli(target)
+    total_m, counted = _milli(g.total), g.with_samples
+    ratio = (total_m // counted) / target_m
     scale_up_with_unready = g.unready > 0 and ratio > 1.0
     if not scale_up_with_unready and g.missing == 0:
         if tol.is_within(ratio):
             return current, ratio, "within tolerance"
-        return _ceil(ratio * g.with_samples), ratio, ""
-    total, counted = g.total, g.with_samples
+        return math.ceil(ratio * g.with_samples), ratio, ""
     if g.missing:
         # at the target on a scale-down, at 0 on a scale-up; at exactly 1 they are left out
         if ratio < 1.0:
-            total, counted = total + g.missing * target, counted + g.missing
+            total_m, counted = total_m + g.missing * target_m, counted + g.missing
         elif ratio > 1.0:
             counted += g.missing
     if scale_up_with_unready:
         counted += g.unready  # at 0
-    new_ratio = total / counted / target
+    new_ratio = (total_m // counted) / target_m
     waiting = f"{g.missing} missing, {g.unready} pending"
     if tol.is_within(new_ratio) or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current, ratio, f"within tolerance with {waiting}"
-    new = _ceil(new_ratio * counted)
+    new = math.ceil(new_ratio * counted)
     if (new_ratio < 1.0 and new > current) or (new_ratio > 1.0 and new < current):
         return current, ratio, "direction would flip"
     return new, ratio, f"{waiting} pods counted"
@@ -628,20 +634,21 @@ def metric_recommendation(
     else:
         ready = _count(m.replicas_ready)
         status = ready + _count(m.replicas_starting)
+    usage_m, target_m = _milli(fleet), _target_milli(metric.target)
     if metric.target_type == "AverageValue":
         # GetObjectPerPodMetricReplicas / GetExternalPerPodMetricReplicas: over status.replicas
         if status <= 0:
             return MetricRecommendation(metric.name, None, fleet, float("nan"), "no pods")
-        ratio = fleet / (metric.target * status)
+        ratio = usage_m / (target_m * status)
         if tolerances.is_within(ratio):
             return MetricRecommendation(metric.name, status, fleet, ratio, "within tolerance")
-        return MetricRecommendation(metric.name, _ceil(fleet / metric.target), fleet, ratio)
-    ratio = fleet / metric.target
+        return MetricRecommendation(metric.name, math.ceil(usage_m / target_m), fleet, ratio)
+    ratio = usage_m / target_m
     if current == 0:
-        return MetricRecommendation(metric.name, _ceil(ratio), fleet, ratio)
+        return MetricRecommendation(metric.name, math.ceil(ratio), fleet, ratio)
     if tolerances.is_within(ratio):
         return MetricRecommendation(metric.name, current, fleet, ratio, "within tolerance")
-    return MetricRecommendation(metric.name, _ceil(ratio * ready), fleet, ratio)
+    return MetricRecommendation(metric.name, math.ceil(ratio * ready), fleet, ratio)
 
 
 def desired_replicas(

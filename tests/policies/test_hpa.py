@@ -499,3 +499,40 @@ def test_a_negative_or_unreadable_tolerance_is_an_error():
         with pytest.raises(InputError, match=expected) as e:
             config_from_manifest(m, "hpa.yaml")
         assert e.value.field == "spec.behavior.scaleUp.tolerance"
+
+
+def test_a_ratio_of_exactly_one_with_missing_pods_holds():
+    # upstream fills missing pods only when u < 1 or u > 1: 4 pods at the target and 2 starting
+    # (running, no sample) hold 6; filling them at 0 would scale down to ceil(4 / 6 x 6) = 4
+    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.1, replicas_starting=2, replicas_desired=6))
+    assert n == 6
+
+
+def test_the_tolerance_band_includes_its_edges():
+    # (1 - down) <= u <= (1 + up): 10 pods at exactly 1.1 x target stay 10 (|1 - u| <= 0.1 in
+    # floats is 0.10000000000000009 > 0.1 and scaled to 11)
+    ten = metrics(replicas_ready=10, replicas_desired=10)
+    assert desired_replicas(QUEUE_100M, replace(ten, requests_waiting=10 * 0.11))[0] == 10
+    assert desired_replicas(QUEUE_100M, replace(ten, requests_waiting=10 * 0.09))[0] == 10
+
+
+def test_average_value_divides_by_the_pods_not_spec_replicas():
+    # spec.replicas 6 but only 4 pods exist: 42 / (10 x 4) = 1.05 is within tolerance -> 4 pods
+    # (dividing by spec.replicas gave 42 / 60 = 0.7 -> ceil(4.2) = 5)
+    ext = {"type": "External", "external": {"metric": {"name": "arrival_rate"}, "target": {"type": "AverageValue", "averageValue": "10"}}}
+    cfg = config_from_manifest(manifest([ext]))
+    r = desired_replicas(cfg, metrics(arrival_rps=42.0, replicas_ready=4, replicas_desired=6))[2][0]
+    assert r.replicas == 4 and r.note == "within tolerance"
+
+
+def test_decide_takes_an_optional_pod_view():
+    from rlscale.policies.hpa import PodSample
+
+    pol = HPAPolicy(QUEUE_100M)
+    m = metrics(requests_waiting=0.2, replicas_ready=4, replicas_desired=4)
+    # fleet view: 0.2 / 4 ready = 0.05 per pod -> ceil(2.0) = 2
+    assert pol.decide([m]).replicas == 2
+    # pod view: only 2 of the 4 pods were scraped (0.1 each): u = 1 exactly -> hold 4
+    pods = [PodSample("a", values={"requests_waiting": 0.1}), PodSample("b", values={"requests_waiting": 0.1}),
+            PodSample("c"), PodSample("d")]
+    assert pol.decide([m], pods=pods).replicas == 4
