@@ -73,7 +73,10 @@ class ScalingRules(BaseModel):
 # controller's --horizontal-pod-autoscaler-downscale-stabilization default; the API leaves it nil).
 HPA_DEFAULT_UP = ScalingRules(
     stabilization_window_s=0,
-    policies=(ScalingPolicy(type="Pods", value=4, period_s=15), ScalingPolicy(type="Percent", value=100, period_s=15)),
+    policies=(
+        ScalingPolicy(type="Pods", value=4, period_s=15),
+        ScalingPolicy(type="Percent", value=100, period_s=15),
+    ),
 )
 HPA_DEFAULT_DOWN = ScalingRules(
     stabilization_window_s=300, policies=(ScalingPolicy(type="Percent", value=100, period_s=15),)
@@ -139,7 +142,12 @@ class ClampState:
 
     @classmethod
     def empty(
-        cls, batch: int, limits: SafetyLimits, interval_s: float, *, initial_recommendation: bool = False
+        cls,
+        batch: int,
+        limits: SafetyLimits,
+        interval_s: float,
+        *,
+        initial_recommendation: bool = False,
     ) -> ClampState:
         slots = int(math.ceil(limits.history_s / max(interval_s, 1e-3))) + 2
         return cls(
@@ -264,7 +272,9 @@ def _stabilised(
     if state.initial is not None:
         seed = np.nan_to_num(state.initial)
         in_up = _initial_in(state, now_s - limits.scale_up.stabilization_window_s, inclusive=False)
-        in_down = _initial_in(state, now_s - limits.scale_down.stabilization_window_s, inclusive=False)
+        in_down = _initial_in(
+            state, now_s - limits.scale_down.stabilization_window_s, inclusive=False
+        )
         up_rec = np.where(in_up, np.minimum(up_rec, seed), up_rec)
         down_rec = np.where(in_down, np.maximum(down_rec, seed), down_rec)
     rec = np.maximum(current, up_rec)
@@ -286,11 +296,17 @@ def _stabilised_legacy(
     win[slot] = True
     rec = np.where(win[None, :], hist, -np.inf).max(axis=1)
     if state.initial is not None:
-        rec = np.where(_initial_in(state, cutoff_s, inclusive=True), np.maximum(rec, np.nan_to_num(state.initial)), rec)
+        rec = np.where(
+            _initial_in(state, cutoff_s, inclusive=True),
+            np.maximum(rec, np.nan_to_num(state.initial)),
+            rec,
+        )
     return rec, np.where(rec > proposed, _BIT["ScaleDownStabilized"], 0)
 
 
-def _period_starts(rules: ScalingRules, current: np.ndarray, now_s: float, state: ClampState, slot: int) -> np.ndarray:
+def _period_starts(
+    rules: ScalingRules, current: np.ndarray, now_s: float, state: ClampState, slot: int
+) -> np.ndarray:
     """(P, B) replicas at the start of each policy's period.
 
     HPA: periodStartReplicas = current - added + deleted within the period, whichever way the
@@ -334,7 +350,9 @@ def _rate_limited(
     )
 
 
-def _legacy_limited(rec: np.ndarray, current: np.ndarray, limits: SafetyLimits) -> tuple[np.ndarray, np.ndarray]:
+def _legacy_limited(
+    rec: np.ndarray, current: np.ndarray, limits: SafetyLimits
+) -> tuple[np.ndarray, np.ndarray]:
     """3, without `behavior` (`convertDesiredReplicasWithRules`): at most max(2 x current, 4)
     per sync, no scale-down limit. (replicas, bits)"""
     up_limit = np.maximum(2.0 * current, 4.0)
@@ -343,7 +361,9 @@ def _legacy_limited(rec: np.ndarray, current: np.ndarray, limits: SafetyLimits) 
     return np.minimum(rec, up_limit), np.where(hit_up, _BIT["ScaleUpLimit"], 0)
 
 
-def _within_bounds(out: np.ndarray, limits: SafetyLimits, warm: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _within_bounds(
+    out: np.ndarray, limits: SafetyLimits, warm: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """4. min/max replicas, then the GPU budget (less the warm pool, never below min). (replicas, bits)"""
     low = out < limits.min_replicas
     high = out > limits.max_replicas

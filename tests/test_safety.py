@@ -172,7 +172,9 @@ def test_reset_rearms_the_initial_recommendation_of_the_reset_clusters_only():
 
 def test_legacy_behavior_caps_each_sync_at_twice_the_count_or_four():
     # normalizeDesiredReplicas without `behavior`: max(2 x current, 4) per sync, no period memory
-    lim = limits(max_replicas=100, legacy_behavior=True, scale_down=ScalingRules(stabilization_window_s=300))
+    lim = limits(
+        max_replicas=100, legacy_behavior=True, scale_down=ScalingRules(stabilization_window_s=300)
+    )
     assert run(lim, [50] * 5, 1) == [4, 8, 16, 32, 50]
     c = clamp(50, 3, 0, lim, ClampState.empty(1, lim, 15))
     assert c.replicas == 6 and "ScaleUpLimit" in c.reasons

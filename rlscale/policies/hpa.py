@@ -99,7 +99,9 @@ from rlscale.safety import (
 MANIFEST_DIR = Path(__file__).parent / "manifests"
 DEFAULT_MANIFEST = MANIFEST_DIR / "hpa-default.yaml"
 DEFAULT_TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
-LEGACY_DOWNSCALE_WINDOW_S = 300.0  # --horizontal-pod-autoscaler-downscale-stabilization (no `behavior`)
+LEGACY_DOWNSCALE_WINDOW_S = (
+    300.0  # --horizontal-pod-autoscaler-downscale-stabilization (no `behavior`)
+)
 
 
 @dataclass(frozen=True)
@@ -264,8 +266,12 @@ class HPAScalingPolicy(_K8s):
 
 
 class HPAScalingRules(_K8s):
-    stabilization_window_seconds: int | None = Field(default=None, ge=0, le=3600, alias="stabilizationWindowSeconds")
-    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(default=None, alias="selectPolicy")
+    stabilization_window_seconds: int | None = Field(
+        default=None, ge=0, le=3600, alias="stabilizationWindowSeconds"
+    )
+    select_policy: Literal["Max", "Min", "Disabled"] | None = Field(
+        default=None, alias="selectPolicy"
+    )
     # API validation: "must specify at least one Policy" (an empty list would mean no rate limit)
     policies: list[HPAScalingPolicy] | None = Field(default=None, min_length=1)
     # Kubernetes 1.33+ (HPAConfigurableTolerance): this direction's tolerance, a quantity
@@ -427,12 +433,18 @@ def config_from_manifest(
     chosen = starting_pods or annotations.get(STARTING_PODS_ANNOTATION, "pending")
     if chosen not in ("pending", "missing"):
         raise InputError(
-            where, f"expected 'pending' or 'missing', got {chosen!r}",
+            where,
+            f"expected 'pending' or 'missing', got {chosen!r}",
             field=f"metadata.annotations.{STARTING_PODS_ANNOTATION}",
         )
     return HPAConfig(
-        name=m.metadata.name, metrics=tuple(metrics), limits=limits, tolerances=tolerances,
-        starting_pods=chosen, source=where, annotations=tuple(sorted(annotations.items())),  # type: ignore[arg-type]
+        name=m.metadata.name,
+        metrics=tuple(metrics),
+        limits=limits,
+        tolerances=tolerances,
+        starting_pods=chosen,
+        source=where,
+        annotations=tuple(sorted(annotations.items())),  # type: ignore[arg-type]
     )
 
 
@@ -482,7 +494,10 @@ def _resolve_metric(spec: MetricSpec, where: str, loc: str) -> HPAMetric:
 
 
 def load_hpa_manifest(
-    path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE, starting_pods: StartingPods | None = None
+    path: str | Path,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    starting_pods: StartingPods | None = None,
 ) -> HPAConfig:
     """Read a HorizontalPodAutoscaler YAML file (the first HPA document in a multi-document file)."""
     p = Path(path)
@@ -575,7 +590,9 @@ class MetricRecommendation:
     note: str = ""
 
 
-def plain_metric_replicas(g: PodGroups, target: float, current: int, tol: Tolerances) -> tuple[int, float, str]:
+def plain_metric_replicas(
+    g: PodGroups, target: float, current: int, tol: Tolerances
+) -> tuple[int, float, str]:
     """`calcPlainMetricReplicas` on grouped pods (at least one sample); returns (replicas, usage
     ratio, note). In upstream's arithmetic: integer milli-units, the mean truncated to 1m
     (`GetMetricUsageRatio`), the ratio and ceil() in float64."""
@@ -617,9 +634,15 @@ def metric_recommendation(
     """The desired replica count for one metric (None when it cannot be read). `current` is
     spec.replicas; `pods`, when given, is the pod-level view (else `m`'s counts are used)."""
     if metric.type == "Pods":
-        g = group_pods(pods, metric.source.field) if pods is not None else fleet_groups(metric, m, starting_pods)
+        g = (
+            group_pods(pods, metric.source.field)
+            if pods is not None
+            else fleet_groups(metric, m, starting_pods)
+        )
         if g.with_samples <= 0 or not math.isfinite(g.total):
-            return MetricRecommendation(metric.name, None, float("nan"), float("nan"), "no pod with a sample")
+            return MetricRecommendation(
+                metric.name, None, float("nan"), float("nan"), "no pod with a sample"
+            )
         per_pod = g.total / g.with_samples
         n, ratio, note = plain_metric_replicas(g, metric.target, current, tolerances)
         return MetricRecommendation(metric.name, n, per_pod, ratio, note)
@@ -659,7 +682,9 @@ def desired_replicas(
     ones would scale down, keep the current count."""
     current = _current(m)
     recs = [
-        metric_recommendation(metric, m, current, config.tolerances, pods=pods, starting_pods=config.starting_pods)
+        metric_recommendation(
+            metric, m, current, config.tolerances, pods=pods, starting_pods=config.starting_pods
+        )
         for metric in config.metrics
     ]
     valid = [r for r in recs if r.replicas is not None]
@@ -704,14 +729,20 @@ class HPAPolicy:
 
     @classmethod
     def from_manifest(
-        cls, path: str | Path = DEFAULT_MANIFEST, name: str = "hpa", *, starting_pods: StartingPods | None = None
+        cls,
+        path: str | Path = DEFAULT_MANIFEST,
+        name: str = "hpa",
+        *,
+        starting_pods: StartingPods | None = None,
     ) -> HPAPolicy:
         return cls(load_hpa_manifest(path, starting_pods=starting_pods), name=name)
 
     def reset(self) -> None:
         pass
 
-    def decide(self, window: Sequence[IntervalMetrics], *, pods: Sequence[PodSample] | None = None) -> Decision:
+    def decide(
+        self, window: Sequence[IntervalMetrics], *, pods: Sequence[PodSample] | None = None
+    ) -> Decision:
         """The proposal for the last interval; `pods` is the optional pod-level view of it."""
         if not window:
             raise ValueError("HPAPolicy.decide needs at least one IntervalMetrics")

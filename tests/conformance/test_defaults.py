@@ -34,19 +34,48 @@ def given(pods=(0, 0), percent=(0, 0), window=None, select=None) -> HPAScalingRu
 
 DOWN = [
     ("Default values", given(), [("Percent", 100, 15)], 300, "Max"),
-    ("All parameters are specified", given((1, 2), (3, 4), 25, "Max"), [("Pods", 1, 2), ("Percent", 3, 4)], 25, "Max"),
-    ("Percent policy is specified", given(percent=(1, 2), select="Min"), [("Percent", 1, 2)], 300, "Min"),
+    (
+        "All parameters are specified",
+        given((1, 2), (3, 4), 25, "Max"),
+        [("Pods", 1, 2), ("Percent", 3, 4)],
+        25,
+        "Max",
+    ),
+    (
+        "Percent policy is specified",
+        given(percent=(1, 2), select="Min"),
+        [("Percent", 1, 2)],
+        300,
+        "Min",
+    ),
     ("Pods policy is specified", given(pods=(3, 4)), [("Pods", 3, 4)], 300, "Max"),
 ]
 
 UP = [
     ("Default values", given(), [("Pods", 4, 15), ("Percent", 100, 15)], 0, "Max"),
-    ("All parameters are specified", given((1, 2), (3, 4), 25, "Max"), [("Pods", 1, 2), ("Percent", 3, 4)], 25, "Max"),
+    (
+        "All parameters are specified",
+        given((1, 2), (3, 4), 25, "Max"),
+        [("Pods", 1, 2), ("Percent", 3, 4)],
+        25,
+        "Max",
+    ),
     ("Pod policy is specified", given(pods=(1, 2), select="Min"), [("Pods", 1, 2)], 0, "Min"),
     ("Percent policy is specified", given(percent=(7, 10)), [("Percent", 7, 10)], 0, "Max"),
-    ("Pod policy and stabilization window are specified", given(pods=(4, 2), window=25), [("Pods", 4, 2)], 25, "Max"),
-    ("Percent policy and stabilization window are specified", given(percent=(7, 60), window=25),
-     [("Percent", 7, 60)], 25, "Max"),
+    (
+        "Pod policy and stabilization window are specified",
+        given(pods=(4, 2), window=25),
+        [("Pods", 4, 2)],
+        25,
+        "Max",
+    ),
+    (
+        "Percent policy and stabilization window are specified",
+        given(percent=(7, 60), window=25),
+        [("Percent", 7, 60)],
+        25,
+        "Max",
+    ),
 ]
 
 
@@ -56,13 +85,19 @@ def _check(rules, policies, window, select):
     assert rules.select_policy == select
 
 
-@pytest.mark.parametrize(("given_", "policies", "window", "select"), [c[1:] for c in DOWN],
-                         ids=[f"TestGenerateScaleDownRules/{c[0]}" for c in DOWN])
+@pytest.mark.parametrize(
+    ("given_", "policies", "window", "select"),
+    [c[1:] for c in DOWN],
+    ids=[f"TestGenerateScaleDownRules/{c[0]}" for c in DOWN],
+)
 def test_generate_scale_down_rules(given_, policies, window, select):
     _check(given_.to_rules(HPA_DEFAULT_DOWN), policies, window, select)
 
 
-@pytest.mark.parametrize(("given_", "policies", "window", "select"), [c[1:] for c in UP],
-                         ids=[f"TestGenerateScaleUpRules/{c[0]}" for c in UP])
+@pytest.mark.parametrize(
+    ("given_", "policies", "window", "select"),
+    [c[1:] for c in UP],
+    ids=[f"TestGenerateScaleUpRules/{c[0]}" for c in UP],
+)
 def test_generate_scale_up_rules(given_, policies, window, select):
     _check(given_.to_rules(HPA_DEFAULT_UP), policies, window, select)

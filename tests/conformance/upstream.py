@@ -84,7 +84,9 @@ def fixture_pods(
     ]
 
 
-def cpu_pods(usage_milli: Sequence[float], request_milli: float, n: int | None = None, **kw) -> list[Pod]:
+def cpu_pods(
+    usage_milli: Sequence[float], request_milli: float, n: int | None = None, **kw
+) -> list[Pod]:
     """CPU usage as percent of an equal per-pod request (so the Pods metric equals the Resource
     metric's utilisation)."""
     levels = [u * 100.0 / request_milli * 1000.0 for u in usage_milli]  # percent, in milli
@@ -92,21 +94,40 @@ def cpu_pods(usage_milli: Sequence[float], request_milli: float, n: int | None =
 
 
 def pods_metric(target: str, name: str = POD_METRIC) -> dict:
-    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": target}}}
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": name},
+            "target": {"type": "AverageValue", "averageValue": target},
+        },
+    }
 
 
 def object_metric(target: str, kind: str = "Value") -> dict:
     key = "value" if kind == "Value" else "averageValue"
-    return {"type": "Object", "object": {
-        "describedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "some-deployment"},
-        "metric": {"name": FLEET_METRIC}, "target": {"type": kind, key: target}}}
+    return {
+        "type": "Object",
+        "object": {
+            "describedObject": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "some-deployment",
+            },
+            "metric": {"name": FLEET_METRIC},
+            "target": {"type": kind, key: target},
+        },
+    }
 
 
 def external_metric(target: str, kind: str = "Value") -> dict:
     key = "value" if kind == "Value" else "averageValue"
-    return {"type": "External", "external": {
-        "metric": {"name": FLEET_METRIC, "selector": {"matchLabels": {"label": "value"}}},
-        "target": {"type": kind, key: target}}}
+    return {
+        "type": "External",
+        "external": {
+            "metric": {"name": FLEET_METRIC, "selector": {"matchLabels": {"label": "value"}}},
+            "target": {"type": kind, key: target},
+        },
+    }
 
 
 def hpa(
@@ -127,28 +148,48 @@ def hpa(
     if behavior is not None:
         spec["behavior"] = behavior
     return config_from_manifest(
-        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "test-hpa"}, "spec": spec},
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "test-hpa"},
+            "spec": spec,
+        },
         "<upstream case>",
     )
 
 
-def interval(spec_replicas: int, pods: Sequence[Pod] = (), fleet_milli: float = float("nan")) -> IntervalMetrics:
+def interval(
+    spec_replicas: int, pods: Sequence[Pod] = (), fleet_milli: float = float("nan")
+) -> IntervalMetrics:
     """The IntervalMetrics of the sync: spec.replicas, ready/starting counts from the pods, the
     fleet-level Object/External value."""
     base = {f: 0.0 for f in FIELDS}
     ready = sum(1 for p in pods if p.phase == "Running" and p.ready and not p.deleting)
-    starting = sum(1 for p in pods if not p.deleting and (p.phase == "Pending" or (p.phase == "Running" and not p.ready)))
+    starting = sum(
+        1
+        for p in pods
+        if not p.deleting and (p.phase == "Pending" or (p.phase == "Running" and not p.ready))
+    )
     base.update(
-        interval_s=15.0, replicas_desired=float(spec_replicas), replicas_ready=float(ready),
-        replicas_starting=float(starting), requests_waiting=float("nan"),
+        interval_s=15.0,
+        replicas_desired=float(spec_replicas),
+        replicas_ready=float(ready),
+        replicas_starting=float(starting),
+        requests_waiting=float("nan"),
     )
     base[FLEET_FIELD] = fleet_milli / 1000.0
     return IntervalMetrics(**base)
 
 
-def desired(cfg: HPAConfig, spec_replicas: int, pods: Sequence[Pod] = (), fleet_milli: float = float("nan")) -> int:
+def desired(
+    cfg: HPAConfig, spec_replicas: int, pods: Sequence[Pod] = (), fleet_milli: float = float("nan")
+) -> int:
     """The replica calculator alone (steps 1-2), on the pod-level view."""
-    return HPAPolicy(cfg).decide([interval(spec_replicas, pods, fleet_milli)], pods=pod_samples(pods)).replicas
+    return (
+        HPAPolicy(cfg)
+        .decide([interval(spec_replicas, pods, fleet_milli)], pods=pod_samples(pods))
+        .replicas
+    )
 
 
 def clamp_once(

@@ -55,7 +55,9 @@ def pods_metric(name: str, target: str) -> dict:
 
 
 QUEUE_100M = config_from_manifest(manifest([pods_metric("request_queue_size", "100m")]))
-QUEUE_100M_MISSING = config_from_manifest(manifest([pods_metric("request_queue_size", "100m")]), starting_pods="missing")
+QUEUE_100M_MISSING = config_from_manifest(
+    manifest([pods_metric("request_queue_size", "100m")]), starting_pods="missing"
+)
 
 
 def test_quantities_parse_as_kubernetes_writes_them():
@@ -110,22 +112,35 @@ def test_desired_is_the_max_over_metrics():
 def test_starting_pods_count_as_missing_metrics():
     # starting_pods="missing" (running, not answering /metrics yet):
     # scale-down with 2 starting pods: they count at the target, u' = (0.5 x 4 + 2) / 6, ceil(4.0) = 4
-    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M_MISSING,
+        metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6),
+    )
     assert n == 4
     # scale-up with 2 starting pods: they count as 0, u' = 1.5 x 4 / 6 = 1.0 -> wait for them
-    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M_MISSING,
+        metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6),
+    )
     assert n == 6
     # a bigger surge still scales: u = 3 -> u' = 2, ceil(2 x 6) = 12
-    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.3, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M_MISSING,
+        metrics(requests_waiting=4 * 0.3, replicas_starting=2, replicas_desired=6),
+    )
     assert n == 12
 
 
 def test_starting_pods_are_pending_by_default():
     # upstream ignores Pending pods on a scale-down: u = 0.5 over the 4 ready pods -> ceil(2.0) = 2
-    n, _, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M, metrics(requests_waiting=4 * 0.05, replicas_starting=2, replicas_desired=6)
+    )
     assert n == 2
     # ... and counts them at 0 on a scale-up, as a missing pod: u' = 1.5 x 4 / 6 = 1.0 -> 6
-    n, _, _ = desired_replicas(QUEUE_100M, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M, metrics(requests_waiting=4 * 0.15, replicas_starting=2, replicas_desired=6)
+    )
     assert n == 6
 
 
@@ -484,18 +499,28 @@ def test_every_shipped_manifest_loads():
 
 
 def test_a_per_direction_tolerance_is_read():
-    m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleUp": {"tolerance": "50m"}})
+    m = manifest(
+        [pods_metric("request_queue_size", "10")], behavior={"scaleUp": {"tolerance": "50m"}}
+    )
     cfg = config_from_manifest(m, "hpa.yaml")
     assert cfg.tolerances.scale_up == pytest.approx(0.05) and cfg.tolerances.scale_down == 0.1
     # 10 pods at 1.07 x target: outside the 5 % scale-up band -> ceil(10.7) = 11 (10 % would hold)
     ten = metrics(replicas_ready=10, replicas_desired=10, requests_waiting=10 * 10.7)
     assert desired_replicas(cfg, ten)[0] == 11
-    assert desired_replicas(config_from_manifest(manifest([pods_metric("request_queue_size", "10")], behavior={})), ten)[0] == 10
+    assert (
+        desired_replicas(
+            config_from_manifest(manifest([pods_metric("request_queue_size", "10")], behavior={})),
+            ten,
+        )[0]
+        == 10
+    )
 
 
 def test_a_negative_or_unreadable_tolerance_is_an_error():
     for bad, expected in (("-1", "greater than or equal to 0"), ("lots", "quantity")):
-        m = manifest([pods_metric("request_queue_size", "10")], behavior={"scaleUp": {"tolerance": bad}})
+        m = manifest(
+            [pods_metric("request_queue_size", "10")], behavior={"scaleUp": {"tolerance": bad}}
+        )
         with pytest.raises(InputError, match=expected) as e:
             config_from_manifest(m, "hpa.yaml")
         assert e.value.field == "spec.behavior.scaleUp.tolerance"
@@ -504,7 +529,10 @@ def test_a_negative_or_unreadable_tolerance_is_an_error():
 def test_a_ratio_of_exactly_one_with_missing_pods_holds():
     # upstream fills missing pods only when u < 1 or u > 1: 4 pods at the target and 2 starting
     # (running, no sample) hold 6; filling them at 0 would scale down to ceil(4 / 6 x 6) = 4
-    n, _, _ = desired_replicas(QUEUE_100M_MISSING, metrics(requests_waiting=4 * 0.1, replicas_starting=2, replicas_desired=6))
+    n, _, _ = desired_replicas(
+        QUEUE_100M_MISSING,
+        metrics(requests_waiting=4 * 0.1, replicas_starting=2, replicas_desired=6),
+    )
     assert n == 6
 
 
@@ -519,7 +547,13 @@ def test_the_tolerance_band_includes_its_edges():
 def test_average_value_divides_by_the_pods_not_spec_replicas():
     # spec.replicas 6 but only 4 pods exist: 42 / (10 x 4) = 1.05 is within tolerance -> 4 pods
     # (dividing by spec.replicas gave 42 / 60 = 0.7 -> ceil(4.2) = 5)
-    ext = {"type": "External", "external": {"metric": {"name": "arrival_rate"}, "target": {"type": "AverageValue", "averageValue": "10"}}}
+    ext = {
+        "type": "External",
+        "external": {
+            "metric": {"name": "arrival_rate"},
+            "target": {"type": "AverageValue", "averageValue": "10"},
+        },
+    }
     cfg = config_from_manifest(manifest([ext]))
     r = desired_replicas(cfg, metrics(arrival_rps=42.0, replicas_ready=4, replicas_desired=6))[2][0]
     assert r.replicas == 4 and r.note == "within tolerance"
@@ -533,6 +567,10 @@ def test_decide_takes_an_optional_pod_view():
     # fleet view: 0.2 / 4 ready = 0.05 per pod -> ceil(2.0) = 2
     assert pol.decide([m]).replicas == 2
     # pod view: only 2 of the 4 pods were scraped (0.1 each): u = 1 exactly -> hold 4
-    pods = [PodSample("a", values={"requests_waiting": 0.1}), PodSample("b", values={"requests_waiting": 0.1}),
-            PodSample("c"), PodSample("d")]
+    pods = [
+        PodSample("a", values={"requests_waiting": 0.1}),
+        PodSample("b", values={"requests_waiting": 0.1}),
+        PodSample("c"),
+        PodSample("d"),
+    ]
     assert pol.decide([m], pods=pods).replicas == 4
