@@ -55,14 +55,18 @@ What the HPA sees of the pods comes from one of two inputs:
   `config_from_manifest(..., starting_pods=...)` or the manifest annotation
   `rlscale.io/starting-pods`.
 
-Other differences from the real controller, each a choice:
+The arithmetic is upstream's: values become integer milli-units (a per-pod mean truncated to 1m),
+ratios and ceil() are float64, so exact-boundary cases agree (10 pods at 0.9 x target are within
+tolerance; 0.09 x 10 / 10 / 0.1 in floats is 0.8999999999999999 and would scale).
+
+Differences from the real controller, each a choice:
 
 * when every metric is unreadable the HPA skips the cycle and records no recommendation; here
   the policy proposes the current count, which the clamp records as a recommendation.
+* spec.replicas outside [minReplicas, maxReplicas]: upstream sets the bound without computing
+  metrics or recording a recommendation; here the proposal is computed and clamped to the bound
+  (the same count) and recorded.
 * the sync period (15 s by default) is the simulator's interval; the evaluator runs at 15 s.
-* the arithmetic is upstream's: values become integer milli-units (a per-pod mean truncated to
-  1m), ratios and ceil() are float64, so exact-boundary cases agree (10 pods at 0.9 x target are
-  within tolerance; 0.09 x 10 / 10 / 0.1 in floats is 0.8999999999999999 and would scale).
 * tolerance is applied here, to the usage ratio before rounding, as the replica calculator does
   (so `limits.tolerance` is 0: applying it again to the rounded count would differ, e.g. 5 pods at
   u = 1.09 -> within tolerance, keep 5; rounded first it would be ceil(5.45) = 6, a 20 % change).
