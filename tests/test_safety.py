@@ -91,12 +91,15 @@ def test_gpu_budget_counts_warm_replicas():
     props=st.lists(st.integers(-5, 100), min_size=1, max_size=30),
     lo=st.integers(0, 5),
     span=st.integers(0, 30),
+    legacy=st.booleans(),
+    initial=st.booleans(),
 )
-def test_replicas_never_leave_min_max(props, lo, span):
+def test_replicas_never_leave_min_max(props, lo, span, legacy, initial):
     lim = SafetyLimits(
         min_replicas=lo,
         max_replicas=lo + span + 1,
         tolerance=0.1,
+        legacy_behavior=legacy,
         scale_up=ScalingRules(
             stabilization_window_s=30,
             policies=(ScalingPolicy(type="Percent", value=50, period_s=60),),
@@ -105,7 +108,7 @@ def test_replicas_never_leave_min_max(props, lo, span):
             stabilization_window_s=60, policies=(ScalingPolicy(type="Pods", value=2, period_s=30),)
         ),
     )
-    st_ = ClampState.empty(3, lim, 15)
+    st_ = ClampState.empty(3, lim, 15, initial_recommendation=initial)
     cur = np.full(3, float(lo))
     for t, p in enumerate(props):
         out, _ = clamp_batch(np.array([p, p * 2, -p], dtype=float), cur, t * 15.0, lim, st_)
