@@ -434,21 +434,27 @@ def config_from_manifest(
             scale_up=tolerance if up.tolerance is None else up.tolerance,
         )
     annotations = m.metadata.annotations
-    chosen = starting_pods or annotations.get(STARTING_PODS_ANNOTATION, "pending")
-    if chosen not in ("pending", "missing"):
-        raise InputError(
-            where,
-            f"expected 'pending' or 'missing', got {chosen!r}",
-            field=f"metadata.annotations.{STARTING_PODS_ANNOTATION}",
-        )
     return HPAConfig(
         name=m.metadata.name,
         metrics=tuple(metrics),
         limits=limits,
         tolerances=tolerances,
-        starting_pods=chosen,
+        starting_pods=starting_pods or _starting_pods_annotation(annotations, where),
         source=where,
-        annotations=tuple(sorted(annotations.items())),  # type: ignore[arg-type]
+        annotations=tuple(sorted(annotations.items())),
+    )
+
+
+def _starting_pods_annotation(annotations: Mapping[str, str], where: str) -> StartingPods:
+    chosen = annotations.get(STARTING_PODS_ANNOTATION, "pending")
+    if chosen == "pending":
+        return "pending"
+    if chosen == "missing":
+        return "missing"
+    raise InputError(
+        where,
+        f"expected 'pending' or 'missing', got {chosen!r}",
+        field=f"metadata.annotations.{STARTING_PODS_ANNOTATION}",
     )
 
 
