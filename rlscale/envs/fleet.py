@@ -27,7 +27,11 @@ _F = FIELD_INDEX
 
 
 class ClampedFleet:
-    """B clusters of `sim`, cluster b clamped by `limits[b]` (or one `SafetyLimits` for all)."""
+    """B clusters of `sim`, cluster b clamped by `limits[b]` (or one `SafetyLimits` for all).
+
+    Each cluster's first clamp records its starting count as a recommendation, as the Kubernetes
+    HPA does when it starts (`recordInitialRecommendation`): the first scale-down then waits out
+    the down-stabilisation window, in evaluation, training and live alike."""
 
     def __init__(
         self, sim: ClusterSim | RequestSim, limits: SafetyLimits | Sequence[SafetyLimits]
@@ -45,7 +49,7 @@ class ClampedFleet:
             (
                 lim,
                 slice(None) if len(idx) == sim.batch else np.asarray(idx, dtype=np.int64),
-                ClampState.empty(len(idx), lim, interval_s),
+                ClampState.empty(len(idx), lim, interval_s, initial_recommendation=True),
             )
             for lim, idx in members.items()
         ]
