@@ -293,6 +293,22 @@ def gauge_curve(s: SeriesSamples, life: _Life) -> tuple[np.ndarray, np.ndarray]:
     return t, v
 
 
+def cumulative_at(edges: np.ndarray, t: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """A counter's cumulative increase at `edges`: monotone cubic (PCHIP) between samples, 0
+    before the first, the last value after. PCHIP, not linear: where the rate changes inside a
+    scrape interval, the slopes of the neighbouring intervals place the change, so an interval
+    that straddles a step edge is not split in proportion to time (linear interpolation smears
+    up to a quarter scrape interval of the rate jump across the edge); it never overshoots."""
+    if len(t) < 3:
+        return np.interp(edges, t, cum, left=0.0, right=cum[-1])
+    from scipy.interpolate import PchipInterpolator
+
+    inside = (edges >= t[0]) & (edges <= t[-1])
+    out = np.where(edges < t[0], 0.0, cum[-1])
+    out[inside] = PchipInterpolator(t, cum)(edges[inside])
+    return out
+
+
 def _overlaps(edges: np.ndarray, a: float, b: float) -> np.ndarray:
     """Steps whose [e_k, e_k+1) intersects the open span (a, b)."""
     return (edges[:-1] < b) & (edges[1:] > a)
@@ -340,7 +356,7 @@ def export_trace(reader: RawReader, req: ExportRequest) -> ExportedTrace:
         for s in found:
             life = _life(s, fetch, interval_s, gap_s)
             t, cum, resets = counter_cumulative(s, life)
-            total += np.diff(np.interp(edges, t, cum, left=0.0, right=cum[-1]))
+            total += np.diff(cumulative_at(edges, t, cum))
             for a, b in life.gaps:
                 mark(_overlaps(edges, a, b), "scrape_gap")
             for r in resets:

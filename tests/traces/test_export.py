@@ -356,10 +356,9 @@ def test_cli_rejects_a_bad_output_path(tmp_path: Path) -> None:
 
 # Per step, against the original trace. The replay applies each trace step to the pods'
 # counters on time (it records when: the lag is asserted below), so what is measured is the
-# export: counters sampled every 0.5 s and interpolated linearly between samples. Where the rate
-# jumps at a step edge, the scrape interval holding the edge is split in proportion to time, not
-# to traffic: up to (scrape interval / step) x the jump moves across the edge. This trace jumps
-# 3-4x at edges (the worst case: real traffic drifts), 12 scrapes per step.
+# export: counters sampled every 0.5 s, interpolated between samples (monotone cubic). This
+# trace jumps 3-4x exactly at step edges, the worst case for that (real traffic drifts); with
+# linear interpolation the per-step error here was 9-12 %, with PCHIP 3-6 %.
 TIME_SCALE = 20.0
 REPLAY_PERIOD_S = 0.05
 BIN_SIM_S = 120.0  # one export step: 6 s of wall time, 12 scrapes at 0.5 s
@@ -367,10 +366,10 @@ SANDBOX_RATES = [3.0, 6.0, 2.0, 8.0, 4.0, 5.0, 1.5, 7.0]
 SANDBOX_PROMPT = [600.0, 1400.0, 900.0, 1100.0, 500.0, 1600.0, 800.0, 1200.0]
 SANDBOX_OUTPUT = [120.0, 300.0, 200.0, 150.0, 250.0, 100.0, 180.0, 220.0]
 # Stated tolerances, relative, on the steps that are not gaps:
-RATE_TOL = 0.15  # per step (the step of 1.5 req/s between 5 and 7)
-RATE_MEAN_TOL = 0.06  # mean over the steps
-TOKENS_TOL = 0.12  # per step, prompt and output means
-TOTAL_TOL = 0.02  # requests over the window
+RATE_TOL = 0.10  # per step (the step of 1.5 req/s between 5 and 7 is the hardest)
+RATE_MEAN_TOL = 0.04  # mean over the steps
+TOKENS_TOL = 0.08  # per step, prompt and output means
+TOTAL_TOL = 0.01  # requests over the window
 MAX_REPLAY_LAG_S = 0.1  # the replay applied the trace on time
 MAX_GAP_SHARE = 0.25  # a loaded machine may miss a scrape; at most this share of steps
 
