@@ -10,8 +10,8 @@ selector picks, both spellings (`vllm:` and `vllm_`, see `promql.py`), merged pe
 | prompt_tokens (mean)          | Δ`request_prompt_tokens_sum` / Δ`_count` when the histogram is scraped, else Δ`prompt_tokens_total` / admitted requests (Δcompletions + Δrunning: vLLM counts prompt tokens at prefill) |
 | output_tokens (mean)          | Δ`request_generation_tokens_sum` / Δ`_count`, else Δ`generation_tokens_total` / Δcompletions |
 
-Counters are piecewise linear between samples; a step gets the part of each sample-to-sample
-increase that falls inside it. A counter that goes down restarted from zero (Prometheus' rule:
+A counter's cumulative increase is interpolated between samples (monotone cubic, see
+`cumulative_at`); a step gets the part that falls inside it. Gauges are linear between samples. A counter that goes down restarted from zero (Prometheus' rule:
 the increase is the new value). A series that first appears inside the range (a new pod) starts
 from zero one scrape interval before its first sample; one that ends (a pod gone) stops.
 

@@ -519,3 +519,88 @@ def test_replay_export_round_trip(prometheus: object, tmp_path: Path) -> None:
     path = write_trace(results["vllm"], tmp_path / "sandbox.parquet")
     w = load_workload(path)
     assert w.n_bins == n and math.isclose(w.interval_s, step_wall_s)
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_a_real_scrape_gap_is_marked(prometheus: object) -> None:
+    """Prometheus stops scraping the pods for a few seconds (their targets removed, then put
+    back): the steps without samples are `scrape_gap`, the others keep their rate."""
+    from rlscale.sandbox.replay import constant_workload
+    from rlscale.sandbox.runner import Sandbox
+
+    rate_sim = 4.0
+    sb = Sandbox(
+        _tiny_profile(),  # type: ignore[arg-type]
+        constant_workload(rate_sim, interval_s=60.0),
+        replicas=2,
+        time_scale=TIME_SCALE,
+        prometheus=prometheus,  # type: ignore[arg-type]
+        namespace="export-gap",
+        replay_period_s=REPLAY_PERIOD_S,
+    )
+    selector = 'namespace="export-gap",job="vllm"'
+    fresh = f"time() - max(timestamp(vllm:num_requests_running{{{selector}}}))"
+    step_s = 2.0
+    try:
+        sb.start()
+        sb.wait_for_ready(2, timeout_s=60)
+        sb.wait_for_query(fresh, lambda r: bool(r) and float(r[0]["value"][1]) < 1.0, 60)
+        time.sleep(4 * step_s)
+        start = math.floor(time.time() / step_s) * step_s - 3 * step_s
+        source = sb._sd_source  # noqa: SLF001 - the sandbox's own file_sd file
+        prometheus.update_targets([], source)  # type: ignore[attr-defined]
+        sb.wait_for_query(fresh, lambda r: not r or float(r[0]["value"][1]) > 3.0, 60)
+        assert sb.fleet is not None
+        prometheus.update_targets(sb.call(lambda _s: sb.fleet.targets), source)  # type: ignore[union-attr,attr-defined]
+        sb.wait_for_query(fresh, lambda r: bool(r) and float(r[0]["value"][1]) < 1.0, 60)
+        time.sleep(6 * step_s)
+        end = math.floor(time.time() / step_s) * step_s - step_s
+        reader = PrometheusRaw(prometheus.url)  # type: ignore[attr-defined]
+        trace = export_trace(
+            reader, ExportRequest(selector=selector, start_s=start, end_s=end, step_s=step_s)
+        )
+        reader.close()
+    finally:
+        sb.stop()
+    print("gap round trip:", trace.gap_reason, np.round(trace.arrivals, 1).tolist())
+    assert trace.gap_counts().get("scrape_gap", 0) >= 1
+    assert set(trace.gap_counts()) == {"scrape_gap"}
+    assert not trace.is_gap[:2].any() and not trace.is_gap[-1]
+    want = rate_sim * TIME_SCALE * step_s
+    ok = ~trace.is_gap
+    np.testing.assert_allclose(trace.arrivals[ok], want, rtol=0.1)
+    # marked steps are contiguous: one silence, one run of gap steps
+    runs = np.flatnonzero(np.diff(trace.is_gap.astype(int)) != 0)
+    assert len(runs) == 2
+
+
+def test_evaluate_runs_on_an_exported_trace(tmp_path: Path) -> None:
+    """`rlscale evaluate --trace` reads the exported file (gaps filled by the loader)."""
+    from rlscale.cli import register as register_all
+
+    app = typer.Typer()
+    register_all(app)
+    times = np.arange(T0 - 900, T0 + 2 * 3600 + 60, SCRAPE_S)
+    wave = lambda t: 10 + 8 * np.sin((t - T0) / 3600 * np.pi)  # noqa: E731
+    series = _pod_series("llm-a", wave, 1100, 220, times, inflight=10)
+    hole = (times > T0 + 3600) & (times < T0 + 3900)
+    series = [SeriesSamples(s.name, s.labels, s.t_s[~hole], s.value[~hole]) for s in series]
+    req = ExportRequest(selector="", start_s=T0, end_s=T0 + 2 * 3600, step_s=60.0)
+    path = write_trace(export_trace(FakeReader(series), req), tmp_path / "mine.parquet")
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--trace",
+            str(path),
+            "--policy",
+            "static:4",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "report.json").exists()
