@@ -245,10 +245,9 @@ class ExportedTrace:
 
 @dataclass(frozen=True)
 class _Life:
-    """Where a series is known: sample times, whether it began/ended inside the fetch, and the
-    spans without samples (gaps) and the sample intervals holding a reset."""
+    """Whether a series began (a new pod) or ended (a pod gone) inside the fetched range, the
+    scrape interval, and the spans between two samples further apart than the gap limit."""
 
-    t_s: np.ndarray
     born: bool
     died: bool
     interval_s: float
@@ -260,7 +259,6 @@ def _life(s: SeriesSamples, fetch: tuple[float, float], interval_s: float, gap_s
     spacing = np.diff(t)
     gaps = [(float(t[i]), float(t[i + 1])) for i in np.flatnonzero(spacing > gap_s)]
     return _Life(
-        t_s=t,
         born=bool(t[0] > fetch[0] + gap_s),
         died=bool(t[-1] < fetch[1] - gap_s),
         interval_s=interval_s,

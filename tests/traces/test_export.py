@@ -523,7 +523,7 @@ def test_replay_export_round_trip(prometheus: object, tmp_path: Path) -> None:
 
 @pytest.mark.prometheus
 @pytest.mark.slow
-def test_a_real_scrape_gap_is_marked(prometheus: object) -> None:
+def test_a_real_scrape_gap_is_marked(prometheus: object, tmp_path: Path) -> None:
     """Prometheus stops scraping the pods for a few seconds (their targets removed, then put
     back): the steps without samples are `scrape_gap`, the others keep their rate."""
     from rlscale.sandbox.replay import constant_workload
@@ -563,6 +563,31 @@ def test_a_real_scrape_gap_is_marked(prometheus: object) -> None:
         reader.close()
     finally:
         sb.stop()
+    # the command line gives the same marks (Prometheus keeps the samples after the stop)
+    out = tmp_path / "gap.csv"
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "traces",
+            "export",
+            "--prometheus",
+            prometheus.url,
+            "--selector",
+            selector,  # type: ignore[attr-defined]
+            "--start",
+            str(start),
+            "--end",
+            str(end),
+            "--step-s",
+            str(step_s),
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "gap steps: scrape_gap" in result.output
+    w = load_workload(out)
+    assert w.meta["gaps_masked"] == int(trace.is_gap.sum()) and w.n_bins == len(trace.is_gap)
     print("gap round trip:", trace.gap_reason, np.round(trace.arrivals, 1).tolist())
     assert trace.gap_counts().get("scrape_gap", 0) >= 1
     assert set(trace.gap_counts()) == {"scrape_gap"}
