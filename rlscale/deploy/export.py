@@ -13,7 +13,9 @@ selector picks, both spellings (`vllm:` and `vllm_`, see `promql.py`), merged pe
 A counter's cumulative increase is interpolated between samples (monotone cubic, see
 `cumulative_at`); a step gets the part that falls inside it. Gauges are linear between samples. A counter that goes down restarted from zero (Prometheus' rule:
 the increase is the new value). A series that first appears inside the range (a new pod) starts
-from zero one scrape interval before its first sample; one that ends (a pod gone) stops.
+from zero before its first sample, as long before as its first value takes at its next samples'
+rate (Prometheus discovers a pod a refresh plus a scrape after it turned Ready and took
+traffic); one that ends (a pod gone) stops.
 
 Gaps are marked, never filled here (`is_gap = 1`, `gap_reason`, values left empty):
 
@@ -64,6 +66,8 @@ COUNTERS: tuple[str, ...] = (
 GAUGES: tuple[str, ...] = ("num_requests_waiting", "num_requests_running")
 GAP_REASONS: tuple[str, ...] = ("scrape_gap", "counter_reset", "no_series")
 DEFAULT_CHUNK_S = 3600.0
+# how far before its first sample a new series may have started counting (see counter_cumulative)
+MAX_BORN_LEAD_S = 300.0
 # fewer requests than this in a step: its sizes are the export's mean (as `bin_requests` does for
 # an empty bin); a ratio of two tiny deltas is noise
 _MIN_REQUESTS_FOR_MEAN = 0.5
@@ -267,8 +271,11 @@ def _life(s: SeriesSamples, fetch: tuple[float, float], interval_s: float, gap_s
 
 
 def counter_cumulative(s: SeriesSamples, life: _Life) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """(knot times, cumulative increase at them, times of resets): a new series starts at 0 one
-    scrape interval before its first sample; a drop is a restart from 0."""
+    """(knot times, cumulative increase at them, times of resets). A drop is a restart from 0.
+    A new series starts from 0 before its first sample: as long before as its first value
+    takes at the rate of its next few samples (a pod serves from Ready on, but Prometheus
+    discovers it up to a refresh plus a scrape later), at least one scrape interval, at most
+    `MAX_BORN_LEAD_S`."""
     v = s.value
     d = np.diff(v)
     inc = np.where(d >= 0, d, v[1:])  # a drop: the counter restarted, the increase is the value
@@ -276,9 +283,20 @@ def counter_cumulative(s: SeriesSamples, life: _Life) -> tuple[np.ndarray, np.nd
     cum = np.concatenate([[0.0], np.cumsum(inc)])
     t = s.t_s
     if life.born:
-        t = np.concatenate([[t[0] - life.interval_s], t])
+        t = np.concatenate([[t[0] - _born_lead_s(s, life.interval_s)], t])
         cum = np.concatenate([[0.0], cum + v[0]])
     return t, cum, resets
+
+
+def _born_lead_s(s: SeriesSamples, interval_s: float) -> float:
+    v, t = s.value, s.t_s
+    k = min(4, len(v) - 1)
+    if k < 1 or v[0] <= 0 or np.any(np.diff(v[: k + 1]) < 0):
+        return interval_s
+    rate = (v[k] - v[0]) / (t[k] - t[0])
+    if rate <= 0:
+        return interval_s
+    return float(np.clip(v[0] / rate, interval_s, MAX_BORN_LEAD_S))
 
 
 def gauge_curve(s: SeriesSamples, life: _Life) -> tuple[np.ndarray, np.ndarray]:

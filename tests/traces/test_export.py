@@ -149,13 +149,14 @@ def test_growth_of_requests_in_the_server_counts_as_arrivals() -> None:
 
 
 def test_a_new_pod_is_counted_from_zero_and_a_scale_up_conserves_requests() -> None:
-    # pod b appears at T0 + 150 s (first sample T0 + 165 s) and serves half of the traffic
+    # pod b serves half of the traffic from T0 + 150 s on, but Prometheus discovers it 60 s
+    # later: its first sample already counts a minute of requests
     rate = _steps([4.0] * 6)
     a = _pod_series(
         "llm-a", lambda t: np.where(t < T0 + 150, rate(t), rate(t) / 2), 500, 100, SCRAPES
     )
     born = T0 + 150
-    b_times = SCRAPES[SCRAPES >= born + SCRAPE_S]
+    b_times = SCRAPES[SCRAPES >= born + 60]
     b = _pod_series("llm-b", lambda t: rate(t) / 2, 500, 100, b_times, born_s=born)
     trace = export_trace(FakeReader(a + b), _request(6))
     assert not trace.is_gap.any()
@@ -545,7 +546,8 @@ def test_a_real_scrape_gap_is_marked(prometheus: object, tmp_path: Path) -> None
     try:
         sb.start()
         sb.wait_for_ready(2, timeout_s=60)
-        sb.wait_for_query(fresh, lambda r: bool(r) and float(r[0]["value"][1]) < 1.0, 60)
+        both = f"count(time() - timestamp(vllm:num_requests_running{{{selector}}}) < 1)"
+        sb.wait_for_query(both, lambda r: bool(r) and float(r[0]["value"][1]) >= 2, 60)
         time.sleep(4 * step_s)
         start = math.floor(time.time() / step_s) * step_s - 3 * step_s
         source = sb._sd_source  # noqa: SLF001 - the sandbox's own file_sd file
