@@ -110,7 +110,11 @@ def register(app: typer.Typer) -> None:
         if name:
             fitted = fitted.model_copy(update={"name": name})
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(yaml.safe_dump(fitted.model_dump(mode="json"), sort_keys=False))
+        out.write_text(
+            yaml.safe_dump(
+                fitted.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100
+            )
+        )
         for stage in fitted.cold_start:
             typer.echo(
                 f"  {stage.name:18s} low {stage.low_s:7.1f} s  mode {stage.mode_s:7.1f} s  "

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--selector",
                 help="PromQL label matchers for the service's vLLM pods, e.g. "
-                '\'namespace="prod",pod=~"llm-[a-z0-9]+-[a-z0-9]+"\'.',
+                '\'namespace="prod",pod=~"llm-.*"\'',
             ),
         ],
         start: Annotated[

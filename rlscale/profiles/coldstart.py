@@ -215,7 +215,8 @@ def with_cold_start(profile: ServiceProfile, fit: ColdStartFit, source: str) -> 
     first = min(t.created_s for t in fit.pods)
     last = max(t.created_s for t in fit.pods)
     skipped = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(fit.skipped.items()))
-    sources = dict(profile.sources)
+    # the base profile's notes on its own cold-start stages no longer apply
+    sources = {k: v for k, v in profile.sources.items() if not k.startswith("cold_start")}
     sources["cold_start"] = (
         f"{len(fit.pods)} pods from {source}, created {_iso(first)}..{_iso(last)}"
         + (f" (left out: {skipped})" if skipped else "")
