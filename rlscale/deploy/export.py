@@ -11,8 +11,8 @@ selector picks, both spellings (`vllm:` and `vllm_`, see `promql.py`), merged pe
 | output_tokens (mean)          | Δ`request_generation_tokens_sum` / Δ`_count`, else Δ`generation_tokens_total` / Δcompletions |
 
 A counter's cumulative increase is interpolated between samples (monotone cubic, see
-`cumulative_at`); a step gets the part that falls inside it. Gauges are linear between samples. A counter that goes down restarted from zero (Prometheus' rule:
-the increase is the new value). A series that first appears inside the range (a new pod) starts
+`cumulative_at`); a step gets the part that falls inside it. Gauges are linear between samples.
+A counter that goes down restarted from zero (Prometheus' rule: the increase is the new value). A series that first appears inside the range (a new pod) starts
 from zero before its first sample, as long before as its first value takes at its next samples'
 rate (Prometheus discovers a pod a refresh plus a scrape after it turned Ready and took
 traffic); one that ends (a pod gone) stops.
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +51,6 @@ import urllib3
 
 from rlscale.errors import InputError
 from rlscale.traces import loaders
-from rlscale.traces.workload import Workload
 
 # base name (both spellings) -> what it is
 COUNTERS: tuple[str, ...] = (
@@ -541,32 +540,3 @@ def parse_time(text: str, field_name: str, now_s: float) -> float:
             field_name, f"expected Unix seconds, RFC 3339, now or now-1h; got {text!r}"
         ) from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
-def workload_of(trace: ExportedTrace) -> Workload:
-    """The trace as the loader reads the written file (gaps filled, listed in meta)."""
-    return loaders.workload_from_columns(
-        trace.bin_start_s,
-        trace.arrivals,
-        trace.prompt_tokens,
-        trace.output_tokens,
-        trace.is_gap,
-        name=trace.request.name,
-        source=trace.request.source,
-        interval_s=trace.request.step_s,
-        prompt_tokens_cv=loaders.DEFAULT_PROMPT_TOKENS_CV,
-        output_tokens_cv=loaders.DEFAULT_OUTPUT_TOKENS_CV,
-        meta=dict(trace.meta),
-        gap_reason=trace.gap_reason,
-    )
-
-
-def summary(trace: ExportedTrace) -> Mapping[str, Any]:
-    ok = ~trace.is_gap
-    total = float(np.nansum(trace.arrivals))
-    return {
-        "steps": trace.request.n_steps,
-        "gap_steps": int(trace.is_gap.sum()),
-        "requests": total,
-        "mean_rps": total / (ok.sum() * trace.request.step_s) if ok.any() else math.nan,
-    }
