@@ -87,18 +87,29 @@ def register(app: typer.Typer) -> None:
         prometheus: Annotated[
             str, typer.Option("--prometheus", help="Prometheus base URL (http://host:9090).")
         ],
-        selector: Annotated[
-            str,
-            typer.Option(
-                "--selector",
-                help="PromQL label matchers for the service's vLLM pods, e.g. "
-                '\'namespace="prod",pod=~"llm-.*"\'',
-            ),
-        ],
         start: Annotated[
             str, typer.Option("--start", help="Unix seconds, RFC 3339, or now-<duration>.")
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output .parquet or .csv.")],
+        deployment: Annotated[
+            str | None,
+            typer.Option(
+                "--deployment",
+                help="The service's Deployment: its pods as the controller selects them "
+                "(namespace and pod name <deployment>-<hash>-<suffix>).",
+            ),
+        ] = None,
+        namespace: Annotated[
+            str, typer.Option("--namespace", "-n", help="With --deployment.")
+        ] = "default",
+        selector: Annotated[
+            str | None,
+            typer.Option(
+                "--selector",
+                help="Instead of --deployment: PromQL label matchers for the service's vLLM "
+                'pods, e.g. \'namespace="prod",pod=~"llm-.*"\'',
+            ),
+        ] = None,
         end: Annotated[str, typer.Option("--end", help="As --start (default now).")] = "now",
         step_s: Annotated[
             float, typer.Option("--step-s", help="Bin width in seconds (several scrapes).")
@@ -141,6 +152,14 @@ def register(app: typer.Typer) -> None:
 
         if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
             raise InputError(str(out), "expected an output path ending in .parquet or .csv")
+        if (selector is None) == (deployment is None):
+            raise InputError("--selector", "give either --deployment or --selector")
+        if selector is None:
+            from rlscale.deploy.promql import DEFAULT_SELECTOR, render
+
+            selector = render(
+                DEFAULT_SELECTOR, {"namespace": namespace, "deployment": str(deployment)}
+            )
         now = time.time()
         req = ExportRequest(
             selector=selector,

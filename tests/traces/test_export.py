@@ -334,6 +334,18 @@ def _app() -> typer.Typer:
     return app
 
 
+def test_cli_needs_one_way_to_pick_the_pods(tmp_path: Path) -> None:
+    base = ["traces", "export", "--prometheus", "http://127.0.0.1:9", "--start", "now-1h"]
+    out = ["--out", str(tmp_path / "x.csv")]
+    for extra in ([], ["--deployment", "llm", "--selector", 'a="b"']):
+        result = CliRunner().invoke(_app(), [*base, *extra, *out])
+        assert isinstance(result.exception, InputError), result.output
+        assert "either --deployment or --selector" in str(result.exception)
+    # --deployment renders the controller's selector; here Prometheus is unreachable
+    result = CliRunner().invoke(_app(), [*base, "--deployment", "llm", "-n", "prod", *out])
+    assert "Prometheus unreachable" in str(result.exception)
+
+
 def test_cli_rejects_a_bad_output_path(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         _app(),
