@@ -1,12 +1,17 @@
 """`rlscale profiles fit`: refit the shipped service profiles from the calibration data and write
-(or, with --check, compare) `<name>.yaml` and `FITS.md`. The fit itself is rlscale.profiles.fit."""
+(or, with --check, compare) `<name>.yaml` and `FITS.md`. The fit itself is rlscale.profiles.fit.
+
+`rlscale profiles cold-start`: a profile whose `cold_start` stages are fitted from a service's
+pods in the Kubernetes API (or a `kubectl get pods -o json` file); rlscale.profiles.coldstart."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from rlscale.cli import options as opts
 
 
 def register(app: typer.Typer) -> None:
@@ -50,4 +55,144 @@ def register(app: typer.Typer) -> None:
         for path in write_files(files, out_dir):
             typer.echo(f"wrote {path}")
 
+    @profiles.command("cold-start")
+    def cold_start(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Where the profile YAML goes.")],
+        profile: opts.Profile = opts.DEFAULT_PROFILE,
+        namespace: Annotated[
+            str, typer.Option("--namespace", "-n", help="Namespace of the service's pods.")
+        ] = "default",
+        selector: Annotated[
+            str, typer.Option("--selector", "-l", help="Label selector of its pods (app=llm).")
+        ] = "",
+        kubeconfig: Annotated[
+            Path | None, typer.Option("--kubeconfig", help="Kubeconfig (default: $KUBECONFIG).")
+        ] = None,
+        context: Annotated[
+            str | None, typer.Option("--context", help="Kubeconfig context.")
+        ] = None,
+        pods_json: Annotated[
+            Path | None,
+            typer.Option(
+                "--pods-json", help="Read `kubectl get pods -o json` from here, not the API."
+            ),
+        ] = None,
+        nodes_json: Annotated[
+            Path | None,
+            typer.Option("--nodes-json", help="With --pods-json: `kubectl get nodes -o json`."),
+        ] = None,
+        name: Annotated[
+            str | None, typer.Option("--name", help="Name of the new profile (default: kept).")
+        ] = None,
+    ) -> None:
+        """Fit the cold-start stages (node provisioning, scheduling, container start, engine
+        ready) from the pods' conditions and write `--profile` with them as a new YAML."""
+        import yaml
+
+        from rlscale.errors import InputError
+        from rlscale.profiles.coldstart import fit_cold_start, with_cold_start
+        from rlscale.profiles.model import load_profile
+
+        base = load_profile(profile)
+        if pods_json is not None:
+            pods, nodes = _pods_from_files(pods_json, nodes_json)
+            source = str(pods_json)
+        else:
+            pods, nodes = _pods_from_api(kubeconfig, context, namespace, selector)
+            source = f"the Kubernetes API, namespace {namespace}" + (
+                f", selector {selector}" if selector else ""
+            )
+        try:
+            fit = fit_cold_start(pods, nodes)
+        except ValueError as e:
+            raise InputError(source, str(e)) from None
+        fitted = with_cold_start(base, fit, source)
+        if name:
+            fitted = fitted.model_copy(update={"name": name})
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            yaml.safe_dump(
+                fitted.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100
+            )
+        )
+        for stage in fitted.cold_start:
+            typer.echo(
+                f"  {stage.name:18s} low {stage.low_s:7.1f} s  mode {stage.mode_s:7.1f} s  "
+                f"high {stage.high_s:7.1f} s  p {stage.probability:.2f}"
+            )
+        typer.echo(f"wrote {out}: {fit.error_text()}")
+
     app.add_typer(profiles, name="profiles")
+
+
+def _pods_from_files(pods_json: Path, nodes_json: Path | None) -> tuple[list[Any], dict[str, Any]]:
+    import json
+
+    from rlscale.errors import InputError
+    from rlscale.profiles.coldstart import pods_of
+
+    def read(p: Path) -> Any:
+        try:
+            return json.loads(p.read_text())
+        except FileNotFoundError:
+            raise InputError(str(p), "file not found") from None
+        except ValueError as e:
+            raise InputError(str(p), f"not JSON: {e}") from None
+
+    pods = pods_of(read(pods_json))
+    if not pods:
+        raise InputError(str(pods_json), "expected `kubectl get pods -o json` (a List of Pods)")
+    nodes = {}
+    if nodes_json is not None:
+        for n in pods_of(read(nodes_json)) or []:
+            nodes[str((n.get("metadata") or {}).get("name"))] = n
+    return pods, nodes
+
+
+def _pods_from_api(
+    kubeconfig: Path | None, context: str | None, namespace: str, selector: str
+) -> tuple[list[Any], dict[str, Any]]:
+    """The pods (raw JSON) and, where readable, their nodes (a 403/404 on nodes leaves the node
+    stage out: reading nodes needs a ClusterRole)."""
+    import json
+
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    from rlscale.errors import InputError
+
+    conf = client.Configuration()
+    try:
+        config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None,
+            context=context,
+            client_configuration=conf,
+        )
+    except (config.ConfigException, FileNotFoundError) as e:
+        raise InputError(str(kubeconfig or "kubeconfig"), f"cannot load: {e}") from None
+    conf.retries = False
+    with client.ApiClient(conf) as api:
+        core = client.CoreV1Api(api)
+        try:
+            r: Any = core.list_namespaced_pod(
+                namespace, label_selector=selector or None, _preload_content=False
+            )
+        except ApiException as e:
+            raise InputError(
+                f"pods in {namespace}", f"the API answered {e.status}: {e.reason}"
+            ) from None
+        except Exception as e:  # noqa: BLE001 - urllib3 connection errors, one line each
+            raise InputError(
+                conf.host, f"Kubernetes API unreachable: {e.__class__.__name__}"
+            ) from None
+        pods = json.loads(r.data).get("items") or []
+        nodes: dict[str, Any] = {}
+        for node_name in {str((p.get("spec") or {}).get("nodeName") or "") for p in pods} - {""}:
+            try:
+                n: Any = core.read_node(node_name, _preload_content=False)
+            except ApiException:
+                continue  # no permission or no such node: the node stage is left out
+            except Exception:  # noqa: BLE001 - e.g. a stand-in API without nodes
+                continue
+            nodes[node_name] = json.loads(n.data)
+    return pods, nodes

@@ -1,5 +1,6 @@
 """Subcommands of this area (registered into `rlscale` by rlscale.cli.commands):
-`rlscale traces inspect PATH` and `rlscale traces convert PATH OUT.parquet`."""
+`rlscale traces inspect PATH`, `rlscale traces convert PATH OUT.parquet` and
+`rlscale traces export --prometheus URL --selector SEL --start T --out OUT.parquet`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     """Add this area's commands to `app`. Import heavy modules inside each command."""
     traces = typer.Typer(
-        name="traces", help="Inspect and convert request traces.", no_args_is_help=True
+        name="traces",
+        help="Inspect, convert and export (from Prometheus) request traces.",
+        no_args_is_help=True,
     )
 
     @traces.command("inspect")
@@ -79,6 +82,111 @@ def register(app: typer.Typer) -> None:
             f"wrote {out}: {w.n_bins:,} bins of {w.interval_s:g} s, {w.total_requests:,.0f} requests"
         )
 
+    @traces.command("export")
+    def export(
+        prometheus: Annotated[
+            str, typer.Option("--prometheus", help="Prometheus base URL (http://host:9090).")
+        ],
+        start: Annotated[
+            str, typer.Option("--start", help="Unix seconds, RFC 3339, or now-<duration>.")
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output .parquet or .csv.")],
+        deployment: Annotated[
+            str | None,
+            typer.Option(
+                "--deployment",
+                help="The service's Deployment: its pods as the controller selects them "
+                "(namespace and pod name <deployment>-<hash>-<suffix>).",
+            ),
+        ] = None,
+        namespace: Annotated[
+            str, typer.Option("--namespace", "-n", help="With --deployment.")
+        ] = "default",
+        selector: Annotated[
+            str | None,
+            typer.Option(
+                "--selector",
+                help="Instead of --deployment: PromQL label matchers for the service's vLLM "
+                'pods, e.g. \'namespace="prod",pod=~"llm-.*"\'',
+            ),
+        ] = None,
+        end: Annotated[str, typer.Option("--end", help="As --start (default now).")] = "now",
+        step_s: Annotated[
+            float, typer.Option("--step-s", help="Bin width in seconds (several scrapes).")
+        ] = 60.0,
+        max_scrape_gap_s: Annotated[
+            float | None,
+            typer.Option(
+                "--max-scrape-gap-s",
+                help="A series silent longer than this is a gap (default 2.5 scrape intervals).",
+            ),
+        ] = None,
+        name: Annotated[
+            str | None, typer.Option("--name", help="Workload name (default: file name).")
+        ] = None,
+        bearer_token_file: Annotated[
+            Path | None, typer.Option("--bearer-token-file", help="Token for Prometheus.")
+        ] = None,
+        timeout_s: Annotated[
+            float, typer.Option("--timeout-s", help="Per-request timeout (s).")
+        ] = 30.0,
+    ) -> None:
+        """Export request rate and mean prompt/output tokens per step from vLLM's series in
+        Prometheus as a `workload` trace (Parquet or CSV) every command reads.
+
+        Steps with a scrape gap, a counter reset or no series are marked (is_gap = 1,
+        gap_reason) and left empty; loading the file fills them and lists them.
+        """
+        import time
+
+        import numpy as np
+
+        from rlscale.deploy.export import (
+            ExportRequest,
+            PrometheusRaw,
+            export_trace,
+            parse_time,
+            write_trace,
+        )
+        from rlscale.errors import InputError
+
+        if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
+            raise InputError(str(out), "expected an output path ending in .parquet or .csv")
+        if (selector is None) == (deployment is None):
+            raise InputError("--selector", "give either --deployment or --selector")
+        if selector is None:
+            from rlscale.deploy.promql import DEFAULT_SELECTOR, render
+
+            selector = render(
+                DEFAULT_SELECTOR, {"namespace": namespace, "deployment": str(deployment)}
+            )
+        now = time.time()
+        req = ExportRequest(
+            selector=selector,
+            start_s=parse_time(start, "--start", now),
+            end_s=parse_time(end, "--end", now),
+            step_s=step_s,
+            max_scrape_gap_s=max_scrape_gap_s,
+            name=name or out.stem,
+            source=prometheus,
+        )
+        reader = PrometheusRaw(
+            prometheus,
+            timeout_s=timeout_s,
+            bearer_token_file=str(bearer_token_file) if bearer_token_file else None,
+        )
+        try:
+            trace = export_trace(reader, req)
+        finally:
+            reader.close()
+        write_trace(trace, out)
+        gaps = trace.gap_counts()
+        shown = ", ".join(f"{k} {v}" for k, v in gaps.items()) if gaps else "none"
+        typer.echo(
+            f"wrote {out}: {req.n_steps:,} steps of {req.step_s:g} s, "
+            f"{float(np.nansum(trace.arrivals)):,.0f} requests, gap steps: {shown}"
+        )
+
     app.add_typer(traces, name="traces")
 
 
@@ -114,7 +222,11 @@ def summarize(w: Workload) -> dict[str, str]:
     ):
         mean = float((sizes * w.arrivals).sum() / total) if total > 0 else float(np.mean(sizes))
         rows[f"{label} (mean, CV)"] = f"{mean:,.0f}, {cv:.2f}"
-    if "gaps_masked" in w.meta:
+    if "gap_bin_starts_s" in w.meta:
+        reasons = w.meta.get("gap_reasons") or {}
+        why = f" ({', '.join(f'{k} {v}' for k, v in reasons.items())})" if reasons else ""
+        rows["gaps filled"] = f"{w.meta['gaps_masked']} bins flagged is_gap{why}"
+    elif "gaps_masked" in w.meta:
         rows["gaps masked"] = (
             f"{w.meta['gaps_masked']} windows flagged is_gap, {w.meta.get('collapses_masked', 0)} collapsed windows"
         )

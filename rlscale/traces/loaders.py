@@ -9,7 +9,11 @@ Formats (`fmt`, or detected from the extension and the header):
 | `jsonl`    | one JSON object a line: `timestamp` (ms), `input_length`, `output_length` | as given (ms / 1000) |
 | `requests` | CSV or Parquet: `timestamp` (s, Unix or relative), `prompt_tokens`, `output_tokens` | as given |
 | `rate`     | CSV `timestamp, rps`: piecewise-constant rate, Poisson counts per bin | as given            |
-| `workload` | Parquet (or CSV) written by `save_workload` / `rlscale traces convert` | as stored           |
+| `workload` | Parquet (or CSV) written by `save_workload` / `rlscale traces convert` / `rlscale traces export` | as stored |
+
+A `workload` file may carry `is_gap` (0/1) and `gap_reason` columns (`rlscale traces export`
+writes them): gap bins may have empty values and are filled as ServeGen's gap windows are, with
+the filled bins listed in `meta['gap_bin_starts_s']` (see `workload_from_columns`).
 
 Per-request formats bin arrivals into `interval_s` bins starting at the first request's bin
 (`floor(t0 / interval_s) * interval_s`, so bins line up with the clock), set each bin's sizes to
@@ -50,6 +54,8 @@ _AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 _REQUEST_COLUMNS = ("timestamp", "prompt_tokens", "output_tokens")
 _JSONL_FIELDS = ("timestamp", "input_length", "output_length")
 _WORKLOAD_COLUMNS = ("bin_start_s", "arrivals", "prompt_tokens", "output_tokens")
+# optional: bins that are collection gaps (values may be empty there), and why
+_GAP_COLUMNS = ("is_gap", "gap_reason")
 
 
 def load_workload(
@@ -561,8 +567,9 @@ def _read_parquet(p: Path, required: Sequence[str]) -> pd.DataFrame:
 def _load_workload_file(p: Path, name_override: str | None) -> Workload:
     header: dict[str, Any] = {}
     if p.suffix.lower() in (".parquet", ".pq"):
-        df = _read_parquet(p, _WORKLOAD_COLUMNS)
-        _, schema_meta = _parquet_schema(p)
+        columns, schema_meta = _parquet_schema(p)
+        extra = tuple(c for c in _GAP_COLUMNS if c in columns)
+        df = _read_parquet(p, (*_WORKLOAD_COLUMNS, *extra))
         if schema_meta and WORKLOAD_META_KEY in schema_meta:
             try:
                 header = json.loads(schema_meta[WORKLOAD_META_KEY])
@@ -572,10 +579,18 @@ def _load_workload_file(p: Path, name_override: str | None) -> Workload:
                 ) from None
     else:
         df = _read_csv(p, _WORKLOAD_COLUMNS)
+    gap = None
+    if "is_gap" in df.columns:
+        gap = numeric_column(df, "is_gap", p)
+        bad = ~np.isin(gap, (0.0, 1.0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(str(p), f"expected 0 or 1, got {gap[i]:g}", row=i + 1, field="is_gap")
+        gap = gap > 0
     bin_start = numeric_column(df, "bin_start_s", p, min_value=None)
-    arrivals = numeric_column(df, "arrivals", p)
-    prompt = numeric_column(df, "prompt_tokens", p)
-    output = numeric_column(df, "output_tokens", p)
+    arrivals = numeric_column(df, "arrivals", p, allow_missing=gap)
+    prompt = numeric_column(df, "prompt_tokens", p, allow_missing=gap)
+    output = numeric_column(df, "output_tokens", p, allow_missing=gap)
     check_sorted(bin_start, "bin_start_s", p, strict=True)
     if "interval_s" in header:
         interval_s = float(header["interval_s"])
@@ -594,17 +609,90 @@ def _load_workload_file(p: Path, name_override: str | None) -> Workload:
             row=i + 1,
             field="bin_start_s",
         )
-    meta = dict(header.get("meta") or {})
-    return Workload(
+    if gap is not None and gap.all():
+        raise InputError(
+            str(p), "every bin is a gap (is_gap = 1): no traffic to load", field="is_gap"
+        )
+    reasons = (
+        [str(r) if isinstance(r, str) else "" for r in df["gap_reason"]]
+        if "gap_reason" in df.columns
+        else None
+    )
+    return workload_from_columns(
+        bin_start,
+        arrivals,
+        prompt,
+        output,
+        gap,
         name=name_override or str(header.get("name") or _default_name(p)),
         source=str(header.get("source") or p),
+        interval_s=interval_s,
+        start_s=float(header.get("start_s", bin_start[0])),
+        prompt_tokens_cv=float(header.get("prompt_tokens_cv", 1.0)),
+        output_tokens_cv=float(header.get("output_tokens_cv", 1.0)),
+        meta=dict(header.get("meta") or {}),
+        gap_reason=reasons,
+    )
+
+
+def workload_from_columns(
+    bin_start_s: np.ndarray,
+    arrivals: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    is_gap: np.ndarray | None,
+    *,
+    name: str,
+    source: str,
+    interval_s: float,
+    start_s: float | None = None,
+    prompt_tokens_cv: float = 1.0,
+    output_tokens_cv: float = 1.0,
+    meta: dict[str, Any] | None = None,
+    gap_reason: Sequence[str] | None = None,
+) -> Workload:
+    """A `Workload` from the `workload` format's columns. Bins marked `is_gap` (values may be
+    NaN) are filled as ServeGen's gap windows are (`servegen.fill_gaps`: the same time a day
+    earlier or later, scaled to the neighbours, else linear between them; sizes linear between
+    the neighbours), and listed in `meta`: `gaps_masked`, `gap_bin_starts_s`, `gap_fill` and,
+    with `gap_reason`, `gap_reasons` (count per reason)."""
+    meta = dict(meta or {})
+    arrivals = np.asarray(arrivals, dtype=float).copy()
+    prompt = np.asarray(prompt_tokens, dtype=float).copy()
+    output = np.asarray(output_tokens, dtype=float).copy()
+    if is_gap is not None and np.any(is_gap):
+        from rlscale.traces.servegen import fill_gaps
+
+        gap = np.asarray(is_gap, dtype=bool)
+        per_day = 86_400.0 / interval_s
+        day = int(round(per_day)) if abs(per_day - round(per_day)) < 1e-6 else 10**12
+        arrivals = np.maximum(fill_gaps(np.where(gap, 0.0, arrivals), gap, per_day=day), 0.0)
+        idx = np.arange(len(gap))
+        for sizes in (prompt, output):
+            sizes[gap] = np.interp(idx[gap], idx[~gap], sizes[~gap])
+        meta["gaps_masked"] = int(gap.sum())
+        meta["gap_bin_starts_s"] = np.asarray(bin_start_s, dtype=float)[gap].tolist()
+        meta["gap_fill"] = (
+            "same time a day earlier (else later), scaled to the neighbours; else linear"
+        )
+        if gap_reason is not None:
+            counts: dict[str, int] = {}
+            for r, g in zip(gap_reason, gap, strict=True):
+                if g:
+                    counts[r or "unspecified"] = counts.get(r or "unspecified", 0) + 1
+            meta["gap_reasons"] = counts
+    elif is_gap is not None:
+        meta["gaps_masked"] = 0
+    return Workload(
+        name=name,
+        source=source,
         interval_s=interval_s,
         arrivals=arrivals,
         prompt_tokens=prompt,
         output_tokens=output,
-        start_s=float(header.get("start_s", bin_start[0])),
-        prompt_tokens_cv=float(header.get("prompt_tokens_cv", 1.0)),
-        output_tokens_cv=float(header.get("output_tokens_cv", 1.0)),
+        start_s=float(bin_start_s[0] if start_s is None else start_s),
+        prompt_tokens_cv=prompt_tokens_cv,
+        output_tokens_cv=output_tokens_cv,
         meta=meta,
     )
 
