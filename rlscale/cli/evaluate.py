@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
                 "--policy",
                 "-p",
                 help="Policy spec to evaluate (repeat): hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, "
-                "static[:N], oracle, ppo:PATH[#slo_weight=W]. Default: every rule policy and the oracle.",
+                "static[:N], oracle, ppo:PATH[#slo_weight=W]; the evaluator's own options "
+                "oracle|predictive|static#slo_target=S and hpa|tuned#target_scale=F. "
+                "Default: every rule policy and the oracle.",
             ),
         ] = None,
         trace: opts.Traces = None,
@@ -103,7 +105,7 @@ def register(app: typer.Typer) -> None:
             resolve_profile,
             run_evaluation,
         )
-        from rlscale.evaluation.frontier import Frontier
+        from rlscale.evaluation.frontier import Frontier, frontier_specs
         from rlscale.evaluation.report import write_report
         from rlscale.serving.model import SimConfig
 
@@ -116,7 +118,7 @@ def register(app: typer.Typer) -> None:
         opts.check_replica_bounds(min_replicas, max_replicas)
         gate_obj, candidate = _gate(gate, gate_file, gate_policy, policies, frontiers)
         # Resolve every policy spec once up front so a typo fails before minutes of simulation.
-        _validate_specs(policies + [f.specs[0] for f in frontiers], profiles[0])
+        _validate_specs(list(dict.fromkeys(policies + frontier_specs(frontiers))), profiles[0])
         settings = EvalSettings(
             seeds=tuple(range(seeds)),
             peak_replicas=peak_replicas,
@@ -150,6 +152,8 @@ def register(app: typer.Typer) -> None:
         console = _print_tables(result, len(settings.seeds))
         if result.frontier is not None:
             _print_frontiers(console, result.frontier)
+            if seeds < 5:
+                console.print(f"note: frontiers from {seeds} seeds; compare methods on >= 5")
         console.print(f"report: {', '.join(str(f) for f in files[:3])} (+{len(files) - 3} plots)")
         console.print(f"done in {time.perf_counter() - t_start:.1f} s")
         if gate_obj is not None and candidate is not None:

@@ -18,6 +18,11 @@ Starting fleet. Every policy starts from the same fleet, sized for the opening: 
 busiest minute of the first `opening_s` (10 min) needs at the same SLO capacity, clipped to each
 policy's bounds. A running service has a fleet sized for its load; starting every policy from
 the simulator's minimal guess would make the first cold start decide one-hour traces.
+
+Frontiers. `frontiers` (`--frontier`) add a family of specs per dial sweep; the result then also
+carries every family's cost at one SLO attainment (`rlscale.evaluation.frontier`). Policies are
+built by `rlscale.evaluation.dials.build_policy`: `make_policy`'s factory, plus the two dial
+options the evaluator applies itself (`#slo_target=`, `#target_scale=`).
 """
 
 from __future__ import annotations

@@ -247,6 +247,9 @@ def _score_group(
                     "cost_usd": c,
                     "cost_usd_std": r.get("cost_usd_std"),
                     "on_frontier": j in on,
+                    # churn: what a cheap point may buy its cost with (issue 13 item 3)
+                    "scale_events_per_day": r.get("scale_events_per_day"),
+                    "cold_starts_per_day": r.get("cold_starts_per_day"),
                 }
             )
         inside = [a for j, (a, _) in enumerate(p) if j in on]

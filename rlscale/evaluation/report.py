@@ -324,7 +324,16 @@ def frontier_plots(rep: FrontierReport, out: Path) -> list[Path]:
             color = f"C{i % 10}"
             xs = [100 * p["slo_attainment"] for p in mine]
             ys = [p["cost_usd"] for p in mine]
-            ax.scatter(xs, ys, color=color, marker=markers[i % len(markers)], s=30, label=fam)
+            one = len(mine) == 1  # a single policy: a star drawn over the curves
+            ax.scatter(
+                xs,
+                ys,
+                color=color,
+                marker="*" if one else markers[i % len(markers)],
+                s=130 if one else 30,
+                zorder=5 if one else 2,
+                label=fam,
+            )
             front = sorted((x, y) for x, y, p in zip(xs, ys, mine, strict=True) if p["on_frontier"])
             if len(front) > 1:
                 ax.plot(*zip(*front, strict=True), color=color, lw=1.2)
