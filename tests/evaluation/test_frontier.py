@@ -256,8 +256,11 @@ def test_the_command_scores_frontiers_end_to_end(tmp_path):
     assert any(p.name.startswith("frontier_") for p in out.glob("*.png"))
     day = [r for r in report["records"] if r["seed"] == 0][0]
     assert day["scale_events_per_day"] == pytest.approx(day["scale_events"] * 12)  # 2 h
-    res = CliRunner().invoke(cli(), [*args, "--gate", "cost@slo<=0.5*best_oracle", "--no-plots"])
+    assert "note: frontiers from 2 seeds" in res.output
+    gate = ["--gate", "cost@slo<=0.5*best_oracle", "--no-plots", "--at-slo", "0.99"]
+    res = CliRunner().invoke(cli(), [*args, *gate])
     assert res.exit_code == 1 and "FAILED" in res.output
+    assert json.loads((out / "report.json").read_text())["frontier"]["at_slo"] == 0.99
     res = CliRunner().invoke(cli(), [*args[:-2], "-f", "target:{0.6..0.5:0.1}"])
     assert isinstance(res.exception, InputError) and "--frontier" in str(res.exception)
 
