@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
                 "--policy",
                 "-p",
                 help="Policy spec to evaluate (repeat): hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, "
-                "static[:N], oracle, ppo:PATH[#slo_weight=W]. Default: every rule policy and the oracle.",
+                "static[:N], oracle, ppo:PATH[#slo_weight=W]; the evaluator's own options "
+                "oracle|predictive|static#slo_target=S and hpa|tuned#target_scale=F. "
+                "Default: every rule policy and the oracle.",
             ),
         ] = None,
         trace: opts.Traces = None,
@@ -62,6 +64,26 @@ def register(app: typer.Typer) -> None:
                 "--gate-policy", help="Candidate the gate checks (default: the first --policy)."
             ),
         ] = None,
+        frontier: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--frontier",
+                "-f",
+                help="A policy family swept over one dial (repeat), scored at equal SLO: "
+                "'target:{0.5..0.9:0.05}', 'ppo:PATH#slo_weight={2,5,10,20,50}', "
+                "'oracle#slo_target={0.95,0.99,0.999}', 'tuned#target_scale={0.6..1.4:0.2}'; "
+                "optionally NAME=TEMPLATE.",
+            ),
+        ] = None,
+        at_slo: Annotated[
+            float | None,
+            typer.Option(
+                "--at-slo",
+                min=0.0,
+                max=1.0,
+                help="SLO attainment the frontiers are read at (default: the baseline's).",
+            ),
+        ] = None,
         plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")] = True,
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
@@ -83,17 +105,20 @@ def register(app: typer.Typer) -> None:
             resolve_profile,
             run_evaluation,
         )
+        from rlscale.evaluation.frontier import Frontier, frontier_specs
         from rlscale.evaluation.report import write_report
         from rlscale.serving.model import SimConfig
 
         t_start = time.perf_counter()
-        policies = list(policy or DEFAULT_POLICIES)
+        frontiers = [Frontier.parse(f) for f in frontier or ()]
+        # with frontiers and no --policy: the frontiers alone (plus the oracle and the baseline)
+        policies = list(policy or ([] if frontiers else DEFAULT_POLICIES))
         traces = list(trace or [SYNTHETIC])
         profiles = [resolve_profile(p) for p in (profile or [DEFAULT_PROFILE])]
         opts.check_replica_bounds(min_replicas, max_replicas)
-        gate_obj, candidate = _gate(gate, gate_file, gate_policy, policies)
+        gate_obj, candidate = _gate(gate, gate_file, gate_policy, policies, frontiers)
         # Resolve every policy spec once up front so a typo fails before minutes of simulation.
-        _validate_specs(policies, profiles[0])
+        _validate_specs(list(dict.fromkeys(policies + frontier_specs(frontiers))), profiles[0])
         settings = EvalSettings(
             seeds=tuple(range(seeds)),
             peak_replicas=peak_replicas,
@@ -105,7 +130,7 @@ def register(app: typer.Typer) -> None:
             config=SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s),
         )
         bar = tqdm(
-            total=count_runs(policies, traces, profiles, baseline),
+            total=count_runs(policies, traces, profiles, baseline, frontiers),
             desc="evaluate",
             unit="run",
             disable=not progress,
@@ -119,10 +144,16 @@ def register(app: typer.Typer) -> None:
             settings,
             progress=lambda s: bar.set_postfix_str(s, refresh=True),
             on_step=lambda: bar.update(1),
+            frontiers=frontiers,
+            at_slo=at_slo,
         )
         bar.close()
         files = write_report(result, out, plots=plots)
         console = _print_tables(result, len(settings.seeds))
+        if result.frontier is not None:
+            _print_frontiers(console, result.frontier)
+            if seeds < 5:
+                console.print(f"note: frontiers from {seeds} seeds; compare methods on >= 5")
         console.print(f"report: {', '.join(str(f) for f in files[:3])} (+{len(files) - 3} plots)")
         console.print(f"done in {time.perf_counter() - t_start:.1f} s")
         if gate_obj is not None and candidate is not None:
@@ -130,9 +161,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _gate(
-    gate: list[str] | None, gate_file: Path | None, gate_policy: str | None, policies: list[str]
+    gate: list[str] | None,
+    gate_file: Path | None,
+    gate_policy: str | None,
+    policies: list[str],
+    frontiers: tuple[Any, ...] | list[Any] = (),
 ) -> tuple[Any, str | None]:
-    """The gate from --gate-file and --gate, and the candidate it checks (added to `policies`)."""
+    """The gate from --gate-file and --gate, and the candidate it checks (added to `policies`
+    unless it names a frontier; default: the first --policy, else the first --frontier)."""
     from rlscale.evaluation.gate import Gate, gate_from_args, load_gate
 
     gate_obj: Gate | None = load_gate(gate_file) if gate_file is not None else None
@@ -145,8 +181,8 @@ def _gate(
         )
     if gate_obj is None:
         return None, None
-    candidate = gate_policy or gate_obj.policy or policies[0]
-    if candidate not in policies:
+    candidate = gate_policy or gate_obj.policy or (policies[0] if policies else frontiers[0].name)
+    if candidate not in policies and not any(candidate in (f.name, f.template) for f in frontiers):
         policies.insert(0, candidate)
     return gate_obj, candidate
 
@@ -179,7 +215,8 @@ def _check_gate(console: Any, gate_obj: Any, result: Any, candidate: str) -> Non
     """Print every requirement check; exit status 1 when one is missed."""
     from rlscale.evaluation.gate import check_gate
 
-    checks = check_gate(gate_obj, result.aggregates(), candidate)
+    rows = result.frontier.rows if result.frontier is not None else None
+    checks = check_gate(gate_obj, result.aggregates(), candidate, rows)
     for c in checks:
         console.print(
             c.message, style="green" if c.passed else "bold red", markup=False, highlight=False
@@ -198,9 +235,33 @@ def _validate_specs(policies: list[str], profile) -> None:
     """Raise InputError for an unknown policy, an unreadable manifest or checkpoint, before any
     simulation (the policies that read the workload, the oracle and `static`, are checked by
     grammar only: they are built per workload)."""
-    from rlscale.policies.registry import PolicySpec, make_policy
+    from rlscale.evaluation.dials import build_policy, split_spec
+    from rlscale.policies.registry import PolicySpec
 
     for text in policies:
-        spec = PolicySpec.parse(text)
+        spec = PolicySpec.parse(split_spec(text)[0])
         if spec.kind not in ("oracle", "static"):
-            make_policy(spec, profile=profile)
+            build_policy(text, profile=profile, slo_target=DEFAULT_SLO_TARGET)
+
+
+def _print_frontiers(console: Any, rep: Any) -> None:
+    """The frontier table per (profile, workload): every family's cost at the SLO point."""
+    from rich.table import Table
+
+    from rlscale.evaluation.report import FRONTIER_COLUMNS, fmt_value
+
+    for (prof, wl), rows in rep.groups().items():
+        first = rows[0]
+        table = Table(
+            title=f"{wl} on {prof}: cost at SLO {100 * first['slo_point']:.2f} % "
+            f"(best rule {first.get('best_rule') or '-'}, oracle {first.get('best_oracle') or '-'}; "
+            "'-': outside the frontier)"
+        )
+        for _, header, _ in FRONTIER_COLUMNS:
+            table.add_column(header, justify="left" if header == "family" else "right")
+        for r in rows:
+            if r["role"] != "reference":
+                table.add_row(
+                    *(fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in FRONTIER_COLUMNS)
+                )
+        console.print(table)

@@ -18,6 +18,11 @@ Starting fleet. Every policy starts from the same fleet, sized for the opening: 
 busiest minute of the first `opening_s` (10 min) needs at the same SLO capacity, clipped to each
 policy's bounds. A running service has a fleet sized for its load; starting every policy from
 the simulator's minimal guess would make the first cold start decide one-hour traces.
+
+Frontiers. `frontiers` (`--frontier`) add a family of specs per dial sweep; the result then also
+carries every family's cost at one SLO attainment (`rlscale.evaluation.frontier`). Policies are
+built by `rlscale.evaluation.dials.build_policy`: `make_policy`'s factory, plus the two dial
+options the evaluator applies itself (`#slo_target=`, `#target_scale=`).
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ import numpy as np
 
 from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX
 from rlscale.errors import InputError
+from rlscale.evaluation.dials import build_policy
+from rlscale.evaluation.frontier import Frontier, FrontierReport, frontier_specs, score_frontiers
 from rlscale.evaluation.rollout import ENGINES, RunSummary, rollout
-from rlscale.policies.registry import PolicyFactory, PolicySpec, default_limits, make_policy
+from rlscale.policies.registry import PolicyFactory, PolicySpec, default_limits
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
 from rlscale.serving.model import SimConfig
@@ -65,6 +72,8 @@ METRIC_FIELDS: tuple[str, ...] = (
     "scale_events",
     "cold_starts",
     "mean_replicas",
+    "scale_events_per_day",
+    "cold_starts_per_day",
 )
 
 
@@ -112,6 +121,7 @@ class EvalResult:
     workloads: dict[tuple[str, str], dict[str, Any]]  # (profile, workload) -> scaling info
     policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    frontier: FrontierReport | None = None  # `--frontier` scoring (`rlscale.evaluation.frontier`)
 
     def aggregates(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r["seed"] == "mean"]
@@ -292,12 +302,16 @@ def run_evaluation(
     *,
     progress: Callable[[str], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    frontiers: Sequence[Frontier] = (),
+    at_slo: float | None = None,
 ) -> EvalResult:
     """Run every policy on every (profile, trace). The oracle and the baseline are added when
     not asked for, since every record reports cost relative to both. `on_step` is called once
-    per finished rollout (the progress bar)."""
+    per finished rollout (the progress bar). With `frontiers` their points run too and the
+    result carries their scoring at SLO attainment `at_slo` (default: the baseline's;
+    `rlscale.evaluation.frontier`)."""
     settings = settings or EvalSettings()
-    specs = list(dict.fromkeys(policies))
+    specs = list(dict.fromkeys([*policies, *frontier_specs(frontiers)]))
     for ref in ("oracle", settings.baseline):
         if ref not in specs:
             specs.append(ref)
@@ -323,7 +337,8 @@ def run_evaluation(
             per_policy: dict[str, list[dict[str, Any]]] = {}
             factories: list[PolicyFactory] = []
             for spec in specs:
-                f = make_policy(
+                # make_policy's factory, with the evaluator's dial options (`dials`) applied
+                f = build_policy(
                     spec,
                     profile=profile,
                     workload=w,
@@ -355,6 +370,10 @@ def run_evaluation(
                 )
                 run_s = time.perf_counter() - t0
                 recs = [_summary_record(s, w.name) for s in ro.summaries]
+                days = info["duration_h"] / 24.0
+                for r in recs:
+                    r["scale_events_per_day"] = r["scale_events"] / days
+                    r["cold_starts_per_day"] = r["cold_starts"] / days
                 # per-workload facts of the policy (the oracle's planned attainment, static's count)
                 facts = {
                     k: v
@@ -400,7 +419,13 @@ def run_evaluation(
                 )
                 records.extend(recs)
                 records.append(agg)
-    return EvalResult(settings, records, timelines, winfo, pinfo, time.perf_counter() - started)
+    result = EvalResult(settings, records, timelines, winfo, pinfo)
+    if frontiers:
+        result.frontier = score_frontiers(
+            records, frontiers, baseline=settings.baseline, at_slo=at_slo
+        )
+    result.elapsed_s = time.perf_counter() - started
+    return result
 
 
 def _unique(names: Sequence[str]) -> list[str]:
@@ -420,7 +445,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def count_runs(
-    policies: Sequence[str], traces: Sequence[str], profiles: Sequence[Any], baseline: str
+    policies: Sequence[str],
+    traces: Sequence[str],
+    profiles: Sequence[Any],
+    baseline: str,
+    frontiers: Sequence[Frontier] = (),
 ) -> int:
+    policies = list(dict.fromkeys([*policies, *frontier_specs(frontiers)]))
     n = len(dict.fromkeys(list(policies) + [p for p in ("oracle", baseline) if p not in policies]))
     return n * len(traces) * len(profiles)

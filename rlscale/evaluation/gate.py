@@ -12,7 +12,13 @@ tpot_p50/p95/p99, dropped, scale_events, cold_starts, mean_replicas, or any othe
 evaluation's records (`rlscale.evaluation.evaluate.METRIC_FIELDS`, and each one's `_std`); an
 unknown metric is an error when the gate is read, before anything is evaluated.
 A requirement is checked on every (profile, workload) on the mean over seeds, and the gate passes
-only if all hold everywhere. A YAML gate file:
+only if all hold everywhere.
+
+With `--frontier`, the frontier numbers are gate metrics too (`rlscale.evaluation.frontier`):
+`cost@slo` (cost at the SLO point, read off each family's frontier), `cost@slo_vs_best_rule`,
+`cost@slo_vs_oracle`, `gap_closed@slo`; their references are family names and `best_rule`,
+`best_oracle`, e.g. `cost@slo <= 0.9 * tuned`, `cost@slo_vs_best_rule <= 0.9`. A number outside
+a frontier (NaN) fails the requirement. A YAML gate file:
 
     policy: ppo:checkpoints/v3      # the candidate (optional: default the first --policy)
     require:
@@ -34,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlscale.config import load_yaml_model
 from rlscale.errors import InputError
 from rlscale.evaluation.evaluate import METRIC_FIELDS
+from rlscale.evaluation.frontier import FRONTIER_METRICS
 
 ALIASES = {
     "cost": "cost_usd",
@@ -47,9 +54,10 @@ ALIASES = {
 }
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _REQ = re.compile(
-    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(?:([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*[*x×]\s*)?([^=<>\s].*?)\s*$"
+    r"^\s*([A-Za-z_][A-Za-z0-9_@]*)\s*(<=|>=|<|>)\s*(?:([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*[*x×]\s*)?([^=<>\s].*?)\s*$"
 )
-METRICS: tuple[str, ...] = (*METRIC_FIELDS, *(f"{k}_std" for k in METRIC_FIELDS))
+_FIELDS = (*METRIC_FIELDS, *FRONTIER_METRICS)
+METRICS: tuple[str, ...] = (*_FIELDS, *(f"{k}_std" for k in _FIELDS))
 _NUMBER = re.compile(r"^[+-]?[0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?$")
 
 
@@ -81,7 +89,7 @@ def parse_requirement(
     if key not in METRICS:
         raise InputError(
             where,
-            f"{text!r}: unknown metric {metric!r}; expected one of {', '.join([*ALIASES, *METRIC_FIELDS])} "
+            f"{text!r}: unknown metric {metric!r}; expected one of {', '.join([*ALIASES, *_FIELDS])} "
             "(or a metric's _std)",
             field=field,
         )
@@ -137,9 +145,30 @@ def _find(rows: Sequence[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return None
 
 
-def check_gate(gate: Gate, aggregates: Sequence[dict[str, Any]], candidate: str) -> list[Check]:
+def check_gate(
+    gate: Gate,
+    aggregates: Sequence[dict[str, Any]],
+    candidate: str,
+    frontier_rows: Sequence[dict[str, Any]] | None = None,
+) -> list[Check]:
     """Check every requirement for `candidate` on every (profile, workload) of `aggregates`
-    (records with `"seed": "mean"`)."""
+    (records with `"seed": "mean"`); the frontier metrics on `frontier_rows`
+    (`FrontierReport.rows`), after the others."""
+    plain = [r for r in gate.requirements if r.metric.removesuffix("_std") not in FRONTIER_METRICS]
+    front = [r for r in gate.requirements if r not in plain]
+    if front and frontier_rows is None:
+        raise InputError(
+            "--gate",
+            f"{front[0].text!r}: {front[0].metric} is a frontier number; add a --frontier "
+            "(e.g. --frontier 'target:{0.5..0.9:0.05}')",
+        )
+    checks = _check(plain, aggregates, candidate) if plain else []
+    return checks + (_check(front, frontier_rows or (), candidate) if front else [])
+
+
+def _check(
+    requirements: Sequence[Requirement], aggregates: Sequence[dict[str, Any]], candidate: str
+) -> list[Check]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in aggregates:
         groups.setdefault((r["profile"], r["workload"]), []).append(r)
@@ -150,7 +179,7 @@ def check_gate(gate: Gate, aggregates: Sequence[dict[str, Any]], candidate: str)
             raise InputError(
                 "--gate", f"gate policy {candidate!r} was not evaluated on {workload} ({profile})"
             )
-        for req in gate.requirements:
+        for req in requirements:
             value = cand.get(req.metric)
             if req.metric not in cand:
                 raise InputError(

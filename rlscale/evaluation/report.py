@@ -3,7 +3,10 @@
 `report.json` = {"meta": settings and provenance, "workloads": scaling per (profile, workload),
 "policies": spec and limits per policy, "records": [...]}, one record per
 policy x workload x profile x seed plus the aggregate (`"seed": "mean"`, with `<metric>_std`, the
-standard deviation over seeds). `report.csv` holds the same records flat.
+standard deviation over seeds). `report.csv` holds the same records flat. With `--frontier`,
+`report.json` gains "frontier" (the SLO point, the families, one row per (profile, workload,
+family) and every point with its frontier membership), `report.md` a frontier section and the
+plots a `frontier_<profile>_<workload>.png` per workload (`rlscale.evaluation.frontier`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rlscale.evaluation.evaluate import EvalResult
+from rlscale.evaluation.frontier import FrontierReport
 
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (record key, header, format)
@@ -37,6 +41,22 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cold_starts", "cold st", ".0f"),
     ("mean_replicas", "mean repl", ".1f"),
 )
+# report.md only: the console table keeps TABLE_COLUMNS (a 200-column CI log has no room)
+PER_DAY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("scale_events_per_day", "scale ev/day", ".0f"),
+    ("cold_starts_per_day", "cold st/day", ".0f"),
+)
+REPORT_COLUMNS = TABLE_COLUMNS + PER_DAY_COLUMNS
+FRONTIER_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("policy", "family", "s"),
+    ("on_frontier", "on frontier", "d"),
+    ("slo_min", "SLO from %", "%"),
+    ("slo_max", "SLO to %", "%"),
+    ("cost@slo", "cost $ at SLO", ".1f"),
+    ("cost@slo_vs_best_rule", "x best rule", ".3f"),
+    ("cost@slo_vs_oracle", "x oracle", ".3f"),
+    ("gap_closed@slo", "gap closed", ".2f"),
+)
 
 
 def fmt_value(v: Any, fmt: str, std: Any = None) -> str:
@@ -44,6 +64,8 @@ def fmt_value(v: Any, fmt: str, std: Any = None) -> str:
         return "-"
     if fmt == "s":
         return str(v)
+    if fmt == "d":
+        return str(int(v))
     if fmt == "%":
         s = f"{100 * v:.2f}"
         return s + (f" ±{100 * std:.2f}" if std else "")
@@ -84,19 +106,55 @@ def markdown(result: EvalResult) -> str:
                 f"starting fleet {info['opening_replicas']}.",
                 "",
             ]
-        lines.append("| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |")
-        lines.append(
-            "|" + "|".join("---" if k == "policy" else "---:" for k, _, _ in TABLE_COLUMNS) + "|"
-        )
-        for r in rows:
-            lines.append(
-                "| "
-                + " | ".join(fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in TABLE_COLUMNS)
-                + " |"
-            )
+        lines += _md_table(rows, REPORT_COLUMNS)
         lines.append("")
+    if result.frontier is not None:
+        lines += frontier_markdown(result.frontier)
     lines.append(f"Evaluated in {result.elapsed_s:.1f} s.")
     return "\n".join(lines) + "\n"
+
+
+def _md_table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str, str], ...]) -> list[str]:
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |"]
+    lines.append("|" + "|".join("---" if f == "s" else "---:" for _, _, f in columns) + "|")
+    for r in rows:
+        cells = (fmt_value(r.get(k), f, r.get(f"{k}_std")) for k, _, f in columns)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def frontier_markdown(rep: FrontierReport) -> list[str]:
+    """The frontier section: per workload the SLO point and every family's cost at it."""
+    where = (
+        f"SLO attainment {100 * rep.at_slo:g} %"
+        if rep.at_slo is not None
+        else f"the baseline `{rep.baseline}`'s SLO attainment"
+    )
+    lines = [
+        "## Cost at equal SLO attainment (frontiers)",
+        "",
+        f"Each family's (SLO attainment, cost) points, averaged over seeds, reduced to their Pareto "
+        f"frontier and read at {where} by linear interpolation between neighbouring points; '-' "
+        "where that attainment is outside a family's frontier (never extrapolated). A plain policy "
+        "is a one-point family. x best rule / x oracle: against the cheapest rule family / oracle "
+        f"family at that point; gap closed = (best rule - family) / (best rule - oracle), only "
+        f"where the best rule costs >= {100 * rep.min_gap:g} % more than the oracle. ± is the "
+        "standard deviation over seeds (each seed's own frontier at its own point).",
+        "",
+    ]
+    for (profile, workload), rows in rep.groups().items():
+        fams = [r for r in rows if r["role"] != "reference"]
+        first = rows[0]
+        lines += [
+            f"### {workload} on {profile}: at SLO {100 * first['slo_point']:.2f} %",
+            "",
+            f"Best rule: {first.get('best_rule') or 'none reaches this SLO'}; best oracle: "
+            f"{first.get('best_oracle') or 'none reaches this SLO'}.",
+            "",
+        ]
+        lines += _md_table(fams, FRONTIER_COLUMNS)
+        lines.append("")
+    return lines
 
 
 def _jsonable(x: Any) -> Any:
@@ -116,16 +174,36 @@ def to_json(result: EvalResult) -> dict[str, Any]:
     meta = {k: v for k, v in asdict(s).items() if k != "config"}
     meta["sim_config"] = asdict(s.config)
     meta["elapsed_s"] = result.elapsed_s
-    return _jsonable(
-        {
-            "meta": meta,
-            "workloads": [
-                {"profile": p, "workload": w, **info} for (p, w), info in result.workloads.items()
-            ],
-            "policies": result.policies,
-            "records": result.records,
-        }
-    )
+    out: dict[str, Any] = {
+        "meta": meta,
+        "workloads": [
+            {"profile": p, "workload": w, **info} for (p, w), info in result.workloads.items()
+        ],
+        "policies": result.policies,
+        "records": result.records,
+    }
+    if result.frontier is not None:
+        out["frontier"] = frontier_json(result.frontier)
+    return _jsonable(out)
+
+
+def frontier_json(rep: FrontierReport) -> dict[str, Any]:
+    return {
+        "at_slo": rep.at_slo if rep.at_slo is not None else f"baseline:{rep.baseline}",
+        "min_gap": rep.min_gap,
+        "families": [
+            {
+                "name": f.name,
+                "template": f.template,
+                "role": f.role,
+                "specs": list(f.specs),
+                "values": list(f.values),
+            }
+            for f in rep.families
+        ],
+        "rows": rep.rows,
+        "points": rep.points,
+    }
 
 
 def write_report(result: EvalResult, out: str | Path, *, plots: bool = True) -> list[Path]:
@@ -216,6 +294,56 @@ def write_plots(result: EvalResult, out: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         p = out / f"cost_vs_slo_{_slug(profile)}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        files.append(p)
+    if result.frontier is not None:
+        files += frontier_plots(result.frontier, out)
+    return files
+
+
+def frontier_plots(rep: FrontierReport, out: Path) -> list[Path]:
+    """Per (profile, workload): every family's points, its Pareto frontier as a line, the SLO
+    point as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for pt in rep.points:
+        groups.setdefault((pt["profile"], pt["workload"]), []).append(pt)
+    markers = "osD^v<>ph*"
+    for (profile, workload), pts in groups.items():
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        for i, fam in enumerate(dict.fromkeys(p["family"] for p in pts)):
+            mine = [p for p in pts if p["family"] == fam and p["cost_usd"] == p["cost_usd"]]
+            if not mine:
+                continue
+            color = f"C{i % 10}"
+            xs = [100 * p["slo_attainment"] for p in mine]
+            ys = [p["cost_usd"] for p in mine]
+            one = len(mine) == 1  # a single policy: a star drawn over the curves
+            ax.scatter(
+                xs,
+                ys,
+                color=color,
+                marker="*" if one else markers[i % len(markers)],
+                s=130 if one else 30,
+                zorder=5 if one else 2,
+                label=fam,
+            )
+            front = sorted((x, y) for x, y, p in zip(xs, ys, mine, strict=True) if p["on_frontier"])
+            if len(front) > 1:
+                ax.plot(*zip(*front, strict=True), color=color, lw=1.2)
+        ax.axvline(100 * pts[0]["slo_point"], color="red", ls="--", lw=1, label="SLO point")
+        ax.set_xlabel("SLO attainment (%)")
+        ax.set_ylabel("cost ($)")
+        ax.set_title(f"cost vs SLO frontiers: {workload} on {profile}", fontsize=10)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = out / f"frontier_{_slug(profile)}_{_slug(workload)}.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
         files.append(p)
