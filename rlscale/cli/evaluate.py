@@ -235,13 +235,12 @@ def _validate_specs(policies: list[str], profile) -> None:
     """Raise InputError for an unknown policy, an unreadable manifest or checkpoint, before any
     simulation (the policies that read the workload, the oracle and `static`, are checked by
     grammar only: they are built per workload)."""
-    from rlscale.evaluation.dials import build_policy, split_spec
-    from rlscale.policies.registry import PolicySpec
+    from rlscale.policies.registry import PolicySpec, make_policy
 
     for text in policies:
-        spec = PolicySpec.parse(split_spec(text)[0])
+        spec = PolicySpec.parse(text)
         if spec.kind not in ("oracle", "static"):
-            build_policy(text, profile=profile, slo_target=DEFAULT_SLO_TARGET)
+            make_policy(spec, profile=profile)
 
 
 def _print_frontiers(console: Any, rep: Any) -> None:

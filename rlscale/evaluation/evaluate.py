@@ -20,9 +20,8 @@ policy's bounds. A running service has a fleet sized for its load; starting ever
 the simulator's minimal guess would make the first cold start decide one-hour traces.
 
 Frontiers. `frontiers` (`--frontier`) add a family of specs per dial sweep; the result then also
-carries every family's cost at one SLO attainment (`rlscale.evaluation.frontier`). Policies are
-built by `rlscale.evaluation.dials.build_policy`: `make_policy`'s factory, plus the two dial
-options the evaluator applies itself (`#slo_target=`, `#target_scale=`).
+carries every family's cost at one SLO attainment (`rlscale.evaluation.frontier`). Every policy,
+a sweep's points included, is built by `make_policy` from its spec.
 """
 
 from __future__ import annotations
@@ -38,10 +37,9 @@ import numpy as np
 
 from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX
 from rlscale.errors import InputError
-from rlscale.evaluation.dials import build_policy
 from rlscale.evaluation.frontier import Frontier, FrontierReport, frontier_specs, score_frontiers
 from rlscale.evaluation.rollout import ENGINES, RunSummary, rollout
-from rlscale.policies.registry import PolicyFactory, PolicySpec, default_limits
+from rlscale.policies.registry import PolicyFactory, PolicySpec, default_limits, make_policy
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
 from rlscale.serving.model import SimConfig
@@ -337,8 +335,7 @@ def run_evaluation(
             per_policy: dict[str, list[dict[str, Any]]] = {}
             factories: list[PolicyFactory] = []
             for spec in specs:
-                # make_policy's factory, with the evaluator's dial options (`dials`) applied
-                f = build_policy(
+                f = make_policy(
                     spec,
                     profile=profile,
                     workload=w,

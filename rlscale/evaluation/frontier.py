@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from rlscale.errors import InputError
-from rlscale.evaluation.dials import expand_dial, split_spec
+from rlscale.evaluation.dials import expand_dial
+from rlscale.policies.registry import PolicySpec
 
 MIN_GAP = 0.05  # gap closed only where best rule >= (1 + MIN_GAP) x oracle at the SLO point
 FRONTIER_METRICS: tuple[str, ...] = (
@@ -62,7 +63,7 @@ class Frontier:
         name, template = (m.group(1), text[m.end() :]) if m else (None, text)
         specs, values = expand_dial(template, where)
         for s in specs:
-            split_spec(s, where)
+            PolicySpec.parse(s, where)
         default = re.sub(r"\{[^{}]*\}", "*", template)
         return cls(name or default, template, tuple(specs), tuple(values), _kind(template))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from rlscale.policies.base import Policy
 from rlscale.safety import SafetyLimits, ScalingRules
 
 if TYPE_CHECKING:
+    from rlscale.policies.hpa import HPAConfig
     from rlscale.profiles.model import ServiceProfile
     from rlscale.serving.model import SimConfig
     from rlscale.traces.workload import Workload
@@ -54,7 +55,17 @@ POLICY_NAMES: tuple[str, ...] = (
     "ppo",
 )
 _USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W,warm=N,u=U]"
-_PPO_OPTIONS = ("slo_weight", "warm", "u")
+# The options each kind takes (threshold: any `ThresholdConfig` field). `slo_target` is the SLO
+# attainment a planner or sizer aims for; `target_scale` multiplies every metric target of an HPA
+# manifest (below 1 scales out earlier): the dials `rlscale evaluate --frontier` sweeps.
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ppo": ("slo_weight", "warm", "u"),
+    "oracle": ("slo_target",),
+    "predictive": ("slo_target",),
+    "static": ("slo_target",),
+    "hpa": ("target_scale",),
+    "tuned": ("target_scale",),
+}
 
 
 @dataclass(frozen=True)
@@ -100,14 +111,8 @@ class PolicySpec:
                 u = math.nan
             if not 0 < u <= 1:
                 fail(f"expected target:U with 0 < U <= 1, got {self.arg!r}")
-        allowed = (
-            _PPO_OPTIONS
-            if self.kind == "ppo"
-            else _threshold_fields()
-            if self.kind == "threshold"
-            else ()
-        )
-        for key, _ in self.options:
+        allowed = _threshold_fields() if self.kind == "threshold" else _OPTIONS.get(self.kind, ())
+        for key, value in self.options:
             if key not in allowed:
                 fail(
                     f"unknown option {key!r}"
@@ -117,6 +122,12 @@ class PolicySpec:
                         else f"; {self.kind} takes none"
                     )
                 )
+            if key == "slo_target" and not 0 < value < 1:
+                fail(f"expected slo_target=S with 0 < S < 1, got {value:g}")
+            if key == "target_scale" and not 0 < value < math.inf:
+                fail(f"expected target_scale=F with F > 0, got {value:g}")
+            if key == "slo_target" and self.kind == "static" and self.arg:
+                fail("static:N serves N replicas; slo_target sizes a bare static")
 
     def option(self, key: str) -> float | None:
         return dict(self.options).get(key)
@@ -212,15 +223,32 @@ def make_policy(
 
     ps = spec if isinstance(spec, PolicySpec) else PolicySpec.parse(spec)
     lim = limits or default_limits(gpus_per_replica=profile.gpus_per_replica)
-    ctx = _Context(profile, lim, config or SimConfig(), slo_target, workload, initial_replicas)
-    return _BUILDERS[ps.kind](ps, ctx)
+    target = ps.option("slo_target") or slo_target
+    ctx = _Context(profile, lim, config or SimConfig(), target, workload, initial_replicas)
+    factory = _BUILDERS[ps.kind](ps, ctx)
+    if ps.kind in ("oracle", "predictive", "static", "hpa", "tuned") and ps.options:
+        # a dial setting is part of the name, so the points of a sweep stay apart in a report
+        factory.name += str(ps)[str(ps).index("#") :]
+        factory.info.update(dict(ps.options))
+    return factory
+
+
+def _hpa_config(path: Path, ps: PolicySpec) -> HPAConfig:
+    """The manifest's config, its every metric target times `target_scale` (its behaviour kept)."""
+    from rlscale.policies.hpa import load_hpa_manifest
+
+    cfg = load_hpa_manifest(path)
+    factor = ps.option("target_scale")
+    if factor is None:
+        return cfg
+    return replace(cfg, metrics=tuple(replace(m, target=m.target * factor) for m in cfg.metrics))
 
 
 def _hpa(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
-    from rlscale.policies.hpa import DEFAULT_MANIFEST, HPAPolicy, load_hpa_manifest
+    from rlscale.policies.hpa import DEFAULT_MANIFEST, HPAPolicy
 
     path = Path(ps.arg) if ps.arg else DEFAULT_MANIFEST
-    cfg = load_hpa_manifest(path)
+    cfg = _hpa_config(path, ps)
     name = f"hpa:{path.stem}" if ps.arg else "hpa"
     return PolicyFactory(
         str(ps), name, cfg.limits, lambda seed: HPAPolicy(cfg, name=name), {"manifest": str(path)}
@@ -246,13 +274,13 @@ def _threshold(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
 
 
 def _tuned(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
-    from rlscale.policies.hpa import HPAPolicy, load_hpa_manifest
+    from rlscale.policies.hpa import HPAPolicy
     from rlscale.policies.tuned import tuned_manifest_path
 
     path = tuned_manifest_path(ctx.profile)
     if not path.exists():
         raise InputError(path, "no tuned manifest shipped; run `rlscale tune` first")
-    cfg = load_hpa_manifest(path)
+    cfg = _hpa_config(path, ps)
     return PolicyFactory(
         str(ps),
         "tuned",

@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from rlscale.errors import InputError
-from rlscale.evaluation.dials import DialOptions, expand_dial, scale_targets, split_spec
+from rlscale.evaluation.dials import expand_dial
 from rlscale.evaluation.frontier import (
     BEST_RULE,
     Frontier,
@@ -22,6 +22,7 @@ from rlscale.evaluation.frontier import (
     score_frontiers,
 )
 from rlscale.evaluation.gate import check_gate, gate_from_args
+from rlscale.policies.registry import PolicySpec, make_policy
 
 # (SLO attainment, cost)
 POINTS = [(0.90, 10.0), (0.95, 12.0), (0.93, 13.0), (0.99, 20.0), (0.99, 25.0), (0.97, 11.0)]
@@ -86,10 +87,10 @@ def test_frontier_names_show_the_dial_and_may_be_given():
         Frontier.parse("nosuch:{1,2}")
 
 
-def test_the_evaluators_dial_options_are_split_off_and_checked():
-    assert split_spec("oracle#slo_target=0.95") == ("oracle", DialOptions(slo_target=0.95))
-    assert split_spec("tuned#target_scale=0.8") == ("tuned", DialOptions(target_scale=0.8))
-    assert split_spec("threshold#gpu_up_pct=80") == ("threshold#gpu_up_pct=80", DialOptions())
+def test_the_dial_options_are_policy_options_checked_at_parse():
+    assert PolicySpec.parse("oracle#slo_target=0.95").option("slo_target") == 0.95
+    assert PolicySpec.parse("tuned#target_scale=0.8").option("target_scale") == 0.8
+    assert PolicySpec.parse("threshold#gpu_up_pct=80").option("gpu_up_pct") == 80
     for bad in (
         "tuned#slo_target=0.9",
         "target:0.7#target_scale=2",
@@ -98,7 +99,7 @@ def test_the_evaluators_dial_options_are_split_off_and_checked():
         "static:3#slo_target=0.9",
     ):
         with pytest.raises(InputError):
-            split_spec(bad)
+            PolicySpec.parse(bad)
 
 
 def test_scaled_targets_keep_the_behaviour():
@@ -106,10 +107,13 @@ def test_scaled_targets_keep_the_behaviour():
     from rlscale.policies.tuned import tuned_manifest_path
     from rlscale.profiles.model import load_profile
 
-    cfg = load_hpa_manifest(tuned_manifest_path(load_profile("llama-3.1-8b-h100")))
-    scaled = scale_targets(cfg, 0.5)
+    profile = load_profile("llama-3.1-8b-h100")
+    cfg = load_hpa_manifest(tuned_manifest_path(profile))
+    f = make_policy("tuned#target_scale=0.5", profile=profile)
+    scaled = f(0).config
     assert [m.target for m in scaled.metrics] == pytest.approx([m.target / 2 for m in cfg.metrics])
-    assert scaled.limits == cfg.limits
+    assert scaled.limits == cfg.limits and f.limits == cfg.limits
+    assert f.name == "tuned#target_scale=0.5"
 
 
 def _records() -> list[dict]:
