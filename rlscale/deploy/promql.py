@@ -115,6 +115,47 @@ HISTOGRAMS: dict[str, tuple[str, dict[str, float]]] = {
 # scraping still answers with the last values for its 5-minute lookback).
 FRESHNESS_QUERY = f"max(timestamp({_vllm('num_requests_running')}))"
 
+# Which pods the rate fields stand on (`rlscale.deploy.metrics.PodCoverage`), from one series
+# every vLLM pod exposes (`coverage_series`), counted per pod (`max by (pod)`: vLLM V1 may add
+# an `engine` label). `{{half}}` is half the rate window: a pod is covered when the older half
+# holds samples, at most one fewer than the newer half (a gap, or a pod scraped only lately,
+# leaves the older half short, and rate() then reads the part of the window it saw as if it
+# were all of it). `or vector(0)`: no pod at all is a count of 0, not an unanswered check.
+COVERAGE_FIELDS: tuple[str, ...] = ("reporting", "covered", "in_window", "frozen")
+
+
+def coverage_queries(window_s: float, series: str) -> dict[str, str]:
+    half = _duration(window_s / 2)
+    s = _vllm(series)
+    tokens = _vllm("generation_tokens_total")
+    waiting = _vllm("num_requests_waiting")
+    per_pod = lambda e: f"max by (pod) ({e})"  # noqa: E731 - four uses, one line each
+    older = per_pod(f"count_over_time({s}[{half}] offset {half})")
+    newer = per_pod(f"count_over_time({s}[{half}])")
+    live = per_pod(s)
+    busy = (
+        f"{per_pod(f'max_over_time({s}[{{{{window}}}}])')}"
+        f" + on(pod) {per_pod(f'max_over_time({waiting}[{{{{window}}}}])')} > 0"
+    )
+    moving = f"{per_pod(f'changes({tokens}[{{{{window}}}}])')} > 0"
+    return {
+        "reporting": f"count({live}) or vector(0)",
+        "covered": f"count(({older} + 1 >= on(pod) {newer}) and on(pod) {live}) or vector(0)",
+        "in_window": f"count({per_pod(f'count_over_time({s}[{{{{window}}}}])')}) or vector(0)",
+        # Busy pods, seen over the whole window, whose token counter never changed.
+        "frozen": f"count((({busy}) unless on(pod) ({moving})) and on(pod) {older}) or vector(0)",
+    }
+
+
+def coverage_field(name: str) -> str:
+    return f"__pods_{name}"
+
+
+def _duration(seconds: float) -> str:
+    """A PromQL duration in whole milliseconds (`1500ms`), at least 1 ms."""
+    return f"{max(1, int(round(seconds * 1000)))}ms"
+
+
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
