@@ -13,12 +13,16 @@ Spelling: vLLM names its series `vllm:...`, but prometheus_client >= 0.23 serves
 
 | field | default | why |
 |---|---|---|
-| arrival_rps | completions + d(waiting)/dt + d(running)/dt | vLLM has no arrival counter; arrivals = completions + growth of the requests in the server (by conservation), so an overloaded server whose completions plateau still shows its real load. Two `deriv`s, not one over a name regex: `deriv` drops the name and waiting/running of one pod would collide |
+| arrival_rps | finished + d(waiting)/dt + d(running)/dt | vLLM has no arrival counter; arrivals = requests that left + growth of the requests in the server (by conservation). "Left" is `request_success_total` over every `finished_reason`: stop and length, and `abort` for a client that gave up, which is what keeps the estimate true under overload, when the queue is full and as many clients give up as arrive beyond capacity. vLLM V1 has the `abort` label, but releases that never count client aborts exist (vLLM #31503, 0.13): with those the estimate reads completions only at saturation; override `arrival_rps` with a gateway's request counter there (the sandbox emulates both: `count_aborts`). Two `deriv`s, not one over a name regex: `deriv` drops the name and waiting/running of one pod would collide |
 | prompt/output_tokens_per_s | rate of the token counters | |
 | requests_waiting/running | sum over pods | |
 | kv_cache_usage | mean over pods, `kv_` or the older `gpu_cache_usage_perc` | |
 | gpu_utilization_pct | mean of `DCGM_FI_DEV_GPU_UTIL` | see `gpu_selector` in the README: DCGM's own pod labels arrive as `exported_pod` unless `honorLabels: true` |
 | ttft/tpot p50/p95/p99 | `histogram_quantile` over the summed bucket rates | TPOT from `time_per_output_token`, else the newer `inter_token_latency` (never summed together: their buckets may differ). Not overridden, the three percentiles of a histogram come from one query of its bucket rates (`HISTOGRAMS`) |
+
+Pod coverage (`coverage_queries`, not fields): how many pods report, how many have a rate
+window covered by samples, how many were seen inside the window, how many are frozen; the
+controller holds scale-down on partial windows and holds on frozen series (`decide`).
 
 All fields of one target go to Prometheus as one query (`combined`): each field's expression is
 labelled `rlscale_field="<field>"` with `label_replace` and the results joined with `or`, so a

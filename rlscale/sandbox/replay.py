@@ -12,6 +12,7 @@ The serving model is `rlscale.serving.model.ServingModel` (anything with the sam
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,25 @@ def constant_workload(
         prompt_tokens=np.full(n, float(prompt_tokens)),
         output_tokens=np.full(n, float(output_tokens)),
     )
+
+
+def replicas_for(
+    workload: Workload, profile: ServiceProfile, *, horizon_s: float = 600.0, load: float = 0.7
+) -> int:
+    """Replicas that serve the busiest bin of the workload's first `horizon_s` at `load` of their
+    SLO capacity (at least 1): the fleet a sandbox starts with, so the workload does not
+    overload it before an autoscaler has had a chance to act."""
+    from rlscale.serving.capacity import slo_capacity_rps
+
+    bins = max(1, int(math.ceil(horizon_s / workload.interval_s)))
+    rate = workload.arrivals[:bins] / workload.interval_s
+    k = int(np.argmax(rate))
+    capacity = slo_capacity_rps(
+        profile, float(workload.prompt_tokens[k]), float(workload.output_tokens[k])
+    )
+    if not capacity > 0:
+        return 1
+    return max(1, int(math.ceil(float(rate[k]) / (load * capacity))))
 
 
 class WorkloadCursor:
