@@ -132,22 +132,21 @@ def coverage_queries(window_s: float, series: str) -> dict[str, str]:
     half = _duration(window_s / 2)
     s = _vllm(series)
     tokens = _vllm("generation_tokens_total")
-    waiting = _vllm("num_requests_waiting")
     per_pod = lambda e: f"max by (pod) ({e})"  # noqa: E731 - four uses, one line each
     older = per_pod(f"count_over_time({s}[{half}] offset {half})")
     newer = per_pod(f"count_over_time({s}[{half}])")
     live = per_pod(s)
-    busy = (
-        f"{per_pod(f'max_over_time({s}[{{{{window}}}}])')}"
-        f" + on(pod) {per_pod(f'max_over_time({waiting}[{{{{window}}}}])')} > 0"
-    )
-    moving = f"{per_pod(f'changes({tokens}[{{{{window}}}}])')} > 0"
+    # Frozen: a live pod with requests running at every sample of the newer half (at least two)
+    # whose token counter never changed over it: a live engine with running requests makes
+    # tokens between any two scrapes.
+    busy = f"{per_pod(f'min_over_time({s}[{half}])')} > 0"
+    moving = f"{per_pod(f'changes({tokens}[{half}])')} > 0"
     return {
         "reporting": f"count({live}) or vector(0)",
         "covered": f"count(({older} + 1 >= on(pod) {newer}) and on(pod) {live}) or vector(0)",
         "in_window": f"count({per_pod(f'count_over_time({s}[{{{{window}}}}])')}) or vector(0)",
-        # Busy pods, seen over the whole window, whose token counter never changed.
-        "frozen": f"count((({busy}) unless on(pod) ({moving})) and on(pod) {older}) or vector(0)",
+        "frozen": f"count((({busy}) unless on(pod) ({moving})) and on(pod) ({newer} >= 2)"
+        f" and on(pod) {live}) or vector(0)",
     }
 
 
