@@ -47,7 +47,7 @@ from rlscale.deploy.metrics import (
     TargetQueries,
     prepare,
 )
-from rlscale.deploy.policies import TargetPolicies, build_target_policies
+from rlscale.deploy.policies import TargetPolicies, build_target_policies, check_tick
 from rlscale.deploy.retry import Backoff, ControllerError
 
 log = logging.getLogger("rlscale.deploy")
@@ -97,6 +97,7 @@ def make_target(
     cache: dict[Any, Any] | None = None,
 ) -> RuntimeTarget:
     pol = policies or build_target_policies(target, cache)
+    check_tick(pol, config.tick_s, f"target {target.key}")
     dry = config.target_dry_run(target)
     options = DecideOptions(
         manual_override_hold_s=target.manual_override_hold_s,

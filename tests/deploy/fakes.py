@@ -455,6 +455,7 @@ def make_checkpoint(
     max_warm: int = 0,
     ttft_slo_s: float = 2.0,
     gpus_per_replica: int = 1,
+    interval_s: float | None = None,
 ) -> Path:
     """A tiny PPO checkpoint folder (16-unit MLP, identity normalisation) trained for `profile`."""
     from rlscale.policies.checkpoint import ObsNorm, save_checkpoint
@@ -485,5 +486,8 @@ def make_checkpoint(
             gpus_per_replica=gpus_per_replica,
         ),
         knob=False,
-        extra={"profile": {"name": profile}},
+        extra={
+            "profile": {"name": profile},
+            **({"training_config": {"env": {"interval_s": interval_s}}} if interval_s else {}),
+        },
     )
