@@ -365,6 +365,7 @@ class PodEndpoint:
     metrics: PodMetrics | None = None
     runner: web.AppRunner | None = None
     pod_key: tuple[str, str] | None = None
+    listening_at_s: float | None = None  # monotonic time its endpoint started
 
 
 class PodFleet:
@@ -393,6 +394,10 @@ class PodFleet:
         self._sync_lock = asyncio.Lock()
         self.count_aborts = True
         self.frozen = False  # new endpoints start frozen too (`freeze`)
+        # Wall seconds between a pod's endpoint listening (it serves) and its becoming a scrape
+        # target: Prometheus service discovery lags (kubernetes_sd, its refresh, a scrape
+        # interval); 0 leaves only Prometheus' own 0-5 s.
+        self.discovery_delay_s = 0.0
 
     def freeze(self, frozen: bool = True) -> int:
         """Wedge (or unwedge) every pod's engine: its series keep their values; returns how many
@@ -448,7 +453,12 @@ class PodFleet:
         for pod in pods:
             port = self.pod_port(pod)
             ep = self.endpoints.get(port) if port is not None else None
-            if ep is not None and ep.runner is not None and serving(pod):
+            if (
+                ep is not None
+                and ep.runner is not None
+                and serving(pod)
+                and time.monotonic() - (ep.listening_at_s or 0.0) >= self.discovery_delay_s
+            ):
                 container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
                 targets.append(
                     {
@@ -512,6 +522,7 @@ class PodFleet:
         await ep.runner.setup()
         site = web.SockSite(ep.runner, ep.sock)
         await site.start()
+        ep.listening_at_s = time.monotonic()
 
     async def _stop(self, ep: PodEndpoint) -> None:
         if ep.runner is not None:

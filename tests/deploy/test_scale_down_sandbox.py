@@ -287,6 +287,19 @@ class Sensitive(Proportional):
         return Decision(max(n, 1), f"arrivals {m.arrival_rps:.0f}/s of {self.expected:.0f}/s")
 
 
+def set_replicas_unscraped(sb: Any, n: int) -> None:
+    """spec.replicas = n, until n pods serve (listening, whether scraped yet or not)."""
+    from rlscale.sandbox.apiserver.resources import DEPLOYMENTS
+
+    def scale(s: Any) -> None:
+        d = s.get(DEPLOYMENTS, NS, DEP)
+        d["spec"]["replicas"] = n
+        s.update(DEPLOYMENTS, NS, DEP, d)
+
+    sb.call(scale)
+    sb.wait_for(lambda: len(sb.pod_metrics_urls()) == n and sb.ready_count() == n, 20)
+
+
 def test_a_new_pods_first_missing_scrape_and_a_deleted_pods_series_cause_no_scale_down(
     sb: Any,
 ) -> None:
@@ -302,8 +315,12 @@ def test_a_new_pods_first_missing_scrape_and_a_deleted_pods_series_cause_no_scal
         # Someone adds a pod: Ready but not scraped yet, then scraped for less than a window,
         # while the two old pods' counters slow to 2/3 of the load.
         t_up = time.time()
-        set_replicas(sb, 3)
-        time.sleep(SETTLE_S)
+        sb.call(lambda _s: setattr(sb.fleet, "discovery_delay_s", 3.0))  # as kubernetes_sd lags
+        try:
+            set_replicas_unscraped(sb, 3)
+            time.sleep(SETTLE_S)
+        finally:
+            sb.call(lambda _s: setattr(sb.fleet, "discovery_delay_s", 0.0))
         # ... and removes it again: its series end inside the rate window.
         t_down = time.time()
         set_replicas(sb, 2)
