@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
