@@ -40,8 +40,13 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(min=0.001, help="Simulated seconds per wall-clock second.")
         ] = 1.0,
         replicas: Annotated[
-            int, typer.Option(min=0, help="Initial replicas of the Deployment.")
-        ] = 1,
+            int | None,
+            typer.Option(
+                min=0,
+                help="Initial replicas of the Deployment (default: enough to serve the "
+                "workload's first 10 minutes at 70% of their SLO capacity).",
+            ),
+        ] = None,
         kubeconfig_out: Annotated[
             Path | None, typer.Option(help="Also write the kubeconfig here.")
         ] = None,
@@ -61,6 +66,15 @@ def register(app: typer.Typer) -> None:
         duration_s: Annotated[
             float | None, typer.Option(help="Stop after this many wall-clock seconds.")
         ] = None,
+        fault: Annotated[
+            list[str] | None,
+            typer.Option(
+                help="A fault rule on the stand-in API, PATH_REGEX[@METHODS]:KEY=VALUE,... "
+                "(keys: error_rate_500, error_rate_429, error_rate_409, drop_rate, lose_rate, "
+                "latency_s, retry_after_s), e.g. '/scale$@PATCH:lose_rate=0.5'; repeatable. "
+                "At run time: POST/DELETE <API server>/rlscale-sandbox/v1/faults.",
+            ),
+        ] = None,
     ) -> None:
         """Run a local emulated cluster: a Kubernetes API stand-in, vLLM-like pods that cold-start
         and serve a replayed workload, and Prometheus scraping them. Ctrl-C stops everything."""
@@ -68,11 +82,22 @@ def register(app: typer.Typer) -> None:
         import threading
         import time
 
+        from rlscale.errors import InputError
         from rlscale.profiles.model import load_profile
+        from rlscale.sandbox.apiserver.faults import FaultRule
+        from rlscale.sandbox.replay import replicas_for
         from rlscale.sandbox.runner import Sandbox
 
+        rules = []
+        for text in fault or ():
+            try:
+                rules.append(FaultRule.parse(text))
+            except (ValueError, TypeError) as e:
+                raise InputError("--fault", str(e), field="fault") from None
         prof = load_profile(profile)
         workload = _workload(trace, seed, rate, prof)
+        if replicas is None:
+            replicas = replicas_for(workload, prof)  # type: ignore[arg-type]
         sb = Sandbox(
             prof,
             workload,  # type: ignore[arg-type]
@@ -90,6 +115,8 @@ def register(app: typer.Typer) -> None:
             stop.set()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        for rule in rules:
+            sb.faults.add(rule)
         try:
             sb.start()
             kubeconfig = kubeconfig_out or sb.kubeconfig_path
@@ -99,7 +126,11 @@ def register(app: typer.Typer) -> None:
                 f"workload {w.name} ({w.n_bins} bins of {w.interval_s:g} s), time x{time_scale:g}"
             )
             typer.echo(f"  kubeconfig:  {kubeconfig}")
+            typer.echo(f"  replicas:    {replicas} at start")
             typer.echo(f"  API server:  {sb.api_url}")
+            typer.echo(
+                f"  faults:      {sb.api_url}/rlscale-sandbox/v1/faults ({len(rules)} rules)"
+            )
             if sb.prometheus_url:
                 typer.echo(f"  Prometheus:  {sb.prometheus_url} (pid {sb.prometheus_pid})")
             typer.echo(f"  try:         kubectl --kubeconfig {kubeconfig} get pods -w")

@@ -104,6 +104,9 @@ class MetricsConfig(_Strict):
     fallback_required: tuple[str, ...] = ("arrival_rps", "requests_waiting", "requests_running")
     max_staleness_s: float = Field(default=60.0, gt=0)
     freshness_query: str | None = promql.FRESHNESS_QUERY  # null: no staleness check
+    # The vLLM gauge whose samples tell which pods the rate fields cover (new, gone, gapped or
+    # frozen pods: `rlscale.deploy.promql.coverage_queries`); null: no such checks.
+    coverage_series: str | None = "num_requests_running"
 
     @field_validator("queries")
     @classmethod
@@ -132,6 +135,16 @@ class MetricsConfig(_Strict):
     def _template(cls, v: str | None) -> str | None:
         if v:
             _check_template(v, "template")
+        return v
+
+    @field_validator("coverage_series")
+    @classmethod
+    def _series_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z_][a-z0-9_]*$", v):
+            raise ValueError(
+                f"{v!r}: expected a vLLM series name without the `vllm:` prefix "
+                "(e.g. num_requests_running)"
+            )
         return v
 
     @field_validator("rate_window")

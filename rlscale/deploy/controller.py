@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlscale.deploy.config import ControllerConfig, TargetConfig
-from rlscale.deploy.decide import HOLD, SCALE, DecideOptions, DecisionRecord, TargetMemory, decide
+from rlscale.deploy.decide import (
+    GUARD_REASONS,
+    HOLD,
+    SCALE,
+    DecideOptions,
+    DecisionRecord,
+    TargetMemory,
+    decide,
+)
 from rlscale.deploy.exporter import OPERATOR_HOLDS, ControllerMetrics
 from rlscale.deploy.kube import ApplyResult, EventRecorder, Kube, KubeApi
 from rlscale.deploy.leader import LeaderElector, LeaderLoop
@@ -39,7 +47,7 @@ from rlscale.deploy.metrics import (
     TargetQueries,
     prepare,
 )
-from rlscale.deploy.policies import TargetPolicies, build_target_policies
+from rlscale.deploy.policies import TargetPolicies, build_target_policies, check_tick
 from rlscale.deploy.retry import Backoff, ControllerError
 
 log = logging.getLogger("rlscale.deploy")
@@ -50,6 +58,7 @@ _WARN_ON_ENTER = (
     "MetricsUnavailable",
     "MetricsStale",
     "MetricsMissing",
+    "MetricsFrozen",
     "PolicyError",
 )
 
@@ -88,6 +97,7 @@ def make_target(
     cache: dict[Any, Any] | None = None,
 ) -> RuntimeTarget:
     pol = policies or build_target_policies(target, cache)
+    check_tick(pol, config.tick_s, f"target {target.key}")
     dry = config.target_dry_run(target)
     options = DecideOptions(
         manual_override_hold_s=target.manual_override_hold_s,
@@ -119,6 +129,7 @@ class Controller:
             thread_name_prefix="rlscale-tick",
         )
         self._leader_loop: LeaderLoop | None = None
+        self._led = self.elector is None  # whether the last tick ran as the leader
         self.ticks = 0
         for t in self.targets:
             self.metrics.dry_run.labels(t.config.namespace, t.config.deployment).set(
@@ -135,6 +146,14 @@ class Controller:
     def tick(self, now_s: float) -> list[TickResult]:
         leader = self.is_leader(now_s)
         self.metrics.leader.set(1 if leader else 0)
+        if leader and not self._led:
+            # The clamp's memory is per process: what the previous leader proposed and changed
+            # is not in it, so no scale-down until it has refilled (the first election of a
+            # fresh process is a start, already unsettled).
+            for t in self.targets:
+                if t.memory.last_seen_replicas is not None or t.memory.fresh_since_s is not None:
+                    t.memory.lead_again()
+        self._led = leader
         if not leader:
             return []
         t0 = time.perf_counter()
@@ -210,7 +229,9 @@ class Controller:
         t.memory.last_written = record.desired
         if result.ok:
             return "Scaled", result
-        t.memory.forget_last_change()
+        if not result.maybe_landed:
+            # Only a write known not to have landed leaves the rate limits' history.
+            t.memory.forget_last_change()
         return result.outcome, result
 
     # -- publishing ------------------------------------------------------------------------------
@@ -328,14 +349,15 @@ class Controller:
         condition = "Ok"
         if record.source == "fallback":
             condition = f"Fallback:{record.fallback_cause}"
-        elif record.outcome == HOLD:
+        elif record.outcome == HOLD or record.reason in GUARD_REASONS:
             condition = record.reason
         if condition != t.condition:
             previous, t.condition = t.condition, condition
             detail = "; ".join(
                 s.detail
                 for s in record.steps
-                if s.name in ("gate", "metrics", "policy", "fallback") and s.detail
+                if s.name in ("gate", "metrics", "policy", "fallback", "missing", "guard", "settle")
+                and s.detail
             )
             if condition == "Ok":
                 emit("Recovered", f"Deciding with {record.policy} again (was {previous})")
@@ -353,7 +375,7 @@ class Controller:
                     f"Holding at {record.current}: {condition}; {detail}"[:1024],
                     warning=True,
                 )
-            elif condition in OPERATOR_HOLDS:
+            elif condition in OPERATOR_HOLDS or condition in GUARD_REASONS:
                 emit(condition, detail or condition)
 
     # -- the loop --------------------------------------------------------------------------------

@@ -7,14 +7,28 @@
               spec.replicas 0 with min_replicas > 0 -> Hold(ScaledToZero), as the HPA does
     metrics   Prometheus reading              error -> Hold(MetricsUnavailable)
                                               stale -> Hold(MetricsStale)
+                                              frozen -> Hold(MetricsFrozen): a pod with requests
+                                              in it whose token counter never moved in the window
               required fields missing: the fallback policy if its own fields are there,
               else Hold(MetricsMissing)
     policy    primary.decide(window)          raises -> fallback (PolicyError), else Hold
     missing   fallback on partial data may scale up, never down (NoScaleDownOnMissingData)
-    guard     no scale-up on top of pods still starting (WaitingForStartingReplicas), unless
-              the oldest has been starting longer than `starting_guard_s` (stuck)
+    guard     no scale-up to a count the pods still starting already cover
+              (WaitingForStartingReplicas: proposal <= ready + starting), unless the oldest has
+              been starting longer than `starting_guard_s` (stuck)
     clamp     rlscale.safety.clamp: tolerance, stabilisation, rate limits, min/max, GPU budget
               (the same code the simulator trains under), one reason per limiter that bit
+    settle    no scale-down the data or the memory cannot back yet, applied after the clamp so
+              the stabilisation window keeps filling with real proposals meanwhile:
+              NoScaleDownAfterStart   until `settle_s` (the down-stabilisation window and the
+                                      down rate-limit periods) of fresh data after a controller
+                                      start or a leader change: the clamp's memory of proposals
+                                      and changes is per process
+              NoScaleDownAfterMetricsGap  the same after a metrics outage, staleness or freeze:
+                                      holds add nothing to the stabilisation window
+              NoScaleDownOnPartialWindow  a Ready pod not scraped yet, a pod whose rate window
+                                      is not covered by samples, or a pod gone inside the
+                                      window: the rate fields are partial, not low
     gate      desired == current -> NoChange; kill-switch annotation -> Hold(Paused);
               inside a manual-override hold -> Hold(ManualOverride); else Scale
 
@@ -23,8 +37,9 @@ step's reason in order. "No data" is a named outcome, never a guess: every Hold 
 current count, so missing metrics never scale anything down.
 
 Each stage is one function with a typed result: `_observe`, `_trust_metrics` -> `_Trusted`,
-`_propose` -> `_Proposal`, `_guard`, `safety.clamp` -> `Clamped`, `_gate` -> `DecisionRecord`; a
-stage that holds returns the Hold record instead, and `decide` returns it as it is.
+`_propose` -> `_Proposal`, `_guard`, `safety.clamp` -> `Clamped`, `_settle` -> `Clamped`, `_gate`
+-> `DecisionRecord`; a stage that holds returns the Hold record instead, and `decide` returns it
+as it is. A guard or settle step that kept the count is the NoChange's `reason`.
 
 Mutates only `TargetMemory` (the window of trusted intervals, the clamp's history, what was last
 seen and written), which the controller keeps per target.
@@ -39,17 +54,35 @@ from dataclasses import dataclass, field
 
 from rlscale.contract import IntervalMetrics
 from rlscale.deploy.kube import ReplicaState
-from rlscale.deploy.metrics import MetricsReading
+from rlscale.deploy.metrics import MetricsReading, PodCoverage
 from rlscale.deploy.promql import QUERY_FIELDS
 from rlscale.policies.base import Decision, Policy
 from rlscale.safety import Clamped, ClampState, SafetyLimits, clamp
 
 SCALE, NO_CHANGE, HOLD = "Scale", "NoChange", "Hold"
 
+# Steps that limit a proposal without being the clamp's own limiters (counted as clamps, and the
+# NoChange's reason when they kept the count).
+GUARD_REASONS: tuple[str, ...] = (
+    "WaitingForStartingReplicas",
+    "NoScaleDownOnMissingData",
+    "NoScaleDownAfterStart",
+    "NoScaleDownAfterMetricsGap",
+    "NoScaleDownOnPartialWindow",
+)
+# Holds on data that cannot be trusted; each also restarts the settling time.
+METRICS_HOLDS: tuple[str, ...] = (
+    "MetricsUnavailable",
+    "MetricsStale",
+    "MetricsMissing",
+    "MetricsFrozen",
+)
+START, LEADER_CHANGE = "controller start", "leader change"
+
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # observe | metrics | policy | fallback | missing | guard | clamp | gate
+    name: str  # observe | metrics | policy | fallback | missing | guard | clamp | settle | gate
     reason: str
     detail: str = ""
 
@@ -66,9 +99,33 @@ class TargetMemory:
     last_seen_replicas: int | None = None
     last_written: int | None = None
     manual_until_s: float = -math.inf
+    # Since when the data has been fresh without a break (None: not since `unsettled_by`).
+    fresh_since_s: float | None = None
+    unsettled_by: str = START
 
     def __post_init__(self) -> None:
         self.clamp_state = ClampState.empty(1, self.limits, self.interval_s)
+
+    @property
+    def settle_s(self) -> float:
+        """How long fresh data must back a scale-down after a start, a leader change or a
+        metrics gap: the down-stabilisation window (its max must see real proposals) and the
+        down rate-limit periods (their history must hold real changes)."""
+        down = self.limits.scale_down
+        return max([down.stabilization_window_s, *(p.period_s for p in down.policies), 0.0])
+
+    def unsettle(self, cause: str) -> None:
+        """The memory or the data cannot back a scale-down until `settle_s` of fresh data."""
+        self.fresh_since_s = None
+        self.unsettled_by = cause
+
+    def lead_again(self) -> None:
+        """Leadership (re)acquired: the clamp's history lacks the other leader's changes, and a
+        spec.replicas the other leader wrote is no manual change."""
+        self.unsettle(LEADER_CHANGE)
+        self.last_seen_replicas = None
+        self.last_written = None
+        self.window.clear()
 
     def push(self, m: IntervalMetrics) -> None:
         self.window.append(m)
@@ -176,6 +233,8 @@ class _Tick:
         self.step("gate", reason, detail)
         if reset_window:
             self.memory.window.clear()
+        if reason in METRICS_HOLDS:
+            self.memory.unsettle(f"metrics gap ({reason})")
         return DecisionRecord(
             self.target,
             self.now_s,
@@ -244,6 +303,10 @@ def _trust_metrics(
         )
     if reading.stale:
         return tick.hold("MetricsStale", reading.why, current=current, reset_window=True, metrics=m)
+    if reading.frozen:
+        return tick.hold(
+            "MetricsFrozen", reading.why, current=current, reset_window=True, metrics=m
+        )
     primary_ok = reading.has(options.required)
     fallback_ok = fallback is not None and reading.has(options.fallback_required)
     if not primary_ok:
@@ -260,6 +323,8 @@ def _trust_metrics(
             f"age {reading.age_s:.0f} s" if reading.age_s is not None else "",
         )
     tick.memory.push(m)
+    if tick.memory.fresh_since_s is None:
+        tick.memory.fresh_since_s = tick.now_s
     return _Trusted(m, primary_ok, fallback_ok)
 
 
@@ -329,21 +394,25 @@ def _propose(
 def _guard(
     tick: _Tick, proposed: int, replicas: ReplicaState, primary_ok: bool, options: DecideOptions
 ) -> int:
-    """No scale-down on partial data; no scale-up on top of pods still starting (unless stuck)."""
+    """No scale-down on partial data; no scale-up to a count the pods still starting already
+    cover (ready + starting; unless they are stuck)."""
     current, want = replicas.desired, proposed
     if not primary_ok and want < current:
         tick.step("missing", "NoScaleDownOnMissingData", f"{want} -> {current}")
         want = current
     guard = options.starting_guard_s
+    coming = replicas.ready + replicas.starting
     if guard is not None and replicas.starting > 0 and want > current:
         age = replicas.oldest_starting_s or 0.0
         if age < guard:
-            tick.step(
-                "guard",
-                "WaitingForStartingReplicas",
-                f"{replicas.starting} starting (oldest {age:.0f} s): {want} -> {current}",
-            )
-            want = current
+            if want <= coming:
+                tick.step(
+                    "guard",
+                    "WaitingForStartingReplicas",
+                    f"{replicas.ready} ready + {replicas.starting} starting (oldest {age:.0f} s) "
+                    f"cover {want}: {want} -> {current}",
+                )
+                want = current
         else:
             tick.step(
                 "guard",
@@ -351,6 +420,51 @@ def _guard(
                 f"oldest has been starting {age:.0f} s >= {guard:.0f} s",
             )
     return want
+
+
+def _partial_window(coverage: PodCoverage, ready: int) -> str:
+    """Why the rate fields cover less than every serving pod over the whole window ("" if they
+    do, or if the checks are not configured)."""
+    if coverage.reporting is not None and coverage.reporting < ready:
+        return f"{coverage.reporting} of {ready} ready pods scraped"
+    if (
+        coverage.covered is not None
+        and coverage.reporting is not None
+        and coverage.covered < coverage.reporting
+    ):
+        return f"{coverage.covered} of {coverage.reporting} pods' rate windows covered by samples"
+    if (
+        coverage.in_window is not None
+        and coverage.reporting is not None
+        and coverage.in_window > coverage.reporting
+    ):
+        return f"{coverage.in_window - coverage.reporting} pod(s) gone inside the rate window"
+    return ""
+
+
+def _settle(tick: _Tick, replicas: ReplicaState, clamped: Clamped) -> Clamped:
+    """No scale-down before `settle_s` of fresh data since a start, a leader change or a metrics
+    gap, nor on a partial rate window; after the clamp, so its windows keep the real proposal."""
+    memory, current = tick.memory, replicas.desired
+    if clamped.replicas >= current:
+        return clamped
+    since = memory.fresh_since_s if memory.fresh_since_s is not None else tick.now_s
+    left = memory.settle_s - (tick.now_s - since)
+    reason, detail = "", ""
+    if left > 1e-9:
+        reason = (
+            "NoScaleDownAfterMetricsGap"
+            if memory.unsettled_by.startswith("metrics")
+            else "NoScaleDownAfterStart"
+        )
+        detail = f"after a {memory.unsettled_by}, {left:.0f} s more of fresh data needed"
+    else:
+        detail = _partial_window(tick.reading.coverage, replicas.ready)
+        reason = "NoScaleDownOnPartialWindow" if detail else ""
+    if not reason:
+        return clamped
+    tick.step("settle", reason, f"{detail}: {clamped.replicas} -> {current}")
+    return Clamped(current, clamped.reasons)
 
 
 def _gate(
@@ -364,8 +478,10 @@ def _gate(
     """NoChange, Hold(Paused), Hold(ManualOverride) or Scale; only Scale keeps the clamp's change."""
     memory, now_s, current, desired = tick.memory, tick.now_s, replicas.desired, clamped.replicas
     decided_by = "PolicyProposal" if proposal.source == "primary" else "FallbackProposal"
+    guarded = [s.reason for s in tick.steps if s.reason in GUARD_REASONS]
     if desired == current:
-        outcome, reason = NO_CHANGE, decided_by
+        # A guard that kept the count decided it, not the policy.
+        outcome, reason = NO_CHANGE, guarded[-1] if guarded else decided_by
         tick.step("gate", NO_CHANGE, f"stays at {current}")
     elif replicas.paused:
         outcome, reason = HOLD, "Paused"
@@ -443,4 +559,5 @@ def decide(
     clamped = clamp(want, replicas.desired, now_s, memory.limits, memory.clamp_state, warm=0)
     for r in clamped.reasons:
         tick.step("clamp", r, f"{want} -> {clamped.replicas}")
+    clamped = _settle(tick, replicas, clamped)
     return _gate(tick, replicas, trusted, proposal, proposed, clamped)

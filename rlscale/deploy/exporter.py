@@ -10,7 +10,7 @@
 | rlscale_warm_replicas_proposed | gauge | the warm pool the policy asked for (not actuated) |
 | rlscale_decisions_total | counter | + action (Scaled, DryRun, NoChange, Hold, Failed, ...), reason |
 | rlscale_fallbacks_total | counter | + mode (fallback_policy, hold), cause |
-| rlscale_clamps_total | counter | + clamp (ScaleUpLimit, ..., WaitingForStartingReplicas, NoScaleDownOnMissingData) |
+| rlscale_clamps_total | counter | + clamp (ScaleUpLimit, ..., and the guards: WaitingForStartingReplicas, NoScaleDownOnMissingData, NoScaleDownAfterStart, NoScaleDownAfterMetricsGap, NoScaleDownOnPartialWindow) |
 | rlscale_scale_writes_total | counter | + result (Scaled, AlreadyScaled, ForeignChange, NotLeader, Failed) |
 | rlscale_policy_latency_seconds | histogram | policy: encode + decide |
 | rlscale_gpu_hours_total | counter | GPU-hours held by the target's pods (ready + starting + terminating) |
@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from rlscale.deploy.decide import DecisionRecord
+from rlscale.deploy.decide import GUARD_REASONS, METRICS_HOLDS, DecisionRecord
 from rlscale.deploy.promql import QUERY_FIELDS
 
 _T = ("namespace", "deployment")
@@ -50,8 +50,9 @@ _LATENCY_BUCKETS = (
     1.0,
 )
 _TICK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-# Reasons that are limits on the proposal, counted as clamps with the safety module's own.
-GUARD_REASONS = ("WaitingForStartingReplicas", "NoScaleDownOnMissingData")
+# GUARD_REASONS (rlscale.deploy.decide): limits on the proposal, counted as clamps with the
+# safety module's own.
+__all__ = ["GUARD_REASONS", "OPERATOR_HOLDS", "ControllerMetrics", "MetricsServer"]
 # Holds an operator asked for: not fallbacks.
 OPERATOR_HOLDS = ("Paused", "ManualOverride", "ScaledToZero")
 
@@ -206,11 +207,7 @@ class ControllerMetrics:
             self.gpu_hours.labels(*t).inc(gpu_hours)
         m = record.metrics
         if trusted is None:
-            trusted = not record.missing and record.reason not in (
-                "MetricsUnavailable",
-                "MetricsStale",
-                "MetricsMissing",
-            )
+            trusted = not record.missing and record.reason not in METRICS_HOLDS
         self.trusted.labels(*t).set(1 if trusted else 0)
         if m is not None:
             missing = set(record.missing)

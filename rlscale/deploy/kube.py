@@ -397,14 +397,39 @@ class Kube:
                 return ApplyResult("Failed", False, None, attempts, str(e))
             elapsed = self.monotonic() - start
             if attempts >= self.backoff.attempts or elapsed + delay > self.backoff.deadline_s:
-                return ApplyResult(
-                    "Failed",
-                    False,
-                    None,
-                    attempts,
-                    f"gave up after {attempts} attempts: {last_error}",
-                )
+                return self._unanswered(namespace, name, target, attempts, last_error)
             self.sleep(delay)
+
+    def _unanswered(
+        self, namespace: str, name: str, target: int, attempts: int, last_error: str
+    ) -> ApplyResult:
+        """Out of attempts on errors that may have come after the write landed (a timeout, a
+        lost connection, a 5xx): the Scale says whether it did. A write that landed is a write
+        made (the rate limits count it); one that cannot be told apart counts too."""
+        given_up = f"gave up after {attempts} attempts: {last_error}"
+        try:
+            scale = self._retry(lambda: self.api.read_scale(namespace, name))
+        except ControllerError as e:
+            return ApplyResult(
+                "Failed",
+                False,
+                None,
+                attempts,
+                f"{given_up}; the Scale could not be re-read ({e}): the write may have landed",
+                maybe_landed=True,
+            )
+        current = int((scale.get("spec") or {}).get("replicas") or 0)
+        rv = str((scale.get("metadata") or {}).get("resourceVersion", ""))
+        if current == target:
+            return ApplyResult(
+                "AlreadyScaled",
+                True,
+                current,
+                attempts,
+                f"{given_up}; the Scale shows the write landed",
+                rv,
+            )
+        return ApplyResult("Failed", False, current, attempts, given_up)
 
 
 @dataclass(frozen=True)
@@ -415,6 +440,7 @@ class ApplyResult:
     attempts: int
     error: str | None = None
     resource_version: str | None = None
+    maybe_landed: bool = False  # not confirmed either way: counted as made
 
 
 class EventRecorder:

@@ -112,6 +112,21 @@ class PrometheusHttp:
 
 
 @dataclass(frozen=True)
+class PodCoverage:
+    """Which pods the rate fields stand on (None: that check is not configured or gave no
+    answer). A Ready pod that is not `reporting` yet, a reporting pod whose rate window is not
+    `covered` by samples, and a pod seen `in_window` that is gone make the rate fields partial:
+    low because pods are missing from them, not because load fell. `frozen`: pods with requests
+    in them whose token counter did not move in the whole window (a wedged engine still
+    answering scrapes)."""
+
+    reporting: int | None = None
+    covered: int | None = None
+    in_window: int | None = None
+    frozen: int | None = None
+
+
+@dataclass(frozen=True)
 class MetricsReading:
     """One target's PromQL fields at `time_s`: every field in `values` (NaN when not observed)."""
 
@@ -123,10 +138,20 @@ class MetricsReading:
     stale: bool = False
     error: str | None = None  # Prometheus could not be read at all
     notes: tuple[str, ...] = ()
+    coverage: PodCoverage = PodCoverage()
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.coverage.frozen)
 
     def has(self, fields: Sequence[str]) -> bool:
-        """Fresh, readable, and none of `fields` missing."""
-        return self.error is None and not self.stale and not set(fields) & set(self.missing)
+        """Fresh, readable, not frozen, and none of `fields` missing."""
+        return (
+            self.error is None
+            and not self.stale
+            and not self.frozen
+            and not set(fields) & set(self.missing)
+        )
 
     @property
     def trusted(self) -> bool:
@@ -139,6 +164,11 @@ class MetricsReading:
             return self.error
         if self.stale:
             return f"newest sample is {self.age_s:.0f} s old"
+        if self.frozen:
+            return (
+                f"{self.coverage.frozen} pod(s) hold requests but their token counter did not "
+                "move in the rate window (frozen series)"
+            )
         lacking = [f for f in self.required if f in self.missing]
         return f"missing {', '.join(lacking)}" if lacking else ""
 
@@ -159,6 +189,7 @@ class TargetQueries:
     config: MetricsConfig = field(repr=False)
     # histogram -> (PromQL of its bucket rates by le, {field: quantile})
     histograms: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
+    coverage: dict[str, str] = field(default_factory=dict)  # PodCoverage field -> PromQL
 
     @property
     def collected(self) -> list[str]:
@@ -170,6 +201,7 @@ class TargetQueries:
         out.update({promql.histogram_field(h): e for h, (e, _) in self.histograms.items()})
         if self.freshness:
             out[promql.FRESHNESS] = self.freshness
+        out.update({promql.coverage_field(c): e for c, e in self.coverage.items()})
         return out
 
 
@@ -184,8 +216,18 @@ def prepare(target: TargetConfig) -> TargetQueries:
     fields = {f: promql.render(t, values) for f, t in m.templates().items()}
     histograms = {h: (promql.render(t, values), qs) for h, (t, qs) in m.histograms().items()}
     freshness = promql.render(m.freshness_query, values) if m.freshness_query else None
-    q = TargetQueries(target.key, fields, freshness, "", m, histograms)
-    return TargetQueries(target.key, fields, freshness, promql.combined(q.exprs()), m, histograms)
+    coverage = (
+        {
+            c: promql.render(t, values)
+            for c, t in promql.coverage_queries(m.rate_window_s, m.coverage_series).items()
+        }
+        if m.coverage_series
+        else {}
+    )
+    q = TargetQueries(target.key, fields, freshness, "", m, histograms, coverage)
+    return TargetQueries(
+        target.key, fields, freshness, promql.combined(q.exprs()), m, histograms, coverage
+    )
 
 
 class PrometheusSource:
@@ -226,6 +268,7 @@ class PrometheusSource:
         fields.histograms(q, fetched)
         fields.drop_non_finite(q)
         age_s, stale = fields.freshness(q, fetched, now_s)
+        coverage = fields.coverage(q, fetched)
         return MetricsReading(
             time_s=now_s,
             values=fields.values,
@@ -234,6 +277,7 @@ class PrometheusSource:
             age_s=age_s,
             stale=stale,
             notes=tuple(fields.notes),
+            coverage=coverage,
         )
 
     def _fetch(self, q: TargetQueries, now_s: float) -> _Fetched:
@@ -345,6 +389,18 @@ class _Fields:
             age_s = max(0.0, now_s - fresh[0][1])
             return age_s, age_s > q.config.max_staleness_s
         return None, False
+
+    def coverage(self, q: TargetQueries, f: _Fetched) -> PodCoverage:
+        """Pod counts behind the rate fields; a check without a finite answer is None."""
+        counts: dict[str, int | None] = {}
+        for name in q.coverage:
+            key = promql.coverage_field(name)
+            samples = f.by_field.get(key, [])
+            if key in f.failed:
+                self.notes.append(f"{name}: {f.failed[key]}")
+            value = samples[0][1] if len(samples) == 1 else math.nan
+            counts[name] = int(value) if math.isfinite(value) else None
+        return PodCoverage(**counts)
 
 
 def _idle(name: str, values: Mapping[str, float], window_s: float) -> bool:

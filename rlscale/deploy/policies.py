@@ -39,6 +39,7 @@ class BuiltPolicy:
     window: int  # intervals of history it reads
     slo: SLOConfig | None = None  # the SLO a checkpoint was trained for
     warm_pool: int = 0  # warm replicas it sizes (a checkpoint's ActionSpec.max_warm)
+    interval_s: float | None = None  # the interval a checkpoint was trained on (its tick)
 
 
 @dataclass
@@ -162,8 +163,34 @@ def _checked_checkpoint(
     obs = policy.obs_spec
     slo = SLOConfig(ttft_s=obs.ttft_slo_s, tpot_s=obs.tpot_slo_s)
     return BuiltPolicy(
-        policy, factory.limits, factory.window, slo=slo, warm_pool=int(policy.act_spec.max_warm)
+        policy,
+        factory.limits,
+        factory.window,
+        slo=slo,
+        warm_pool=int(policy.act_spec.max_warm),
+        interval_s=_trained_interval_s(policy),
     )
+
+
+def _trained_interval_s(policy: Any) -> float | None:
+    """The env interval in the checkpoint's training config, if it recorded one."""
+    manifest = getattr(policy, "manifest", {}) or {}
+    env = ((manifest.get("training_config") or {}).get("env")) or {}
+    value = env.get("interval_s")
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def check_tick(policies: TargetPolicies, tick_s: float, where: str) -> None:
+    """A checkpoint reads a window of intervals as long as the one it was trained on; another
+    tick changes what every rate and every step of its window means."""
+    trained = policies.primary.interval_s
+    if trained is not None and not math.isclose(trained, tick_s, rel_tol=1e-6):
+        raise InputError(
+            where,
+            f"tick_s = {tick_s:g}, but the checkpoint was trained on {trained:g} s intervals; "
+            f"set tick_s: {trained:g} (or serve a checkpoint trained at {tick_s:g} s)",
+            field="tick_s",
+        )
 
 
 def build_target_policies(

@@ -13,12 +13,16 @@ Spelling: vLLM names its series `vllm:...`, but prometheus_client >= 0.23 serves
 
 | field | default | why |
 |---|---|---|
-| arrival_rps | completions + d(waiting)/dt + d(running)/dt | vLLM has no arrival counter; arrivals = completions + growth of the requests in the server (by conservation), so an overloaded server whose completions plateau still shows its real load. Two `deriv`s, not one over a name regex: `deriv` drops the name and waiting/running of one pod would collide |
+| arrival_rps | finished + d(waiting)/dt + d(running)/dt | vLLM has no arrival counter; arrivals = requests that left + growth of the requests in the server (by conservation). "Left" is `request_success_total` over every `finished_reason`: stop and length, and `abort` for a client that gave up, which is what keeps the estimate true under overload, when the queue is full and as many clients give up as arrive beyond capacity. vLLM V1 has the `abort` label, but releases that never count client aborts exist (vLLM #31503, 0.13): with those the estimate reads completions only at saturation; override `arrival_rps` with a gateway's request counter there (the sandbox emulates both: `count_aborts`). Two `deriv`s, not one over a name regex: `deriv` drops the name and waiting/running of one pod would collide |
 | prompt/output_tokens_per_s | rate of the token counters | |
 | requests_waiting/running | sum over pods | |
 | kv_cache_usage | mean over pods, `kv_` or the older `gpu_cache_usage_perc` | |
 | gpu_utilization_pct | mean of `DCGM_FI_DEV_GPU_UTIL` | see `gpu_selector` in the README: DCGM's own pod labels arrive as `exported_pod` unless `honorLabels: true` |
 | ttft/tpot p50/p95/p99 | `histogram_quantile` over the summed bucket rates | TPOT from `time_per_output_token`, else the newer `inter_token_latency` (never summed together: their buckets may differ). Not overridden, the three percentiles of a histogram come from one query of its bucket rates (`HISTOGRAMS`) |
+
+Pod coverage (`coverage_queries`, not fields): how many pods report, how many have a rate
+window covered by samples, how many were seen inside the window, how many are frozen; the
+controller holds scale-down on partial windows and holds on frozen series (`decide`).
 
 All fields of one target go to Prometheus as one query (`combined`): each field's expression is
 labelled `rlscale_field="<field>"` with `label_replace` and the results joined with `or`, so a
@@ -114,6 +118,46 @@ HISTOGRAMS: dict[str, tuple[str, dict[str, float]]] = {
 # The newest sample of the target's vLLM series: how old the data is (a Prometheus that stopped
 # scraping still answers with the last values for its 5-minute lookback).
 FRESHNESS_QUERY = f"max(timestamp({_vllm('num_requests_running')}))"
+
+# Which pods the rate fields stand on (`rlscale.deploy.metrics.PodCoverage`), from one series
+# every vLLM pod exposes (`coverage_series`), counted per pod (`max by (pod)`: vLLM V1 may add
+# an `engine` label). `{{half}}` is half the rate window: a pod is covered when the older half
+# holds samples, at most one fewer than the newer half (a gap, or a pod scraped only lately,
+# leaves the older half short, and rate() then reads the part of the window it saw as if it
+# were all of it). `or vector(0)`: no pod at all is a count of 0, not an unanswered check.
+COVERAGE_FIELDS: tuple[str, ...] = ("reporting", "covered", "in_window", "frozen")
+
+
+def coverage_queries(window_s: float, series: str) -> dict[str, str]:
+    half = _duration(window_s / 2)
+    s = _vllm(series)
+    tokens = _vllm("generation_tokens_total")
+    per_pod = lambda e: f"max by (pod) ({e})"  # noqa: E731 - four uses, one line each
+    older = per_pod(f"count_over_time({s}[{half}] offset {half})")
+    newer = per_pod(f"count_over_time({s}[{half}])")
+    live = per_pod(s)
+    # Frozen: a live pod with requests running at every sample of the newer half (at least two)
+    # whose token counter never changed over it: a live engine with running requests makes
+    # tokens between any two scrapes.
+    busy = f"{per_pod(f'min_over_time({s}[{half}])')} > 0"
+    moving = f"{per_pod(f'changes({tokens}[{half}])')} > 0"
+    return {
+        "reporting": f"count({live}) or vector(0)",
+        "covered": f"count(({older} + 1 >= on(pod) {newer}) and on(pod) {live}) or vector(0)",
+        "in_window": f"count({per_pod(f'count_over_time({s}[{{{{window}}}}])')}) or vector(0)",
+        "frozen": f"count((({busy}) unless on(pod) ({moving})) and on(pod) ({newer} >= 2)"
+        f" and on(pod) {live}) or vector(0)",
+    }
+
+
+def coverage_field(name: str) -> str:
+    return f"__pods_{name}"
+
+
+def _duration(seconds: float) -> str:
+    """A PromQL duration in whole milliseconds (`1500ms`), at least 1 ms."""
+    return f"{max(1, int(round(seconds * 1000)))}ms"
+
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")

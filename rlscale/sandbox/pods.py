@@ -10,7 +10,8 @@ label (`model_name`) and histogram buckets:
 | vllm:time_to_first_token_seconds                     | histogram | one observation per admitted request |
 | vllm:time_per_output_token_seconds, vllm:inter_token_latency_seconds | histogram | one per output token after the first |
 | vllm:e2e_request_latency_seconds                     | histogram | one per completed request       |
-| vllm:prompt_tokens_total, vllm:generation_tokens_total, vllm:request_success_total | counter | monotonic per pod |
+| vllm:prompt_tokens_total, vllm:generation_tokens_total | counter | monotonic per pod |
+| vllm:request_success_total{finished_reason}           | counter   | `stop`: completed; `abort`: the requests whose client gave up while they waited (the serving model's `dropped`) |
 | DCGM_FI_DEV_GPU_UTIL{gpu, UUID, device, modelName, Hostname} | gauge | 0..100, one per GPU of the replica |
 
 `pod` and `namespace` are not in the exposition: Prometheus adds them as target labels (file_sd
@@ -21,6 +22,17 @@ requests, so each interval's observations are spread over the buckets by a piece
 through (0, p50²/p95), (0.5, p50), (0.95, p95), (0.99, p99), (1, p99²/p95); the sum adds the
 mean of that distribution. E2E latency at quantile q is TTFT_q + (output tokens - 1) x TPOT_q.
 
+Arrivals: vLLM has no arrival counter. A request leaves it through `request_success_total`
+(finished_reason stop/length, or abort when its client went away) or is still in it (waiting,
+running), so completions + aborts + the growth of waiting and running is the arrival rate, also
+under overload when the queue is full and clients give up. vLLM V1 labels aborts
+`finished_reason="abort"`, but some releases never count client aborts (vLLM issue #31503, 0.13):
+with those, arrivals read low exactly when the server is overloaded; `count_aborts=False`
+emulates them.
+
+Frozen (`PodMetrics.frozen`): a wedged engine whose /metrics still answers with the values it had
+(current timestamps, counters that no longer move), for tests of the controller's freeze check.
+
 Spelling: the exposition goes through prometheus_client's content negotiation, as vLLM's does.
 With prometheus_client >= 0.23 an OpenMetrics scrape (Prometheus asks for one) gets `vllm_foo`
 instead of `vllm:foo` (client_python #1177); `spelling="colon"` or `"underscore"` pins one
@@ -29,6 +41,7 @@ spelling for tests of tolerant queries.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -189,6 +202,9 @@ class PodMetrics:
     prompt_tokens: float = 0.0
     generation_tokens: float = 0.0
     request_success: float = 0.0
+    request_abort: float = 0.0
+    count_aborts: bool = True  # as a vLLM that counts client aborts (see the module docstring)
+    frozen: bool = False  # a wedged engine: the series keep their values
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
     tpot: Histogram = field(default_factory=lambda: Histogram(TPOT_BUCKETS_S))
     e2e: Histogram = field(default_factory=lambda: Histogram(E2E_BUCKETS_S))
@@ -200,6 +216,8 @@ class PodMetrics:
 
     def apply(self, snap: Any, share: float, output_tokens: float) -> None:
         """Add this pod's `share` (1 / ready pods) of one interval's `ServingSnapshot`."""
+        if self.frozen:
+            return
         self.waiting = snap.requests_waiting * share
         self.running = snap.requests_running * share
         self.kv_cache_usage = float(np.clip(snap.kv_cache_usage, 0.0, 1.0))
@@ -210,6 +228,8 @@ class PodMetrics:
         self.prompt_tokens += max(float(snap.prompt_tokens_served), 0.0) * share
         self.generation_tokens += out_tokens
         self.request_success += completed
+        if self.count_aborts:
+            self.request_abort += max(float(getattr(snap, "dropped", 0.0)), 0.0) * share
         ttft_q = quantile_points(snap.ttft_p50_s, snap.ttft_p95_s, snap.ttft_p99_s)
         tpot_q = quantile_points(snap.tpot_p50_s, snap.tpot_p95_s, snap.tpot_p99_s)
         self.ttft.observe_distribution(started, ttft_q)
@@ -218,6 +238,8 @@ class PodMetrics:
 
     def idle(self) -> None:
         """A pod that gets no traffic (draining): gauges to zero, counters kept."""
+        if self.frozen:
+            return
         self.waiting = self.running = self.kv_cache_usage = self.gpu_utilization_pct = 0.0
 
     def families(self, spelling: Literal["colon", "underscore"] = "colon") -> list[Metric]:
@@ -269,6 +291,7 @@ class PodMetrics:
             labels=[*lbl, "finished_reason"],
         )
         success.add_metric([*val, "stop"], self.request_success)
+        success.add_metric([*val, "abort"], self.request_abort)
         out.append(success)
         for name, doc, hist in (
             (
@@ -342,6 +365,7 @@ class PodEndpoint:
     metrics: PodMetrics | None = None
     runner: web.AppRunner | None = None
     pod_key: tuple[str, str] | None = None
+    listening_at_s: float | None = None  # monotonic time its endpoint started
 
 
 class PodFleet:
@@ -365,6 +389,26 @@ class PodFleet:
         self.on_targets_changed = on_targets_changed
         self.endpoints: dict[int, PodEndpoint] = {}
         self._targets: list[dict[str, Any]] = []
+        # sync() is called by the replay and by the pod follower; one at a time, or one stops an
+        # endpoint the other is starting (AttributeError on a runner set to None mid-setup).
+        self._sync_lock = asyncio.Lock()
+        self.count_aborts = True
+        self.frozen = False  # new endpoints start frozen too (`freeze`)
+        # Wall seconds between a pod's endpoint listening (it serves) and its becoming a scrape
+        # target: Prometheus service discovery lags (kubernetes_sd, its refresh, a scrape
+        # interval); 0 leaves only Prometheus' own 0-5 s.
+        self.discovery_delay_s = 0.0
+
+    def freeze(self, frozen: bool = True) -> int:
+        """Wedge (or unwedge) every pod's engine: its series keep their values; returns how many
+        pods it touched."""
+        self.frozen = frozen
+        n = 0
+        for ep in self.endpoints.values():
+            if ep.metrics is not None:
+                ep.metrics.frozen = frozen
+                n += 1
+        return n
 
     def reserve_port(self) -> int:
         """Bind a free loopback port for a pod about to be created (called by the controller)."""
@@ -383,6 +427,10 @@ class PodFleet:
     async def sync(self) -> None:
         """Start endpoints of pods that turned Ready, stop those of removed pods, and report the
         scrape targets (serving pods only) when they change."""
+        async with self._sync_lock:
+            await self._sync()
+
+    async def _sync(self) -> None:
         pods = self.store.list(PODS)
         present: set[int] = set()
         for pod in pods:
@@ -405,7 +453,12 @@ class PodFleet:
         for pod in pods:
             port = self.pod_port(pod)
             ep = self.endpoints.get(port) if port is not None else None
-            if ep is not None and ep.runner is not None and serving(pod):
+            if (
+                ep is not None
+                and ep.runner is not None
+                and serving(pod)
+                and time.monotonic() - (ep.listening_at_s or 0.0) >= self.discovery_delay_s
+            ):
                 container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
                 targets.append(
                     {
@@ -441,7 +494,12 @@ class PodFleet:
         }
 
     async def _start(self, ep: PodEndpoint) -> None:
-        ep.metrics = PodMetrics(self.model_name, gpus=self.gpus_per_replica)
+        ep.metrics = PodMetrics(
+            self.model_name,
+            gpus=self.gpus_per_replica,
+            count_aborts=self.count_aborts,
+            frozen=self.frozen,
+        )
         metrics, spelling, model = ep.metrics, self.spelling, self.model_name
 
         async def scrape(request: web.Request) -> web.Response:
@@ -464,6 +522,7 @@ class PodFleet:
         await ep.runner.setup()
         site = web.SockSite(ep.runner, ep.sock)
         await site.start()
+        ep.listening_at_s = time.monotonic()
 
     async def _stop(self, ep: PodEndpoint) -> None:
         if ep.runner is not None:
@@ -472,6 +531,7 @@ class PodFleet:
         ep.sock.close()
 
     async def stop(self) -> None:
-        for ep in list(self.endpoints.values()):
-            await self._stop(ep)
-        self.endpoints.clear()
+        async with self._sync_lock:
+            for ep in list(self.endpoints.values()):
+                await self._stop(ep)
+            self.endpoints.clear()

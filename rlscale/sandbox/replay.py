@@ -12,6 +12,7 @@ The serving model is `rlscale.serving.model.ServingModel` (anything with the sam
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,34 @@ def constant_workload(
         prompt_tokens=np.full(n, float(prompt_tokens)),
         output_tokens=np.full(n, float(output_tokens)),
     )
+
+
+def replicas_for(
+    workload: Workload, profile: ServiceProfile, *, horizon_s: float = 600.0, load: float = 0.7
+) -> int:
+    """Replicas that serve the busiest minute of the workload's first `horizon_s` at `load` of
+    their SLO capacity (at least 1): the fleet a sandbox starts with, so the workload does not
+    overload it before an autoscaler has had a chance to act."""
+    from rlscale.serving.capacity import slo_capacity_rps
+
+    bins = max(1, int(math.ceil(horizon_s / workload.interval_s)))
+    arrivals = workload.arrivals[:bins]
+    per_minute = max(1, int(round(60.0 / workload.interval_s)))
+    busiest = max(
+        float(arrivals[i : i + per_minute].sum())
+        / (min(per_minute, len(arrivals) - i) * workload.interval_s)
+        for i in range(0, len(arrivals), per_minute)
+    )
+    total = float(arrivals.sum())
+    weights = arrivals / total if total > 0 else np.full(len(arrivals), 1.0 / len(arrivals))
+    capacity = slo_capacity_rps(
+        profile,
+        float(np.dot(weights, workload.prompt_tokens[:bins])),
+        float(np.dot(weights, workload.output_tokens[:bins])),
+    )
+    if not capacity > 0:
+        return 1
+    return max(1, int(math.ceil(busiest / (load * capacity))))
 
 
 class WorkloadCursor:

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import logging
+import os
 import shutil
+import signal
 import tempfile
 import time
 import weakref
@@ -36,6 +40,7 @@ from rlscale.sandbox.replay import (
 from rlscale.traces.workload import Workload
 
 T = TypeVar("T")
+log = logging.getLogger("rlscale.sandbox")
 
 DEFAULT_TOKEN = "rlscale-sandbox-token"
 
@@ -137,14 +142,21 @@ class Sandbox:
         workdir             where kubeconfig, Prometheus config/TSDB/log go (default: a temp
                             directory removed at stop).
         kubeconfig_out      also write the kubeconfig there.
+        count_aborts        the pods count client aborts in request_success_total (default True;
+                            False: as vLLM releases that do not, vLLM issue #31503).
 
     After `start()` (or entering the `with`):
         api_url, kubeconfig_path, prometheus_url (None without Prometheus), prometheus_pid
         request_log         list of RequestRecord (time_s, method, path, query, content_type,
                             status, user_agent; `.is_write`) for every request the API received;
                             `writes()` filters POST/PUT/PATCH/DELETE; `clear_request_log()`.
-        set_faults(path_regex, error_rate_500=, error_rate_429=, latency_s=, drop_rate=,
-                   methods=(), retry_after_s=1)  add a fault rule; `clear_faults()`.
+        set_faults(path_regex, error_rate_500=, error_rate_429=, error_rate_409=, latency_s=,
+                   drop_rate=, lose_rate=, methods=(), retry_after_s=1)  add a fault rule;
+                   `clear_faults()`. Also over HTTP: GET/POST/DELETE
+                   <api_url>/rlscale-sandbox/v1/faults, and `rlscale sandbox --fault`.
+        freeze_pods(frozen=True)  wedged engines: /metrics answers, the values stand still
+        pause_prometheus(), resume_prometheus()  a Prometheus outage (SIGSTOP / SIGCONT)
+        task_errors         background tasks that died before stop() (each also logged)
         pods(), deployment_object(), ready_count(), call(fn(store))
         wait_for(predicate, timeout_s), wait_for_ready(n, timeout_s)
         query(promql), wait_for_query(promql, predicate, timeout_s)
@@ -181,6 +193,7 @@ class Sandbox:
         model_factory: Callable[[ServiceProfile], ServingModelLike] | None = None,
         workdir: str | Path | None = None,
         kubeconfig_out: str | Path | None = None,
+        count_aborts: bool = True,
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas = {replicas}, must be >= 0")
@@ -210,6 +223,7 @@ class Sandbox:
         self.model_factory = model_factory or default_serving_model
         self._workdir_arg = Path(workdir) if workdir else None
         self._kubeconfig_out = Path(kubeconfig_out) if kubeconfig_out else None
+        self.count_aborts = count_aborts
 
         self.workdir: Path | None = None
         self._own_workdir = False
@@ -225,6 +239,7 @@ class Sandbox:
         self.prom: PrometheusProcess | None = None
         self._stop_event: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.task_errors: list[tuple[str, BaseException | None]] = []  # tasks that died
         self.kubeconfig_path: Path | None = None
         self._started = False
         self._stopped = False
@@ -322,6 +337,7 @@ class Sandbox:
             namespace=self.namespace,
             deployment=self.deployment,
         )
+        self.fleet.count_aborts = self.count_aborts
         self._stop_event = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self.controller.run(self._stop_event), name="controller"),
@@ -330,6 +346,21 @@ class Sandbox:
             ),
             asyncio.create_task(self._follow_pods(self._stop_event), name="pod-endpoints"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A background task that ends before stop() is a broken sandbox: say so, loudly."""
+        if task.cancelled() or (self._stop_event is not None and self._stop_event.is_set()):
+            return
+        error = task.exception()
+        self.task_errors.append((task.get_name(), error))
+        log.error(
+            "sandbox task %s died: %s",
+            task.get_name(),
+            f"{type(error).__name__}: {error}" if error is not None else "returned early",
+            exc_info=error,
+        )
 
     async def _follow_pods(self, stop: asyncio.Event) -> None:
         """Start and stop pod endpoints as soon as pods change (the replay also syncs)."""
@@ -379,6 +410,10 @@ class Sandbox:
         finally:
             try:
                 if self.prom is not None:
+                    if self._shared_prom is None and self.prom.pid is not None:
+                        # A paused Prometheus would not act on SIGTERM.
+                        with contextlib.suppress(OSError):
+                            os.kill(self.prom.pid, signal.SIGCONT)
                     if self._shared_prom is not None:
                         self.prom.remove_targets(self._sd_source)
                     else:
@@ -430,7 +465,12 @@ class Sandbox:
         drop_rate: float = 0.0,
         methods: tuple[str, ...] = (),
         retry_after_s: int = 1,
+        error_rate_409: float = 0.0,
+        lose_rate: float = 0.0,
     ) -> FaultRule:
+        """Faults on the stand-in API (see `apiserver.faults`): `error_rate_409` a Conflict storm,
+        `lose_rate` requests carried out whose answer is lost (a write that lands, a client that
+        times out)."""
         rule = FaultRule(
             path_regex,
             error_rate_500=error_rate_500,
@@ -439,9 +479,30 @@ class Sandbox:
             drop_rate=drop_rate,
             methods=tuple(m.upper() for m in methods),
             retry_after_s=retry_after_s,
+            error_rate_409=error_rate_409,
+            lose_rate=lose_rate,
         )
         self.faults.add(rule)
         return rule
+
+    def freeze_pods(self, frozen: bool = True) -> int:
+        """Wedge every pod's engine (its /metrics keeps answering with frozen values) or unwedge
+        it; returns the number of pods touched."""
+        return self.call(lambda _s: self.fleet.freeze(frozen) if self.fleet else 0)
+
+    def pause_prometheus(self) -> None:
+        """A Prometheus outage: the process is stopped (SIGSTOP): no scrapes, no answers."""
+        pid = self._own_prometheus_pid()
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume_prometheus(self) -> None:
+        pid = self._own_prometheus_pid()
+        os.kill(pid, signal.SIGCONT)
+
+    def _own_prometheus_pid(self) -> int:
+        if self.prom is None or self.prom.pid is None or self._shared_prom is not None:
+            raise RuntimeError("this sandbox has no Prometheus of its own to pause")
+        return self.prom.pid
 
     def clear_faults(self) -> None:
         self.faults.clear()

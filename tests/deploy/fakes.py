@@ -21,7 +21,7 @@ from rlscale.deploy.controller import Controller, build_controller, make_target
 from rlscale.deploy.exporter import ControllerMetrics
 from rlscale.deploy.metrics import MetricsReading
 from rlscale.deploy.policies import BuiltPolicy, TargetPolicies
-from rlscale.deploy.retry import ConflictError, NotFoundError
+from rlscale.deploy.retry import ConflictError, NotFoundError, TemporaryError
 from rlscale.policies.base import Decision
 from rlscale.profiles.model import load_profile
 from rlscale.safety import SafetyLimits
@@ -56,6 +56,7 @@ class FakeKube:
         self.events: list[dict[str, Any]] = []
         self.requests: list[Request] = []
         self._failures: dict[str, list[Exception]] = {}
+        self._lost_answers: dict[str, int] = {}
         self._rv = itertools.count(100)
         self._lock = threading.Lock()
         self.after_write: Callable[[str, str, int], None] | None = None
@@ -129,6 +130,16 @@ class FakeKube:
     def fail(self, op: str, *errors: Exception) -> None:
         self._failures.setdefault(op, []).extend(errors)
 
+    def lose_answers(self, op: str, n: int) -> None:
+        """The next `n` calls of `op` are carried out, then answer with a timeout (the answer
+        was lost on the way back)."""
+        self._lost_answers[op] = self._lost_answers.get(op, 0) + n
+
+    def _answer(self, op: str) -> None:
+        if self._lost_answers.get(op, 0) > 0:
+            self._lost_answers[op] -= 1
+            raise TemporaryError("API server unreachable: ReadTimeoutError (injected lost answer)")
+
     def replicas(self, namespace: str, name: str) -> int:
         return int(self.deployments[(namespace, name)]["spec"]["replicas"])
 
@@ -186,6 +197,7 @@ class FakeKube:
             }
         if self.after_write is not None:
             self.after_write(namespace, name, body["spec"]["replicas"])
+        self._answer("patch_scale")
         return out
 
     def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +315,7 @@ def reading(
     stale: bool = False,
     error: str | None = None,
     required: Sequence[str] = promql.QUERY_FIELDS,
+    coverage: Any = None,
     **over: float,
 ) -> MetricsReading:
     values = {k: (math.nan if v is None else float(v)) for k, v in healthy_values(**over).items()}
@@ -310,8 +323,15 @@ def reading(
         values[f] = math.nan
     if error is not None:
         return MetricsReading.unavailable(now_s, error, tuple(required))
+    extra = {"coverage": coverage} if coverage is not None else {}
     return MetricsReading(
-        now_s, values, tuple(missing), tuple(required), age_s=90.0 if stale else 1.0, stale=stale
+        now_s,
+        values,
+        tuple(missing),
+        tuple(required),
+        age_s=90.0 if stale else 1.0,
+        stale=stale,
+        **extra,
     )
 
 
@@ -435,6 +455,7 @@ def make_checkpoint(
     max_warm: int = 0,
     ttft_slo_s: float = 2.0,
     gpus_per_replica: int = 1,
+    interval_s: float | None = None,
 ) -> Path:
     """A tiny PPO checkpoint folder (16-unit MLP, identity normalisation) trained for `profile`."""
     from rlscale.policies.checkpoint import ObsNorm, save_checkpoint
@@ -465,5 +486,8 @@ def make_checkpoint(
             gpus_per_replica=gpus_per_replica,
         ),
         knob=False,
-        extra={"profile": {"name": profile}},
+        extra={
+            "profile": {"name": profile},
+            **({"training_config": {"env": {"interval_s": interval_s}}} if interval_s else {}),
+        },
     )

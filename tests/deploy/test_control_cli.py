@@ -105,6 +105,31 @@ def test_a_mismatched_checkpoint_is_refused_at_start_up(
     assert code == 2 and "trained for profile 'llama-3.1-8b-h100'" in err
 
 
+def test_a_tick_other_than_the_checkpoints_interval_is_refused_by_check(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Issue 12: `tick_s: 5` with a checkpoint trained on 15 s intervals passed --check."""
+    ck = make_checkpoint(tmp_path / "ppo", interval_s=15.0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "tick_s": 5,
+                "leader_election": {"enabled": False},
+                "targets": [
+                    {"namespace": "llm", "deployment": "llama", "policy": {"checkpoint": str(ck)}}
+                ],
+            }
+        )
+    )
+    code, out, err = main(monkeypatch, capsys, "control", "--config", str(cfg), "--check")
+    assert code == 2 and "config OK" not in out
+    assert "field 'tick_s'" in err and "trained on 15 s intervals" in err
+    cfg.write_text(cfg.read_text().replace("tick_s: 5", "tick_s: 15"))
+    code, out, err = main(monkeypatch, capsys, "control", "--config", str(cfg), "--check")
+    assert code == 0 and "config OK" in out, err
+
+
 def test_a_bad_config_names_file_and_field(tmp_path: Path, monkeypatch, capsys) -> None:
     cfg = write_config(tmp_path / "c.yaml", limits={"min_replicas": 5, "max_replicas": 2})
     code, _, err = main(monkeypatch, capsys, "control", "--config", str(cfg))

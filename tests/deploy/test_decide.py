@@ -187,9 +187,18 @@ def test_treats_a_nonsense_proposal_as_a_policy_error() -> None:
 
 
 def test_does_not_pile_scale_ups_on_starting_replicas() -> None:
-    r = run(constant(8), replicas=state(6, ready=4, starting=2))
-    assert (r.outcome, r.desired) == (NO_CHANGE, 6)
+    # Issue 12 item 12: the guard compares the proposal with ready + starting (here 3 + 4 = 7,
+    # a surge pod of a rollout among them), not with "any pod starting". Before, a proposal of
+    # 8 on 4 ready + 2 starting was held too (the assertion this test had); see the next test.
+    r = run(constant(7), replicas=state(6, ready=3, starting=4))
+    assert (r.outcome, r.reason, r.desired) == (NO_CHANGE, "WaitingForStartingReplicas", 6)
     assert "WaitingForStartingReplicas" in reasons(r)
+
+
+def test_scales_up_past_what_the_starting_replicas_cover() -> None:
+    r = run(constant(8), replicas=state(6, ready=4, starting=2))
+    assert (r.outcome, r.desired) == (SCALE, 8)
+    assert "WaitingForStartingReplicas" not in reasons(r)
 
 
 def test_scale_down_is_not_held_back_by_starting_replicas() -> None:

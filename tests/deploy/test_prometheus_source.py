@@ -51,8 +51,8 @@ def test_default_queries_accept_both_vllm_spellings_and_select_the_deployments_p
         "unless on() sum by (le)" in q.histograms["tpot"][0]
     )  # inter_token_latency only without the other
     assert 'DCGM_FI_DEV_GPU_UTIL{namespace="llm"' in q.fields["gpu_utilization_pct"]
-    # 7 gauges/rates + 2 histograms + freshness, in one query
-    assert "{{" not in q.combined and q.combined.count(promql.FIELD_LABEL) == 10
+    # 7 gauges/rates + 2 histograms + freshness + 4 pod-coverage checks (issue 12), in one query
+    assert "{{" not in q.combined and q.combined.count(promql.FIELD_LABEL) == 14
 
 
 def test_an_override_replaces_one_field_and_null_disables_it() -> None:

@@ -27,6 +27,9 @@ from rlscale.sandbox.apiserver.handlers import Handlers, json_response
 from rlscale.sandbox.apiserver.store import Store
 
 _PUBLIC = ("/healthz", "/livez", "/readyz", "/version")
+# The sandbox's own control endpoint (not Kubernetes): GET the fault rules, POST one rule (JSON
+# with FaultRule's fields, or {"spec": "PATH[@METHODS]:KEY=VALUE,..."}), DELETE them all.
+FAULTS_PATH = "/rlscale-sandbox/v1/faults"
 
 
 @dataclass
@@ -127,7 +130,33 @@ class ApiServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         assert self.handlers is not None
+        if request.path == FAULTS_PATH:
+            return await self._faults(request)
         return await self.handlers.dispatch(request)
+
+    async def _faults(self, request: web.Request) -> web.StreamResponse:
+        from rlscale.sandbox.apiserver.faults import FaultRule
+
+        if request.method == "POST":
+            doc = await request.json()
+            if not isinstance(doc, dict):
+                raise ValueError("expected a JSON object with a fault rule")
+            if "spec" in doc:
+                rule = FaultRule.parse(str(doc["spec"]))
+            else:
+                fields = dict(doc)
+                fields["methods"] = tuple(str(m).upper() for m in fields.get("methods") or ())
+                try:
+                    rule = FaultRule(**fields)
+                except TypeError as e:
+                    raise ValueError(f"not a fault rule: {e}") from None
+            self.faults.add(rule)
+            return web.json_response(rule.to_dict(), status=201)
+        if request.method == "DELETE":
+            self.faults.clear()
+        elif request.method != "GET":
+            return web.json_response({"error": "use GET, POST or DELETE"}, status=405)
+        return web.json_response({"rules": [r.to_dict() for r in self.faults.rules]})
 
     @web.middleware
     async def _log_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -161,6 +190,8 @@ class ApiServer:
 
     @web.middleware
     async def _fault_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == FAULTS_PATH:  # the way to clear faults is never faulty
+            return await handler(request)
         decision = self.faults.decide(request.method, request.path)
         if decision.latency_s > 0:
             await asyncio.sleep(decision.latency_s)
@@ -172,6 +203,13 @@ class ApiServer:
             return self._error(st.internal_error("injected fault"))
         if decision.status == 429:
             return self._error(st.too_many_requests(decision.retry_after_s))
+        if decision.status == 409:
+            return self._error(st.conflict("deployments", "apps", "injected", "injected fault"))
+        if decision.lose:
+            await handler(request)  # carried out (a write lands) ...
+            if request.transport is not None:
+                request.transport.abort()  # ... and its answer never arrives
+            raise asyncio.CancelledError("fault injection: answer lost")
         return await handler(request)
 
     @web.middleware
