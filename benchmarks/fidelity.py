@@ -39,11 +39,10 @@ import numpy as np
 
 from rlscale.envs.cluster import ClusterSim
 from rlscale.envs.requests import RequestSim, RequestTrace, load_azure_requests
-from rlscale.evaluation.rollout import weighted_percentiles
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.serving.capacity import replica_capacity_rps
 from rlscale.serving.engine import HAVE_NUMBA, EngineConfig
-from rlscale.serving.model import P_GRID, SimConfig
+from rlscale.serving.model import SimConfig, pooled_percentiles
 from rlscale.traces import load_workload, scale_to_fleet
 from rlscale.traces.workload import Workload
 
@@ -52,7 +51,6 @@ ISL, OSL, ISL_CV, OSL_CV = 1155.0, 211.0, 0.96, 0.77
 LOADS = (0.30, 0.50, 0.70, 0.85, 0.95, 1.05)
 FLEETS = (1, 4, 8)
 DRAIN_BINS = 10  # 150 s after the last arrival: past the 120-s timeout
-_W = np.diff(P_GRID)
 
 
 def run_fluid(profile: ServiceProfile, w: Workload, replicas: int, cfg: SimConfig, seed: int) -> dict[str, float]:
@@ -62,12 +60,13 @@ def run_fluid(profile: ServiceProfile, w: Workload, replicas: int, cfg: SimConfi
     target = np.array([float(replicas)])
     while not sim.done[0]:
         sim.step(target)
-        tq.append(0.5 * (sim.last.ttft_q[0, 1:] + sim.last.ttft_q[0, :-1]))
-        pq.append(0.5 * (sim.last.tpot_q[0, 1:] + sim.last.tpot_q[0, :-1]))
-        wt.append(sim.last_arrivals[0] * _W)
+        tq.append(sim.last.ttft_q[0])
+        pq.append(sim.last.tpot_q[0])
+        wt.append(sim.last_arrivals[0])
     tq_a, pq_a, w_a = np.array(tq), np.array(pq), np.array(wt)
-    t50, t95, t99 = weighted_percentiles(tq_a, w_a, (0.5, 0.95, 0.99))
-    (p95,) = weighted_percentiles(pq_a, w_a, (0.95,))
+    # pooled as the evaluator's rollout pools (each interval's quantiles, linear between them)
+    t50, t95, t99 = pooled_percentiles(tq_a, w_a, (0.5, 0.95, 0.99))
+    (p95,) = pooled_percentiles(pq_a, w_a, (0.95,))
     arrived = float(sim.totals.arrived[0])
     return {
         "ttft_p50_s": t50, "ttft_p95_s": t95, "ttft_p99_s": t99, "tpot_p95_s": p95,

@@ -107,6 +107,7 @@ class ClusterSim:
         self._lengths = np.array([w.n_bins for w in binned])
         self._start_s = np.array([w.start_s for w in binned])
         self._prompt_cv = np.array([w.prompt_tokens_cv for w in binned])
+        self._output_cv = np.array([w.output_tokens_cv for w in binned])
 
         max_cold = sum(s.high_s for s in profile.cold_start) * math.exp(
             3 * self.config.cold_start_jitter
@@ -205,6 +206,9 @@ class ClusterSim:
         self.warm = np.zeros(b)
         self.queue = np.zeros(b)
         self.running = np.zeros(b)
+        # mean sizes of the requests in flight: the batch is priced at its own mix
+        self.running_prompt = np.ones(b)
+        self.running_output = np.ones(b)
         self.starting = _Ring(np.zeros((b, self._h_start)))
         self.warm_loading = _Ring(np.zeros((b, self._h_start)))
         self.waking = _Ring(np.zeros((b, self._h_wake)))
@@ -230,6 +234,9 @@ class ClusterSim:
         self.warm[idx] = 0
         self.queue[idx] = 0
         self.running[idx] = 0
+        t = np.minimum(self.t[idx], self._lengths[self.wid[idx]] - 1)
+        self.running_prompt[idx] = self._prompt[self.wid[idx], t]
+        self.running_output[idx] = self._output[self.wid[idx], t]
 
     def lat_reset(self, idx: np.ndarray) -> None:
         base = LatencyArrays.from_profile(self.profile, len(idx))
@@ -373,12 +380,17 @@ class ClusterSim:
             cfg.interval_s,
             self.lat,
             prompt_cv=self._prompt_cv[wid],
+            output_cv=self._output_cv[wid],
             arrival_scv=cfg.arrival_scv,
             timeout_s=cfg.timeout_s,
             ttft_slo_s=cfg.ttft_slo_s,
             tpot_slo_s=cfg.tpot_slo_s,
+            running_prompt_tokens=self.running_prompt,
+            running_output_tokens=self.running_output,
         )
         self.queue, self.running = r.queue, r.running
+        assert r.running_prompt_tokens is not None and r.running_output_tokens is not None
+        self.running_prompt, self.running_output = r.running_prompt_tokens, r.running_output_tokens
         return arrivals, prompt, output, r
 
     def _advance_pipelines(self, head: int, whead: int) -> None:
