@@ -217,7 +217,8 @@ class ClusterSim:
         self.t = np.zeros(b, dtype=np.int64)
         self.t_end = np.zeros(b, dtype=np.int64)
         self.totals = Totals.zeros(b)
-        self.metrics = np.zeros((b, N_FIELDS))
+        # column-major: each interval writes whole columns (one field for every cluster)
+        self.metrics = np.zeros((b, N_FIELDS), order="F")
         self.metrics[:, _F["interval_s"]] = dt
         self.lat = LatencyArrays.from_profile(self.profile, b)
         self.cold_scale = np.ones(b)
@@ -305,22 +306,23 @@ class ClusterSim:
         self._scale_toward(target)
         if target_warm is not None:
             self._resize_warm_pool(np.asarray(target_warm, dtype=np.float64))
+        n_starting, n_waking = self.starting.total(), self.waking.total()
+        n_draining = self.draining.sum(axis=1)
         paid = (
-            self.ready
-            + self.warm
-            + self.draining.sum(axis=1)
-            + self.starting.total()
-            + self.warm_loading.total()
-            + self.waking.total()
+            self.ready + self.warm + n_draining + n_starting + self.warm_loading.total() + n_waking
         )
         head = self.t_head % self.starting.count.shape[1]
         whead = self.t_head % self.waking.count.shape[1]
         # replicas whose start ends inside this interval serve the part of it after they are up
         ready_eff = self.ready + self.starting.partial[:, head] + self.waking.partial[:, whead]
         arrivals, prompt, output, r = self._serve(ready_eff)
+        # what is still starting (or waking) and draining once the pipelines advance
+        still_starting = n_starting - self.starting.count[:, head] + n_waking
+        still_starting -= self.waking.count[:, whead]
+        still_draining = n_draining - self.draining[:, 0]
         self._advance_pipelines(head, whead)
         self._account(arrivals, r, paid, ready_eff)
-        self._write_metrics(target, arrivals, prompt, output, r)
+        self._write_metrics(target, arrivals, prompt, output, r, still_starting, still_draining)
         self.last = r
         self.last_arrivals = arrivals
         self.last_paid = paid
@@ -424,8 +426,11 @@ class ClusterSim:
         prompt: np.ndarray,
         output: np.ndarray,
         r: ServeResult,
+        starting: np.ndarray,
+        draining: np.ndarray,
     ) -> None:
-        """The IntervalMetrics rows the policies see next."""
+        """The IntervalMetrics rows the policies see next (`starting`: starting or waking
+        replicas, `draining`: draining ones, both after the pipelines advanced)."""
         dt = self.config.interval_s
         mtr = self.metrics
         mtr[:, _F["time_s"]] = self._start_s[self.wid] + (self.t + 1) * dt
@@ -447,6 +452,6 @@ class ClusterSim:
             mtr[:, _F[name]] = getattr(r, name)
         mtr[:, _F["replicas_desired"]] = target
         mtr[:, _F["replicas_ready"]] = self.ready
-        mtr[:, _F["replicas_starting"]] = self.starting.total() + self.waking.total()
+        mtr[:, _F["replicas_starting"]] = starting
         mtr[:, _F["replicas_warm"]] = self.warm
-        mtr[:, _F["replicas_draining"]] = self.draining.sum(axis=1)
+        mtr[:, _F["replicas_draining"]] = draining

@@ -255,12 +255,12 @@ def _run_batch(
     s_old = mix0.s0 + mix0.s1 * c0
     turnover = -h / s_old
     share = -np.expm1(0.5 * _SUB_STEPS * turnover)  # by mid-interval
-    dec_s = _mix(mix0.dec_s, curve.dec_s, share)
-    ctx = _mix(mix0.ctx_tokens, curve.ctx_tokens, share)
-    r_max = ready * np.minimum(k.max_batch, k.kv_tokens / ctx)
+    dec_s = mix0.dec_s + (curve.dec_s - mix0.dec_s) * share
+    r_max = ready * np.minimum(mix0.c_max, curve.c_max)  # the tighter of the two mixes' knees
     # chunked prefill: at most the token budget per iteration of t_dec + pf * budget
-    cap_num = ready * (h * _PREFILL_BUDGET) / prompt_tokens
-    cap_den = k.base_s + k.pf_s * _PREFILL_BUDGET
+    a_cap = (ready * (h * _PREFILL_BUDGET)) / (
+        (k.base_s + k.pf_s * _PREFILL_BUDGET + dec_s * c0) * prompt_tokens
+    )
     arr_h = arrivals / _SUB_STEPS
     own_per_h = curve.own_s * inv_ready / h
     # the mix's residence terms at the start of each sub-step
@@ -272,12 +272,10 @@ def _run_batch(
     q, r = queue, running
     started = c_sum = np.zeros_like(running)
     for j, (s0_j, s1_j) in enumerate(terms):
-        c = r * inv_ready
-        s = (s0_j + s1_j * c) / one_m_rho
+        h_s = one_m_rho * h / (s0_j + s1_j * (r * inv_ready))  # h / residence
         want = q + arr_h
-        a = np.minimum(want, cap_num / (cap_den + dec_s * c))
-        a_s = a * s / h
-        h_s = h / s
+        a = np.minimum(want, a_cap)
+        a_s = a / h_s
         r_free = a_s + (r - a_s) * np.exp(-h_s)
         # completions: the free batch's, or a full one's (a trapezoid up to the slots)
         done = np.minimum(r + a - r_free, (0.5 * (r + r_max)) * h_s)
@@ -355,6 +353,7 @@ def _batch_spread(
     b: _Batch,
     it: _Iterations,
     n: np.ndarray,
+    route: np.ndarray,
     curve: _ServiceCurve,
     arrival_scv: float | np.ndarray,
     dt_s: float,
@@ -367,16 +366,15 @@ def _batch_spread(
     strays at most sqrt(scv x n dt) requests. A request waits when the batch sits at the knee:
     the mass of that tail, the Gaussian's density at the knee over the backlog's rate."""
     s = curve.s0 + curve.s1 * b.c_avg
-    var_c = (0.5 + 0.5 * arrival_scv) * (1.0 + it.rho_pf) * x * s * s / (curve.s0 * np.sqrt(n))
+    var_c = ((0.5 + 0.5 * arrival_scv) * route) * (1.0 + it.rho_pf) * x * s * s / curve.s0
     sd = np.sqrt(var_c + 1e-12)
     u = np.minimum(x / curve.mu_max, 0.999)
-    theta = np.maximum(
-        2.0 * (1.0 - u) / (1.0 + u * arrival_scv), 1.0 / np.sqrt(arrival_scv * x * n * dt_s + 1.0)
-    )
+    n_dt = n * (arrival_scv * dt_s)
+    theta = np.maximum(2.0 * (1.0 - u) / (1.0 + u * arrival_scv), (x * n_dt + 1.0) ** -0.5)
     # mu(c) is concave, so a wandering batch sits s1 var / S above the fluid's to keep up
     z = np.maximum(curve.c_max - b.c_avg - curve.s1 * var_c / s, 0.0) / sd
     tail = np.exp(-0.5 * z * z) * (0.3989422804014327 / (sd * theta * n))
-    p_full = np.where(b.queue_end > 0, 0.0, tail / (1.0 + tail))
+    p_full = (b.queue_end <= 0) * (tail / (1.0 + tail))
     return _BatchSpread(sd, p_full, 1.0 / (theta * n * curve.mu_max))
 
 
@@ -418,18 +416,15 @@ def _ttft_q(
     return np.maximum(med[:, None] + _SIGN * np.sqrt(dev2), 0.0)
 
 
+_DP = np.diff(P_GRID)
+
+
 def _share_within(quantiles: np.ndarray, slo_s: float) -> np.ndarray:
-    """(B,) probability that a value is <= slo_s, interpolated where the monotone (B, P)
-    quantiles cross it."""
-    k = (quantiles <= slo_s).sum(axis=1)  # grid points within SLO (monotone, so the first k)
-    k_hi = np.minimum(k, len(P_GRID) - 1)
-    k_lo = np.maximum(k - 1, 0)
-    rows = np.arange(len(k))
-    q_lo = quantiles[rows, k_lo]
-    q_hi = quantiles[rows, k_hi]
-    frac = np.clip((slo_s - q_lo) / np.maximum(q_hi - q_lo, 1e-12), 0.0, 1.0)
-    p = np.where(k == 0, 0.0, P_GRID[k_lo] + (P_GRID[k_hi] - P_GRID[k_lo]) * frac)
-    return np.where(k == len(P_GRID), 1.0, p)
+    """(B,) probability that a value is <= slo_s: the CDF linear between the monotone (B, P)
+    quantiles, i.e. each grid cell's mass times the share of its span below slo_s."""
+    lo = quantiles[:, :-1]
+    span = np.maximum(quantiles[:, 1:] - lo, 1e-12)
+    return np.minimum(np.maximum((slo_s - lo) / span, 0.0), 1.0) @ _DP
 
 
 def _tpot(
@@ -511,10 +506,11 @@ def serve_interval(
     x = b.started * inv_ready / dt_s
     isl_m = _routed_size_moments(prompt_tokens, prompt_cv, arrival_scv / n)
     it = _iterations(x, b, k, prompt_tokens, isl_m)
-    spread = _batch_spread(x, b, it, n, curve, arrival_scv, dt_s)
+    route = 1.0 / np.sqrt(n)
+    spread = _batch_spread(x, b, it, n, route, curve, arrival_scv, dt_s)
     own_var = np.square(curve.own_s * prompt_cv)
     ttft_q = _ttft_q(
-        _service_lognormal(x, it, k, isl_m, curve.own_s, own_var, 1.0 / np.sqrt(n)),
+        _service_lognormal(x, it, k, isl_m, curve.own_s, own_var, route),
         k.overhead_s,
         spread,
         _backlog_wait(queue, queue_end + dropped, inv_drain, timeout_s),
