@@ -374,7 +374,7 @@ def _batch_spread(
     # mu(c) is concave, so a wandering batch sits s1 var / S above the fluid's to keep up
     z = np.maximum(curve.c_max - b.c_avg - curve.s1 * var_c / s, 0.0) / sd
     tail = np.exp(-0.5 * z * z) * (0.3989422804014327 / (sd * theta * n))
-    p_full = (b.queue_end <= 0) * (tail / (1.0 + tail))
+    p_full = (b.queue_end < 0.5) * (tail / (1.0 + tail))  # a real backlog carries the wait
     return _BatchSpread(sd, p_full, 1.0 / (theta * n * curve.mu_max))
 
 
