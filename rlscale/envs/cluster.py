@@ -32,10 +32,14 @@ import numpy as np
 
 from rlscale.contract import FIELD_INDEX, N_FIELDS
 from rlscale.profiles.model import ServiceProfile
-from rlscale.serving.model import LatencyArrays, ServeResult, SimConfig, serve_interval
+from rlscale.serving.model import LatencyArrays, ServeResult, SimConfig, grid_index, serve_interval
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX
+# the p50 / p95 / p99 columns of the metrics rows and of the serving model's quantile grid
+_TTFT_COLS = [_F["ttft_p50_s"], _F["ttft_p95_s"], _F["ttft_p99_s"]]
+_TPOT_COLS = [_F["tpot_p50_s"], _F["tpot_p95_s"], _F["tpot_p99_s"]]
+_PCT_GRID = [grid_index(0.5), grid_index(0.95), grid_index(0.99)]
 _POOL = 8192  # pre-sampled cold-start and wake durations per reset
 
 
@@ -441,15 +445,8 @@ class ClusterSim:
         mtr[:, _F["requests_running"]] = r.running
         mtr[:, _F["kv_cache_usage"]] = r.kv_cache_usage
         mtr[:, _F["gpu_utilization_pct"]] = r.gpu_utilization_pct
-        for name in (
-            "ttft_p50_s",
-            "ttft_p95_s",
-            "ttft_p99_s",
-            "tpot_p50_s",
-            "tpot_p95_s",
-            "tpot_p99_s",
-        ):
-            mtr[:, _F[name]] = getattr(r, name)
+        mtr[:, _TTFT_COLS] = r.ttft_q[:, _PCT_GRID]
+        mtr[:, _TPOT_COLS] = r.tpot_q[:, _PCT_GRID]
         mtr[:, _F["replicas_desired"]] = target
         mtr[:, _F["replicas_ready"]] = self.ready
         mtr[:, _F["replicas_starting"]] = starting

@@ -15,22 +15,27 @@ The TTFT fit's `prefill_ms_per_token` and `prefill_interference` are not used: t
 measured closed-loop and include waiting behind other prefills, which this model adds itself.
 
 Per interval the batch is state: `running` requests per cluster with their mean sizes. The
-interval is cut into sub-steps; in each, the batch completes running / S(c) requests and admits
-from the queue into the free slots plus those completions (at most what the GPU can prefill), so
-a burst fills free slots at once instead of queueing behind the steady-state throughput. The
-batch is priced at its own running size mix, not at this bin's means.
+interval is cut into sub-steps; in each, the batch follows dR/dt = a - R / S (exact for S frozen
+over the sub-step), admitting from the queue into the free slots plus the completions, at most
+what chunked prefill takes in, so a burst fills free slots at once instead of queueing behind the
+steady-state throughput. The batch is priced at its own running size mix, not at this bin's
+means, and slows by the prompt share of what it admits (a burst slows the batch it joins).
 
 TTFT of an admitted request = prefill_base (API server, off the GPU) + the rest of the iteration
 in progress when it arrives (length-biased) + the next iteration, which carries the prompts that
 arrived meanwhile and its own (lognormal in the prompt length). The waiting part and the own
-prompt are summed as one lognormal with their exact mean and variance (Fenton-Wilkinson). When
-the batch's slots are nearly full a request may also wait for one (GI/G/m on slot occupancy,
-Sakasegawa's probability of waiting, exponential conditional wait); when the interval ends with a
-backlog, the backlog's wait (it moves linearly over the interval at the knee drain rate) is added.
+prompt are summed as one lognormal with their exact mean and variance (Fenton-Wilkinson). A
+request may also wait for a batch slot: the batch size wanders around its mean (a diffusion that
+relaxes at mu'(c)), and with the probability that it sits at the knee the request waits for the
+backlog that builds there (exponential). When the interval ends with a backlog, the backlog's
+wait (it moves linearly over the interval at the knee drain rate) carries the waiting instead.
 Parts are combined around their medians (root-sum-square of each part's distance from it).
+Least-outstanding routing over n replicas evens out the per-replica arrival counts (their
+variance / n) and steers arrivals away from a replica busy with a long prefill (the length bias
+and the batch's wandering / sqrt(n)), as the engine's fleet shows.
 
 TPOT of a request is the mean iteration over its decode: mean T, spread by the iterations'
-variance averaged over its osl tokens. SLO attainment of an interval is the share of its arrivals
+variance averaged over its osl tokens and by the batch's wandering. SLO attainment of an interval is the share of its arrivals
 whose TTFT (interpolated on the quantile grid) and TPOT are both within the SLO.
 """
 
@@ -484,7 +489,7 @@ def serve_interval(
     """
     ready = np.asarray(ready, dtype=np.float64)
     has_ready = ready > 0
-    inv_ready = np.where(has_ready, 1.0 / np.where(has_ready, ready, 1.0), 0.0)
+    inv_ready = has_ready / np.maximum(ready, 1e-12)  # 0 where nothing is ready
     n = np.maximum(ready, 1.0)
     k = _Coeffs.of(lat)
     curve = _service_curve(k, prompt_tokens, output_tokens)
@@ -501,7 +506,7 @@ def serve_interval(
     # when nothing drains).
     dropped = np.maximum(b.queue_end - np.maximum(drain_rps, arrivals / dt_s) * timeout_s, 0.0)
     queue_end = b.queue_end - dropped
-    inv_drain = np.where(has_ready, 1.0 / np.maximum(drain_rps, 1e-12), 1e12)
+    inv_drain = np.where(has_ready, inv_ready / curve.mu_max, 1e12)
 
     x = b.started * inv_ready / dt_s
     isl_m = _routed_size_moments(prompt_tokens, prompt_cv, arrival_scv / n)
