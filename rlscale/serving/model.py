@@ -409,15 +409,21 @@ def _ttft_q(
     medians: the sum of the medians plus (above) or minus (below) the root-sum-square of each
     part's distance from its median, floored at 0 (monotone, as every part is)."""
     mu, sig = service
-    svc50 = np.exp(mu)
-    svc_dev = np.exp(mu[:, None] + sig[:, None] * _Z_GRID[None, :]) - svc50[:, None]
-    log_pw = np.log(spread.p_full + 1e-300)
-    slot50 = spread.full_wait_s * np.maximum(log_pw + _LN2, 0.0)
-    slot_dev = spread.full_wait_s[:, None] * np.maximum(log_pw[:, None] + _NEG_LOG_TAIL, 0.0)
-    slot_dev -= slot50[:, None]
+    med = base_s + np.exp(mu)
+    svc_dev = np.exp(mu[:, None] + sig[:, None] * _Z_GRID[None, :]) - (med - base_s)[:, None]
+    dev2 = svc_dev * svc_dev
+    # the slot wait and the backlog only where some cluster has them (at light load none does)
+    if spread.p_full.max(initial=0.0) > 1e-4:  # below: none of the grid's tail reaches it
+        log_pw = np.log(spread.p_full + 1e-300)
+        slot50 = spread.full_wait_s * np.maximum(log_pw + _LN2, 0.0)
+        slot_dev = spread.full_wait_s[:, None] * np.maximum(log_pw[:, None] + _NEG_LOG_TAIL, 0.0)
+        slot_dev -= slot50[:, None]
+        dev2 += slot_dev * slot_dev
+        med += slot50
     w_lo, span = backlog
-    dev2 = svc_dev * svc_dev + slot_dev * slot_dev + np.square(span)[:, None] * _RAMP_DEV2
-    med = base_s + svc50 + slot50 + w_lo + 0.5 * span
+    if w_lo.max(initial=0.0) > 0.0 or span.max(initial=0.0) > 0.0:
+        dev2 += np.square(span)[:, None] * _RAMP_DEV2
+        med += w_lo + 0.5 * span
     return np.maximum(med[:, None] + _SIGN * np.sqrt(dev2), 0.0)
 
 
