@@ -3,7 +3,13 @@
 comparable. Targets (issue #2): single env >= 30,000 steps/s; batched core >= 1,000,000
 env-steps/s at B = 1024 on one core.
 
-    python benchmarks/env_throughput.py [--seconds 3] [--out benchmarks/results/env_throughput.json]
+`--baseline REV` measures the same cases on the `rlscale` package of git revision REV too (an
+export of it in a temporary folder, run in a subprocess), alternating baseline and current
+`--rounds` times and keeping each case's best, so a change's cost reads side by side on the
+same (shared) machine.
+
+    python benchmarks/env_throughput.py [--seconds 3] [--baseline main] [--rounds 2]
+        [--out benchmarks/results/env_throughput.json]
 """
 
 from __future__ import annotations
@@ -12,6 +18,10 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,12 +39,8 @@ def _rate(fn, batch: int, seconds: float) -> float:
     return n * batch / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--out", default="benchmarks/results/env_throughput.json")
-    args = ap.parse_args()
-
+def measure(seconds: float) -> dict[str, float]:
+    """Every case's env-steps/s with the `rlscale` on sys.path."""
     from rlscale.envs.cluster import ClusterSim
     from rlscale.envs.core import EnvConfig
     from rlscale.envs.gym_env import LLMAutoscaleEnv, default_workloads
@@ -54,7 +60,7 @@ def main() -> None:
         if trunc:
             env.reset()
 
-    results["gym_env_steps_per_s"] = _rate(single, 1, args.seconds)
+    results["gym_env_steps_per_s"] = _rate(single, 1, seconds)
 
     # Two target patterns: "churn" draws a new target for every cluster every step (the worst
     # case: every step scales up or down everywhere); "steady" changes 10 % of the clusters'
@@ -76,7 +82,7 @@ def main() -> None:
                 if sim.done.any():
                     sim.reset(mask=sim.done)
 
-            results[f"core_{pattern}_env_steps_per_s_B{b}"] = _rate(core, b, args.seconds)
+            results[f"core_{pattern}_env_steps_per_s_B{b}"] = _rate(core, b, seconds)
 
     venv = LLMAutoscaleVecEnv(profile, workloads, n_envs=1024, config=EnvConfig(), seed=0)
     venv.reset()
@@ -86,9 +92,55 @@ def main() -> None:
         venv.step_async(acts)
         venv.step_wait()
 
-    results["vec_env_steps_per_s_B1024"] = _rate(vec, 1024, args.seconds)
+    results["vec_env_steps_per_s_B1024"] = _rate(vec, 1024, seconds)
+    return results
 
-    out = {
+
+def _export(rev: str, into: Path) -> Path:
+    """`git archive REV rlscale` unpacked under `into`; returns the folder to put on sys.path."""
+    root = Path(__file__).resolve().parents[1]
+    tar = into / "rlscale.tar"
+    with tar.open("wb") as fh:
+        subprocess.run(["git", "archive", rev, "rlscale"], cwd=root, stdout=fh, check=True)
+    with tarfile.open(tar) as tf:
+        tf.extractall(into, filter="data")
+    return into
+
+
+def _measure_in(path: Path | None, seconds: float) -> dict[str, float]:
+    """`measure` in a fresh interpreter with `path` (or this checkout) first on sys.path."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(path or root)}
+    cmd = [sys.executable, __file__, "--child", "--seconds", str(seconds)]
+    out = subprocess.run(cmd, env=env, cwd=path or root, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--out", default="benchmarks/results/env_throughput.json")
+    ap.add_argument("--baseline", default=None, help="git revision to measure side by side")
+    ap.add_argument("--rounds", type=int, default=2, help="alternations with --baseline")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.seconds)))
+        return
+    baseline: dict[str, float] | None = None
+    if args.baseline is None:
+        results = measure(args.seconds)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            base_path = _export(args.baseline, Path(tmp))
+            runs: dict[str, list[dict[str, float]]] = {"baseline": [], "current": []}
+            for _ in range(max(args.rounds, 1)):
+                runs["baseline"].append(_measure_in(base_path, args.seconds))
+                runs["current"].append(_measure_in(None, args.seconds))
+        best = {side: {k: max(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()}
+        results, baseline = best["current"], best["baseline"]
+
+    out: dict = {
         "benchmark": "env_throughput",
         "machine": {
             "python": platform.python_version(),
@@ -104,6 +156,8 @@ def main() -> None:
         },
         "results": results,
     }
+    if baseline is not None:
+        out["baseline"] = {"revision": args.baseline, "rounds": args.rounds, "results": baseline}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for k_, v in results.items():
@@ -111,7 +165,8 @@ def main() -> None:
         mark = (
             "" if target is None else f" (target {target:,}: {'met' if v >= target else 'MISSED'})"
         )
-        print(f"{k_:32s} {v:>14,.0f}{mark}")
+        side = "" if baseline is None else f" {baseline[k_]:>14,.0f} ({v / baseline[k_] - 1:+.0%})"
+        print(f"{k_:32s} {v:>14,.0f}{side}{mark}")
 
 
 if __name__ == "__main__":

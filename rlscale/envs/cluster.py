@@ -32,10 +32,14 @@ import numpy as np
 
 from rlscale.contract import FIELD_INDEX, N_FIELDS
 from rlscale.profiles.model import ServiceProfile
-from rlscale.serving.model import LatencyArrays, ServeResult, SimConfig, serve_interval
+from rlscale.serving.model import LatencyArrays, ServeResult, SimConfig, grid_index, serve_interval
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX
+# the p50 / p95 / p99 columns of the metrics rows and of the serving model's quantile grid
+_TTFT_COLS = [_F["ttft_p50_s"], _F["ttft_p95_s"], _F["ttft_p99_s"]]
+_TPOT_COLS = [_F["tpot_p50_s"], _F["tpot_p95_s"], _F["tpot_p99_s"]]
+_PCT_GRID = [grid_index(0.5), grid_index(0.95), grid_index(0.99)]
 _POOL = 8192  # pre-sampled cold-start and wake durations per reset
 
 
@@ -107,6 +111,7 @@ class ClusterSim:
         self._lengths = np.array([w.n_bins for w in binned])
         self._start_s = np.array([w.start_s for w in binned])
         self._prompt_cv = np.array([w.prompt_tokens_cv for w in binned])
+        self._output_cv = np.array([w.output_tokens_cv for w in binned])
 
         max_cold = sum(s.high_s for s in profile.cold_start) * math.exp(
             3 * self.config.cold_start_jitter
@@ -205,6 +210,9 @@ class ClusterSim:
         self.warm = np.zeros(b)
         self.queue = np.zeros(b)
         self.running = np.zeros(b)
+        # mean sizes of the requests in flight: the batch is priced at its own mix
+        self.running_prompt = np.ones(b)
+        self.running_output = np.ones(b)
         self.starting = _Ring(np.zeros((b, self._h_start)))
         self.warm_loading = _Ring(np.zeros((b, self._h_start)))
         self.waking = _Ring(np.zeros((b, self._h_wake)))
@@ -213,7 +221,8 @@ class ClusterSim:
         self.t = np.zeros(b, dtype=np.int64)
         self.t_end = np.zeros(b, dtype=np.int64)
         self.totals = Totals.zeros(b)
-        self.metrics = np.zeros((b, N_FIELDS))
+        # column-major: each interval writes whole columns (one field for every cluster)
+        self.metrics = np.zeros((b, N_FIELDS), order="F")
         self.metrics[:, _F["interval_s"]] = dt
         self.lat = LatencyArrays.from_profile(self.profile, b)
         self.cold_scale = np.ones(b)
@@ -230,6 +239,9 @@ class ClusterSim:
         self.warm[idx] = 0
         self.queue[idx] = 0
         self.running[idx] = 0
+        t = np.minimum(self.t[idx], self._lengths[self.wid[idx]] - 1)
+        self.running_prompt[idx] = self._prompt[self.wid[idx], t]
+        self.running_output[idx] = self._output[self.wid[idx], t]
 
     def lat_reset(self, idx: np.ndarray) -> None:
         base = LatencyArrays.from_profile(self.profile, len(idx))
@@ -298,22 +310,23 @@ class ClusterSim:
         self._scale_toward(target)
         if target_warm is not None:
             self._resize_warm_pool(np.asarray(target_warm, dtype=np.float64))
+        n_starting, n_waking = self.starting.total(), self.waking.total()
+        n_draining = self.draining.sum(axis=1)
         paid = (
-            self.ready
-            + self.warm
-            + self.draining.sum(axis=1)
-            + self.starting.total()
-            + self.warm_loading.total()
-            + self.waking.total()
+            self.ready + self.warm + n_draining + n_starting + self.warm_loading.total() + n_waking
         )
         head = self.t_head % self.starting.count.shape[1]
         whead = self.t_head % self.waking.count.shape[1]
         # replicas whose start ends inside this interval serve the part of it after they are up
         ready_eff = self.ready + self.starting.partial[:, head] + self.waking.partial[:, whead]
         arrivals, prompt, output, r = self._serve(ready_eff)
+        # what is still starting (or waking) and draining once the pipelines advance
+        still_starting = n_starting - self.starting.count[:, head] + n_waking
+        still_starting -= self.waking.count[:, whead]
+        still_draining = n_draining - self.draining[:, 0]
         self._advance_pipelines(head, whead)
         self._account(arrivals, r, paid, ready_eff)
-        self._write_metrics(target, arrivals, prompt, output, r)
+        self._write_metrics(target, arrivals, prompt, output, r, still_starting, still_draining)
         self.last = r
         self.last_arrivals = arrivals
         self.last_paid = paid
@@ -373,12 +386,17 @@ class ClusterSim:
             cfg.interval_s,
             self.lat,
             prompt_cv=self._prompt_cv[wid],
+            output_cv=self._output_cv[wid],
             arrival_scv=cfg.arrival_scv,
             timeout_s=cfg.timeout_s,
             ttft_slo_s=cfg.ttft_slo_s,
             tpot_slo_s=cfg.tpot_slo_s,
+            running_prompt_tokens=self.running_prompt,
+            running_output_tokens=self.running_output,
         )
         self.queue, self.running = r.queue, r.running
+        assert r.running_prompt_tokens is not None and r.running_output_tokens is not None
+        self.running_prompt, self.running_output = r.running_prompt_tokens, r.running_output_tokens
         return arrivals, prompt, output, r
 
     def _advance_pipelines(self, head: int, whead: int) -> None:
@@ -412,8 +430,11 @@ class ClusterSim:
         prompt: np.ndarray,
         output: np.ndarray,
         r: ServeResult,
+        starting: np.ndarray,
+        draining: np.ndarray,
     ) -> None:
-        """The IntervalMetrics rows the policies see next."""
+        """The IntervalMetrics rows the policies see next (`starting`: starting or waking
+        replicas, `draining`: draining ones, both after the pipelines advanced)."""
         dt = self.config.interval_s
         mtr = self.metrics
         mtr[:, _F["time_s"]] = self._start_s[self.wid] + (self.t + 1) * dt
@@ -424,17 +445,10 @@ class ClusterSim:
         mtr[:, _F["requests_running"]] = r.running
         mtr[:, _F["kv_cache_usage"]] = r.kv_cache_usage
         mtr[:, _F["gpu_utilization_pct"]] = r.gpu_utilization_pct
-        for name in (
-            "ttft_p50_s",
-            "ttft_p95_s",
-            "ttft_p99_s",
-            "tpot_p50_s",
-            "tpot_p95_s",
-            "tpot_p99_s",
-        ):
-            mtr[:, _F[name]] = getattr(r, name)
+        mtr[:, _TTFT_COLS] = r.ttft_q[:, _PCT_GRID]
+        mtr[:, _TPOT_COLS] = r.tpot_q[:, _PCT_GRID]
         mtr[:, _F["replicas_desired"]] = target
         mtr[:, _F["replicas_ready"]] = self.ready
-        mtr[:, _F["replicas_starting"]] = self.starting.total() + self.waking.total()
+        mtr[:, _F["replicas_starting"]] = starting
         mtr[:, _F["replicas_warm"]] = self.warm
-        mtr[:, _F["replicas_draining"]] = self.draining.sum(axis=1)
+        mtr[:, _F["replicas_draining"]] = draining

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from rlscale.contract import FIELD_INDEX as F
 from rlscale.envs.cluster import ClusterSim
+from rlscale.serving.capacity import replica_capacity_rps
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 from tests.conftest import constant_workload, make_profile
@@ -15,7 +16,9 @@ from tests.conftest import constant_workload, make_profile
 
 def test_constant_load_at_three_replicas_capacity_settles_with_a_bounded_queue():
     prof = make_profile(cold_start_s=(0.0, 0.0, 0.0))
-    cap = prof.capacity_rps()
+    # the serving model's knee: `profile.capacity_rps` prices the prompt at the TTFT fit (closed-
+    # loop, queueing included), which the serving model no longer does (issue #11)
+    cap = replica_capacity_rps(prof)
     # exactly 3x what one replica completes at its KV-cache knee
     w = constant_workload(3 * cap, bins=200)
     sim = ClusterSim(prof, [w], batch=1, seed=0)
@@ -35,7 +38,7 @@ def test_constant_load_at_three_replicas_capacity_settles_with_a_bounded_queue()
 
 def test_load_step_with_240s_cold_start_raises_ttft_for_about_240s():
     prof = make_profile(cold_start_s=(240.0, 240.0, 240.0))
-    cap = prof.capacity_rps()
+    cap = replica_capacity_rps(prof, 1000.0, 200.0)  # the serving model's knee (as above)
     bins = 80
     arr = np.full(bins, 1.5 * cap * 15.0)
     arr[20:] = 3.5 * cap * 15.0  # step from 1.5 to 3.5 replicas' worth at t = 300 s
