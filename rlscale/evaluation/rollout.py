@@ -24,11 +24,10 @@ from rlscale.envs.fleet import ClampedFleet
 from rlscale.policies.base import Policy
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import SafetyLimits
-from rlscale.serving.model import P_GRID, SimConfig
+from rlscale.serving.model import P_GRID, SimConfig, pooled_percentiles
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX
-_WEIGHTS = np.diff(P_GRID)  # probability mass between consecutive grid points
 
 # The simulator's row before the first step has only the fleet, the clock and the opening arrival
 # rate; its serving metrics were never observed. They are NaN there (the contract's "unobserved"),
@@ -55,22 +54,6 @@ def pre_start_rows(metrics: np.ndarray) -> np.ndarray:
     rows = np.array(metrics, dtype=np.float64, copy=True)
     rows[:, [_F[f] for f in UNOBSERVED_AT_START]] = np.nan
     return rows
-
-
-def weighted_percentiles(
-    values: np.ndarray, weights: np.ndarray, qs: Sequence[float]
-) -> list[float]:
-    """Percentiles (0..1) of a weighted sample (flattened)."""
-    v = np.ravel(values)
-    w = np.ravel(weights)
-    keep = w > 0
-    if not keep.any():
-        return [float("nan")] * len(qs)
-    v, w = v[keep], w[keep]
-    order = np.argsort(v)
-    v, w = v[order], w[order]
-    cum = np.cumsum(w) / w.sum()
-    return [float(v[min(int(np.searchsorted(cum, q)), len(v) - 1)]) for q in qs]
 
 
 @dataclass
@@ -244,12 +227,10 @@ def run_batch(
     tot = sim.totals
     summaries = []
     for i, run in enumerate(runs):
-        w = served[:, i, None] * _WEIGHTS[None, :]
-        # pool each interval's quantile grid (midpoints of grid cells) weighted by its arrivals
-        tq = 0.5 * (ttft_q[:, i, 1:] + ttft_q[:, i, :-1])
-        pq = 0.5 * (tpot_q[:, i, 1:] + tpot_q[:, i, :-1])
-        t50, t95, t99 = weighted_percentiles(tq, w, (0.5, 0.95, 0.99))
-        p50, p95, p99 = weighted_percentiles(pq, w, (0.5, 0.95, 0.99))
+        # pool the intervals' quantile grids (each linear between its grid points), weighted by
+        # the requests they describe
+        t50, t95, t99 = pooled_percentiles(ttft_q[:, i], served[:, i], (0.5, 0.95, 0.99))
+        p50, p95, p99 = pooled_percentiles(tpot_q[:, i], served[:, i], (0.5, 0.95, 0.99))
         arrived = float(tot.arrived[i])
         summaries.append(
             RunSummary(

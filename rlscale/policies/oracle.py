@@ -46,7 +46,7 @@ from rlscale.contract import DEFAULT_SLO_TARGET, IntervalMetrics
 from rlscale.policies.base import Decision
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import SafetyLimits
-from rlscale.serving.model import LatencyArrays, SimConfig, serve_interval
+from rlscale.serving.model import LatencyArrays, SimConfig, serve_interval, steady_running
 from rlscale.traces.workload import Workload
 
 _CHANGE_COST = 1e-3  # replica-intervals per scaling event: breaks ties toward fewer events
@@ -93,15 +93,20 @@ def attainment_table(
         n = t1 - t0
         arr = np.repeat(workload.arrivals[t0:t1], k)
         ready = np.tile(counts, n)
+        isl = np.repeat(np.maximum(workload.prompt_tokens[t0:t1], 1.0), k)
+        osl = np.repeat(np.maximum(workload.output_tokens[t0:t1], 1.0), k)
+        lat = LatencyArrays.from_profile(profile, n * k)
+        # each interval starts from the batch its load keeps running (an empty batch would be
+        # optimistic now that the model carries the batch between intervals)
         r = serve_interval(
             np.zeros(n * k),
-            np.zeros(n * k),
+            steady_running(ready, arr, isl, osl, config.interval_s, lat),
             ready,
             arr,
-            np.repeat(np.maximum(workload.prompt_tokens[t0:t1], 1.0), k),
-            np.repeat(np.maximum(workload.output_tokens[t0:t1], 1.0), k),
+            isl,
+            osl,
             config.interval_s,
-            LatencyArrays.from_profile(profile, n * k),
+            lat,
             prompt_cv=workload.prompt_tokens_cv,
             arrival_scv=config.arrival_scv,
             timeout_s=config.timeout_s,
