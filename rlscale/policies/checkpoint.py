@@ -349,6 +349,12 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         expected = sums.get(name) if name == MANIFEST_FILE else files[name]
         if expected is None:
             raise InputError(sums_file, f"has no hash for {name}")
+        if digest == expected and name in sums and sums[name] != digest:
+            # the file agrees with the manifest: the list of sums is what changed
+            raise InputError(
+                sums_file,
+                f"sha256 mismatch for {name}: the file matches the manifest, SHA256SUMS was modified",
+            )
         if digest != expected or (name in sums and sums[name] != digest):
             raise InputError(
                 f,

@@ -210,3 +210,17 @@ def test_knob_is_refused_on_a_checkpoint_trained_without_it(tmp_path: Path) -> N
     assert load_policy(root).slo_weight is None
     with pytest.raises(InputError, match="without the cost/SLO knob"):
         load_policy(root, slo_weight=5.0)
+
+
+def test_an_edited_sums_file_is_blamed_not_the_weights(tmp_path: Path) -> None:
+    """Issue 12: an edited SHA256SUMS used to be reported as a modified policy.safetensors."""
+    root = write_random(tmp_path / "ck")
+    sums = root / "SHA256SUMS"
+    lines = sums.read_text().splitlines()
+    edited = [
+        ("0" * 64 + line[64:]) if line.endswith("policy.safetensors") else line for line in lines
+    ]
+    sums.write_text("\n".join(edited) + "\n")
+    with pytest.raises(InputError, match="SHA256SUMS was modified") as e:
+        load_policy(root)
+    assert e.value.where.endswith("SHA256SUMS")
