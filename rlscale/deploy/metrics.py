@@ -52,6 +52,13 @@ def parse_response(
         doc = json.loads(body)
     except ValueError:
         doc = None
+    if status == 404:
+        # not a query problem: every field would read "missing"; say what is wrong once
+        raise TemporaryError(
+            "Prometheus answered 404 for /api/v1/query: prometheus.url must be the server's root "
+            "(e.g. http://prometheus-operated.monitoring:9090, with any route prefix it serves under)",
+            status=status,
+        )
     if status == 429 or status >= 500:
         retry_after = (headers or {}).get("Retry-After")
         delay = float(retry_after) if retry_after and retry_after.isdigit() else None

@@ -261,3 +261,14 @@ def test_parse_response_classifies_errors() -> None:
 def test_an_unavailable_reading_names_every_field() -> None:
     r = MetricsReading.unavailable(T0, "boom", ("arrival_rps",))
     assert not r.trusted and r.why == "boom" and all(math.isnan(v) for v in r.values.values())
+
+
+def test_a_wrong_prometheus_url_is_one_reason_not_every_field_missing() -> None:
+    """Issue 12: a URL answering 404 (a path behind a gateway, a missing route prefix) used to
+    show as every metric missing; it is one unavailable reading naming the setting."""
+    for body in (
+        b"404 page not found",
+        json.dumps({"status": "error", "error": "not found"}).encode(),
+    ):
+        with pytest.raises(TemporaryError, match="prometheus.url must be the server's root"):
+            parse_response(404, body)
