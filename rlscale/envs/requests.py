@@ -126,27 +126,12 @@ class RequestTrace:
 def load_azure_requests(path: str | Path, name: str | None = None) -> RequestTrace:
     """The requests of an Azure LLM 2023 CSV (`TIMESTAMP`, `ContextTokens`, `GeneratedTokens`);
     the loaders' `Workload` keeps only per-bin means, this keeps every request."""
-    import pandas as pd
-
-    from rlscale.traces.loaders import _AZURE_COLUMNS, _read_csv, check_sorted, numeric_column
+    from rlscale.traces.loaders import read_azure_requests
 
     p = Path(path)
     if not p.exists():
         raise InputError(str(p), "file not found")
-    df = _read_csv(p, _AZURE_COLUMNS, dtype={"TIMESTAMP": str})
-    ts = pd.to_datetime(df["TIMESTAMP"], format="ISO8601", utc=True, errors="coerce")
-    if ts.isna().any():
-        i = int(np.flatnonzero(ts.isna().to_numpy())[0])
-        raise InputError(
-            str(p),
-            "expected a time like '2023-11-16 18:17:03.3120000'",
-            row=i + 1,
-            field="TIMESTAMP",
-        )
-    t = ts.astype("int64").to_numpy() / 1e9
-    check_sorted(t, "TIMESTAMP", p)
-    prompt = numeric_column(df, "ContextTokens", p)
-    output = numeric_column(df, "GeneratedTokens", p)
+    t, prompt, output = read_azure_requests(p)
     return RequestTrace(
         name=name or p.stem,
         arrival_s=t - t[0],

@@ -386,7 +386,9 @@ def _cv(x: np.ndarray) -> float:
     return float(np.std(x) / m) if m > 0 else 0.0
 
 
-def _load_azure(p: Path, interval_s: float, name: str) -> Workload:
+def read_azure_requests(p: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every request of an Azure LLM 2023 CSV: (arrival time in Unix seconds, prompt tokens,
+    output tokens), checked row by row. The request-level engine replays these as they are."""
     import pandas as pd
 
     df = _read_csv(p, _AZURE_COLUMNS, dtype={"TIMESTAMP": str})
@@ -405,8 +407,11 @@ def _load_azure(p: Path, interval_s: float, name: str) -> Workload:
         )
     t = ts.astype("int64").to_numpy() / 1e9
     check_sorted(t, "TIMESTAMP", p)
-    prompt = numeric_column(df, "ContextTokens", p)
-    output = numeric_column(df, "GeneratedTokens", p)
+    return t, numeric_column(df, "ContextTokens", p), numeric_column(df, "GeneratedTokens", p)
+
+
+def _load_azure(p: Path, interval_s: float, name: str) -> Workload:
+    t, prompt, output = read_azure_requests(p)
     return bin_requests(
         t, prompt, output, interval_s=interval_s, name=name, source=str(p), meta={"format": "azure"}
     )
