@@ -27,11 +27,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from rlscale.contract import FIELD_INDEX, N_FIELDS
+from rlscale.envs import cluster_kernel as kern
 from rlscale.profiles.model import ServiceProfile
+from rlscale.serving import serve_kernel
 from rlscale.serving.model import LatencyArrays, ServeResult, SimConfig, grid_index, serve_interval
 from rlscale.traces.workload import Workload
 
@@ -41,6 +44,9 @@ _TTFT_COLS = [_F["ttft_p50_s"], _F["ttft_p95_s"], _F["ttft_p99_s"]]
 _TPOT_COLS = [_F["tpot_p50_s"], _F["tpot_p95_s"], _F["tpot_p99_s"]]
 _PCT_GRID = [grid_index(0.5), grid_index(0.95), grid_index(0.99)]
 _POOL = 8192  # pre-sampled cold-start and wake durations per reset
+_NO_DRAWS = np.zeros(0, dtype=np.int64)
+_NO_WARM = np.zeros(0)
+Engine = Literal["numba", "numpy"]
 
 
 @dataclass
@@ -61,16 +67,23 @@ class Totals:
     def zeros(cls, batch: int) -> Totals:
         return cls(**{k: np.zeros(batch) for k in cls.__dataclass_fields__})
 
+    @classmethod
+    def packed(cls, batch: int) -> tuple[Totals, np.ndarray]:
+        """Totals whose fields are the rows of one (9, B) matrix (the kernel's `tot`)."""
+        mat = np.zeros((len(cls.__dataclass_fields__), batch))
+        return cls(*mat), mat
+
 
 @dataclass
 class _Ring:
     """Counts of replicas per future interval, plus the part of their arrival interval they serve."""
 
     count: np.ndarray  # (B, H)
-    partial: np.ndarray = field(init=False)
+    partial: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
-        self.partial = np.zeros_like(self.count)
+        if self.partial.shape != self.count.shape:
+            self.partial = np.zeros_like(self.count)
 
     def total(self) -> np.ndarray:
         return self.count.sum(axis=1)
@@ -82,6 +95,10 @@ class ClusterSim:
     `workloads` are re-binned to `config.interval_s`. `reset` picks, per cluster, a workload and
     a window of it; `step` advances every cluster one interval. Clusters whose window has ended
     keep `done[b] = True` and should be reset (the vectorised env does it automatically).
+
+    `engine="numba"` (the default) steps through `envs.cluster_kernel`, a scalar transcription
+    of the numpy methods below; `engine="numpy"` steps through those methods, the reference the
+    kernel is held to (tests/envs/test_cluster_kernel.py). Both draw the same random numbers.
     """
 
     def __init__(
@@ -91,9 +108,13 @@ class ClusterSim:
         batch: int = 1,
         config: SimConfig | None = None,
         seed: int | None = None,
+        engine: Engine = "numba",
     ) -> None:
         if not workloads:
             raise ValueError("ClusterSim needs at least one workload")
+        if engine not in ("numba", "numpy"):
+            raise ValueError(f"engine = {engine!r}, must be 'numba' or 'numpy'")
+        self.engine = engine
         self.profile = profile
         self.config = config or SimConfig()
         self.batch = batch
@@ -101,17 +122,24 @@ class ClusterSim:
         binned = [w.rebin(dt) for w in workloads]
         self.workloads = binned
         t_max = max(w.n_bins for w in binned)
-        self._arrivals = np.zeros((len(binned), t_max))
-        self._prompt = np.ones((len(binned), t_max))
-        self._output = np.ones((len(binned), t_max))
+        # arrivals, prompt and output tokens per bin as one (3, W, T) table for the kernel
+        self._tables = np.ones((3, len(binned), t_max))
+        self._arrivals, self._prompt, self._output = self._tables
+        self._arrivals[:] = 0.0
         for i, w in enumerate(binned):
             self._arrivals[i, : w.n_bins] = w.arrivals
             self._prompt[i, : w.n_bins] = np.maximum(w.prompt_tokens, 1.0)
             self._output[i, : w.n_bins] = np.maximum(w.output_tokens, 1.0)
-        self._lengths = np.array([w.n_bins for w in binned])
-        self._start_s = np.array([w.start_s for w in binned])
-        self._prompt_cv = np.array([w.prompt_tokens_cv for w in binned])
-        self._output_cv = np.array([w.output_tokens_cv for w in binned])
+        self._lengths = np.array([w.n_bins for w in binned], dtype=np.int64)
+        self._per_workload = np.array(
+            [
+                [w.start_s for w in binned],
+                [w.prompt_tokens_cv for w in binned],
+                [w.output_tokens_cv for w in binned],
+            ],
+            dtype=np.float64,
+        )
+        self._start_s, self._prompt_cv, self._output_cv = self._per_workload
 
         max_cold = sum(s.high_s for s in profile.cold_start) * math.exp(
             3 * self.config.cold_start_jitter
@@ -137,6 +165,20 @@ class ClusterSim:
         self._drain_bins = max(1, int(math.ceil(svc_s / dt)))
         self._usd_per_replica_interval = profile.replica_usd_per_hour * dt / 3600.0
         self._gpus = profile.gpus_per_replica
+        cfg = self.config
+        self._params = np.array(
+            [
+                dt,
+                cfg.arrival_scv,
+                cfg.timeout_s,
+                cfg.ttft_slo_s,
+                cfg.tpot_slo_s,
+                self._usd_per_replica_interval,
+                float(self._gpus),
+            ]
+        )
+        self._last: ServeResult | None = None
+        self._last_buffers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.rng = np.random.default_rng(seed)
         self.reset(seed=seed)
 
@@ -206,26 +248,34 @@ class ClusterSim:
         """Fresh state for every cluster, and fresh cold-start and wake pools from self.rng."""
         b, dt = self.batch, self.config.interval_s
         self.t_head = 0
-        self.ready = np.zeros(b)
-        self.warm = np.zeros(b)
-        self.queue = np.zeros(b)
-        self.running = np.zeros(b)
+        # Per-cluster state lives in a few packed arrays (what the kernel takes); the attributes
+        # are views of their rows, written in place by both engines.
+        self._rows = np.zeros((kern.N_ROWS, b))
+        self.ready = self._rows[kern.READY]
+        self.warm = self._rows[kern.WARM]
+        self.queue = self._rows[kern.QUEUE]
+        self.running = self._rows[kern.RUNNING]
         # mean sizes of the requests in flight: the batch is priced at its own mix
-        self.running_prompt = np.ones(b)
-        self.running_output = np.ones(b)
-        self.starting = _Ring(np.zeros((b, self._h_start)))
-        self.warm_loading = _Ring(np.zeros((b, self._h_start)))
-        self.waking = _Ring(np.zeros((b, self._h_wake)))
+        self.running_prompt = self._rows[kern.RUN_PROMPT]
+        self.running_output = self._rows[kern.RUN_OUTPUT]
+        self.cold_scale = self._rows[kern.COLD_SCALE]
+        self.running_prompt[:] = self.running_output[:] = self.cold_scale[:] = 1.0
+        self._rings = np.zeros((4, b, self._h_start))
+        self._wake = np.zeros((2, b, self._h_wake))
+        self.starting = _Ring(self._rings[0], self._rings[1])
+        self.warm_loading = _Ring(self._rings[2], self._rings[3])
+        self.waking = _Ring(self._wake[0], self._wake[1])
         self.draining = np.zeros((b, self._drain_bins + 1))
-        self.wid = np.zeros(b, dtype=np.int64)
-        self.t = np.zeros(b, dtype=np.int64)
-        self.t_end = np.zeros(b, dtype=np.int64)
-        self.totals = Totals.zeros(b)
+        self._ints = np.zeros((3, b), dtype=np.int64)
+        self.wid, self.t, self.t_end = self._ints
+        self.totals, self._tot = Totals.packed(b)
         # column-major: each interval writes whole columns (one field for every cluster)
         self.metrics = np.zeros((b, N_FIELDS), order="F")
         self.metrics[:, _F["interval_s"]] = dt
-        self.lat = LatencyArrays.from_profile(self.profile, b)
-        self.cold_scale = np.ones(b)
+        base = LatencyArrays.from_profile(self.profile, b)
+        self._lat = np.stack([getattr(base, f) for f in serve_kernel.LAT_FIELDS])
+        self.lat = LatencyArrays(*self._lat)
+        self._counts = np.zeros((3, b))
         self.done = np.zeros(b, dtype=bool)
         self._cold_pool = self.profile.sample_cold_start_s(self.rng, _POOL)
         self._wake_pool = self.profile.sample_wake_s(self.rng, _POOL)
@@ -302,10 +352,25 @@ class ClusterSim:
         removed[rows] = take.sum(axis=1)
         return removed
 
+    @property
+    def last(self) -> ServeResult:
+        """The last interval's serving result (per cluster)."""
+        if self._last is None and self._last_buffers is not None:
+            self._last = serve_kernel.result_of(*self._last_buffers)
+        if self._last is None:
+            raise AttributeError("ClusterSim.last: no interval has been served yet")
+        return self._last
+
+    @last.setter
+    def last(self, value: ServeResult) -> None:
+        self._last = value
+
     def step(
         self, target_replicas: np.ndarray, target_warm: np.ndarray | None = None
     ) -> np.ndarray:
         """Advance one interval toward the (already clamped) targets; returns the metrics rows."""
+        if self.engine == "numba":
+            return self._step_kernel(target_replicas, target_warm)
         target = np.asarray(target_replicas, dtype=np.float64)
         self._scale_toward(target)
         if target_warm is not None:
@@ -331,7 +396,42 @@ class ClusterSim:
         self.last_arrivals = arrivals
         self.last_paid = paid
         self.t += 1
-        self.done = self.t >= self.t_end
+        self.done[:] = self.t >= self.t_end
+        return self.metrics
+
+    def _step_kernel(
+        self, target_replicas: np.ndarray, target_warm: np.ndarray | None
+    ) -> np.ndarray:
+        """`step` through `envs.cluster_kernel`: plan, the draws (as `_admit` makes them), advance."""
+        b = self.batch
+        target = np.ascontiguousarray(target_replicas, dtype=np.float64).reshape(b)
+        use_warm = target_warm is not None
+        warm = (
+            np.ascontiguousarray(target_warm, dtype=np.float64).reshape(b) if use_warm else _NO_WARM
+        )
+        counts = self._counts
+        n_wake, n_cold, n_grow = kern.plan(
+            target, warm, use_warm, self._rows, self._rings, self._wake, self.draining,
+            self._tot, self.t_head, counts,
+        )  # fmt: skip
+        rng = self.rng
+        draws_wake = rng.integers(0, _POOL, n_wake) if n_wake else _NO_DRAWS
+        draws_cold = rng.integers(0, _POOL, n_cold) if n_cold else _NO_DRAWS
+        draws_grow = rng.integers(0, _POOL, n_grow) if n_grow else _NO_DRAWS
+        out = np.empty((serve_kernel.N_OUT, b))
+        ttft_q = np.empty((b, serve_kernel.N_P))
+        tpot_q = np.empty((b, serve_kernel.N_P))
+        step_out = np.empty((3, b))
+        kern.advance(
+            target, counts, draws_wake, draws_cold, draws_grow, self._wake_pool, self._cold_pool,
+            self._rows, self._rings, self._wake, self.draining, self._tot, self._lat,
+            self.metrics, self._ints, self.done, self._tables, self._per_workload, self._lengths,
+            self._params, self.t_head, out, ttft_q, tpot_q, step_out,
+        )  # fmt: skip
+        self.t_head += 1
+        self._last, self._last_buffers = None, (out, ttft_q, tpot_q)
+        self.last_arrivals = step_out[kern.S_ARRIVALS]
+        self.last_paid = step_out[kern.S_PAID]
         return self.metrics
 
     def _scale_toward(self, target: np.ndarray) -> None:
@@ -394,9 +494,13 @@ class ClusterSim:
             running_prompt_tokens=self.running_prompt,
             running_output_tokens=self.running_output,
         )
-        self.queue, self.running = r.queue, r.running
         assert r.running_prompt_tokens is not None and r.running_output_tokens is not None
-        self.running_prompt, self.running_output = r.running_prompt_tokens, r.running_output_tokens
+        # in place: the attributes are views of the packed state
+        self.queue[:], self.running[:] = r.queue, r.running
+        self.running_prompt[:], self.running_output[:] = (
+            r.running_prompt_tokens,
+            r.running_output_tokens,
+        )
         return arrivals, prompt, output, r
 
     def _advance_pipelines(self, head: int, whead: int) -> None:
