@@ -1,0 +1,52 @@
+"""`serve_kernel.serve_interval_fast` held to `serving.model.serve_interval` on random
+intervals across the whole range: empty and idle fleets, nothing ready, backlogs past the
+timeout, overload, jittered latency coefficients, carried size mixes. They differ only in the
+last ulps (numpy's SIMD exp/log vs libm, scipy's ndtr vs erf/erfc, the SLO-share sum order)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlscale.profiles.model import load_profile
+from rlscale.serving.model import LatencyArrays, serve_interval
+from rlscale.serving.serve_kernel import serve_interval_fast
+
+
+def test_kernel_serves_every_interval_as_the_numpy_reference_to_1e_12():
+    rng = np.random.default_rng(0)
+    b = 5000
+    lat = LatencyArrays.from_profile(load_profile("llama-3.1-8b-h100"), b)
+    lat.jitter(rng, 0.3)
+    queue = rng.exponential(2000.0, b) * (rng.random(b) < 0.5)
+    ready = rng.integers(0, 12, b).astype(float)
+    args = (
+        queue, rng.uniform(0, 400, b), ready, rng.exponential(3000.0, b) * (rng.random(b) < 0.9),
+        rng.uniform(20, 6000, b), rng.uniform(5, 1500, b), 15.0, lat,
+    )  # fmt: skip
+    kw = dict(
+        prompt_cv=rng.uniform(0, 2, b), output_cv=rng.uniform(0, 2, b), arrival_scv=2.5,
+        timeout_s=45.0, running_prompt_tokens=rng.uniform(20, 6000, b),
+        running_output_tokens=rng.uniform(5, 1500, b),
+    )  # fmt: skip
+    ref = serve_interval(*args, **kw)
+    fast = serve_interval_fast(*args, **kw)
+    assert (ref.dropped > 0).sum() > 20 and (ready == 0).sum() > 100
+    for name in ref.__dataclass_fields__:
+        a, f = getattr(ref, name), getattr(fast, name)
+        assert a.shape == f.shape, name
+        rel = np.abs(a - f) / np.maximum(np.abs(a), 1e-6)
+        assert rel.max() < 1e-12, (name, rel.max())
+    # most numbers are bit-identical
+    assert np.mean(ref.ttft_q == fast.ttft_q) > 0.9
+
+
+def test_kernel_defaults_match_the_reference_without_a_carried_mix():
+    lat = LatencyArrays.from_profile(load_profile("llama-3.1-8b-h100"), 3)
+    args = (
+        np.array([0.0, 50.0, 0.0]), np.zeros(3), np.array([4.0, 2.0, 0.0]),
+        np.array([600.0, 900.0, 30.0]), np.full(3, 1000.0), np.full(3, 200.0), 15.0, lat,
+    )  # fmt: skip
+    ref, fast = serve_interval(*args), serve_interval_fast(*args)
+    np.testing.assert_allclose(fast.ttft_q, ref.ttft_q, rtol=1e-13)
+    np.testing.assert_allclose(fast.slo_ok, ref.slo_ok, rtol=1e-13)
+    np.testing.assert_array_equal(fast.dropped, ref.dropped)
