@@ -193,3 +193,57 @@ def test_legacy_behavior_keeps_the_max_over_the_window_including_its_edge():
     st_ = ClampState.empty(1, lim, 15)
     clamp(10, 10, 0, lim, st_)
     assert clamp(7, 5, 15, lim, st_).replicas == 10
+
+
+def _random_limits(rng: np.random.Generator) -> SafetyLimits:
+    def rules() -> ScalingRules:
+        pols = tuple(
+            ScalingPolicy(
+                type=str(rng.choice(["Pods", "Percent"])),
+                value=float(rng.integers(1, 200)),
+                period_s=float(rng.choice([15, 30, 60, 120])),
+            )
+            for _ in range(rng.integers(0, 3))
+        )
+        return ScalingRules(
+            stabilization_window_s=float(rng.choice([0, 15, 45, 300])),
+            policies=pols,
+            select_policy=str(rng.choice(["Max", "Min", "Disabled"])),
+        )
+
+    lo = int(rng.integers(0, 4))
+    return SafetyLimits(
+        min_replicas=lo,
+        max_replicas=lo + int(rng.integers(1, 30)),
+        tolerance=float(rng.choice([0.0, 0.1])),
+        scale_up=rules(),
+        scale_down=rules(),
+        gpus_per_replica=int(rng.integers(1, 3)),
+        max_gpus=None if rng.random() < 0.5 else int(rng.integers(2 * max(lo, 1) + 4, 60)),
+    )
+
+
+def test_the_kernel_clamps_exactly_as_the_numpy_reference_over_random_limits_and_histories():
+    from rlscale.safety import clamp_batch_reference
+
+    rng = np.random.default_rng(0)
+    b = 6
+    for _ in range(60):
+        limits = _random_limits(rng)
+        init = bool(rng.random() < 0.5)
+        states = [ClampState.empty(b, limits, 15.0, initial_recommendation=init) for _ in "ab"]
+        current = rng.integers(0, 20, b).astype(float)
+        for t in range(40):
+            proposed = rng.integers(0, 40, b).astype(float)
+            warm = rng.integers(0, 4, b).astype(float)
+            now = 15.0 * t
+            ref = clamp_batch_reference(proposed, current, now, limits, states[0], warm=warm)
+            fast = clamp_batch(proposed, current, now, limits, states[1], warm=warm)
+            assert np.array_equal(ref[0], fast[0]) and np.array_equal(ref[1], fast[1])
+            for name in ("times_s", "proposals", "added", "removed", "initial", "initial_time_s"):
+                np.testing.assert_array_equal(getattr(states[0], name), getattr(states[1], name))
+            current = ref[0].astype(float)
+            if t % 13 == 12:  # a reset cluster: NaN history, re-armed initial recommendation
+                mask = rng.random(b) < 0.5
+                for s in states:
+                    s.reset(mask)

@@ -31,11 +31,11 @@ from rlscale.serving.serve_kernel import (
     OUT_RUNNING,
     OUT_SLO_OK,
     OUT_STARTED,
+    Q50,
+    Q95,
+    Q99,
     serve_row,
 )
-from rlscale.serving.serve_kernel import _P50 as Q50
-from rlscale.serving.serve_kernel import _P95 as Q95
-from rlscale.serving.serve_kernel import _P99 as Q99
 
 # rows of `rows`
 READY, WARM, QUEUE, RUNNING, RUN_PROMPT, RUN_OUTPUT, COLD_SCALE = 0, 1, 2, 3, 4, 5, 6

@@ -54,7 +54,7 @@ LAT_FIELDS: tuple[str, ...] = (
     "max_batch",
 )
 N_P = len(P_GRID)
-_P50, _P95, _P99 = grid_index(0.5), grid_index(0.95), grid_index(0.99)
+Q50, Q95, Q99 = grid_index(0.5), grid_index(0.95), grid_index(0.99)  # P_GRID columns
 # numba freezes module-level arrays into the compiled code as constants
 _ZG = np.ascontiguousarray(_Z_GRID, dtype=np.float64)
 _SG = np.ascontiguousarray(_SIGN[0], dtype=np.float64)
@@ -215,9 +215,7 @@ def serve_row(
     l2 = it_mean * it_mean + (3.0 * it_var + it_m3 * inv_mean) * route
     kk = 0.5 + rho
     w_mean = t_dec + kk * l1 + own_s
-    w_var = (
-        l2 / 12.0 + (pf_s * pf_s) * x * l1 * isl_m2 + kk * kk * (l2 - l1 * l1) + own_var
-    )
+    w_var = l2 / 12.0 + (pf_s * pf_s) * x * l1 * isl_m2 + kk * kk * (l2 - l1 * l1) + own_var
     sig2 = math.log1p(max(w_var, 0.0) / (w_mean * w_mean))
     mu = math.log(w_mean) - 0.5 * sig2
     sig = math.sqrt(sig2)
@@ -327,12 +325,12 @@ def result_of(out: np.ndarray, ttft_q: np.ndarray, tpot_q: np.ndarray) -> ServeR
         concurrency=out[OUT_CONCURRENCY],
         kv_cache_usage=out[OUT_KV],
         gpu_utilization_pct=out[OUT_GPU],
-        ttft_p50_s=ttft_q[:, _P50],
-        ttft_p95_s=ttft_q[:, _P95],
-        ttft_p99_s=ttft_q[:, _P99],
-        tpot_p50_s=tpot_q[:, _P50],
-        tpot_p95_s=tpot_q[:, _P95],
-        tpot_p99_s=tpot_q[:, _P99],
+        ttft_p50_s=ttft_q[:, Q50],
+        ttft_p95_s=ttft_q[:, Q95],
+        ttft_p99_s=ttft_q[:, Q99],
+        tpot_p50_s=tpot_q[:, Q50],
+        tpot_p95_s=tpot_q[:, Q95],
+        tpot_p99_s=tpot_q[:, Q99],
         slo_ok=out[OUT_SLO_OK],
         capacity_rps=out[OUT_CAPACITY],
         ttft_q=ttft_q,

@@ -21,7 +21,9 @@ EXACT = ("arrived", "cost_usd", "gpu_hours", "cold_starts", "scale_events", "rep
 def _pair(cfg: SimConfig, batch: int, workloads=None) -> list[ClusterSim]:
     prof = load_profile("llama-3.1-8b-h100")
     wl = workloads or default_workloads(prof)
-    return [ClusterSim(prof, wl, batch=batch, seed=7, config=cfg, engine=e) for e in ("numpy", "numba")]
+    return [
+        ClusterSim(prof, wl, batch=batch, seed=7, config=cfg, engine=e) for e in ("numpy", "numba")
+    ]
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
