@@ -214,7 +214,9 @@ def main() -> None:
     for k_, v in results.items():
         target = out["targets"].get(k_)
         mark = (
-            "" if target is None else f" (target {target:,}: {'met' if v >= target else 'MISSED'})"
+            ""
+            if target is None
+            else f" (target {target:,.0f}: {'met' if v >= target else 'MISSED'})"
         )
         side = (
             ""
