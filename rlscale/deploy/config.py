@@ -30,6 +30,7 @@ from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.deploy import promql
 from rlscale.errors import InputError
 from rlscale.safety import SafetyLimits
+from rlscale.serving.shield import ShieldConfig
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
@@ -230,6 +231,10 @@ class TargetConfig(_Strict):
     starting_guard_s: float | None = Field(default=900.0, ge=0)
     # Serve a checkpoint trained with a warm pool without one (warm pools are simulator-only).
     ignore_warm_pool: bool = False
+    # The run-time shield (`rlscale.serving.shield`): null = on with its defaults for a
+    # checkpoint, off for a rule (an HPA stays the real HPA); false = off; true = on with its
+    # defaults; a mapping = on with these `ShieldConfig` fields (e.g. {floor_utilisation: 0.8}).
+    shield: bool | ShieldConfig | None = None
 
     @field_validator("namespace")
     @classmethod
@@ -258,6 +263,21 @@ class TargetConfig(_Strict):
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.deployment}"
+
+    @property
+    def learned_policy(self) -> bool:
+        """The primary is a trained checkpoint (either spelling), not a rule."""
+        p = self.policy
+        spec = (p.spec or "").strip().lower()
+        return p.checkpoint is not None or spec.startswith("ppo:")
+
+    def shield_config(self) -> ShieldConfig | None:
+        """The shield this target runs under (None: unshielded); `shield` above."""
+        if isinstance(self.shield, ShieldConfig):
+            return self.shield
+        if self.shield is None:
+            return ShieldConfig() if self.learned_policy else None
+        return ShieldConfig() if self.shield else None
 
 
 class PrometheusConfig(_Strict):

@@ -36,6 +36,7 @@ from rlscale.deploy.decide import (
     DecisionRecord,
     TargetMemory,
     decide,
+    make_shield,
 )
 from rlscale.deploy.exporter import OPERATOR_HOLDS, ControllerMetrics
 from rlscale.deploy.kube import ApplyResult, EventRecorder, Kube, KubeApi
@@ -106,7 +107,8 @@ def make_target(
         required=target.metrics.required_fields,
         fallback_required=target.metrics.fallback_required,
     )
-    memory = TargetMemory(pol.limits, config.tick_s, window_len=pol.window)
+    shield = make_shield(target.shield_config(), pol.profile, pol.slo)
+    memory = TargetMemory(pol.limits, config.tick_s, window_len=pol.window, shield=shield)
     return RuntimeTarget(target, pol, prepare(target), memory, options, dry)
 
 

@@ -12,6 +12,11 @@
               required fields missing: the fallback policy if its own fields are there,
               else Hold(MetricsMissing)
     policy    primary.decide(window)          raises -> fallback (PolicyError), else Hold
+    shield    the run-time shield (`rlscale.serving.shield`, the code the simulator trains and
+              evaluates under), when the target has one: ShieldFloor (a scale-up raised to the
+              token-aware rule's count), ShieldQueue (no scale-down into a queue),
+              ShieldConsolidation (the survivors could not carry the load), ShieldHandover (the
+              rule decides after K breached intervals while the policy held or shrank)
     missing   fallback on partial data may scale up, never down (NoScaleDownOnMissingData)
     guard     no scale-up to a count the pods still starting already cover
               (WaitingForStartingReplicas: proposal <= ready + starting), unless the oldest has
@@ -52,12 +57,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rlscale.contract import IntervalMetrics
+from rlscale.deploy.config import SLOConfig
 from rlscale.deploy.kube import ReplicaState
 from rlscale.deploy.metrics import MetricsReading, PodCoverage
 from rlscale.deploy.promql import QUERY_FIELDS
 from rlscale.policies.base import Decision, Policy
+from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import Clamped, ClampState, SafetyLimits, clamp
+from rlscale.serving.shield import FIRING_REASONS, NONE, Shield, ShieldConfig
 
 SCALE, NO_CHANGE, HOLD = "Scale", "NoChange", "Hold"
 
@@ -78,6 +88,8 @@ METRICS_HOLDS: tuple[str, ...] = (
     "MetricsFrozen",
 )
 START, LEADER_CHANGE = "controller start", "leader change"
+# The shield's firings (a step reason each; the Scale's or NoChange's reason when it set the count).
+SHIELD_REASONS: tuple[str, ...] = FIRING_REASONS[1:]
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class TargetMemory:
     # Since when the data has been fresh without a break (None: not since `unsettled_by`).
     fresh_since_s: float | None = None
     unsettled_by: str = START
+    shield: Shield | None = None  # the target's run-time shield (batch of 1), or None
 
     def __post_init__(self) -> None:
         self.clamp_state = ClampState.empty(1, self.limits, self.interval_s)
@@ -171,6 +184,8 @@ class DecisionRecord:
     replicas: ReplicaState | None = None
     policy_latency_s: float | None = None
     warm_proposed: int | None = None
+    shield: str | None = None  # the shield's firing (a SHIELD_REASONS entry), None if it let it be
+    shield_handover: bool = False  # the shield's rule is deciding
 
     def explain(self) -> str:
         return "; ".join(
@@ -422,6 +437,38 @@ def _guard(
     return want
 
 
+def make_shield(
+    config: ShieldConfig | None, profile: ServiceProfile, slo: SLOConfig | None
+) -> Shield | None:
+    """One target's shield (None: unshielded), for `TargetMemory.shield`, held to the target's
+    SLO (the default SLO when it has none)."""
+    if config is None:
+        return None
+    slo = slo or SLOConfig()
+    return Shield(config, profile, 1, ttft_slo_s=slo.ttft_s, tpot_slo_s=slo.tpot_s)
+
+
+def _shield(tick: _Tick, proposed: int, current: int, trusted: _Trusted) -> int:
+    """The shield's bound on the proposal, on the interval just trusted (the proposal as it is
+    when the target has no shield)."""
+    shield = tick.memory.shield
+    if shield is None:
+        return proposed
+    r = shield.apply(
+        np.array([float(proposed)]), np.array([float(current)]), trusted.interval.to_array()[None]
+    )
+    want = int(math.ceil(float(r.target[0]) - 1e-9))
+    code = int(r.fired[0])
+    if code != NONE:
+        tick.step(
+            "shield",
+            FIRING_REASONS[code],
+            f"{proposed} -> {want} (floor {r.floor[0]:.0f}, {r.capacity_rps[0]:.2f} req/s per "
+            f"replica at the observed mix{', hand-over' if r.handover[0] else ''})",
+        )
+    return want
+
+
 def _partial_window(coverage: PodCoverage, ready: int) -> str:
     """Why the rate fields cover less than every serving pod over the whole window ("" if they
     do, or if the checks are not configured)."""
@@ -478,6 +525,9 @@ def _gate(
     """NoChange, Hold(Paused), Hold(ManualOverride) or Scale; only Scale keeps the clamp's change."""
     memory, now_s, current, desired = tick.memory, tick.now_s, replicas.desired, clamped.replicas
     decided_by = "PolicyProposal" if proposal.source == "primary" else "FallbackProposal"
+    fired = [s.reason for s in tick.steps if s.reason in SHIELD_REASONS]
+    if fired:
+        decided_by = fired[-1]
     guarded = [s.reason for s in tick.steps if s.reason in GUARD_REASONS]
     if desired == current:
         # A guard that kept the count decided it, not the policy.
@@ -521,6 +571,8 @@ def _gate(
         replicas=replicas,
         policy_latency_s=proposal.latency_s,
         warm_proposed=proposal.decision.warm_replicas,
+        shield=fired[-1] if fired else None,
+        shield_handover=bool(memory.shield is not None and memory.shield.handover[0]),
     )
 
 
@@ -555,7 +607,8 @@ def decide(
     if isinstance(proposal, DecisionRecord):
         return proposal
     proposed = int(math.ceil(proposal.decision.replicas))
-    want = _guard(tick, proposed, replicas, trusted.primary_ok, options)
+    shielded = _shield(tick, proposed, replicas.desired, trusted)
+    want = _guard(tick, shielded, replicas, trusted.primary_ok, options)
     clamped = clamp(want, replicas.desired, now_s, memory.limits, memory.clamp_state, warm=0)
     for r in clamped.reasons:
         tick.step("clamp", r, f"{want} -> {clamped.replicas}")

@@ -11,6 +11,8 @@
 | rlscale_decisions_total | counter | + action (Scaled, DryRun, NoChange, Hold, Failed, ...), reason |
 | rlscale_fallbacks_total | counter | + mode (fallback_policy, hold), cause |
 | rlscale_clamps_total | counter | + clamp (ScaleUpLimit, ..., and the guards: WaitingForStartingReplicas, NoScaleDownOnMissingData, NoScaleDownAfterStart, NoScaleDownAfterMetricsGap, NoScaleDownOnPartialWindow) |
+| rlscale_shield_firings_total | counter | + kind (ShieldFloor, ShieldQueue, ShieldConsolidation, ShieldHandover): the run-time shield changed the proposal |
+| rlscale_shield_handover | gauge | 1 while the shield's rule decides (after K breached intervals, until recovery) |
 | rlscale_scale_writes_total | counter | + result (Scaled, AlreadyScaled, ForeignChange, NotLeader, Failed) |
 | rlscale_policy_latency_seconds | histogram | policy: encode + decide |
 | rlscale_gpu_hours_total | counter | GPU-hours held by the target's pods (ready + starting + terminating) |
@@ -31,7 +33,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from rlscale.deploy.decide import GUARD_REASONS, METRICS_HOLDS, DecisionRecord
+from rlscale.deploy.decide import GUARD_REASONS, METRICS_HOLDS, SHIELD_REASONS, DecisionRecord
 from rlscale.deploy.promql import QUERY_FIELDS
 
 _T = ("namespace", "deployment")
@@ -110,6 +112,18 @@ class ControllerMetrics:
         )
         self.clamps = Counter(
             "rlscale_clamps", "Limits that changed a proposal.", (*_T, "clamp"), registry=r
+        )
+        self.shield = Counter(
+            "rlscale_shield_firings",
+            "Proposals the run-time shield changed, by kind.",
+            (*_T, "kind"),
+            registry=r,
+        )
+        self.shield_handover = Gauge(
+            "rlscale_shield_handover",
+            "1 while the run-time shield's rule decides.",
+            _T,
+            registry=r,
         )
         self.writes = Counter(
             "rlscale_scale_writes",
@@ -199,6 +213,11 @@ class ControllerMetrics:
         for s in record.steps:
             if s.name == "clamp" or s.reason in GUARD_REASONS:
                 self.clamps.labels(*t, s.reason).inc()
+        for s in record.steps:
+            if s.name == "shield" and s.reason in SHIELD_REASONS:
+                self.shield.labels(*t, s.reason).inc()
+        if record.proposed is not None:  # a tick that reached the policy (and the shield)
+            self.shield_handover.labels(*t).set(1 if record.shield_handover else 0)
         if write_result is not None:
             self.writes.labels(*t, write_result).inc()
         if record.policy_latency_s is not None and record.policy is not None:

@@ -47,6 +47,14 @@ PER_DAY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cold_starts_per_day", "cold st/day", ".0f"),
 )
 REPORT_COLUMNS = TABLE_COLUMNS + PER_DAY_COLUMNS
+# report.md, where a policy ran under the run-time shield: intervals each kind of firing changed
+# the proposal (`rlscale.serving.shield`)
+SHIELD_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("shield_floor", "shield floor", ".0f"),
+    ("shield_queue", "shield queue", ".0f"),
+    ("shield_consolidation", "shield consol.", ".0f"),
+    ("shield_handover", "shield hand-over", ".0f"),
+)
 FRONTIER_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("policy", "family", "s"),
     ("on_frontier", "on frontier", "d"),
@@ -106,7 +114,8 @@ def markdown(result: EvalResult) -> str:
                 f"starting fleet {info['opening_replicas']}.",
                 "",
             ]
-        lines += _md_table(rows, REPORT_COLUMNS)
+        shielded = any(r.get("shield") for r in rows)
+        lines += _md_table(rows, REPORT_COLUMNS + (SHIELD_COLUMNS if shielded else ()))
         lines.append("")
     if result.frontier is not None:
         lines += frontier_markdown(result.frontier)

@@ -5,6 +5,10 @@ one of the workloads) in one `ClusterSim`, through `ClampedFleet` (start within 
 clamp, step), so the simulator's cost is paid once for the batch. `rollout` is the common case
 (one policy, one workload, several seeds); the tuner scores K rules x n workloads with
 `run_batch` directly (`rlscale.training.tune.evaluate_batch`).
+
+A run may carry a run-time shield (`rlscale.serving.shield`); `rollout` gives learned policies
+the default one and rules none (`shield="auto"`). Each summary counts the shield's firings by
+kind (`shield_floor`, `shield_queue`, `shield_consolidation`, `shield_handover`; zeros unshielded).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from rlscale.policies.base import Policy
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import SafetyLimits
 from rlscale.serving.model import P_GRID, SimConfig, pooled_percentiles
+from rlscale.serving.shield import ShieldConfig, default_shield
 from rlscale.traces.workload import Workload
 
 _F = FIELD_INDEX
@@ -102,6 +107,7 @@ class Run:
     limits: SafetyLimits
     workload: int = 0
     seed: int = 0
+    shield: ShieldConfig | None = None  # None: unshielded
 
 
 def rollout(
@@ -117,12 +123,15 @@ def rollout(
     initial_replicas: int | None = None,
     engine: str = "fluid",
     requests: RequestTrace | None = None,
+    shield: ShieldConfig | None | str = "auto",
 ) -> Rollout:
     """Run `make_policy(seed)` on `workload` for every seed; each decision passes `clamp_batch`.
     `engine="requests"` serves it request by request (`requests`, when given, replays those
-    requests; otherwise they are synthesised from the workload's bins)."""
+    requests; otherwise they are synthesised from the workload's bins). `shield`: a config, None
+    (off) or "auto" (`default_shield` of the factory's spec: on for `ppo:`, off for rules)."""
     lim = limits or SafetyLimits()
-    runs = [Run(make_policy(int(s)), lim, 0, int(s)) for s in seeds]
+    cfg_shield = shield_for(make_policy) if isinstance(shield, str) else shield
+    runs = [Run(make_policy(int(s)), lim, 0, int(s), cfg_shield) for s in seeds]
     # One generator for the batch, seeded by the seed list: every policy evaluated on the same
     # seeds meets the same cold-start pool.
     sim_seed = int(np.sum(seeds)) * 7919 + len(seeds)
@@ -138,6 +147,15 @@ def rollout(
         engine=engine,
         requests=requests,
     )
+
+
+def shield_for(make_policy: Callable[[int], Policy]) -> ShieldConfig | None:
+    """The default shield of a policy factory: by the kind of its spec (`PolicyFactory.spec`,
+    e.g. "ppo:PATH"); a bare callable has no kind and runs unshielded."""
+    spec = getattr(make_policy, "spec", None)
+    if not isinstance(spec, str):
+        return None
+    return default_shield(spec.split("#", 1)[0].split(":", 1)[0].strip().lower())
 
 
 # The serving engines a rollout can run on: the fluid model (fast, what training uses) and the
@@ -184,7 +202,7 @@ def run_batch(
     if initial_replicas is not None or not np.array_equal(wid, np.arange(b) % len(workloads)):
         init = None if initial_replicas is None else np.asarray(initial_replicas, dtype=np.float64)
         sim.reset(workload_index=wid, initial_replicas=init)
-    fleet = ClampedFleet(sim, [r.limits for r in runs])
+    fleet = ClampedFleet(sim, [r.limits for r in runs], [r.shield for r in runs])
     fleet.start(clip=initial_replicas is None)
     policies = [r.policy for r in runs]
     for p in policies:
@@ -225,6 +243,7 @@ def run_batch(
             if len(h) > window:
                 del h[0]
     tot = sim.totals
+    fired = fleet.shield_counts()
     summaries = []
     for i, run in enumerate(runs):
         # pool the intervals' quantile grids (each linear between its grid points), weighted by
@@ -252,6 +271,7 @@ def run_batch(
                 scale_events=int(tot.scale_events[i]),
                 cold_starts=int(tot.cold_starts[i]),
                 mean_replicas=float(tot.replica_intervals[i] / max(steps, 1)),
+                extra={"shield": run.shield is not None, **fired[i]},
             )
         )
     return Rollout(

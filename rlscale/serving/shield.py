@@ -1,0 +1,244 @@
+"""The run-time shield: a conservative rule that bounds a policy's proposal from below, batched
+over B clusters, pure numpy. The same code runs in the simulator's clamp path
+(`rlscale.envs.fleet.ClampedFleet`, so training and the evaluator's rollouts see it) and in the
+live controller (`rlscale.deploy.decide`).
+
+It lives in `serving` because the env must apply it (envs may not import policies) and its rules
+read the serving model's capacity at the observed request mix (`serving.capacity`).
+
+Per interval, on the metrics row that just ended (B, N_FIELDS) and the current target (B,):
+
+    demand    arrival rate + queue drained over `drain_s` (`contract.demand_rps`)
+    capacity  requests/s one replica serves within the SLO at the observed mean prompt and
+              output tokens (prompt_tokens_per_s / arrival_rps, ...): `slo_capacity_rps`. This is
+              what makes the shield token-aware where a checkpoint's fixed `replica_capacity_rps`
+              is not: at 10x prompts one 8B replica serves 1.2 req/s within a 2 s TTFT, not 22.6.
+
+    handover  the SLO (p95 TTFT or TPOT over its limit) breached for `breach_intervals`
+              intervals in a row while the policy held or shrank: the rule decides
+              (ceil(demand / (capacity x handover_utilisation)); the policy may add more) until
+              `recover_intervals` intervals in a row meet the SLO (hysteresis).
+    floor     on scale-up (the rule's count above the current target), at least
+              ceil(demand / (capacity x floor_utilisation)): the policy may add more, never fewer.
+    queue     no scale-down while `queue_per_replica` requests or more wait per ready replica.
+    consolidation  before a scale-down to N' of N, the survivors must carry the load at
+              N / N' times the per-replica load: the most demand of the last `lookback`
+              intervals within capacity x consolidation_utilisation; else the scale-down stops at
+              the smallest count that passes (never above N).
+
+floor_utilisation > consolidation_utilisation leaves a band where the shield neither adds nor
+removes, so the shield itself cannot oscillate. Unobserved arrivals (NaN) set no floor and pass
+no consolidation check: missing data never scales down.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX, replicas_for_utilisation
+from rlscale.profiles.model import ServiceProfile
+from rlscale.serving.capacity import slo_capacity_rps
+
+_F = FIELD_INDEX
+
+# Firing kinds, one per interval and cluster (the last in this order that changed the count);
+# code 0 is "did not fire". The names are the `Decision`/controller reasons and the evaluation columns.
+NONE, HANDOVER, FLOOR, QUEUE, CONSOLIDATION = 0, 1, 2, 3, 4
+FIRING_REASONS: tuple[str, ...] = (
+    "",
+    "ShieldHandover",
+    "ShieldFloor",
+    "ShieldQueue",
+    "ShieldConsolidation",
+)
+# evaluation column per kind (counts of intervals it fired in)
+FIRING_COLUMNS: tuple[str, ...] = (
+    "shield_handover",
+    "shield_floor",
+    "shield_queue",
+    "shield_consolidation",
+)
+
+# Request sizes are bucketed on a 2 % log grid (rounded up: the larger request, the lower
+# capacity) so the capacity lookup is cached across intervals.
+_SIZE_STEP = math.log(1.02)
+
+
+class ShieldConfig(BaseModel):
+    """The shield's parameters (every one an option in the controller's and the env's config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # floor on scale-up: demand / (SLO capacity at the mix x this); 0.85 leaves one interval of
+    # growth and the metrics' lag as headroom over a capacity that already holds the SLO
+    floor_utilisation: float = Field(default=0.85, gt=0, le=1)
+    # the survivors of a scale-down must carry the recent peak demand at this utilisation
+    consolidation_utilisation: float = Field(default=0.75, gt=0, le=1)
+    lookback: int = Field(default=4, ge=1, le=64)  # intervals of demand the check takes the max of
+    # queue counted as demand drained over this (shorter than the action map's 60 s: a floor
+    # should clear a queue within a cold start, not a minute after it)
+    drain_s: float = Field(default=30.0, gt=0)
+    queue_per_replica: float = Field(default=1.0, gt=0)  # waiting per ready replica: no scale-down
+    breach_intervals: int = Field(default=2, ge=1)  # K breached intervals -> hand-over
+    recover_intervals: int = Field(default=8, ge=1)  # intervals within the SLO -> hand back
+    handover_utilisation: float = Field(default=0.7, gt=0, le=1)
+    slo_target: float = Field(default=DEFAULT_SLO_TARGET, gt=0, lt=1)  # capacity is sized for it
+    prompt_cv: float = Field(default=1.0, ge=0)  # prompt-size CV the capacity assumes
+
+    @model_validator(mode="after")
+    def _band(self) -> ShieldConfig:
+        if self.consolidation_utilisation > self.floor_utilisation:
+            raise ValueError(
+                f"consolidation_utilisation {self.consolidation_utilisation:g} must be <= "
+                f"floor_utilisation {self.floor_utilisation:g} (else the shield oscillates)"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class ShieldResult:
+    target: np.ndarray  # (B,) replicas after the shield
+    fired: np.ndarray  # (B,) int firing code (0: none); FIRING_REASONS[code]
+    floor: np.ndarray  # (B,) the floor's count this interval
+    capacity_rps: np.ndarray  # (B,) per-replica SLO capacity at the observed mix
+    handover: np.ndarray  # (B,) bool: the rule is deciding
+
+
+class Shield:
+    """B clusters' shield state (hand-over, breach and recovery runs, recent demand)."""
+
+    def __init__(
+        self,
+        config: ShieldConfig,
+        profile: ServiceProfile,
+        batch: int,
+        *,
+        ttft_slo_s: float,
+        tpot_slo_s: float,
+    ) -> None:
+        self.config = config
+        self.profile = profile
+        self.batch = batch
+        self.ttft_slo_s = float(ttft_slo_s)
+        self.tpot_slo_s = float(tpot_slo_s)
+        self.handover = np.zeros(batch, dtype=bool)
+        self.breach_run = np.zeros(batch, dtype=np.int64)
+        self.ok_run = np.zeros(batch, dtype=np.int64)
+        self.demand = np.full((batch, config.lookback), np.nan)
+        self.firings = np.zeros((batch, len(FIRING_REASONS)), dtype=np.int64)
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        m = slice(None) if mask is None else np.asarray(mask, dtype=bool)
+        self.handover[m] = False
+        self.breach_run[m] = 0
+        self.ok_run[m] = 0
+        self.demand[m] = np.nan
+        self.firings[m] = 0
+
+    def capacity_rps(self, rows: np.ndarray) -> np.ndarray:
+        """Per-replica SLO capacity (B,) at each row's mean request size (the profile's typical
+        size where the token rates or the arrival rate are unobserved or zero)."""
+        arr = rows[:, _F["arrival_rps"]]
+        ok = np.isfinite(arr) & (arr > 1e-9)
+        safe = np.where(ok, arr, 1.0)
+        isl = _sizes(
+            rows[:, _F["prompt_tokens_per_s"]] / safe, ok, self.profile.typical_prompt_tokens
+        )
+        osl = _sizes(
+            rows[:, _F["output_tokens_per_s"]] / safe, ok, self.profile.typical_output_tokens
+        )
+        keys = np.stack([isl, osl], axis=1)
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        c = self.config
+        caps = np.array(
+            [
+                slo_capacity_rps(
+                    self.profile,
+                    float(i),
+                    float(o),
+                    slo_target=c.slo_target,
+                    prompt_cv=c.prompt_cv,
+                    ttft_slo_s=self.ttft_slo_s,
+                    tpot_slo_s=self.tpot_slo_s,
+                )
+                for i, o in uniq
+            ]
+        )
+        # a mix no replica can serve within the SLO sizes as a tiny capacity, not a division by 0
+        return np.maximum(caps[np.ravel(inv)], 1e-3)
+
+    def apply(self, proposed: np.ndarray, current: np.ndarray, rows: np.ndarray) -> ShieldResult:
+        """Bound the proposals (B,) given the current targets (B,) and the metrics rows (B,
+        N_FIELDS) of the interval that just ended; advances the hand-over state."""
+        c = self.config
+        prop = np.asarray(proposed, dtype=np.float64)
+        cur = np.asarray(current, dtype=np.float64)
+        arr = rows[:, _F["arrival_rps"]]
+        seen = np.isfinite(arr)
+        waiting = np.nan_to_num(rows[:, _F["requests_waiting"]])
+        demand = np.where(seen, np.nan_to_num(arr) + waiting / c.drain_s, np.nan)
+        cap = self.capacity_rps(rows)
+        d0 = np.nan_to_num(demand)
+        floor = replicas_for_utilisation(d0, 1.0, cap * c.floor_utilisation)
+        rule = replicas_for_utilisation(d0, 1.0, cap * c.handover_utilisation)
+        self.demand[:, :-1] = self.demand[:, 1:]
+        self.demand[:, -1] = demand
+        peak = np.nanmax(np.where(np.isnan(self.demand), -np.inf, self.demand), axis=1)
+
+        # hand-over: K breached intervals in a row while the policy held or shrank
+        breach = (rows[:, _F["ttft_p95_s"]] > self.ttft_slo_s) | (
+            rows[:, _F["tpot_p95_s"]] > self.tpot_slo_s
+        )
+        self.breach_run = np.where(breach & (prop <= cur), self.breach_run + 1, 0)
+        self.ok_run = np.where(breach, 0, self.ok_run + 1)
+        enter = ~self.handover & (self.breach_run >= c.breach_intervals)
+        leave = self.handover & (self.ok_run >= c.recover_intervals)
+        self.handover = (self.handover | enter) & ~leave
+
+        out = prop.copy()
+        fired = np.zeros(self.batch, dtype=np.int64)
+        # the rule decides; the policy may add more; no scale-down while the SLO is breached
+        ho = self.handover & seen
+        ho_target = np.maximum(np.maximum(rule, prop), np.where(breach, cur, 0.0))
+        fired[ho & (ho_target != prop)] = HANDOVER
+        out = np.where(ho, ho_target, out)
+        free = ~ho
+        up = free & seen & (floor > cur) & (out < floor)
+        fired[up] = FLOOR
+        out = np.where(up, floor, out)
+        ready = np.maximum(np.nan_to_num(rows[:, _F["replicas_ready"]]), 1.0)
+        queued = (out < cur) & (waiting >= c.queue_per_replica * ready)
+        fired[queued] = QUEUE
+        out = np.where(queued, cur, out)
+        # consolidation: survivors carry the recent peak; unobserved demand passes no check
+        need = np.where(
+            np.isfinite(peak),
+            replicas_for_utilisation(np.maximum(peak, 0.0), 1.0, cap * c.consolidation_utilisation),
+            np.inf,
+        )
+        short = (out < cur) & (out < need)
+        fired[short] = CONSOLIDATION
+        out = np.where(short, np.minimum(cur, need), out)
+        np.add.at(self.firings, (np.arange(self.batch), fired), 1)
+        return ShieldResult(out, fired, floor, cap, self.handover.copy())
+
+    def counts(self) -> list[dict[str, int]]:
+        """Firings per cluster since the last reset, by evaluation column."""
+        return [
+            {col: int(self.firings[b, k + 1]) for k, col in enumerate(FIRING_COLUMNS)}
+            for b in range(self.batch)
+        ]
+
+
+def _sizes(tokens: np.ndarray, ok: np.ndarray, typical: float) -> np.ndarray:
+    t = np.where(ok & np.isfinite(tokens) & (tokens >= 1.0), tokens, float(typical))
+    return np.exp(np.ceil(np.log(np.maximum(t, 1.0)) / _SIZE_STEP) * _SIZE_STEP)
+
+
+def default_shield(kind: str) -> ShieldConfig | None:
+    """The default for a policy kind: on for learned policies (`ppo`), off for the rules (the HPA
+    baseline must stay the real HPA)."""
+    return ShieldConfig() if kind == "ppo" else None
