@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -71,6 +71,9 @@ class BenchmarkSpec:
     # timings jitter by more than one iteration, do not.
     range_ratio: float = 0.0
     seed: int = 0
+    # runs with seeds seed .. seed + repeats - 1, their requests pooled: the expected statistics
+    # of a run whose own random draws (Poisson arrivals, lengths) are not known
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1 or self.output_tokens < 1:
@@ -83,6 +86,8 @@ class BenchmarkSpec:
             raise ValueError("an uncapped benchmark needs a finite request rate")
         if not 0.0 <= self.range_ratio < 1.0:
             raise ValueError(f"range_ratio must be in [0, 1), got {self.range_ratio}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
         if self.num_prompts < 1:
             raise ValueError(f"num_prompts must be >= 1, got {self.num_prompts}")
 
@@ -135,21 +140,17 @@ class BenchmarkResult:
 def simulate_benchmark(
     latency: LatencyModel, spec: BenchmarkSpec, config: EngineConfig | None = None
 ) -> BenchmarkResult:
-    """Run `spec` against one replica with `latency`'s iteration model, to the last answer."""
-    eng = FleetEngine(latency, config, timeout_s=BENCH_TIMEOUT_S, request_capacity=spec.num_prompts)
-    eng.add_replica(0.0, now_s=0.0)
-    prompt, output = spec.sizes()
-    eng.add_requests(spec.arrivals_s(), prompt, output)
-    if spec.max_concurrency is not None:
-        eng.hold_concurrency(spec.max_concurrency)
-    st = eng.advance(0.0, 1e12)
-    done = st.done_ttft_s.size
-    if done == 0:
-        raise ValueError(f"no request completed: {spec}")
-    ttft_ms = st.done_ttft_s * 1e3
-    tpot_ms = st.done_tpot_s * 1e3
-    duration_s = max(eng.last_completion_s, 1e-9)
-    out_tokens = int(st.generated_tokens)
+    """Run `spec` against one replica with `latency`'s iteration model, to the last answer
+    (`spec.repeats` times, pooled)."""
+    runs = [
+        _run_once(latency, replace(spec, seed=spec.seed + k, repeats=1), config)
+        for k in range(spec.repeats)
+    ]
+    ttft_ms = np.concatenate([r[0] for r in runs])
+    tpot_ms = np.concatenate([r[1] for r in runs])
+    duration_s = sum(r[2] for r in runs)
+    out_tokens = sum(r[3] for r in runs)
+    done = ttft_ms.size
     return BenchmarkResult(
         completed=done,
         duration_s=duration_s,
@@ -164,8 +165,31 @@ def simulate_benchmark(
         itl_ms_mean=float(tpot_ms.mean()),
         request_throughput_rps=done / duration_s,
         output_throughput_tok_s=out_tokens / duration_s,
-        total_input_tokens=int(prompt.sum()),
+        total_input_tokens=sum(r[4] for r in runs),
         total_output_tokens=out_tokens,
+    )
+
+
+def _run_once(
+    latency: LatencyModel, spec: BenchmarkSpec, config: EngineConfig | None
+) -> tuple[np.ndarray, np.ndarray, float, int, int]:
+    """TTFT and TPOT (ms) of the completed requests, duration (s), output and prompt tokens."""
+    eng = FleetEngine(latency, config, timeout_s=BENCH_TIMEOUT_S, request_capacity=spec.num_prompts)
+    eng.add_replica(0.0, now_s=0.0)
+    prompt, output = spec.sizes()
+    eng.add_requests(spec.arrivals_s(), prompt, output)
+    if spec.max_concurrency is not None:
+        eng.hold_concurrency(spec.max_concurrency)
+    st = eng.advance(0.0, 1e12)
+    done = st.done_ttft_s.size
+    if done == 0:
+        raise ValueError(f"no request completed: {spec}")
+    return (
+        st.done_ttft_s * 1e3,
+        st.done_tpot_s * 1e3,
+        max(eng.last_completion_s, 1e-9),
+        int(st.generated_tokens),
+        int(prompt.sum()),
     )
 
 
