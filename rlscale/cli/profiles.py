@@ -1,6 +1,10 @@
 """`rlscale profiles fit`: refit the shipped service profiles from the calibration data and write
 (or, with --check, compare) `<name>.yaml` and `FITS.md`. The fit itself is rlscale.profiles.fit.
 
+`rlscale profiles fit --vllm-bench FILE [FILE...] --out my.yaml`: a profile for the user's own
+service from `vllm bench serve --save-result` files, its iteration-time coefficients fitted by
+simulating each run in the request-level engine (rlscale.serving.benchfit).
+
 `rlscale profiles cold-start`: a profile whose `cold_start` stages are fitted from a service's
 pods in the Kubernetes API (or a `kubectl get pods -o json` file); rlscale.profiles.coldstart."""
 
@@ -37,8 +41,45 @@ def register(app: typer.Typer) -> None:
         check: Annotated[
             bool, typer.Option("--check", help="Write nothing; exit 1 if the files differ.")
         ] = False,
+        vllm_bench: Annotated[
+            bool,
+            typer.Option(
+                "--vllm-bench",
+                help="Fit a profile from the vllm bench serve result JSON FILES instead; "
+                "--out is then the profile YAML to write.",
+            ),
+        ] = False,
+        bench_files: Annotated[
+            list[Path] | None,
+            typer.Argument(metavar="FILES", help="With --vllm-bench: result JSON files."),
+        ] = None,
+        profile: Annotated[
+            str,
+            typer.Option(
+                "--profile",
+                help="With --vllm-bench: the profile whose KV cache, max batch, cold start and "
+                "price the new one keeps (a result file does not say), and the fit's start.",
+            ),
+        ] = opts.DEFAULT_PROFILE,
+        name: Annotated[
+            str | None, typer.Option("--name", help="With --vllm-bench: the new profile's name.")
+        ] = None,
+        range_ratio: Annotated[
+            float,
+            typer.Option(
+                "--range-ratio",
+                help="With --vllm-bench: the runs' --random-range-ratio (lengths within "
+                "+-ratio of the means; a result file does not record it).",
+            ),
+        ] = 0.0,
     ) -> None:
-        """Fit every profile in rlscale.profiles.fit.SPECS; write <name>.yaml and FITS.md."""
+        """Fit every profile in rlscale.profiles.fit.SPECS; write <name>.yaml and FITS.md.
+        With --vllm-bench: fit one profile from benchmark result files."""
+        if vllm_bench:
+            _fit_vllm_bench(bench_files or [], out, profile, name, range_ratio)
+            return
+        if bench_files:
+            raise typer.BadParameter("result files need --vllm-bench", param_hint="FILES")
         from rlscale.profiles.fit import default_data_dir, render_all, stale_files, write_files
         from rlscale.profiles.model import PROFILE_DIR
 
@@ -123,6 +164,50 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {out}: {fit.error_text()}")
 
     app.add_typer(profiles, name="profiles")
+
+
+def _fit_vllm_bench(
+    files: list[Path], out: Path | None, base_name: str, name: str | None, range_ratio: float
+) -> None:
+    import yaml
+
+    from rlscale.errors import InputError
+    from rlscale.profiles.model import load_profile
+    from rlscale.serving.benchfit import fit_iteration_model
+    from rlscale.serving.vllm_bench import fitted_profile, read_vllm_bench
+
+    if not files:
+        raise InputError("--vllm-bench", "expected one or more result JSON files")
+    if out is None:
+        raise InputError("--out", "expected the path of the profile YAML to write")
+    if not 0.0 <= range_ratio < 1.0:
+        raise InputError("--range-ratio", f"expected a number in [0, 1), got {range_ratio}")
+    runs = [read_vllm_bench(f, range_ratio=range_ratio, seed=i) for i, f in enumerate(files)]
+    base = load_profile(base_name)
+    for r in runs:
+        kv = r.spec.prompt_tokens + r.spec.output_tokens
+        if kv > base.latency.kv_cache_tokens:
+            raise InputError(
+                r.path,
+                f"{kv} tokens per request exceed {base.name}'s KV cache "
+                f"({base.latency.kv_cache_tokens}); pass a --profile that holds them",
+                field="total_input_tokens",
+            )
+        typer.echo(f"  {Path(r.path).name}: {r.describe()}")
+    fit = fit_iteration_model(base.latency, [r.point() for r in runs])
+    try:
+        fitted = fitted_profile(base, runs, fit, name)
+    except ValueError as e:  # pydantic: a coefficient out of its range
+        raise InputError(str(out), f"the fitted profile is not valid: {e}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        yaml.safe_dump(
+            fitted.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100
+        )
+    )
+    coef = ", ".join(f"{k} = {v:.4g}" for k, v in fit.coef.items())
+    typer.echo(f"  {coef}")
+    typer.echo(f"wrote {out}: {fitted.sources['fit_error']}")
 
 
 def _pods_from_files(pods_json: Path, nodes_json: Path | None) -> tuple[list[Any], dict[str, Any]]:

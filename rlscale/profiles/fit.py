@@ -27,19 +27,25 @@ differ from what the data give. The story, top to bottom:
    the few noisy points left after the filters pull the fit like a median would, not a mean.
 4. **KV capacity** (`KvBudget`): vLLM's memory arithmetic, from the model architecture, not the
    data; the data's knee (where TTFT explodes) checks it (`knee_check`).
-5. **Cold start, price, typical request**: triangular stages from `cold_start_measurements.csv`
+5. **Engine calibration** (`engine_fit.json` beside the profiles, written by
+   `benchmarks/calibration.py`): the iteration-time coefficients fitted by simulating each
+   point's benchmark in the request-level engine (`rlscale.serving.benchfit`; this layer cannot
+   run the engine, so it reads the record). FITS.md reports it; a profile the record marks
+   `shipped` carries the engine-fitted `tpot_*` and `prefill_base_ms` in its YAML.
+6. **Cold start, price, typical request**: triangular stages from `cold_start_measurements.csv`
    and README §5; H100 price from `gpu_prices_usd_per_hour.csv`; request sizes from the Azure
    conversation trace.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,6 +60,7 @@ PERF_FITS_FILE = "perf_calibration_fits_aiconfigurator.csv"
 COLD_START_FILE = "cold_start_measurements.csv"
 PRICES_FILE = "gpu_prices_usd_per_hour.csv"
 CONV_TRACE_FILE = "azure_llm_2023_conv.csv"
+ENGINE_FIT_FILE = "engine_fit.json"
 
 GIB = 2**30
 # vLLM sizes the KV cache from cudaMemGetInfo's total, which on an H100 80GB HBM3 is 79.11 GiB
@@ -555,9 +562,26 @@ class ProfileFit:
     tpot: Fit
     tpot_plain: Fit
     ttft: Fit
+    closed_form: ServiceProfile  # `profile` with the closed-form fits' coefficients
+    engine: dict[str, Any] | None = None  # its engine_fit.json record, if any
 
 
-def fit_profile(data_dir: Path | str, name: str) -> ProfileFit:
+def engine_fit_record(name: str) -> dict[str, Any] | None:
+    """The engine calibration of profile `name` in engine_fit.json, or None."""
+    path = PROFILE_DIR / ENGINE_FIT_FILE
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        entry = rec["profiles"].get(name)
+    except (ValueError, KeyError, AttributeError) as e:
+        raise InputError(str(path), f"not an engine-fit record: {e}") from None
+    if entry is None:
+        return None
+    return {"method": rec.get("method", ""), "generated_by": rec.get("generated_by", ""), **entry}
+
+
+def fit_profile(data_dir: Path | str, name: str, engine_fit: bool = True) -> ProfileFit:
     data_dir = Path(data_dir)
     spec = _spec(name)
     points = measured_points(data_dir, name)
@@ -614,7 +638,28 @@ def fit_profile(data_dir: Path | str, name: str) -> ProfileFit:
         typical_output_tokens=output,
         sources=sources,
     )
-    return ProfileFit(spec, profile, points, tpot, fit_tpot_plain(points), ttft)
+    closed = profile
+    engine = engine_fit_record(name) if engine_fit else None
+    if engine is not None and engine.get("shipped"):
+        coef = {k: float(v) for k, v in engine["coef"].items()}
+        profile = profile.model_copy(
+            update={
+                "latency": LatencyModel(**{**profile.latency.model_dump(), **coef}),
+                "sources": {
+                    **sources,
+                    "latency.tpot_*": (
+                        f"engine fit ({ENGINE_FIT_FILE}): {engine['method']}; same rows as the "
+                        "closed-form fit, which FITS.md reports beside it"
+                    ),
+                    "latency.prefill_base_ms": (
+                        f"engine fit ({ENGINE_FIT_FILE}), the TTFT overhead off the GPU; "
+                        "prefill_ms_per_token and prefill_interference stay the closed-form "
+                        "TTFT fit's (the engine does not use them)"
+                    ),
+                },
+            }
+        )
+    return ProfileFit(spec, profile, points, tpot, fit_tpot_plain(points), ttft, closed, engine)
 
 
 def prediction_errors(profile: ServiceProfile, points: pd.DataFrame) -> pd.DataFrame:
@@ -700,7 +745,7 @@ def group_lines(data_dir: Path | str, fit: ProfileFit) -> pd.DataFrame:
         & (fits["precision"] == precision)
         & (fits["tp"] == s.tp_size)
     ].copy()
-    lat = fit.profile.latency
+    lat = fit.closed_form.latency
     ctx = rows["isl"] + rows["osl"] / 2.0
     rows["model_a_ms"] = lat.tpot_base_ms
     rows["model_b_ms_per_conc"] = (
@@ -794,7 +839,7 @@ def _profile_facts_md(f: ProfileFit) -> list[str]:
 
 
 def _coefficients_md(f: ProfileFit) -> list[str]:
-    lat = f.profile.latency
+    lat = f.closed_form.latency
 
     def row(label: str, fit: Fit, coef: dict[str, float]) -> str:
         terms = ", ".join(f"{k} = {v:.5g}" for k, v in coef.items())
@@ -921,15 +966,89 @@ def _typical_and_cold_start_md(f: ProfileFit) -> list[str]:
 
 
 def _profile_md(data_dir: Path, f: ProfileFit) -> list[str]:
-    err = prediction_errors(f.profile, f.points)
+    err = prediction_errors(f.closed_form, f.points)
     return [
         *_profile_facts_md(f),
         *_coefficients_md(f),
         *_error_summary_md(f, err),
         *_per_point_md(err),
+        *_engine_md(f),
         *_group_lines_md(data_dir, f),
         *_readme_targets_md(f),
         *_typical_and_cold_start_md(f),
+    ]
+
+
+def _engine_md(f: ProfileFit) -> list[str]:
+    """The engine calibration (engine_fit.json) of this profile, if there is one."""
+    e = f.engine
+    if e is None:
+        return []
+    names = list(e["coef"])
+    closed = f.closed_form.latency
+    rows = [
+        "| coefficients | " + " | ".join(names) + " | TTFT MAPE % | TPOT MAPE % | "
+        "vs Vidur TTFT % | vs Vidur TPOT % |",
+        "|---|" + "---|" * (len(names) + 4),
+    ]
+    for key, label, coef in (
+        ("closed_form", "closed-form fit", {k: getattr(closed, k) for k in names}),
+        ("engine_fit", "engine fit", e["coef"]),
+    ):
+        rows.append(
+            f"| {label} | "
+            + " | ".join(f"{coef[k]:.5g}" for k in names)
+            + f" | {e[key + '_ttft_mape_pct']:.1f} | {e[key + '_tpot_mape_pct']:.1f} | "
+            f"{e['vidur_' + key + '_ttft_mape_pct']:.1f} | {e['vidur_' + key + '_tpot_mape_pct']:.1f} |"
+        )
+    sens = "; ".join(
+        f"{k} prompts per client: TTFT {v['closed_form']['ttft_mape_pct']:.1f} / "
+        f"{v['engine_fit']['ttft_mape_pct']:.1f}, TPOT {v['closed_form']['tpot_mape_pct']:.1f} / "
+        f"{v['engine_fit']['tpot_mape_pct']:.1f}"
+        for k, v in e["sensitivity"].items()
+    )
+    per_point = pd.DataFrame(e["per_point"])
+    shipped = (
+        "shipped in the YAML; the closed-form tables above describe the closed-form coefficients"
+        if e["shipped"]
+        else "not shipped; the YAML keeps the closed-form coefficients"
+    )
+    # the benchmark length of the measured points is unknown, so a fit that wins only at one
+    # assumed length is not a better model of the replica
+    settings = [
+        (e["closed_form_ttft_mape_pct"], e["engine_fit_ttft_mape_pct"]),
+        (e["closed_form_tpot_mape_pct"], e["engine_fit_tpot_mape_pct"]),
+    ]
+    for v in e["sensitivity"].values():
+        for m in ("ttft_mape_pct", "tpot_mape_pct"):
+            settings.append((v["closed_form"][m], v["engine_fit"][m]))
+    wins = sum(fit < closed for closed, fit in settings)
+    return [
+        f"### Engine calibration ({shipped})",
+        "",
+        f"The engine fit has the lower MAPE in {wins} of {len(settings)} (metric, prompts per "
+        "client) settings against the aiconfigurator points; against the Vidur-derived points "
+        f"its TTFT MAPE is {e['vidur_engine_fit_ttft_mape_pct']:.1f} % vs "
+        f"{e['vidur_closed_form_ttft_mape_pct']:.1f} %.",
+        "",
+        f"Method: {e['method']}. Generated by `{e['generated_by']}`. Points: {e['points']} "
+        f"(TTFT on {e['ttft_points']}, the closed-form TTFT fit's). MAPE is of the engine's "
+        "simulated benchmark against the measured point, for each set of coefficients. "
+        f"Vidur-derived points: the same benchmarks with an iteration model from "
+        f"{e['vidur_source']}, scaled x{e['vidur_scale_to_equal_capacity']} to the closed-form "
+        "profile's capacity (benchmarks/calibration.py docstring); they share its TTFT overhead, "
+        "KV-read term and capacity, so they lean towards the closed-form coefficients.",
+        "",
+        *rows,
+        "",
+        f"Sensitivity (closed-form / engine fit MAPE %, re-simulated): {sens}.",
+        "",
+        "<details><summary>per-point engine results (ms)</summary>",
+        "",
+        _md_table(per_point),
+        "",
+        "</details>",
+        "",
     ]
 
 

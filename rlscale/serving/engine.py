@@ -67,9 +67,12 @@ _ROUTER, _WAITING, _RUNNING, _DONE, _DROPPED = 0, 1, 2, 3, 4
 # int scalar slots in `FleetEngine.ctr`
 _NEXT_ID, _N_IDS, _LOW_ID, _RT_HEAD, _RT_LEN, _RR = 0, 1, 2, 3, 4, 5
 _N_TTFT, _N_DONE, _N_DROPPED, _GEN_TOK, _PROMPT_TOK, _PREEMPT, _N_ITER = 6, 7, 8, 9, 10, 11, 12
-_N_CTR = 13
-# float params
-_P_BASE, _P_SEQ, _P_KTOK, _P_PF, _P_OVERHEAD, _P_TIMEOUT = 0, 1, 2, 3, 4, 5
+# closed-loop client (`FleetEngine.hold_concurrency`): on (0/1), id of the next request a
+# completion releases; requests from that id on are not sent before a completion frees a client
+_CL_ON, _CL_NEXT = 13, 14
+_N_CTR = 15
+# float params (and one float of state: the time of the latest completion)
+_P_BASE, _P_SEQ, _P_KTOK, _P_PF, _P_OVERHEAD, _P_TIMEOUT, _P_LAST_DONE = 0, 1, 2, 3, 4, 5, 6
 # int params
 _I_MAXB, _I_KV, _I_BUDGET, _I_ROUTER, _I_QCAP = 0, 1, 2, 3, 4
 
@@ -365,6 +368,14 @@ def _finish(
                     obs_dttft[k] = rq_first[s] - rq_arr[s] + overhead
                     obs_dtpot[k] = (now - rq_first[s]) / (rq_o[s] - 1) if rq_o[s] > 1 else 0.0
                     ctr[_N_DONE] += 1
+                    fp[_P_LAST_DONE] = now
+                    if ctr[_CL_ON] != 0 and ctr[_CL_NEXT] < ctr[_N_IDS]:
+                        # the freed client sends its next request now (or at its scheduled
+                        # time, if that is later: `vllm bench serve --request-rate` with
+                        # `--max-concurrency`)
+                        ns = ctr[_CL_NEXT] & mask
+                        rq_arr[ns] = max(rq_arr[ns], now)
+                        ctr[_CL_NEXT] += 1
                     continue
         run[r, keep] = rid
         keep += 1
@@ -540,7 +551,7 @@ def _advance(
                 tv = rp_avail[r]
                 rv = r
         ta = np.inf
-        if ctr[_NEXT_ID] < ctr[_N_IDS]:
+        if ctr[_NEXT_ID] < ctr[_N_IDS] and (ctr[_CL_ON] == 0 or ctr[_NEXT_ID] < ctr[_CL_NEXT]):
             ta = rq_arr[ctr[_NEXT_ID] & mask]
         t_next = min(te, min(ta, tv))
         if t_next >= t_stop:
@@ -723,6 +734,7 @@ class FleetEngine:
                 it.per_prefill_token_s,
                 it.ttft_overhead_s,
                 timeout_s,
+                -1.0,
             ]
         )
         self.ip = np.array(
@@ -868,6 +880,22 @@ class FleetEngine:
         self.rq_state[slots] = _ROUTER
         self.rq_rep[slots] = -1
         self.ctr[_N_IDS] = first + n
+
+    def hold_concurrency(self, clients: int) -> None:
+        """A closed-loop client from here on: of the requests added so far (and later), those
+        after the first `clients` not yet sent are sent only when a request completes, each at
+        the later of its own arrival time and that completion, as `vllm bench serve
+        --max-concurrency` does. Drops do not free a client: use it with a timeout the benchmark
+        never reaches and requests that fit the KV cache."""
+        if clients < 1:
+            raise ValueError(f"clients must be >= 1, got {clients}")
+        self.ctr[_CL_ON] = 1
+        self.ctr[_CL_NEXT] = self.ctr[_NEXT_ID] + clients
+
+    @property
+    def last_completion_s(self) -> float:
+        """When the latest request completed (-1 before any)."""
+        return float(self.fp[_P_LAST_DONE])
 
     # --- running ------------------------------------------------------------------------
     def advance(self, t0_s: float, t_stop_s: float) -> AdvanceStats:
