@@ -37,8 +37,30 @@ def register(app: typer.Typer) -> None:
         check: Annotated[
             bool, typer.Option("--check", help="Write nothing; exit 1 if the files differ.")
         ] = False,
+        prometheus: Annotated[
+            str | None,
+            typer.Option(
+                "--prometheus",
+                help="Fit --profile's latency model from a live service's vLLM series in this "
+                "Prometheus instead (with --selector, --start, --end; --out is the YAML file).",
+            ),
+        ] = None,
+        selector: Annotated[
+            str, typer.Option("--selector", help="With --prometheus: the pods' label matchers.")
+        ] = "",
+        start: Annotated[str, typer.Option("--start", help="With --prometheus.")] = "now-1h",
+        end: Annotated[str, typer.Option("--end", help="With --prometheus.")] = "now",
+        step_s: Annotated[float, typer.Option("--step-s", help="With --prometheus.")] = 60.0,
+        profile: opts.Profile = opts.DEFAULT_PROFILE,
+        time_scale: Annotated[float, typer.Option("--time-scale", hidden=True)] = 1.0,
     ) -> None:
-        """Fit every profile in rlscale.profiles.fit.SPECS; write <name>.yaml and FITS.md."""
+        """Fit every profile in rlscale.profiles.fit.SPECS; write <name>.yaml and FITS.md. With
+        --prometheus: fit --profile's latency model from a live service (rlscale.deploy.livefit)."""
+        if prometheus is not None:
+            from rlscale.cli.livefit import fit_from_prometheus
+
+            fit_from_prometheus(prometheus, selector, start, end, step_s, profile, out, time_scale)
+            return
         from rlscale.profiles.fit import default_data_dir, render_all, stale_files, write_files
         from rlscale.profiles.model import PROFILE_DIR
 
