@@ -215,6 +215,7 @@ def run_whatif(
         row["cost_usd_per_day_std"] = (r.get("cost_usd_std") or 0.0) / days
         row["kind"] = r["spec"].partition("#")[0].partition(":")[0]
         row["as_deployed"] = r["spec"] == plan.hpa_spec
+        row["label"] = label(row)
         rows.append(row)
     at_baseline = ev.frontier
     at_target = (
@@ -296,8 +297,9 @@ def recommendation_text(result: WhatIfResult) -> str:
     seeds = len(result.plan.settings.seeds)
     if rec.met:
         text = (
-            f"**`{r['spec']}`** ({label(r)}), the cheapest evaluated setting meeting the "
-            f"{target:g} % SLO target on this trace: {numbers}."
+            f"**`{r['policy']}`**{' (your HPA as deployed)' if r.get('as_deployed') else ''}, "
+            f"the cheapest evaluated setting meeting the {target:g} % SLO target on this "
+            f"trace: {numbers}."
         )
         if r["kind"] == "hpa" and r.get("target_scale") not in (None, 1.0):
             text += (
@@ -307,7 +309,7 @@ def recommendation_text(result: WhatIfResult) -> str:
     else:
         text = (
             f"No evaluated setting meets the {target:g} % SLO target on this trace; the highest "
-            f"attainment is **`{r['spec']}`**: {numbers}. Raise maxReplicas, lower the targets "
+            f"attainment is **`{r['policy']}`**: {numbers}. Raise maxReplicas, lower the targets "
             "further (`--frontier`) or check the profile's capacity."
         )
     return text + f" Mean of {seeds} seed{'s' if seeds > 1 else ''}."
@@ -321,8 +323,6 @@ def markdown(result: WhatIfResult, plot_files: Sequence[Path] = ()) -> str:
     p = plan.profile
     gaps = info.get("gaps_masked")
     rows = sorted(result.rows, key=lambda r: (r["kind"] == "oracle", r["cost_usd"]))
-    for r in rows:
-        r["label"] = label(r)
     lines = [
         f"# What-if: {result.workload} on {p.name}",
         "",
@@ -565,7 +565,6 @@ def write_whatif(result: WhatIfResult, out: str | Path, *, plots: bool = True) -
     p = d / "whatif.csv"
     keys = ["label", "spec", "cost_usd_per_day"]  # then the rest as they come
     for r in result.rows:
-        r.setdefault("label", label(r))
         keys += [k for k in r if k not in keys]
     with p.open("w", newline="") as fh:
         wr = csv.DictWriter(fh, fieldnames=keys)
