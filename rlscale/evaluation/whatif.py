@@ -27,8 +27,9 @@ future) whose mean SLO attainment over the seeds is at least the target; a front
 two points is not a setting anyone can deploy, so the recommendation is always a point that ran.
 When none meets the target the report says so and names the best attainment reached.
 
-Cost: 12 rollouts of a week (40,320 intervals of 15 s) take ~3 minutes with 2 seeds on one core
-of the shared 2-core box (measured, see `tests/evaluation/test_whatif.py` and the issue note).
+Cost: the 12 default rollouts of a week (40,320 intervals of 15 s, 2 seeds) took 217 s and 294 s
+of wall time (241 s of CPU) on one core of the shared 2-core box (ServeGen m-large days 0-7 on
+the 8B profile); half a day takes ~15 s. `--engine requests` is much slower.
 """
 
 from __future__ import annotations
@@ -466,7 +467,12 @@ def timeline_plot(result: WhatIfResult, out: Path, *, max_lines: int = 6) -> Pat
     ax.fill_between(x, 0, need, step="post", color="0.85", label="demand (replicas needed)")
     for i, name in enumerate(names):
         tl = ev.timelines[(profile, workload, name)]
-        lbl = name + (" (recommended)" if name == rec else "")
+        mark = (
+            " (recommended)"
+            if result.recommendation and result.recommendation.met
+            else " (best SLO)"
+        )
+        lbl = name + (mark if name == rec else "")
         ax.step(x, tl.replicas_provisioned, where="post", lw=0.8, color=f"C{i}", label=lbl)
     ax.set_xlabel("days" if result.days > 2 else "hours")
     ax.set_ylabel("replicas (ready + starting)")
