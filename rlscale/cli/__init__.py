@@ -23,9 +23,19 @@ app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     """Add every command to `app`."""
-    from rlscale.cli import control, evaluate, profiles, sandbox, simulate, traces, train, tune
+    from rlscale.cli import (
+        control,
+        evaluate,
+        profiles,
+        sandbox,
+        simulate,
+        traces,
+        train,
+        tune,
+        whatif,
+    )
 
-    for command in (traces, profiles, simulate, evaluate, train, tune, sandbox, control):
+    for command in (traces, profiles, simulate, evaluate, train, tune, sandbox, control, whatif):
         command.register(app)
 
 

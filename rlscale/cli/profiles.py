@@ -72,9 +72,30 @@ def register(app: typer.Typer) -> None:
                 "+-ratio of the means; a result file does not record it).",
             ),
         ] = 0.0,
+        prometheus: Annotated[
+            str | None,
+            typer.Option(
+                "--prometheus",
+                help="Fit --profile's latency model from a live service's vLLM series in this "
+                "Prometheus instead (with --selector, --start, --end; --out is the YAML file).",
+            ),
+        ] = None,
+        selector: Annotated[
+            str, typer.Option("--selector", help="With --prometheus: the pods' label matchers.")
+        ] = "",
+        start: Annotated[str, typer.Option("--start", help="With --prometheus.")] = "now-1h",
+        end: Annotated[str, typer.Option("--end", help="With --prometheus.")] = "now",
+        step_s: Annotated[float, typer.Option("--step-s", help="With --prometheus.")] = 60.0,
+        time_scale: Annotated[float, typer.Option("--time-scale", hidden=True)] = 1.0,
     ) -> None:
         """Fit every profile in rlscale.profiles.fit.SPECS; write <name>.yaml and FITS.md.
-        With --vllm-bench: fit one profile from benchmark result files."""
+        With --vllm-bench: fit one profile from benchmark result files. With --prometheus: fit
+        --profile's latency model from a live service (rlscale.deploy.livefit)."""
+        if prometheus is not None:
+            from rlscale.cli.livefit import fit_from_prometheus
+
+            fit_from_prometheus(prometheus, selector, start, end, step_s, profile, out, time_scale)
+            return
         if vllm_bench:
             _fit_vllm_bench(bench_files or [], out, profile, name, range_ratio)
             return

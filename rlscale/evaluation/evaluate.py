@@ -88,6 +88,9 @@ class EvalSettings:
     synthetic_seed: int = 0
     config: SimConfig = SimConfig()
     engine: str = "fluid"  # or "requests": the request-level engine (`rollout.ENGINES`)
+    # False: every workload runs as recorded, not rescaled to `peak_replicas` (`rlscale whatif`:
+    # the user's own traffic at its own rate)
+    rescale: bool = True
 
     def __post_init__(self) -> None:
         # a typo fails here, not at the first evaluation
@@ -231,7 +234,11 @@ def scale_for_profile(
 
     isl, osl = mean_sizes(w)
     cap = slo_capacity_for(w, profile, settings)
-    scaled = scale_to_fleet(w, settings.peak_replicas, cap, settings.peak_quantile, over_s=60.0)
+    scaled = (
+        scale_to_fleet(w, settings.peak_replicas, cap, settings.peak_quantile, over_s=60.0)
+        if settings.rescale
+        else w
+    )
     info = {
         "source": w.source,
         "bins": w.n_bins,
@@ -241,7 +248,9 @@ def scale_for_profile(
         "knee_capacity_rps": replica_capacity_rps(profile, isl, osl),
         "mean_prompt_tokens": isl,
         "mean_output_tokens": osl,
-        "scale_factor": float(scaled.meta.get("transforms", [{}])[-1].get("factor", float("nan"))),
+        "scale_factor": float(scaled.meta.get("transforms", [{}])[-1].get("factor", float("nan")))
+        if settings.rescale
+        else 1.0,
         "mean_rps": float(scaled.rate_rps.mean()),
         "peak_1min_rps": float(scaled.rebin(60.0).rate_rps.max()),
         "opening_replicas": opening_replicas(scaled, cap, settings.opening_s),
