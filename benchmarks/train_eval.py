@@ -7,6 +7,9 @@ and check issue #6's required results. Writes benchmarks/results/train_eval.json
 `--slo-weight W` adds the checkpoint at the cost/SLO knob W (`ppo:DIR#slo_weight=W`) beside its
 default setting; `--warm N` adds it with the warm pool held at N; `--u U` adds it with the target
 utilisation held at U (what the action space and clamps give without the network).
+`--prompt-scale K` multiplies every trace's prompt sizes by K before it is scaled to the fleet
+(the long-prompt shift: the fleet peak stays `peak_replicas`, so the rate falls with the work
+per request; fluid engine only: the request-level replay reads the CSV as recorded).
 
 The same numbers come from the gate command (per profile):
 
@@ -82,10 +85,20 @@ def main() -> None:
         default=[],
         help="another policy spec to compare, e.g. ppo:checkpoints/OLD (repeatable)",
     )
+    ap.add_argument(
+        "--prompt-scale",
+        type=float,
+        default=1.0,
+        help="multiply every trace's prompt tokens by this (the long-prompt shift)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_eval.json"))
     args = ap.parse_args()
 
+    from rlscale.evaluation import evaluate
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile, run_evaluation
+
+    if args.prompt_scale != 1.0:
+        evaluate.load_source = _with_prompt_scale(evaluate.load_source, args.prompt_scale)
 
     settings = EvalSettings(seeds=tuple(range(args.seeds)), baseline="tuned")
     traces = args.trace or HELD_OUT
@@ -97,10 +110,15 @@ def main() -> None:
                 f"--checkpoint {item!r}: expected PROFILE=DIR with PROFILE one of {sorted(CHECKPOINTS)}"
             )
         checkpoints[pname] = folder
-    out: dict = {"seeds": args.seeds, "traces": traces, "profiles": {}}
+    out: dict = {
+        "seeds": args.seeds,
+        "traces": traces,
+        "prompt_scale": args.prompt_scale,
+        "profiles": {},
+    }
     md = [
-        "| profile | workload | policy | cost $ | SLO % | cost/tuned | cost/HPA | cost/oracle | gap closed | half-gap | <=0.7 HPA |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| profile | workload | policy | cost $ | SLO % | cost/tuned | cost/HPA | cost/oracle | gap closed | half-gap | <=0.7 HPA | scale events/day | cold starts/day |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
     ]
     for pname in args.profile or list(CHECKPOINTS):
         ck = str(ROOT / checkpoints[pname])
@@ -147,18 +165,35 @@ def main() -> None:
                     "mean_replicas": r.get("mean_replicas"),
                     "cold_starts": r.get("cold_starts"),
                     "scale_events": r.get("scale_events"),
+                    "scale_events_per_day": r.get("scale_events_per_day"),
+                    "cold_starts_per_day": r.get("cold_starts_per_day"),
                 }
                 rows.append(row)
                 md.append(
                     f"| {pname} | {wl} | {name.replace(ck, '…')} | {row['cost_usd']:.1f} | {100 * row['slo_attainment']:.2f} | "
                     f"{row['cost_vs_tuned']:.3f} | {row['cost_vs_hpa']:.3f} | {row['cost_vs_oracle']:.3f} | "
-                    f"{closed:.2f} | {'yes' if half else 'no'} | {'yes' if vs_hpa else 'no'} |"
+                    f"{closed:.2f} | {'yes' if half else 'no'} | {'yes' if vs_hpa else 'no'} | "
+                    f"{_fmt(row['scale_events_per_day'])} | {_fmt(row['cold_starts_per_day'])} |"
                 )
         out["profiles"][pname] = {"rows": rows, "elapsed_s": time.perf_counter() - t0}
         print(f"{pname}: {time.perf_counter() - t0:.0f} s", flush=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     Path(args.out).with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def _with_prompt_scale(load, factor: float):
+    """`load_source` with every bin's mean prompt size x `factor` (the workload renamed)."""
+
+    def scaled(arg: str, interval_s: float, synthetic_seed: int = 0):
+        w = load(arg, interval_s, synthetic_seed)
+        return w.with_(prompt_tokens=w.prompt_tokens * factor, name=f"{w.name}~prompts×{factor:g}")
+
+    return scaled
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f}"
 
 
 if __name__ == "__main__":

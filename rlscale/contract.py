@@ -6,8 +6,13 @@ PromQL (`rlscale.deploy`). `encode` turns a window of them into the policy's obs
 batched simulator calls `encode_raw` on the same numbers laid out as an array, so there is one
 encoder, not two that drift apart.
 
-The observation is normalised per replica (load per provisioned replica, queue per ready replica,
-latency over its SLO), so one policy can serve a 2-replica service and a 40-replica one.
+The observation is normalised per replica (demand per provisioned replica, queue per ready
+replica, latency over its SLO), so one policy can serve a 2-replica service and a 40-replica one.
+
+Version 2 measures demand in replica-equivalents at the observed request mix (`request_mix`,
+`capacity_at_mix`, `demand_replicas`), not in requests/s at one fixed request size: version 1 sized
+a 12k-token-prompt service for chat requests and held 2 % of its SLO. Version-1 checkpoints are
+refused (`rlscale.policies.checkpoint`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 
 # The SLO a service is held to unless it says otherwise: TTFT and TPOT per request, and the share
 # of requests that must meet both. The one place these defaults are written.
@@ -74,13 +79,43 @@ FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(FIELDS)}
 N_FIELDS = len(FIELDS)
 
 
+# The grid of `ObservationSpec.slo_share`: log2 of the request sizes over the reference ones.
+SLO_GRID_PROMPT_LOG2: tuple[float, ...] = (-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+SLO_GRID_OUTPUT_LOG2: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
+# Where the SLO is out of reach at a mix (a 2 s TTFT with 18k-token prompts), more replicas buy
+# little: the SLO correction never more than doubles the fleet the knee asks for.
+SLO_SHARE_FLOOR = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class ObservationSpec:
-    """What the encoder needs to normalise: per-replica capacity and the SLO.
+    """What the encoder and the action map need: a replica's capacity model and the SLO.
 
-    `replica_capacity_rps` is the request rate one ready replica sustains at its KV-cache knee for
-    the profile's typical request (from `ServiceProfile.capacity_rps`); `max_batch` its max
-    concurrent requests. A checkpoint records these with the contract version.
+    `replica_capacity_rps` is the request rate one ready replica sustains for the profile's
+    reference request (`ref_prompt_tokens` / `ref_output_tokens`, from `ServiceProfile`); the
+    capacity model below rescales it to the request mix actually observed, so that demand is in
+    replica-equivalents whatever the requests look like (a 12k-token prompt is ~10x the work of
+    a 1.2k one). The model is the serving model's knee (`rlscale.serving.model._service_curve`),
+    written here from its seven coefficients because the contract is the core layer and cannot
+    import the profile (`tests/test_contract.py` holds the two to each other):
+
+        ctx  = isl + osl / 2                                  context a decoding request holds
+        c    = min(max_batch, kv_cache_tokens / ctx)          requests in flight at the knee
+        S(c) = request_overhead_s + isl * prompt_token_s + osl * iteration_s
+               + c * (osl * (seq_iteration_s + ctx * ctx_token_iteration_s) + isl * prompt_token_s)
+        knee = c / S(c)   requests/s
+
+    The knee is where the queue grows without bound, not where the SLO holds: long prompts
+    lose the TTFT SLO well below it (prefill interference grows with the batch). `slo_share` is
+    the share of the knee a 4-replica fleet can carry within the SLO (`serving.capacity.
+    slo_capacity_rps` / knee, e.g. 0.98 at the reference mix, 0.76 at 8x prompts on the 8B
+    profile), tabulated at prompt sizes ref x 2^SLO_GRID_PROMPT_LOG2 (rows) and output sizes
+    ref x 2^SLO_GRID_OUTPUT_LOG2 (columns), row-major, floored at SLO_SHARE_FLOOR; capacity is
+    rescaled by its bilinear interpolation (in log2 sizes, clamped to the grid). Empty: none.
+
+    `ref_prompt_tokens` = 0 means no model: every request counts as the reference one (the
+    version-1 behaviour, kept for hand-built specs in tests). A checkpoint records all of this
+    with the contract version.
     """
 
     replica_capacity_rps: float
@@ -89,15 +124,35 @@ class ObservationSpec:
     tpot_slo_s: float
     max_replicas: float
     window: int = 4
+    ref_prompt_tokens: float = 0.0
+    ref_output_tokens: float = 0.0
+    iteration_s: float = 0.0  # weights read once per decode iteration
+    seq_iteration_s: float = 0.0  # per decoding sequence per iteration
+    ctx_token_iteration_s: float = 0.0  # per context token read per iteration
+    prompt_token_s: float = 0.0  # GPU time per prompt token
+    request_overhead_s: float = 0.0  # API server, tokenisation (off the GPU)
+    kv_cache_tokens: float = 0.0
+    slo_share: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        # JSON gives a list; keep the spec hashable and immutable
+        object.__setattr__(self, "slo_share", tuple(float(x) for x in self.slo_share))
+        n = len(SLO_GRID_PROMPT_LOG2) * len(SLO_GRID_OUTPUT_LOG2)
+        if self.slo_share and len(self.slo_share) != n:
+            raise ValueError(f"slo_share has {len(self.slo_share)} values, expected {n}")
+
+    @property
+    def has_capacity_model(self) -> bool:
+        return self.ref_prompt_tokens > 0 and self.ref_output_tokens > 0
 
 
 # Features per interval in the window, in order. A checkpoint stores this list; loading refuses
 # a different one (see rlscale.policies.checkpoint).
 FEATURES_PER_STEP: tuple[str, ...] = (
-    "load_per_provisioned_replica",  # arrival_rps / (capacity * (ready + starting + warm))
-    "load_per_ready_replica",  # arrival_rps / (capacity * ready)
-    "queue_per_ready_replica",  # waiting / (max_batch * ready)
-    "running_per_ready_replica",  # running / (max_batch * ready)
+    "demand_per_provisioned_replica",  # arrival_rps / (capacity at the mix * (ready+starting+warm))
+    "demand_per_ready_replica",  # arrival_rps / (capacity at the mix * ready)
+    "queue_per_ready_replica",  # waiting / (knee concurrency at the mix * ready)
+    "running_per_ready_replica",  # running / (knee concurrency at the mix * ready)
     "kv_cache_usage",
     "gpu_utilization",
     "ttft_p95_over_slo",  # log1p-compressed
@@ -106,19 +161,137 @@ FEATURES_PER_STEP: tuple[str, ...] = (
     "warm_share",
     "fleet_fraction",  # provisioned / max_replicas
 )
+# Features of the window as a whole: the request mix it saw (see `request_mix`).
+MIX_FEATURES: tuple[str, ...] = (
+    "log2_prompt_tokens_over_ref",  # clipped to [-1, 6]
+    "log2_output_tokens_over_ref",
+    "prefill_token_share",  # prompt / (prompt + output) tokens
+)
 
 
 def feature_names(spec: ObservationSpec) -> list[str]:
     names = [f"t-{lag}:{f}" for lag in range(spec.window - 1, -1, -1) for f in FEATURES_PER_STEP]
-    return names + ["time_of_day_sin", "time_of_day_cos"]
+    return names + list(MIX_FEATURES) + ["time_of_day_sin", "time_of_day_cos"]
 
 
 def observation_size(spec: ObservationSpec) -> int:
-    return spec.window * len(FEATURES_PER_STEP) + 2
+    return spec.window * len(FEATURES_PER_STEP) + len(MIX_FEATURES) + 2
 
 
 _I = FIELD_INDEX
 _DAY_S = 86_400.0
+# A size estimate needs this many requests behind it; below that the reference request is used.
+_MIN_REQUESTS_FOR_MIX = 1.0
+_MIX_RANGE = 64.0  # sizes are clipped to [ref / 64, ref x 64]: the model is not asked beyond
+
+
+def knee_concurrency(
+    spec: ObservationSpec, prompt_tokens: np.ndarray | float, output_tokens: np.ndarray | float
+) -> np.ndarray:
+    """Requests in flight per replica at its knee for requests of these mean sizes."""
+    if not spec.has_capacity_model:
+        return np.full(np.shape(prompt_tokens), float(spec.max_batch))
+    ctx = np.asarray(prompt_tokens) + 0.5 * np.asarray(output_tokens)
+    return np.minimum(spec.max_batch, spec.kv_cache_tokens / np.maximum(ctx, 1.0))
+
+
+def _knee_rps(
+    spec: ObservationSpec, isl: np.ndarray | float, osl: np.ndarray | float
+) -> np.ndarray:
+    isl = np.asarray(isl, dtype=np.float64)
+    osl = np.asarray(osl, dtype=np.float64)
+    ctx = isl + 0.5 * osl
+    c = knee_concurrency(spec, isl, osl)
+    own_s = spec.prompt_token_s * isl
+    s0 = spec.request_overhead_s + own_s + osl * spec.iteration_s
+    s1 = osl * (spec.seq_iteration_s + spec.ctx_token_iteration_s * ctx) + own_s
+    return c / np.maximum(s0 + s1 * c, 1e-12)
+
+
+def _slo_share(
+    spec: ObservationSpec, isl: np.ndarray | float, osl: np.ndarray | float
+) -> np.ndarray:
+    if not spec.slo_share:
+        return np.ones(np.broadcast_shapes(np.shape(isl), np.shape(osl)))
+    gp, go = np.asarray(SLO_GRID_PROMPT_LOG2), np.asarray(SLO_GRID_OUTPUT_LOG2)
+    table = np.asarray(spec.slo_share).reshape(len(gp), len(go))
+    x = np.clip(np.log2(np.asarray(isl, dtype=np.float64) / spec.ref_prompt_tokens), gp[0], gp[-1])
+    y = np.clip(np.log2(np.asarray(osl, dtype=np.float64) / spec.ref_output_tokens), go[0], go[-1])
+    i = np.clip(np.searchsorted(gp, x, side="right") - 1, 0, len(gp) - 2)
+    j = np.clip(np.searchsorted(go, y, side="right") - 1, 0, len(go) - 2)
+    fx = (x - gp[i]) / (gp[i + 1] - gp[i])
+    fy = (y - go[j]) / (go[j + 1] - go[j])
+    return (
+        table[i, j] * (1 - fx) * (1 - fy)
+        + table[i + 1, j] * fx * (1 - fy)
+        + table[i, j + 1] * (1 - fx) * fy
+        + table[i + 1, j + 1] * fx * fy
+    )
+
+
+def capacity_at_mix(
+    spec: ObservationSpec, prompt_tokens: np.ndarray | float, output_tokens: np.ndarray | float
+) -> np.ndarray:
+    """Requests/s one ready replica sustains for requests of these mean sizes: the reference
+    capacity times the ratio of the knee x its SLO share to the reference's (8B profile: 22.6
+    req/s at 1,155 / 211 tokens; 1.9 at 12,000 / 340 by the knee, ~1.1 within a 2 s TTFT)."""
+    if not spec.has_capacity_model:
+        return np.full(np.shape(prompt_tokens), float(spec.replica_capacity_rps))
+    rp, ro = np.float64(spec.ref_prompt_tokens), np.float64(spec.ref_output_tokens)
+    ref = _knee_rps(spec, rp, ro) * _slo_share(spec, rp, ro)
+    here = _knee_rps(spec, prompt_tokens, output_tokens) * _slo_share(
+        spec, prompt_tokens, output_tokens
+    )
+    return spec.replica_capacity_rps * here / ref
+
+
+def request_mix(window: np.ndarray, spec: ObservationSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Mean prompt and output tokens per request over metric windows (..., W, N_FIELDS).
+
+    Token counters count the work served, not the work asked for: under overload they stop
+    growing while arrivals do. So the sizes are tokens per request *served*, and the requests
+    served over the window come from arrivals by conservation: those that arrived less the
+    growth of the queue (prompts: prefilled = arrived - d waiting) and of the batch (outputs:
+    finished = prefilled - d running). Both the simulator and vLLM's counters obey this, so the
+    estimate holds at any load. Too few requests, or unobserved tokens: the reference sizes.
+    """
+    w = np.nan_to_num(np.asarray(window, dtype=np.float64))
+    ref_p = spec.ref_prompt_tokens if spec.has_capacity_model else 1.0
+    ref_o = spec.ref_output_tokens if spec.has_capacity_model else 1.0
+    # rows after the first: row 0's gauges are the state the window starts from
+    body = w[..., 1:, :] if w.shape[-2] > 1 else w
+    dt = body[..., _I["interval_s"]]
+    arrived = (body[..., _I["arrival_rps"]] * dt).sum(axis=-1)
+    if w.shape[-2] > 1:
+        d_wait = w[..., -1, _I["requests_waiting"]] - w[..., 0, _I["requests_waiting"]]
+        d_run = w[..., -1, _I["requests_running"]] - w[..., 0, _I["requests_running"]]
+    else:
+        d_wait = d_run = np.zeros_like(arrived)
+    prefilled = arrived - d_wait
+    finished = prefilled - d_run
+    p_tok = (body[..., _I["prompt_tokens_per_s"]] * dt).sum(axis=-1)
+    o_tok = (body[..., _I["output_tokens_per_s"]] * dt).sum(axis=-1)
+
+    def mean(tokens: np.ndarray, n: np.ndarray, ref: float) -> np.ndarray:
+        ok = (n >= _MIN_REQUESTS_FOR_MIX) & (tokens > 0)
+        est = tokens / np.where(ok, n, 1.0)
+        return np.where(ok, np.clip(est, ref / _MIX_RANGE, ref * _MIX_RANGE), ref)
+
+    return mean(p_tok, prefilled, ref_p), mean(o_tok, finished, ref_o)
+
+
+def _mix_features(window: np.ndarray, spec: ObservationSpec) -> np.ndarray:
+    isl, osl = request_mix(window, spec)
+    w = np.nan_to_num(np.asarray(window, dtype=np.float64))
+    p = (w[..., _I["prompt_tokens_per_s"]] * w[..., _I["interval_s"]]).sum(axis=-1)
+    o = (w[..., _I["output_tokens_per_s"]] * w[..., _I["interval_s"]]).sum(axis=-1)
+    share = np.where(p + o > 0, p / np.maximum(p + o, 1e-12), 0.0)
+    if spec.has_capacity_model:
+        lp = np.log2(isl / spec.ref_prompt_tokens)
+        lo = np.log2(osl / spec.ref_output_tokens)
+    else:
+        lp = lo = np.zeros_like(isl)
+    return np.stack([np.clip(lp, -1.0, 6.0), np.clip(lo, -1.0, 6.0), share], axis=-1)
 
 
 def encode_raw(window: np.ndarray, spec: ObservationSpec) -> np.ndarray:
@@ -135,14 +308,16 @@ def encode_raw(window: np.ndarray, spec: ObservationSpec) -> np.ndarray:
         + w[..., _I["replicas_warm"]],
         1.0,
     )
-    cap = spec.replica_capacity_rps
+    isl, osl = request_mix(w, spec)
+    cap = capacity_at_mix(spec, isl, osl)[..., None]
+    slots = knee_concurrency(spec, isl, osl)[..., None]
     arr = w[..., _I["arrival_rps"]]
     feats = np.stack(
         [
             arr / (cap * provisioned),
             arr / (cap * ready),
-            w[..., _I["requests_waiting"]] / (spec.max_batch * ready),
-            w[..., _I["requests_running"]] / (spec.max_batch * ready),
+            w[..., _I["requests_waiting"]] / (slots * ready),
+            w[..., _I["requests_running"]] / (slots * ready),
             w[..., _I["kv_cache_usage"]],
             w[..., _I["gpu_utilization_pct"]] / 100.0,
             np.log1p(w[..., _I["ttft_p95_s"]] / spec.ttft_slo_s),
@@ -157,20 +332,25 @@ def encode_raw(window: np.ndarray, spec: ObservationSpec) -> np.ndarray:
     feats = np.clip(np.nan_to_num(feats, nan=0.0, posinf=10.0, neginf=0.0), 0.0, 10.0)
     lead = feats.shape[:-2]
     flat = feats.reshape(*lead, -1)
-    phase = 2.0 * np.pi * (w[..., -1, _I["time_s"]] % _DAY_S) / _DAY_S
+    phase = 2.0 * np.pi * (np.nan_to_num(w[..., -1, _I["time_s"]]) % _DAY_S) / _DAY_S
     tod = np.stack([np.sin(phase), np.cos(phase)], axis=-1)
-    return np.concatenate([flat, tod], axis=-1).astype(np.float32)
+    return np.concatenate([flat, _mix_features(w, spec), tod], axis=-1).astype(np.float32)
 
 
 def encode(window: Sequence[IntervalMetrics], spec: ObservationSpec) -> np.ndarray:
     """Encode the last `spec.window` intervals (oldest first). A shorter history is padded by
     repeating its oldest entry, as at the start of an episode."""
+    return encode_raw(window_array(window, spec), spec)
+
+
+def window_array(window: Sequence[IntervalMetrics], spec: ObservationSpec) -> np.ndarray:
+    """The last `spec.window` intervals as an array (spec.window, N_FIELDS), padded as `encode`."""
     if not window:
         raise ValueError("encode needs at least one IntervalMetrics")
     rows = [m.to_array() for m in window[-spec.window :]]
     while len(rows) < spec.window:
         rows.insert(0, rows[0])
-    return encode_raw(np.stack(rows), spec)
+    return np.stack(rows)
 
 
 # The queue counts as demand drained over this many seconds (a learned policy's action and the
@@ -187,6 +367,16 @@ def demand_rps(last: np.ndarray, drain_s: float) -> np.ndarray:
     )
 
 
+def demand_replicas(window: np.ndarray, spec: ObservationSpec, drain_s: float) -> np.ndarray:
+    """Demand of metric windows (..., W, N_FIELDS) in replica-equivalents: the last interval's
+    `demand_rps` over one replica's capacity at the window's request mix. Arrivals, not
+    completions, so it reads true under overload (e.g. 3.4 req/s of 12k / 340-token requests on
+    the 8B profile: 3.4 / 1.9 = 1.8 replicas, where 3.4 / 22.6 = 0.15 at the reference mix)."""
+    w = np.asarray(window, dtype=np.float64)
+    isl, osl = request_mix(w, spec)
+    return demand_rps(w[..., -1, :], drain_s) / capacity_at_mix(spec, isl, osl)
+
+
 def replicas_for_utilisation(
     demand: np.ndarray | np.floating, capacity_rps: float, u: np.ndarray | float
 ) -> np.ndarray:
@@ -201,24 +391,41 @@ class ActionSpec:
     controller, so a checkpoint means the same thing in both).
 
     a[0] -> target utilisation u in [u_min, u_max] of the provisioned capacity for the current
-            demand: replicas = ceil(demand_rps / (capacity_rps * u)), where demand_rps is the
-            arrival rate plus the queue drained over `drain_s` (e.g. 90 rps + 300 waiting / 60 s
-            = 95 rps; at 22 rps/replica and u = 0.8 -> ceil(5.4) = 6 replicas).
+            demand: replicas = ceil(demand_replicas / u), where demand_replicas is the arrival
+            rate plus the queue drained over `drain_s`, over one replica's capacity at the
+            observed request mix (`demand_replicas`; e.g. 90 rps + 300 waiting / 60 s = 95 rps;
+            at 22 rps/replica and u = 0.8 -> ceil(5.4) = 6 replicas).
     a[1] -> warm pool size round((a[1] + 1) / 2 * max_warm).
+
+    Calm: a proposal below the current target but within `hold_band` of it (current x (1 -
+    hold_band) < proposal < current) keeps the current target. Noise of a few percent around a
+    steady demand would otherwise move the fleet by one replica up and down every few intervals,
+    each move a scale event and each way up a cold start. Scale-up is never held (the SLO).
     """
 
     u_min: float = 0.3
     u_max: float = 0.95
     drain_s: float = DEMAND_DRAIN_S
     max_warm: int = 0
+    hold_band: float = 0.0
 
     def decode(
-        self, action: np.ndarray, last: np.ndarray, spec: ObservationSpec
+        self,
+        action: np.ndarray,
+        last: np.ndarray,
+        spec: ObservationSpec,
+        window: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """action (..., 2), last metrics rows (..., N_FIELDS) -> (replicas, warm) float arrays."""
+        """action (..., 2), last metrics rows (..., N_FIELDS) and, for the request mix, the
+        window they end (..., W, N_FIELDS; default: the last row alone) -> (replicas, warm)."""
         a = np.clip(np.nan_to_num(np.asarray(action, dtype=np.float64)), -1.0, 1.0)
         u = self.u_min + (self.u_max - self.u_min) * (a[..., 0] + 1.0) * 0.5
-        demand = demand_rps(last, self.drain_s)
-        replicas = replicas_for_utilisation(demand, spec.replica_capacity_rps, u)
+        rows = np.asarray(last, dtype=np.float64)[..., None, :] if window is None else window
+        replicas = np.ceil(demand_replicas(rows, spec, self.drain_s) / u - 1e-9)
+        if self.hold_band > 0:
+            current = np.asarray(last, dtype=np.float64)[..., _I["replicas_desired"]]
+            known = np.isfinite(current) & (current > 0)
+            hold = known & (replicas < current) & (replicas > current * (1.0 - self.hold_band))
+            replicas = np.where(hold, current, replicas)
         warm = np.rint((a[..., 1] + 1.0) * 0.5 * self.max_warm)
         return replicas, warm

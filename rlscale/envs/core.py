@@ -15,8 +15,12 @@ from rlscale.contract import (
     DEFAULT_TPOT_SLO_S,
     DEFAULT_TTFT_SLO_S,
     N_FIELDS,
+    SLO_GRID_OUTPUT_LOG2,
+    SLO_GRID_PROMPT_LOG2,
+    SLO_SHARE_FLOOR,
     ActionSpec,
     ObservationSpec,
+    capacity_at_mix,
     encode_raw,
     observation_size,
 )
@@ -24,16 +28,23 @@ from rlscale.envs.cluster import ClusterSim
 from rlscale.envs.fleet import ClampedFleet
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import SafetyLimits
+from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
 
 class RewardWeights(BaseModel):
-    """reward = -(cost * paid_replicas / fleet_ref + slo * violating_requests / mean_requests)."""
+    """reward = -(cost * paid_replicas / fleet_ref + slo * violating_requests / mean_requests
+    + switch * [the replica target changed]).
+
+    `switch` prices a scale event in units of one interval of the whole reference fleet's cost
+    (0.1: a move costs what a tenth of the fleet costs for 15 s), so churn that buys nothing
+    loses reward, and a move that saves capacity for minutes still pays."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     cost: float = Field(default=1.0, ge=0)
     slo: float = Field(default=20.0, ge=0)
+    switch: float = Field(default=0.0, ge=0)
 
 
 class EnvConfig(BaseModel):
@@ -50,6 +61,9 @@ class EnvConfig(BaseModel):
     cold_start_jitter: float = Field(default=0.0, ge=0, le=1)
     u_min: float = Field(default=0.3, gt=0, le=1)
     u_max: float = Field(default=0.95, gt=0, le=1)
+    # hysteresis of the action map (contract.ActionSpec.hold_band): scale-down proposals within
+    # this share of the current target keep it
+    hold_band: float = Field(default=0.0, ge=0, lt=1)
     # Runtime cost/SLO knob: when set, each episode samples the SLO weight log-uniformly in this
     # range and the observation carries log(slo_weight) so one policy covers the trade-off.
     slo_weight_range: tuple[float, float] | None = None
@@ -65,18 +79,54 @@ class EnvConfig(BaseModel):
         )
 
     def observation_spec(self, profile: ServiceProfile) -> ObservationSpec:
+        """The profile's reference capacity and the seven coefficients of the serving model's
+        knee (the units `serving.model._Coeffs` reads them in), so the contract can rescale
+        capacity to the observed request mix without importing the profile."""
+        lat = profile.latency
         return ObservationSpec(
             replica_capacity_rps=profile.capacity_rps(),
-            max_batch=float(profile.latency.max_batch),
+            max_batch=float(lat.max_batch),
             ttft_slo_s=self.ttft_slo_s,
             tpot_slo_s=self.tpot_slo_s,
             max_replicas=float(self.limits.max_replicas),
             window=self.window,
+            ref_prompt_tokens=float(profile.typical_prompt_tokens),
+            ref_output_tokens=float(profile.typical_output_tokens),
+            iteration_s=lat.tpot_base_ms / 1e3,
+            seq_iteration_s=lat.tpot_ms_per_seq / 1e3,
+            ctx_token_iteration_s=lat.tpot_ms_per_seq_per_ktok / 1e6,
+            prompt_token_s=lat.tpot_ms_per_prefill_token / 1e3,
+            request_overhead_s=lat.prefill_base_ms / 1e3,
+            kv_cache_tokens=float(lat.kv_cache_tokens),
+            slo_share=self._slo_share(profile),
         )
+
+    def _slo_share(self, profile: ServiceProfile) -> tuple[float, ...]:
+        """`ObservationSpec.slo_share`: the serving model's SLO capacity of a 4-replica fleet over
+        its knee, on the contract's grid of request sizes."""
+        out = []
+        for kp in SLO_GRID_PROMPT_LOG2:
+            for ko in SLO_GRID_OUTPUT_LOG2:
+                isl = profile.typical_prompt_tokens * 2.0**kp
+                osl = profile.typical_output_tokens * 2.0**ko
+                slo = slo_capacity_rps(
+                    profile,
+                    isl,
+                    osl,
+                    replicas=4,
+                    ttft_slo_s=self.ttft_slo_s,
+                    tpot_slo_s=self.tpot_slo_s,
+                )
+                share = slo / replica_capacity_rps(profile, isl, osl)
+                out.append(round(max(SLO_SHARE_FLOOR, min(1.0, share)), 4))
+        return tuple(out)
 
     def action_spec(self) -> ActionSpec:
         return ActionSpec(
-            u_min=self.u_min, u_max=self.u_max, max_warm=self.limits.max_warm_replicas
+            u_min=self.u_min,
+            u_max=self.u_max,
+            max_warm=self.limits.max_warm_replicas,
+            hold_band=self.hold_band,
         )
 
 
@@ -107,13 +157,22 @@ class AutoscaleCore:
         self._clock_s = 0.0
         self.knob = config.slo_weight_range is not None
         self.obs_size = observation_size(self.obs_spec) + (1 if self.knob else 0)
-        # per-workload normalisers: replicas its p99 bin needs, its mean arrivals per interval
-        cap = profile.capacity_rps()
+        # per-workload normalisers: replicas its p99 bin needs (at its own request mix), its
+        # mean arrivals per interval
         self._fleet_ref = np.array(
-            [max(1.0, np.quantile(w.rate_rps, 0.99) / cap) for w in self.sim.workloads]
+            [
+                max(1.0, np.quantile(w.rate_rps, 0.99) / self._capacity(w))
+                for w in self.sim.workloads
+            ]
         )
         self._mean_arrivals = np.array([max(w.arrivals.mean(), 1e-6) for w in self.sim.workloads])
         self.reset_mask(np.ones(batch, dtype=bool))
+
+    def _capacity(self, w: Workload) -> float:
+        n = max(w.arrivals.sum(), 1e-9)
+        isl = float((w.arrivals * w.prompt_tokens).sum() / n)
+        osl = float((w.arrivals * w.output_tokens).sum() / n)
+        return float(capacity_at_mix(self.obs_spec, np.float64(isl), np.float64(osl)))
 
     def reset_mask(self, mask: np.ndarray) -> None:
         idx = np.nonzero(mask)[0]
@@ -150,7 +209,8 @@ class AutoscaleCore:
         """Returns (reward (B,), done (B,), cost_usd (B,)) and updates the window; the caller
         observes (and resets finished clusters) afterwards."""
         last = self.window[:, -1, :]
-        proposed, warm = self.act_spec.decode(actions, last, self.obs_spec)
+        proposed, warm = self.act_spec.decode(actions, last, self.obs_spec, self.window)
+        target_before = self.fleet.current.copy()
         # Clusters in the batch replay different times of day; the clamp only needs a clock that
         # advances one interval per step (its windows are relative).
         self._clock_s += self.config.interval_s
@@ -168,4 +228,6 @@ class AutoscaleCore:
             w.cost * self.sim.last_paid / self._fleet_ref[wid]
             + self.slo_weight * violations / self._mean_arrivals[wid]
         )
+        if w.switch > 0:
+            reward = reward - w.switch * (self.fleet.current != target_before)
         return reward, self.sim.done.copy(), self.sim.totals.cost_usd - cost_before

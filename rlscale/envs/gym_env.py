@@ -34,24 +34,30 @@ class LLMAutoscaleEnv(gym.Env):
 
     | index | meaning | mapping |
     |---|---|---|
-    | 0 | target utilisation of provisioned capacity | u = u_min + (u_max - u_min)(a+1)/2, replicas = ceil(demand / (capacity x u)) |
+    | 0 | target utilisation of provisioned capacity | u = u_min + (u_max - u_min)(a+1)/2, replicas = ceil(demand_replicas / u) |
     | 1 | warm-pool size | round((a+1)/2 x limits.max_warm_replicas) (ignored when that is 0) |
 
-    demand = arrival rate + queue / 60 s. The proposal then passes the same safety clamps the live
-    controller applies (min/max, rate limits, stabilisation, GPU budget: `config.limits`).
+    demand_replicas = (arrival rate + queue / 60 s) / one replica's capacity at the request mix
+    of the window (`rlscale.contract.demand_replicas`: token-aware, so a 12k-token prompt counts
+    for ~10 chat requests). A scale-down proposal within `config.hold_band` of the current target
+    keeps it (calm). The proposal then passes the same safety clamps the live controller applies
+    (min/max, rate limits, stabilisation, GPU budget: `config.limits`).
 
-    ## Observation space: Box(-1, 10, (window x 11 + 2 [+1],), float32)
+    ## Observation space: Box(-1, 10, (window x 11 + 3 + 2 [+1],), float32)
 
     `rlscale.contract.encode_raw` of the last `window` IntervalMetrics, per interval (oldest first):
-    load per provisioned replica and per ready replica (arrival rps / capacity rps), queue and
-    running requests per ready replica / max batch, KV-cache usage (0..1), GPU utilisation (0..1),
-    log1p(TTFT p95 / SLO), log1p(TPOT p95 / SLO), starting and warm shares of the fleet, fleet /
-    max_replicas; then sin/cos of the time of day; then log(SLO weight) when the cost/SLO knob is
-    on. Every feature is clipped to [0, 10].
+    demand per provisioned replica and per ready replica (arrival rps / capacity rps at the mix),
+    queue and running requests per ready replica / the knee's batch at the mix, KV-cache usage
+    (0..1), GPU utilisation (0..1), log1p(TTFT p95 / SLO), log1p(TPOT p95 / SLO), starting and
+    warm shares of the fleet, fleet / max_replicas (each clipped to [0, 10]); then the window's
+    request mix: log2 of the mean prompt and output tokens over the profile's reference (clipped
+    to [-1, 6]) and the prompt share of the tokens; then sin/cos of the time of day; then log(SLO
+    weight) when the cost/SLO knob is on.
 
     ## Reward
 
-    r = -(w_cost x paid_replicas / fleet_ref + w_slo x violating_requests / mean_requests), where
+    r = -(w_cost x paid_replicas / fleet_ref + w_slo x violating_requests / mean_requests
+          + w_switch x [the replica target changed]), where
     fleet_ref is the replicas the workload's p99 interval needs and mean_requests its mean
     arrivals per interval. Range (-inf, 0]; a perfectly sized fleet with no violations earns about
     -w_cost x load / peak per step.

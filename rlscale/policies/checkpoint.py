@@ -37,8 +37,9 @@ from rlscale.contract import (
     ActionSpec,
     IntervalMetrics,
     ObservationSpec,
-    encode,
+    encode_raw,
     feature_names,
+    window_array,
 )
 from rlscale.errors import InputError
 from rlscale.policies.base import Decision
@@ -94,7 +95,7 @@ class PPOPolicy:
     """A trained PPO actor behind the `Policy` protocol.
 
     decide(window) = ActionSpec.decode(mean_action(normalise(encode(window) [+ log slo_weight])),
-    last interval). `limits` are the safety limits it was trained under (evaluate and serve it
+    window). `limits` are the safety limits it was trained under (evaluate and serve it
     under the same ones); `slo_weight` is the runtime cost/SLO knob when the checkpoint has it
     (higher = protect the SLO harder, spend more), settable at any time.
     """
@@ -166,7 +167,7 @@ class PPOPolicy:
         pass
 
     def observation(self, window: Sequence[IntervalMetrics]) -> np.ndarray:
-        obs = encode(window, self.obs_spec)
+        obs = encode_raw(window_array(window, self.obs_spec), self.obs_spec)
         if self.knob:
             obs = np.concatenate(
                 [obs, np.array([math.log(self._slo_weight or 1.0)], dtype=np.float32)]
@@ -188,8 +189,8 @@ class PPOPolicy:
         if self._fixed_a0 is not None:
             a = a.copy()
             a[0] = self._fixed_a0
-        last = window[-1].to_array()
-        replicas, warm = self.act_spec.decode(a, last, self.obs_spec)
+        rows = window_array(window, self.obs_spec)
+        replicas, warm = self.act_spec.decode(a, rows[-1], self.obs_spec, rows)
         u = self.act_spec.u_min + (self.act_spec.u_max - self.act_spec.u_min) * (a[0] + 1.0) * 0.5
         r = max(0, int(replicas)) if math.isfinite(float(replicas)) else 0
         manages_warm = self.act_spec.max_warm > 0 or self.fixed_warm is not None
@@ -365,6 +366,14 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _check_contract(m: Mapping[str, Any], where: Path) -> tuple[ObservationSpec, ActionSpec, bool]:
     version = m.get("contract_version")
+    if version == 1 and CONTRACT_VERSION == 2:
+        raise InputError(
+            where,
+            "observation contract version 1 (demand in requests/s at one fixed request size), "
+            "this rlscale speaks 2 (token-aware demand): retrain it with `rlscale train --config "
+            "...` or use a shipped version-2 checkpoint",
+            field="contract_version",
+        )
     if version != CONTRACT_VERSION:
         raise InputError(
             where,

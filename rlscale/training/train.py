@@ -72,12 +72,17 @@ class WorkloadSpec(_Strict):
     """One trace and how it is cut and scaled. `path` = `PATH` or `PATH@START:END`, the window in
     days from the trace's start (`x.csv@10:10.5` = hours 240-252); `peak_replicas` = the range
     of fleet sizes (replicas the p99 minute needs) the trace is scaled to; `copies` = how many
-    scaled copies are drawn from that range."""
+    scaled copies are drawn from that range. `prompt_scale` / `output_scale` = ranges that each
+    copy's request sizes are multiplied by (log-uniform; the request-mix shifts a policy must
+    hold up under: a 12k-token-prompt service is the chat trace with prompts x10), the fleet
+    sized at the new mix."""
 
     path: str
     format: str | None = None
     name: str | None = None
     peak_replicas: tuple[float, float] = (4.0, 16.0)
+    prompt_scale: tuple[float, float] = (1.0, 1.0)
+    output_scale: tuple[float, float] = (1.0, 1.0)
     copies: int = Field(default=1, ge=1, le=64)
     seed: int = 0
     # the old spelling, refused with its conversion (never stored: excluded from the dump)
@@ -109,11 +114,10 @@ class WorkloadSpec(_Strict):
 
     @model_validator(mode="after")
     def _ranges(self) -> WorkloadSpec:
-        lo, hi = self.peak_replicas
-        if not (0 < lo <= hi):
-            raise ValueError(
-                f"peak_replicas = {list(self.peak_replicas)}, expected 0 < low <= high"
-            )
+        for name in ("peak_replicas", "prompt_scale", "output_scale"):
+            lo, hi = getattr(self, name)
+            if not (0 < lo <= hi):
+                raise ValueError(f"{name} = [{lo}, {hi}], expected 0 < low <= high")
         return self
 
     @property
@@ -226,11 +230,13 @@ def build_workloads(
     aug: Augmentation | None = None,
 ) -> list[Workload]:
     """Load, cut to the window, scale (and augment) every spec into its copies."""
+    from rlscale.serving.capacity import replica_capacity_rps
     from rlscale.traces.loaders import load_workload
     from rlscale.traces.transforms import augment, scale_to_fleet, slice_window
 
     out: list[Workload] = []
-    cap = profile.capacity_rps()
+    # the profile's reference capacity, rescaled to each copy's mix by the serving model's knee
+    ref_cap, ref_knee = profile.capacity_rps(), replica_capacity_rps(profile)
     for spec in specs:
         base = load_workload(
             resolve_path(spec.file),
@@ -248,7 +254,19 @@ def build_workloads(
                 if spec.copies == 1 and lo == hi
                 else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             )
-            w = scale_to_fleet(base, peak, cap)
+            sized, tag = base, ""
+            if spec.prompt_scale != (1.0, 1.0) or spec.output_scale != (1.0, 1.0):
+                kp = _log_uniform(rng, spec.prompt_scale)
+                ko = _log_uniform(rng, spec.output_scale)
+                sized = base.with_(
+                    prompt_tokens=base.prompt_tokens * kp, output_tokens=base.output_tokens * ko
+                )
+                tag = f"~p{kp:.1f}o{ko:.2f}"
+            n = max(sized.total_requests, 1e-9)
+            isl = float((sized.arrivals * sized.prompt_tokens).sum() / n)
+            osl = float((sized.arrivals * sized.output_tokens).sum() / n)
+            cap = ref_cap * replica_capacity_rps(profile, isl, osl) / ref_knee
+            w = scale_to_fleet(sized, peak, cap)
             if aug is not None and (aug.noise_cv > 0 or aug.bursts_per_day > 0):
                 w = augment(
                     w,
@@ -258,9 +276,14 @@ def build_workloads(
                     burst_magnitude=aug.burst_magnitude,
                 )
             out.append(
-                w.with_(name=f"{base.name}@{peak:.1f}" + (f"#{k}" if spec.copies > 1 else ""))
+                w.with_(name=f"{base.name}@{peak:.1f}{tag}" + (f"#{k}" if spec.copies > 1 else ""))
             )
     return out
+
+
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    lo, hi = bounds
+    return lo if lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
 def baseline_runner(spec: str, profile: ServiceProfile, cfg: TrainConfig) -> Runner:

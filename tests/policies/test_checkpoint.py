@@ -149,6 +149,28 @@ def test_contract_version_mismatch_is_refused(tmp_path: Path) -> None:
         load_policy(root)
 
 
+def test_version_1_checkpoint_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """A v1 policy sized replicas from requests/s at one request size: served on long prompts
+    it under-provisions ~10x, so it must not load, and the one line says why and what to do."""
+    root = write_random(tmp_path / "ck")
+    _rewrite_manifest(root, lambda m: m.update(contract_version=1))
+    with pytest.raises(InputError) as e:
+        load_policy(root)
+    line = str(e.value)
+    assert "\n" not in line and str(root) in line
+    assert "version 1" in line and "retrain" in line and "rlscale train" in line
+
+
+def test_shipped_checkpoints_speak_this_contract() -> None:
+    """Every shipped checkpoint loads (hashes, contract version, feature list) and sizes from
+    token-aware demand: its ObservationSpec carries a capacity model."""
+    shipped = sorted(p for p in (Path(__file__).parents[2] / "checkpoints").iterdir() if p.is_dir())
+    assert shipped
+    for folder in shipped:
+        pol = load_policy(folder)
+        assert pol.obs_spec.has_capacity_model, folder
+
+
 def test_feature_list_mismatch_is_refused(tmp_path: Path) -> None:
     root = write_random(tmp_path / "ck")
 

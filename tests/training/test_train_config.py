@@ -21,7 +21,11 @@ def test_shipped_configs_load_with_their_windows_in_days(path):
     cfg = TrainConfig.load(path)
     # days 0-10 train, the first 12 h of day 10 select (what slice_h [0, 240] / [240, 252] said)
     assert [w.days for w in cfg.workloads[:4]] == [(0.0, 10.0)] * 4
-    assert [w.days for w in cfg.eval.workloads] == [(10.0, 10.5)] * 2
+    assert [w.days for w in cfg.eval.workloads] == [(10.0, 10.5)] * 3
+    # the request-mix shifts train on the training days only, and one validation window is the
+    # same half day with 10x prompts
+    assert all(w.days == (0.0, 10.0) for w in cfg.workloads if w.prompt_scale != (1.0, 1.0))
+    assert [w.prompt_scale for w in cfg.eval.workloads][-1] == (10.0, 10.0)
     assert cfg.workloads[0].file == "../shared/data/servegen_language_m-large_total_10min.csv"
     assert cfg.workloads[4].days is None
 
@@ -61,7 +65,7 @@ def test_the_target_rule_is_spelled_target_u_and_nothing_else():
 def test_an_override_past_the_end_of_a_list_is_one_input_error_line():
     with pytest.raises(InputError) as e:
         TrainConfig.load(SHIPPED[0], ["workloads.9.copies=2"])
-    assert e.value.field == "workloads.9" and "6 entries" in str(e.value)
+    assert e.value.field == "workloads.9" and "8 entries" in str(e.value)
     assert str(e.value).startswith("training/default.yaml, field 'workloads.9': ")
 
 
