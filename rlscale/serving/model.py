@@ -70,6 +70,7 @@ def grid_index(p: float) -> int:
 
 
 _P50, _P95, _P99 = grid_index(0.5), grid_index(0.95), grid_index(0.99)
+_P05 = grid_index(0.05)
 # exponential tail quantile ln(1 / (1 - p)), for a wait that happens with probability Pw
 _NEG_LOG_TAIL = -np.log(np.clip(1.0 - P_GRID, 1e-4, 1.0))[None, :]
 
@@ -461,25 +462,43 @@ def _share_within_class(
     per_1k_s: float,
     prompt_tokens: np.ndarray,
     prompt_cv: float | np.ndarray,
+    own_s: np.ndarray,
 ) -> np.ndarray:
     """(B,) share of requests within a per-length TTFT target base_s + per_1k_s * isl / 1000
     (`rlscale.slo.SLOClass`); exactly `_share_within(ttft_q, base_s)` when flat.
 
     The interval's TTFT is one distribution over its requests, not one per prompt length, so
-    the target is read against it by rank: the TTFT quantile at p meets the target of the prompt
-    quantile at p (lognormal prompts with this CV). Exact where a request's own prefill orders
-    the TTFTs (an idle or lightly loaded replica, long prompts: the case a slope is for);
-    optimistic by the share of the spread that waiting adds independently of the length (a
-    short prompt behind a burst). Between grid points the slack TTFT - target is linear, as
-    the CDF is in `_share_within`."""
+    how a request's TTFT goes with its own prompt is a copula between the two: a mixture of
+    - comonotone: the TTFT quantile at p meets the target of the prompt quantile at p (long
+      prompts wait longest and have the largest targets; exact where the own prefill orders the
+      TTFTs, an idle replica), and
+    - independent: every TTFT against every prompt's target (a short prompt stuck behind a
+      burst or a long prefill fares as a long one: the waiting does not know the length),
+    weighted by the share of the TTFT's spread that is the request's own prefill (its 5-95 %
+    range, own_s = GPU time of the mean prompt, lognormal prompts with this CV, over the TTFT's).
+    A convex mix of two copulas is one, and its rank correlation is the weight. Prompts are
+    lognormal with this CV; between grid points the slack TTFT - target (comonotone) and the
+    CDF (independent) are linear, as in `_share_within`. Against the request-level engine on
+    70B with 10x Azure conv prompts: `benchmarks/results/slo_classes.md`."""
     if per_1k_s == 0.0:
         return _share_within(ttft_q, base_s)
     cv = np.broadcast_to(np.asarray(prompt_cv, dtype=np.float64), np.shape(prompt_tokens))
     s2 = np.log1p(np.square(cv))
-    isl_q = prompt_tokens[:, None] * np.exp(
-        np.sqrt(s2)[:, None] * _Z_GRID[None, :] - 0.5 * s2[:, None]
+    rel = np.exp(np.sqrt(s2)[:, None] * _Z_GRID[None, :] - 0.5 * s2[:, None])
+    target = base_s + (per_1k_s / 1000.0) * (prompt_tokens[:, None] * rel)
+    lo_q = ttft_q[:, :-1]
+    span = np.maximum(ttft_q[:, 1:] - lo_q, 1e-12)
+    # independent: the TTFT's CDF at each prompt quantile's target, trapezoid over the cells
+    cdf = np.stack(
+        [
+            np.minimum(np.maximum((target[:, k, None] - lo_q) / span, 0.0), 1.0) @ _DP
+            for k in range(len(P_GRID))
+        ],
+        axis=1,
     )
-    slack = ttft_q - (base_s + (per_1k_s / 1000.0) * isl_q)
+    indep = (0.5 * (cdf[:, :-1] + cdf[:, 1:])) @ _DP
+    # comonotone: the share of each cell where the (linear) slack TTFT - target is <= 0
+    slack = ttft_q - target
     lo, hi = slack[:, :-1], slack[:, 1:]
     d = hi - lo
     t0 = -lo / np.where(np.abs(d) > 1e-12, d, 1.0)  # where the slack crosses 0 in the cell
@@ -488,7 +507,10 @@ def _share_within_class(
         np.minimum(np.maximum(t0, 0.0), 1.0),
         np.where(d < -1e-12, np.minimum(np.maximum(1.0 - t0, 0.0), 1.0), (lo <= 0.0) * 1.0),
     )
-    return frac @ _DP
+    como = frac @ _DP
+    own_range = own_s * (rel[:, _P95] - rel[:, _P05])
+    weight = np.minimum(own_range / np.maximum(ttft_q[:, _P95] - ttft_q[:, _P05], 1e-12), 1.0)
+    return indep + weight * (como - indep)
 
 
 def _tpot(
@@ -603,7 +625,7 @@ def serve_interval(
         tpot_p99_s=tpot_q[:, _P99],
         slo_ok=arrivals
         * _share_within_class(
-            ttft_q, ttft_slo_s, ttft_slo_s_per_1k_tokens, prompt_tokens, prompt_cv
+            ttft_q, ttft_slo_s, ttft_slo_s_per_1k_tokens, prompt_tokens, prompt_cv, curve.own_s
         )
         * p_tpot,
         capacity_rps=drain_rps,

@@ -55,6 +55,7 @@ LAT_FIELDS: tuple[str, ...] = (
 )
 N_P = len(P_GRID)
 Q50, Q95, Q99 = grid_index(0.5), grid_index(0.95), grid_index(0.99)  # P_GRID columns
+Q05 = grid_index(0.05)
 # numba freezes module-level arrays into the compiled code as constants
 _ZG = np.ascontiguousarray(_Z_GRID, dtype=np.float64)
 _SG = np.ascontiguousarray(_SIGN[0], dtype=np.float64)
@@ -266,24 +267,39 @@ def serve_row(
             cell = max(ttft_q[i, p + 1] - lo, 1e-12)
             within += min(max((ttft_slo_s - lo) / cell, 0.0), 1.0) * _DPG[p]
     else:
-        # _share_within_class: the slack TTFT - target at the prompt quantile of the same rank
+        # _share_within_class: a mix of the comonotone and the independent copula
         c_s2 = math.log1p(prompt_cv * prompt_cv)
         c_sg = math.sqrt(c_s2)
         per_tok = ttft_slo_s_per_1k / 1000.0
-        prev = ttft_q[i, 0] - (ttft_slo_s + per_tok * (isl * math.exp(c_sg * _ZG[0] - 0.5 * c_s2)))
+        rel = np.empty(N_P)
+        tgt = np.empty(N_P)
+        cdf = np.empty(N_P)
+        for k in range(N_P):
+            rel[k] = math.exp(c_sg * _ZG[k] - 0.5 * c_s2)
+            tgt[k] = ttft_slo_s + per_tok * (isl * rel[k])
+        for k in range(N_P):
+            acc = 0.0
+            for p in range(N_P - 1):
+                lo = ttft_q[i, p]
+                cell = max(ttft_q[i, p + 1] - lo, 1e-12)
+                acc += min(max((tgt[k] - lo) / cell, 0.0), 1.0) * _DPG[p]
+            cdf[k] = acc
+        indep = 0.0
+        como = 0.0
         for p in range(N_P - 1):
-            nxt = ttft_q[i, p + 1] - (
-                ttft_slo_s + per_tok * (isl * math.exp(c_sg * _ZG[p + 1] - 0.5 * c_s2))
-            )
-            d = nxt - prev
+            indep += (0.5 * (cdf[p] + cdf[p + 1])) * _DPG[p]
+            lo = ttft_q[i, p] - tgt[p]
+            d = (ttft_q[i, p + 1] - tgt[p + 1]) - lo
             if d > 1e-12:
-                frac = min(max(-prev / d, 0.0), 1.0)
+                frac = min(max(-lo / d, 0.0), 1.0)
             elif d < -1e-12:
-                frac = min(max(1.0 - -prev / d, 0.0), 1.0)
+                frac = min(max(1.0 - -lo / d, 0.0), 1.0)
             else:
-                frac = 1.0 if prev <= 0.0 else 0.0
-            within += frac * _DPG[p]
-            prev = nxt
+                frac = 1.0 if lo <= 0.0 else 0.0
+            como += frac * _DPG[p]
+        own_range = own_s * (rel[Q95] - rel[Q05])
+        weight = min(own_range / max(ttft_q[i, Q95] - ttft_q[i, Q05], 1e-12), 1.0)
+        within = indep + weight * (como - indep)
 
     c_end = r * inv_ready
     m_isl = run_isl + (isl - run_isl) * new_share
