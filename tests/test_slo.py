@@ -15,7 +15,11 @@ from rlscale.slo import SLOClass, parse_slo, parse_ttft_spec
 
 def test_the_default_class_is_the_contracts_flat_slo():
     c = SLOClass()
-    assert (c.ttft_s, c.ttft_s_per_1k_tokens, c.tpot_s) == (DEFAULT_TTFT_SLO_S, 0.0, DEFAULT_TPOT_SLO_S)
+    assert (c.ttft_s, c.ttft_s_per_1k_tokens, c.tpot_s) == (
+        DEFAULT_TTFT_SLO_S,
+        0.0,
+        DEFAULT_TPOT_SLO_S,
+    )
     assert c.is_flat and SimConfig().slo == c
     assert c.describe() == "TTFT <= 2 s and TPOT <= 100 ms"
     # flat: the target is the number itself, whatever the prompt

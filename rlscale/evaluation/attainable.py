@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlscale.profiles.model import ServiceProfile
-from rlscale.serving.capacity import idle_slo_share
+from rlscale.serving.capacity import idle_slo_share, slo_capacity_rps
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
@@ -36,6 +36,8 @@ class Attainability:
     affected: float  # 1 - share
     max_prompt_tokens: float  # the largest bin's mean prompt (for the message)
     suggested_slope: float | None  # s per 1k tokens at the same base that reaches the target
+    # the highest --slo-target (to 0.001) at which the fleet can be sized for the SLO as given
+    suggested_target: float | None = None
 
     @property
     def any_affected(self) -> bool:
@@ -68,18 +70,58 @@ def idle_share(
 
 
 def attainability(
-    w: Workload, profile: ServiceProfile, config: SimConfig, slo_target: float, replicas: int
+    w: Workload,
+    profile: ServiceProfile,
+    config: SimConfig,
+    slo_target: float,
+    replicas: int,
+    *,
+    sized: bool = True,
 ) -> Attainability:
+    """The idle share; where it is below `slo_target` or the fleet cannot be sized for the SLO
+    (`sized` False: SLO capacity 0), the slope and the SLO target to suggest."""
     share = idle_share(w, profile, config, replicas, config.ttft_slo_s_per_1k_tokens)
     slope = None
-    if share < slo_target:
+    if share < slo_target or not sized:
         for s in SUGGESTED_SLOPES:
             if s > config.ttft_slo_s_per_1k_tokens and (
                 idle_share(w, profile, config, replicas, s) >= 0.5 * (1.0 + slo_target)
             ):
                 slope = s
                 break
-    return Attainability(share, 1.0 - share, float(np.max(w.prompt_tokens)), slope)
+        target = _reachable_target(w, profile, config, share, replicas)
+    else:
+        target = None
+    return Attainability(share, 1.0 - share, float(np.max(w.prompt_tokens)), slope, target)
+
+
+def _reachable_target(
+    w: Workload, profile: ServiceProfile, config: SimConfig, share: float, replicas: int
+) -> float | None:
+    """The idle share rounded down, lowered until the fleet can be sized at the mean request
+    (the capacity the evaluator sizes with reads the mean mix, where the share may be lower
+    than the per-bin average), in steps of 0.5 points; None below 50 %."""
+    from rlscale.evaluation.evaluate import mean_sizes
+
+    isl, osl = mean_sizes(w)
+    target = math.floor(share * 1000.0) / 1000.0
+    while target >= 0.5:
+        cap = slo_capacity_rps(
+            profile,
+            isl,
+            osl,
+            replicas=replicas,
+            slo_target=target,
+            prompt_cv=w.prompt_tokens_cv,
+            ttft_slo_s=config.ttft_slo_s,
+            tpot_slo_s=config.tpot_slo_s,
+            arrival_scv=config.arrival_scv,
+            ttft_slo_s_per_1k_tokens=config.ttft_slo_s_per_1k_tokens,
+        )
+        if cap > 0:
+            return target
+        target = math.floor((target - 0.005) * 200.0) / 200.0
+    return None
 
 
 def unattainable_problem(config: SimConfig, slo_target: float, a: Attainability) -> str:
@@ -90,9 +132,8 @@ def unattainable_problem(config: SimConfig, slo_target: float, a: Attainability)
             f"a TTFT target that grows with the prompt, e.g. --ttft-slo-s "
             f"'{config.ttft_slo_s:g}s+{a.suggested_slope:g}s/1k'"
         )
-    floor = math.floor(a.share * 1000.0) / 1000.0
-    if floor > 0:
-        fix.append(f"--slo-target {floor:.3f} to score against the SLO as it is")
+    if a.suggested_target is not None:
+        fix.append(f"--slo-target {a.suggested_target:.3f} to score against the SLO as it is")
     return (
         f"{100 * a.affected:.1f} % of requests miss "
         f"{config.slo.describe()} even on idle replicas (mean prompts up to "

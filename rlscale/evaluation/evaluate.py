@@ -237,8 +237,8 @@ def scale_for_profile(
     isl, osl = mean_sizes(w)
     cap = slo_capacity_for(w, profile, settings)
     replicas = max(int(round(settings.peak_replicas)), 1)
-    reach = attainability(w, profile, settings.config, settings.slo_target, replicas)
-    if settings.rescale and (reach.share < settings.slo_target or cap <= 0):
+    reach = attainability(w, profile, settings.config, settings.slo_target, replicas, sized=cap > 0)
+    if reach.share < settings.slo_target or cap <= 0:
         # the SLO, not the autoscaler, is the problem: say so (module attainable's doc)
         raise InputError(
             f"{w.name} on {profile.name}",

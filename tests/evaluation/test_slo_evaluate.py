@@ -41,7 +41,9 @@ def _evaluate(trace, out, *extra):
     ]  # fmt: skip
 
 
-def test_an_unattainable_slo_is_one_line_with_the_share_and_a_fix_and_exit_2(long_prompts, tmp_path):
+def test_an_unattainable_slo_is_one_line_with_the_share_and_a_fix_and_exit_2(
+    long_prompts, tmp_path
+):
     proc = subprocess.run(
         [sys.executable, "-m", "rlscale.cli", *_evaluate(long_prompts, tmp_path)],
         capture_output=True,
@@ -82,7 +84,12 @@ def test_the_flat_slo_is_scored_as_it_is_below_its_idle_share(long_prompts, tmp_
 
 def test_a_bad_slo_spec_is_one_line_naming_the_option(long_prompts, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rlscale.cli", *_evaluate(long_prompts, tmp_path, "--ttft-slo-s", "2s+fast")],
+        [
+            sys.executable,
+            "-m",
+            "rlscale.cli",
+            *_evaluate(long_prompts, tmp_path, "--ttft-slo-s", "2s+fast"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

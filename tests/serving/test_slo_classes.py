@@ -6,6 +6,7 @@ policy can meet the SLO."""
 from __future__ import annotations
 
 import numpy as np
+
 from rlscale.profiles.model import load_profile
 from rlscale.serving.capacity import idle_slo_share, slo_capacity_rps
 from rlscale.serving.engine import EngineConfig, FleetEngine
@@ -48,7 +49,9 @@ def test_with_equal_prompts_the_class_is_its_target_at_that_length():
     q = np.sort(rng.exponential(3.0, (100, len(P_GRID))), axis=1)
     isl = rng.uniform(100, 30_000, 100)
     got = _share_within_class(q, 2.0, 0.25, isl, 0.0, 4e-5 * isl)
-    want = np.array([_share_within(q[k : k + 1], 2.0 + 0.25 * isl[k] / 1000)[0] for k in range(100)])
+    want = np.array(
+        [_share_within(q[k : k + 1], 2.0 + 0.25 * isl[k] / 1000)[0] for k in range(100)]
+    )
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
@@ -106,7 +109,9 @@ def test_the_shield_holds_the_p95_to_the_target_at_the_observed_mean_prompt():
     rows[:, FIELD_INDEX["arrival_rps"]] = 10.0
     rows[:, FIELD_INDEX["prompt_tokens_per_s"]] = [10_000.0, 120_000.0]  # 1k and 12k mean prompts
     flat = Shield(ShieldConfig(), P70, 2, ttft_slo_s=2.0, tpot_slo_s=0.1)
-    cls = Shield(ShieldConfig(), P70, 2, ttft_slo_s=2.0, tpot_slo_s=0.1, ttft_slo_s_per_1k_tokens=0.5)
+    cls = Shield(
+        ShieldConfig(), P70, 2, ttft_slo_s=2.0, tpot_slo_s=0.1, ttft_slo_s_per_1k_tokens=0.5
+    )
     assert flat.ttft_limit_s(rows) == 2.0
     np.testing.assert_allclose(cls.ttft_limit_s(rows), [2.5, 8.0])
     rows[:, FIELD_INDEX["arrival_rps"]] = np.nan  # unobserved: the profile's typical prompt
