@@ -25,6 +25,12 @@ Where each part of rlscale reads the class:
 - the live controller (`deploy`): vLLM's TTFT histogram is not split by prompt length, so the
   guards compare the observed TTFT p95 with the class's target at the observed mean prompt
   length (prompt tokens / requests over the interval), `ttft_target_s(mean_prompt_tokens)`.
+- the policy's observation (`contract.ObservationSpec.ttft_slo_s`) keeps normalising TTFT by
+  the class's base `ttft_s`, so a checkpoint reads latency in the units it was trained in
+  whatever the slope; the live controller accepts a class on a checkpoint whose base and TPOT
+  match its own (`deploy.policies`).
+- `rlscale evaluate` first asks what an idle fleet attains under the class
+  (`evaluation.attainable`) and stops with one line when that is below the SLO target.
 
 Spelled on the command line as `--ttft-slo-s SPEC`: a number (`2`, `2s`, `1500ms`) or a base plus
 a slope per 1,000 prompt tokens (`2s+0.5s/1k`, `2+0.5/1k`); in YAML configs as the fields
