@@ -37,7 +37,7 @@ COMMANDS = [
         ("--seeds", None),
         ("--min-replicas", opts.DEFAULT_MIN_REPLICAS),
         ("--max-replicas", opts.DEFAULT_MAX_REPLICAS),
-        ("--ttft-slo-s", DEFAULT_TTFT_SLO_S),
+        ("--ttft-slo-s", opts.DEFAULT_TTFT_SLO),  # a spec string (rlscale.slo)
         ("--tpot-slo-s", DEFAULT_TPOT_SLO_S),
         ("--peak-replicas", None),
         ("--slo-target", DEFAULT_SLO_TARGET),
@@ -53,6 +53,11 @@ def test_an_option_means_the_same_in_every_command(option, default):
     assert len(helps) == 1, helps
     if default is not None:
         assert {p.default for _, p in found} == {default}, found
+
+
+def test_the_ttft_option_default_is_the_contracts_flat_slo():
+    cfg = opts.sim_config(opts.DEFAULT_TTFT_SLO, DEFAULT_TPOT_SLO_S)
+    assert (cfg.ttft_slo_s, cfg.ttft_slo_s_per_1k_tokens) == (DEFAULT_TTFT_SLO_S, 0.0)
 
 
 def test_the_trace_syntax_is_the_same_argument_for_traces():

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from rlscale.cli import options as opts
-from rlscale.contract import DEFAULT_SLO_TARGET, DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from rlscale.contract import DEFAULT_SLO_TARGET, DEFAULT_TPOT_SLO_S
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         min_replicas: opts.MinReplicas = opts.DEFAULT_MIN_REPLICAS,
         max_replicas: opts.MaxReplicas = opts.DEFAULT_MAX_REPLICAS,
         slo_target: opts.SloTarget = DEFAULT_SLO_TARGET,
-        ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S,
+        ttft_slo_s: opts.TtftSlo = opts.DEFAULT_TTFT_SLO,
         tpot_slo_s: opts.TpotSlo = DEFAULT_TPOT_SLO_S,
         interval_s: Annotated[
             float,
@@ -107,7 +107,6 @@ def register(app: typer.Typer) -> None:
         )
         from rlscale.evaluation.frontier import Frontier, frontier_specs
         from rlscale.evaluation.report import write_report
-        from rlscale.serving.model import SimConfig
 
         t_start = time.perf_counter()
         frontiers = [Frontier.parse(f) for f in frontier or ()]
@@ -127,7 +126,7 @@ def register(app: typer.Typer) -> None:
             slo_target=slo_target,
             baseline=baseline,
             engine=engine,
-            config=SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s),
+            config=opts.sim_config(ttft_slo_s, tpot_slo_s, interval_s=interval_s),
         )
         bar = tqdm(
             total=count_runs(policies, traces, profiles, baseline, frontiers),

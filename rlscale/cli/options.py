@@ -6,7 +6,7 @@ Each alias is an `Annotated` type for a typer parameter; the default stays on th
 (typer's rule), taken from the constants here or from `rlscale.contract` for the SLO:
 
     def simulate(trace: opts.Trace = opts.SYNTHETIC, seeds: opts.Seeds = 1,
-                 ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S) -> None: ...
+                 ttft_slo_s: opts.TtftSlo = opts.DEFAULT_TTFT_SLO) -> None: ...
 
 Only typer is imported at module level: `rlscale --help` stays fast.
 """
@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from rlscale.contract import DEFAULT_TTFT_SLO_S
 from rlscale.errors import InputError
 
 if TYPE_CHECKING:
+    from rlscale.serving.model import SimConfig
     from rlscale.traces.workload import Workload
 
 SYNTHETIC = "synthetic"
@@ -65,12 +67,31 @@ Engine = Annotated[
 ]
 MinReplicas = Annotated[int, typer.Option("--min-replicas", min=0, help=REPLICA_BOUNDS_HELP)]
 MaxReplicas = Annotated[int, typer.Option("--max-replicas", min=1, help=REPLICA_BOUNDS_HELP)]
-TtftSlo = Annotated[float, typer.Option("--ttft-slo-s", min=0.0, help="TTFT SLO (s).")]
+# the SLO class (`rlscale.slo`): a number or BASE+SLOPE/1k, parsed by `sim_config`
+TtftSlo = Annotated[
+    str,
+    typer.Option(
+        "--ttft-slo-s",
+        "--ttft-slo",
+        help="TTFT SLO: seconds (2, 2s, 1500ms) or a base plus a slope per 1,000 prompt tokens "
+        "(2s+0.5s/1k: a 12k-token prompt gets 8 s).",
+    ),
+]
+DEFAULT_TTFT_SLO = f"{DEFAULT_TTFT_SLO_S:g}"  # the contract's flat default, spelled for the option
 TpotSlo = Annotated[float, typer.Option("--tpot-slo-s", min=0.0, help="TPOT SLO (s).")]
 SloTarget = Annotated[
     float,
     typer.Option("--slo-target", min=0.0, max=1.0, help="SLO attainment the oracle plans for."),
 ]
+
+
+def sim_config(ttft_slo: str | float, tpot_slo_s: float, **kw: float) -> SimConfig:
+    """The simulator config held to the SLO class `--ttft-slo-s` / `--tpot-slo-s` give (a bad
+    spec is one line naming the option)."""
+    from rlscale.serving.model import SimConfig
+    from rlscale.slo import parse_slo
+
+    return SimConfig.with_slo(parse_slo(ttft_slo, tpot_slo_s), **kw)
 
 
 def seed_list(seeds: int) -> list[int]:

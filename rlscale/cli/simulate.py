@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from rlscale.cli import options as opts
-from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from rlscale.contract import DEFAULT_TPOT_SLO_S
 
 if TYPE_CHECKING:
     from rlscale.evaluation.rollout import RunSummary
@@ -55,7 +55,7 @@ def simulate(
         ),
     ] = None,
     interval_s: Annotated[float, typer.Option(help="Control interval in seconds.")] = 15.0,
-    ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S,
+    ttft_slo_s: opts.TtftSlo = opts.DEFAULT_TTFT_SLO,
     tpot_slo_s: opts.TpotSlo = DEFAULT_TPOT_SLO_S,
     seeds: opts.Seeds = 1,
     engine: opts.Engine = "fluid",
@@ -71,7 +71,6 @@ def simulate(
     from rlscale.evaluation.rollout import rollout
     from rlscale.profiles.model import load_profile
     from rlscale.safety import SafetyLimits
-    from rlscale.serving.model import SimConfig
     from rlscale.traces.transforms import rate_factor
 
     prof = load_profile(profile)
@@ -80,7 +79,7 @@ def simulate(
     limits = SafetyLimits(
         min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=prof.gpus_per_replica
     )
-    cfg = SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s)
+    cfg = opts.sim_config(ttft_slo_s, tpot_slo_s, interval_s=interval_s)
     from rlscale.policies.registry import make_policy
 
     factory = make_policy(policy, profile=prof, workload=w, limits=limits, config=cfg)

@@ -66,6 +66,13 @@ def register(app: typer.Typer) -> None:
         name: Annotated[
             str | None, typer.Option("--name", help="Workload name (default: file name).")
         ] = None,
+        prompt_scale: Annotated[
+            float,
+            typer.Option(
+                "--prompt-scale",
+                help="Multiply every prompt size by this (10: a long-context variant).",
+            ),
+        ] = 1.0,
     ) -> None:
         """Write the binned workload as Parquet, readable back as format `workload`.
 
@@ -77,6 +84,10 @@ def register(app: typer.Typer) -> None:
         if out.suffix.lower() not in (".parquet", ".pq"):
             raise InputError(str(out), "expected an output path ending in .parquet")
         w = opts.load_trace(path, fmt, interval_s=interval_s, seed=seed, name=name)
+        if prompt_scale != 1.0:
+            from rlscale.traces.transforms import scale_prompts
+
+            w = scale_prompts(w, prompt_scale)
         save_workload(w, out)
         typer.echo(
             f"wrote {out}: {w.n_bins:,} bins of {w.interval_s:g} s, {w.total_requests:,.0f} requests"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rlscale.cli import options as opts
-from rlscale.contract import DEFAULT_SLO_TARGET, DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from rlscale.contract import DEFAULT_SLO_TARGET, DEFAULT_TPOT_SLO_S
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
                 help="SLO attainment the recommendation must meet (and the oracle plans for).",
             ),
         ] = DEFAULT_SLO_TARGET,
-        ttft_slo_s: opts.TtftSlo = DEFAULT_TTFT_SLO_S,
+        ttft_slo_s: opts.TtftSlo = opts.DEFAULT_TTFT_SLO,
         tpot_slo_s: opts.TpotSlo = DEFAULT_TPOT_SLO_S,
         interval_s: Annotated[
             float,
@@ -101,7 +101,6 @@ def register(app: typer.Typer) -> None:
         from rlscale.evaluation.evaluate import EvalSettings, resolve_profile
         from rlscale.evaluation.whatif import plan_whatif, run_whatif, write_whatif
         from rlscale.policies.hpa import load_hpa_manifest
-        from rlscale.serving.model import SimConfig
 
         t_start = time.perf_counter()
         prof = resolve_profile(profile)
@@ -119,7 +118,7 @@ def register(app: typer.Typer) -> None:
             max_replicas=hi,
             slo_target=slo_target,
             engine=engine,
-            config=SimConfig(interval_s=interval_s, ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s),
+            config=opts.sim_config(ttft_slo_s, tpot_slo_s, interval_s=interval_s),
         )
         plan = plan_whatif(
             trace, prof, hpa, policies=policy, frontiers=frontier, sweep=sweep, settings=settings

@@ -31,6 +31,7 @@ from rlscale.deploy import promql
 from rlscale.errors import InputError
 from rlscale.safety import SafetyLimits
 from rlscale.serving.shield import ShieldConfig
+from rlscale.slo import SLOClass
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
@@ -84,10 +85,28 @@ class PolicyChoice(_Strict):
 
 
 class SLOConfig(_Strict):
+    """The target's SLO class (`rlscale.slo.SLOClass`): TTFT `ttft_s` + `ttft_s_per_1k_tokens`
+    per 1,000 prompt tokens, TPOT `tpot_s`.
+
+    What the controller can measure: vLLM's TTFT histogram is not split by prompt length, so the
+    live guards (the shield's breach check) compare the observed TTFT p95 with the class's target
+    at the interval's observed mean prompt (prompt tokens / requests, `ttft_target_s`; PromQL:
+    `rlscale.deploy.promql.ttft_target_query`), and size capacity with the per-length target as
+    the simulator does. A long-prompt minute thus gets a looser limit than a chat minute; a
+    mixed minute is held to its mean, not request by request."""
+
     ttft_s: float = Field(
         default=DEFAULT_TTFT_SLO_S, gt=0
-    )  # p95 time to first token the service promises
+    )  # p95 time to first token the service promises (at 0 prompt tokens with a slope)
     tpot_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)  # p95 time per output token
+    ttft_s_per_1k_tokens: float = Field(default=0.0, ge=0)  # TTFT added per 1,000 prompt tokens
+
+    def slo_class(self) -> SLOClass:
+        return SLOClass(self.ttft_s, self.ttft_s_per_1k_tokens, self.tpot_s)
+
+    def ttft_target_s(self, mean_prompt_tokens: float) -> float:
+        """The TTFT limit for an interval whose requests averaged this many prompt tokens."""
+        return float(self.slo_class().ttft_target_s(float(mean_prompt_tokens)))
 
 
 class MetricsConfig(_Strict):

@@ -445,7 +445,14 @@ def make_shield(
     if config is None:
         return None
     slo = slo or SLOConfig()
-    return Shield(config, profile, 1, ttft_slo_s=slo.ttft_s, tpot_slo_s=slo.tpot_s)
+    return Shield(
+        config,
+        profile,
+        1,
+        ttft_slo_s=slo.ttft_s,
+        tpot_slo_s=slo.tpot_s,
+        ttft_slo_s_per_1k_tokens=slo.ttft_s_per_1k_tokens,
+    )
 
 
 def _shield(tick: _Tick, proposed: int, current: int, trusted: _Trusted) -> int:

@@ -121,7 +121,7 @@ def _build(
     factory = cache.get(key) if cache is not None and spec.kind == "ppo" else None
     if factory is None:
         slo = target.slo or SLOConfig()
-        config = SimConfig(ttft_slo_s=slo.ttft_s, tpot_slo_s=slo.tpot_s)
+        config = SimConfig.with_slo(slo.slo_class())
         try:
             factory = make_policy(spec, profile=profile, config=config)
         except InputError as e:
@@ -241,7 +241,13 @@ def _check_warm_pool(primary: BuiltPolicy, target: TargetConfig, where: str) -> 
 
 
 def _target_slo(primary: BuiltPolicy, target: TargetConfig, where: str) -> SLOConfig:
-    if primary.slo is not None and target.slo is not None and target.slo != primary.slo:
+    """The target's SLO, which must be the checkpoint's where its observation is normalised by
+    it (TTFT base and TPOT); a TTFT slope per 1k tokens on top applies to the guards only."""
+    if (
+        primary.slo is not None
+        and target.slo is not None
+        and (target.slo.ttft_s, target.slo.tpot_s) != (primary.slo.ttft_s, primary.slo.tpot_s)
+    ):
         raise InputError(
             where,
             f"checkpoint refused: trained for SLO ttft {primary.slo.ttft_s} s / tpot {primary.slo.tpot_s} s, the target "

@@ -115,6 +115,22 @@ HISTOGRAMS: dict[str, tuple[str, dict[str, float]]] = {
     "tpot": (_first(_TPOT), {"tpot_p50_s": 0.5, "tpot_p95_s": 0.95, "tpot_p99_s": 0.99}),
 }
 
+
+def ttft_target_query(ttft_s: float, ttft_s_per_1k_tokens: float) -> str:
+    """PromQL (a template, like DEFAULT_QUERIES) for an SLO class's TTFT target at the observed
+    mean prompt: base + slope x prompt tokens / requests over the window / 1000. vLLM's TTFT
+    histogram is not split by prompt length, so this is what a per-length SLO can be held to
+    live (`rlscale.deploy.config.SLOConfig`); for a recording rule or an alert beside
+    `ttft_p95_s`. A flat class is its number."""
+    if ttft_s_per_1k_tokens == 0.0:
+        return f"vector({ttft_s:g})"
+    prompt = DEFAULT_QUERIES["prompt_tokens_per_s"]
+    requests = f"sum(rate({_vllm('request_success_total')}[{{{{window}}}}]))"
+    return (
+        f"{ttft_s:g} + {ttft_s_per_1k_tokens:g} * ({prompt} / clamp_min({requests}, 1e-9)) / 1000"
+    )
+
+
 # The newest sample of the target's vLLM series: how old the data is (a Prometheus that stopped
 # scraping still answers with the last values for its 5-minute lookback).
 FRESHNESS_QUERY = f"max(timestamp({_vllm('num_requests_running')}))"

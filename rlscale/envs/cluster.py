@@ -175,6 +175,7 @@ class ClusterSim:
                 cfg.tpot_slo_s,
                 self._usd_per_replica_interval,
                 float(self._gpus),
+                cfg.ttft_slo_s_per_1k_tokens,
             ]
         )
         self._last: ServeResult | None = None
@@ -491,6 +492,7 @@ class ClusterSim:
             timeout_s=cfg.timeout_s,
             ttft_slo_s=cfg.ttft_slo_s,
             tpot_slo_s=cfg.tpot_slo_s,
+            ttft_slo_s_per_1k_tokens=cfg.ttft_slo_s_per_1k_tokens,
             running_prompt_tokens=self.running_prompt,
             running_output_tokens=self.running_output,
         )

@@ -47,6 +47,7 @@ T_COLD, T_SCALE, T_REPLICA_INTERVALS = 6, 7, 8
 S_ARRIVALS, S_PAID, S_READY_EFF = 0, 1, 2
 # rows of `params`
 P_DT, P_SCV, P_TIMEOUT, P_TTFT_SLO, P_TPOT_SLO, P_USD, P_GPUS = 0, 1, 2, 3, 4, 5, 6
+P_TTFT_SLO_PER_1K = 7  # the SLO class's TTFT slope (s per 1k prompt tokens; 0: flat)
 
 _M_TIME = FIELD_INDEX["time_s"]
 _M_ARR = FIELD_INDEX["arrival_rps"]
@@ -257,8 +258,8 @@ def advance(
         serve_row(
             b, rows[QUEUE, b], rows[RUNNING, b], ready_eff, arrivals, prompt, output,
             rows[RUN_PROMPT, b], rows[RUN_OUTPUT, b], per_workload[1, wid], per_workload[2, wid],
-            params[P_SCV], dt, params[P_TIMEOUT], params[P_TTFT_SLO], params[P_TPOT_SLO], lat,
-            out, ttft_q, tpot_q,
+            params[P_SCV], dt, params[P_TIMEOUT], params[P_TTFT_SLO], params[P_TPOT_SLO],
+            params[P_TTFT_SLO_PER_1K], lat, out, ttft_q, tpot_q,
         )  # fmt: skip
         rows[QUEUE, b] = out[OUT_QUEUE, b]
         rows[RUNNING, b] = out[OUT_RUNNING, b]

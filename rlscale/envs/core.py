@@ -54,6 +54,8 @@ class EnvConfig(BaseModel):
     episode_s: float = Field(default=6 * 3600.0, gt=0)
     ttft_slo_s: float = Field(default=DEFAULT_TTFT_SLO_S, gt=0)
     tpot_slo_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)
+    # the SLO class's TTFT slope per 1,000 prompt tokens (`rlscale.slo`; 0: flat)
+    ttft_slo_s_per_1k_tokens: float = Field(default=0.0, ge=0)
     timeout_s: float = Field(default=120.0, gt=0)
     reward: RewardWeights = RewardWeights()
     limits: SafetyLimits = SafetyLimits(min_replicas=1, max_replicas=32)
@@ -73,6 +75,7 @@ class EnvConfig(BaseModel):
             interval_s=self.interval_s,
             ttft_slo_s=self.ttft_slo_s,
             tpot_slo_s=self.tpot_slo_s,
+            ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
             timeout_s=self.timeout_s,
             latency_jitter=self.latency_jitter,
             cold_start_jitter=self.cold_start_jitter,
@@ -116,6 +119,7 @@ class EnvConfig(BaseModel):
                     replicas=4,
                     ttft_slo_s=self.ttft_slo_s,
                     tpot_slo_s=self.tpot_slo_s,
+                    ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
                 )
                 share = slo / replica_capacity_rps(profile, isl, osl)
                 out.append(round(max(SLO_SHARE_FLOOR, min(1.0, share)), 4))

@@ -155,6 +155,7 @@ def _shield_groups(
                 len(idx),
                 ttft_slo_s=cfg_sim.ttft_slo_s,
                 tpot_slo_s=cfg_sim.tpot_slo_s,
+                ttft_slo_s_per_1k_tokens=cfg_sim.ttft_slo_s_per_1k_tokens,
             ),
             np.asarray(idx, dtype=np.int64),
         )

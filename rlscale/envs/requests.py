@@ -485,10 +485,10 @@ class RequestSim:
                 n_starting += 1
         ttft = st.ttft_s
         tpot = st.done_tpot_s[st.done_tpot_s > 0]
+        # every request against its own class target (`rlscale.slo`: flat unless a slope is set)
+        ttft_target = cfg.slo.ttft_target_s(st.done_prompt_tokens)
         ok = int(
-            np.count_nonzero(
-                (st.done_ttft_s <= cfg.ttft_slo_s) & (st.done_tpot_s <= cfg.tpot_slo_s)
-            )
+            np.count_nonzero((st.done_ttft_s <= ttft_target) & (st.done_tpot_s <= cfg.tpot_slo_s))
         )
         if self.record_requests:
             c.log_ttft.append(st.done_ttft_s)

@@ -223,6 +223,7 @@ def slo_capacity_for(w: Workload, profile: ServiceProfile, settings: EvalSetting
         ttft_slo_s=cfg.ttft_slo_s,
         tpot_slo_s=cfg.tpot_slo_s,
         arrival_scv=cfg.arrival_scv,
+        ttft_slo_s_per_1k_tokens=cfg.ttft_slo_s_per_1k_tokens,
     )
 
 
@@ -230,10 +231,19 @@ def scale_for_profile(
     w: Workload, profile: ServiceProfile, settings: EvalSettings
 ) -> tuple[Workload, dict[str, Any]]:
     """Rescale `w` so its peak needs `settings.peak_replicas` replicas of `profile` (module doc)."""
+    from rlscale.evaluation.attainable import attainability, unattainable_problem
     from rlscale.traces.transforms import scale_to_fleet
 
     isl, osl = mean_sizes(w)
     cap = slo_capacity_for(w, profile, settings)
+    replicas = max(int(round(settings.peak_replicas)), 1)
+    reach = attainability(w, profile, settings.config, settings.slo_target, replicas, sized=cap > 0)
+    if reach.share < settings.slo_target or cap <= 0:
+        # the SLO, not the autoscaler, is the problem: say so (module attainable's doc)
+        raise InputError(
+            f"{w.name} on {profile.name}",
+            unattainable_problem(settings.config, settings.slo_target, reach),
+        )
     scaled = (
         scale_to_fleet(w, settings.peak_replicas, cap, settings.peak_quantile, over_s=60.0)
         if settings.rescale
@@ -245,6 +255,8 @@ def scale_for_profile(
         "interval_s": w.interval_s,
         "duration_h": w.duration_s / 3600.0,
         "slo_capacity_rps": cap,
+        # share of the requests an idle fleet serves within the SLO: the most any policy attains
+        "idle_slo_share": reach.share,
         "knee_capacity_rps": replica_capacity_rps(profile, isl, osl),
         "mean_prompt_tokens": isl,
         "mean_output_tokens": osl,

@@ -96,7 +96,7 @@ def markdown(result: EvalResult) -> str:
     lines = [
         "# rlscale evaluation",
         "",
-        f"Seeds {list(s.seeds)}; SLO: TTFT <= {s.config.ttft_slo_s:g} s and TPOT <= {1000 * s.config.tpot_slo_s:g} ms, "
+        f"Seeds {list(s.seeds)}; SLO: {s.config.slo.describe()}, "
         f"target attainment {100 * s.slo_target:g} %; baseline `{s.baseline}`; interval {s.config.interval_s:g} s; "
         f"workloads scaled so the p{100 * s.peak_quantile:g} minute needs {s.peak_replicas:g} replicas within the SLO; "
         f"every policy starts from the fleet the opening {s.opening_s / 60:g} minutes need. "
@@ -252,8 +252,11 @@ def write_plots(result: EvalResult, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     files = []
-    slo = result.settings.config.ttft_slo_s
+    slo_class = result.settings.config.slo
     for (profile, workload), rows in _groups(result).items():
+        # a per-length TTFT SLO is drawn at the workload's mean prompt
+        mean_prompt = result.workloads.get((profile, workload), {}).get("mean_prompt_tokens", 0.0)
+        slo = float(slo_class.ttft_target_s(float(mean_prompt or 0.0)))
         names = [r["policy"] for r in rows]
         fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
         first = result.timelines.get((profile, workload, names[0]))
@@ -270,7 +273,13 @@ def write_plots(result: EvalResult, out: Path) -> list[Path]:
             axes[2].plot(hours, np.maximum(tl.ttft_p95_s, 1e-3), lw=0.7, label=name)
         axes[1].set_ylabel("replicas (ready + starting)")
         axes[1].legend(ncol=4, fontsize=8, loc="upper left")
-        axes[2].axhline(slo, color="red", ls="--", lw=1, label="TTFT SLO")
+        axes[2].axhline(
+            slo,
+            color="red",
+            ls="--",
+            lw=1,
+            label="TTFT SLO" if slo_class.is_flat else "TTFT SLO at the mean prompt",
+        )
         axes[2].set_yscale("log")
         axes[2].set_ylabel("TTFT p95 (s)")
         axes[2].set_xlabel("hours")

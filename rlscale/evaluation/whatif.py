@@ -335,7 +335,7 @@ def markdown(result: WhatIfResult, plot_files: Sequence[Path] = ()) -> str:
         f"Service: `{p.name}` ({p.model} on {p.gpus_per_replica}x {p.gpu}, "
         f"${p.replica_usd_per_hour:g}/replica-hour, mean cold start {p.mean_cold_start_s:.0f} s); "
         f"one replica serves {info['slo_capacity_rps']:.2f} req/s of this traffic within the SLO. "
-        f"SLO: TTFT <= {s.config.ttft_slo_s:g} s and TPOT <= {1000 * s.config.tpot_slo_s:g} ms "
+        f"SLO: {s.config.slo.describe()} "
         f"per request, target attainment {100 * s.slo_target:g} %. Replica bounds "
         f"{s.min_replicas}-{s.max_replicas} (from your HPA) for the policies without their own; "
         f"{len(s.seeds)} seed(s), {s.engine} engine, {s.config.interval_s:g} s interval; every "

@@ -112,6 +112,7 @@ def attainment_table(
             timeout_s=config.timeout_s,
             ttft_slo_s=config.ttft_slo_s,
             tpot_slo_s=config.tpot_slo_s,
+            ttft_slo_s_per_1k_tokens=config.ttft_slo_s_per_1k_tokens,
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             a = np.where(arr > 0, r.slo_ok / np.maximum(arr, 1e-12), 1.0)

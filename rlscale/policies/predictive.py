@@ -77,6 +77,7 @@ class PredictiveConfig(BaseModel):
     slo_target: float = Field(default=DEFAULT_SLO_TARGET, gt=0, le=1)
     ttft_slo_s: float = Field(default=DEFAULT_TTFT_SLO_S, gt=0)
     tpot_slo_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)
+    ttft_slo_s_per_1k_tokens: float = Field(default=0.0, ge=0)  # the SLO class's slope
     prompt_cv: float = Field(
         default=1.0, ge=0
     )  # request-size spread assumed (not observable per interval)
@@ -227,6 +228,7 @@ class PredictivePolicy:
             prompt_cv=c.prompt_cv,
             ttft_slo_s=c.ttft_slo_s,
             tpot_slo_s=c.tpot_slo_s,
+            ttft_slo_s_per_1k_tokens=c.ttft_slo_s_per_1k_tokens,
         )
         n = max(1, math.ceil(demand / (cap * c.target_utilisation) - 1e-9))
         if n < current and m.time_s - self._times[0] < self.horizon_s(m.interval_s):

@@ -300,6 +300,7 @@ def _predictive(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
         slo_target=ctx.slo_target,
         ttft_slo_s=ctx.config.ttft_slo_s,
         tpot_slo_s=ctx.config.tpot_slo_s,
+        ttft_slo_s_per_1k_tokens=ctx.config.ttft_slo_s_per_1k_tokens,
     )
     return PolicyFactory(
         str(ps),

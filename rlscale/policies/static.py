@@ -58,6 +58,7 @@ def replicas_for_peak(
             ttft_slo_s=config.ttft_slo_s,
             tpot_slo_s=config.tpot_slo_s,
             arrival_scv=config.arrival_scv,
+            ttft_slo_s_per_1k_tokens=config.ttft_slo_s_per_1k_tokens,
         )
         guess = max(1, math.ceil(peak / cap - 1e-9))
     return guess

@@ -50,13 +50,16 @@ def slo_capacity_rps(
     ttft_slo_s: float = DEFAULT_TTFT_SLO_S,
     tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
     arrival_scv: float = 1.0,
+    ttft_slo_s_per_1k_tokens: float = 0.0,
 ) -> float:
     """Requests/s per replica that `replicas` ready replicas serve with `slo_target` of the
     requests within both SLOs (queue empty and the batch at its steady state at the start of the interval): the rate at which a
     fleet is "at capacity" for the service's SLO. It sits below the knee, where the queue grows
     without bound, and approaches it as the fleet grows (more slots pool the bursts): on the 8B
     profile 22.6 vs 23.6 req/s for one replica at Azure conv sizes (1,155 / 211 tokens), 23.3
-    for four, and 17.4 vs 21.4 for Azure code sizes (2,048 / 28)."""
+    for four, and 17.4 vs 21.4 for Azure code sizes (2,048 / 28). 0 where even an idle fleet
+    misses `slo_target` (`idle_slo_share`). The TTFT SLO is `ttft_slo_s` plus
+    `ttft_slo_s_per_1k_tokens` per 1,000 prompt tokens (`rlscale.slo`)."""
     isl = float(profile.typical_prompt_tokens if prompt_tokens is None else prompt_tokens)
     osl = float(profile.typical_output_tokens if output_tokens is None else output_tokens)
     return _slo_capacity(
@@ -69,6 +72,7 @@ def slo_capacity_rps(
         float(ttft_slo_s),
         float(tpot_slo_s),
         float(arrival_scv),
+        float(ttft_slo_s_per_1k_tokens),
     )
 
 
@@ -83,6 +87,7 @@ def _slo_capacity(
     ttft: float,
     tpot: float,
     scv: float,
+    ttft_per_1k: float,
 ) -> float:
     knee = _capacity(latency, isl, osl)
     dt = 60.0
@@ -112,6 +117,7 @@ def _slo_capacity(
             arrival_scv=scv,
             ttft_slo_s=ttft,
             tpot_slo_s=tpot,
+            ttft_slo_s_per_1k_tokens=ttft_per_1k,
         )
         ok = (r.slo_ok / arr >= target) & (r.queue <= 1e-9)
         if not ok.any():
@@ -122,3 +128,52 @@ def _slo_capacity(
         if hi <= lo:
             break
     return float(lo / n)
+
+
+# An idle fleet: one request per ~3 minutes per replica, so no request waits for another.
+_IDLE_RPS = 1.0 / 180.0
+
+
+def idle_slo_share(
+    profile: ServiceProfile,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    replicas: int = 1,
+    prompt_cv: float = 1.0,
+    ttft_slo_s: float = DEFAULT_TTFT_SLO_S,
+    tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
+    ttft_slo_s_per_1k_tokens: float = 0.0,
+    arrival_scv: float = 1.0,
+) -> np.ndarray:
+    """(N,) share of requests within the SLO on `replicas` idle replicas (empty queue, a near
+    empty batch), per request mix (prompt_tokens[i], output_tokens[i]): the most any policy can
+    attain for that mix. Below `slo_target` no fleet holds the SLO, however large: the prefill
+    of the long prompts alone takes longer than the TTFT target (e.g. a flat 2 s for a 35k-token
+    prompt on the 70B profile)."""
+    isl = np.maximum(np.asarray(prompt_tokens, dtype=np.float64), 1.0)
+    osl = np.maximum(np.asarray(output_tokens, dtype=np.float64), 1.0)
+    k = len(isl)
+    dt = 60.0
+    base = _latency_arrays(profile.latency)
+    lat = LatencyArrays(
+        **{f: np.repeat(getattr(base, f), k) for f in LatencyArrays.__dataclass_fields__}
+    )
+    n = np.full(k, float(max(replicas, 1)))
+    arr = n * (_IDLE_RPS * dt)
+    r = serve_interval(
+        np.zeros(k),
+        steady_running(n, arr, isl, osl, dt, lat),
+        n,
+        arr,
+        isl,
+        osl,
+        dt,
+        lat,
+        prompt_cv=prompt_cv,
+        arrival_scv=arrival_scv,
+        ttft_slo_s=ttft_slo_s,
+        tpot_slo_s=tpot_slo_s,
+        ttft_slo_s_per_1k_tokens=ttft_slo_s_per_1k_tokens,
+    )
+    return np.minimum(r.slo_ok / arr, 1.0)

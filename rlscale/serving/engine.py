@@ -166,6 +166,7 @@ class AdvanceStats:
     ttft_s: np.ndarray  # TTFT of each request whose first token came in the window
     done_ttft_s: np.ndarray  # TTFT of each request completed in the window
     done_tpot_s: np.ndarray  # its TPOT (0 for a one-token output)
+    done_prompt_tokens: np.ndarray  # its prompt tokens (for a per-length TTFT SLO)
     dropped: int
     generated_tokens: int
     prompt_tokens: int  # prompt tokens of the requests whose prefill finished in the window
@@ -357,6 +358,7 @@ def _finish(
     obs_ttft: np.ndarray,
     obs_dttft: np.ndarray,
     obs_dtpot: np.ndarray,
+    obs_dprompt: np.ndarray,
 ) -> None:
     """Apply replica r's iteration that ends at `now`: tokens computed, sampled, completions."""
     keep = 0
@@ -382,6 +384,7 @@ def _finish(
                     k = ctr[_N_DONE]
                     obs_dttft[k] = rq_first[s] - rq_arr[s] + overhead
                     obs_dtpot[k] = (now - rq_first[s]) / (rq_o[s] - 1) if rq_o[s] > 1 else 0.0
+                    obs_dprompt[k] = rq_p[s]
                     ctr[_N_DONE] += 1
                     fp[_P_LAST_DONE] = now
                     if ctr[_CL_ON] != 0 and ctr[_CL_NEXT] < ctr[_N_IDS]:
@@ -543,6 +546,7 @@ def _advance(
     obs_ttft: np.ndarray,
     obs_dttft: np.ndarray,
     obs_dtpot: np.ndarray,
+    obs_dprompt: np.ndarray,
 ) -> int:
     """Run events until `t_stop`. Returns 0 when done, 1 when an observation buffer is nearly
     full (the caller empties it and calls again; nothing is lost)."""
@@ -673,6 +677,7 @@ def _advance(
                 obs_ttft,
                 obs_dttft,
                 obs_dtpot,
+                obs_dprompt,
             )
             _schedule(
                 r,
@@ -769,7 +774,7 @@ class FleetEngine:
         self._alloc_replicas(max(1, replica_capacity))
         self.rtq = np.zeros(1 << 16, dtype=np.int64)
         self._obs_cap = 4096
-        self._obs = [np.zeros(self._obs_cap) for _ in range(3)]
+        self._obs = [np.zeros(self._obs_cap) for _ in range(4)]
 
     # --- storage ------------------------------------------------------------------------
     def _alloc_requests(self, cap: int) -> None:
@@ -918,7 +923,7 @@ class FleetEngine:
         """Serve every event in [t0_s, t_stop_s); returns what was observed in that window."""
         c = self.ctr
         before = c.copy()
-        chunks: list[list[np.ndarray]] = [[], [], []]
+        chunks: list[list[np.ndarray]] = [[], [], [], []]
         self.rp_busy_s[:] = 0.0
         while True:
             rc = _advance(
@@ -957,16 +962,18 @@ class FleetEngine:
             chunks[0].append(self._obs[0][: c[_N_TTFT]].copy())
             chunks[1].append(self._obs[1][: c[_N_DONE]].copy())
             chunks[2].append(self._obs[2][: c[_N_DONE]].copy())
+            chunks[3].append(self._obs[3][: c[_N_DONE]].copy())
             c[_N_TTFT] = 0
             c[_N_DONE] = 0
             if rc == 0:
                 break
             self._obs_cap *= 2
-            self._obs = [np.zeros(self._obs_cap) for _ in range(3)]
+            self._obs = [np.zeros(self._obs_cap) for _ in range(4)]
         return AdvanceStats(
             ttft_s=np.concatenate(chunks[0]),
             done_ttft_s=np.concatenate(chunks[1]),
             done_tpot_s=np.concatenate(chunks[2]),
+            done_prompt_tokens=np.concatenate(chunks[3]),
             dropped=int(c[_N_DROPPED] - before[_N_DROPPED]),
             generated_tokens=int(c[_GEN_TOK] - before[_GEN_TOK]),
             prompt_tokens=int(c[_PROMPT_TOK] - before[_PROMPT_TOK]),

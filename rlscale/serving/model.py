@@ -49,6 +49,7 @@ from scipy.special import ndtr, ndtri
 
 from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.profiles.model import ServiceProfile
+from rlscale.slo import SLOClass
 
 # Quantile grid for the TTFT and TPOT distributions; 0 and 1 close it for interpolation.
 P_GRID = np.array([0.0, 0.05, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0])
@@ -69,6 +70,7 @@ def grid_index(p: float) -> int:
 
 
 _P50, _P95, _P99 = grid_index(0.5), grid_index(0.95), grid_index(0.99)
+_P05 = grid_index(0.05)
 # exponential tail quantile ln(1 / (1 - p)), for a wait that happens with probability Pw
 _NEG_LOG_TAIL = -np.log(np.clip(1.0 - P_GRID, 1e-4, 1.0))[None, :]
 
@@ -76,12 +78,28 @@ _NEG_LOG_TAIL = -np.log(np.clip(1.0 - P_GRID, 1e-4, 1.0))[None, :]
 @dataclass(frozen=True)
 class SimConfig:
     interval_s: float = 15.0
-    ttft_slo_s: float = DEFAULT_TTFT_SLO_S
+    ttft_slo_s: float = DEFAULT_TTFT_SLO_S  # the SLO class (`rlscale.slo`): TTFT base
     tpot_slo_s: float = DEFAULT_TPOT_SLO_S
+    # ... plus this per 1,000 prompt tokens (0: the flat SLO)
+    ttft_slo_s_per_1k_tokens: float = 0.0
     timeout_s: float = 120.0  # a request waiting longer is dropped
     latency_jitter: float = 0.0  # lognormal sigma on every latency coefficient, per cluster
     cold_start_jitter: float = 0.0  # lognormal sigma on cold-start durations, per cluster
     arrival_scv: float = 1.0  # squared CV of second-scale inter-arrival times (bursts)
+
+    @property
+    def slo(self) -> SLOClass:
+        return SLOClass(self.ttft_slo_s, self.ttft_slo_s_per_1k_tokens, self.tpot_slo_s)
+
+    @classmethod
+    def with_slo(cls, slo: SLOClass, **kw: float) -> SimConfig:
+        """A config held to `slo` (the other fields from `kw` or their defaults)."""
+        return cls(
+            ttft_slo_s=slo.ttft_s,
+            tpot_slo_s=slo.tpot_s,
+            ttft_slo_s_per_1k_tokens=slo.ttft_s_per_1k_tokens,
+            **kw,  # type: ignore[arg-type]
+        )
 
 
 @dataclass
@@ -438,6 +456,63 @@ def _share_within(quantiles: np.ndarray, slo_s: float) -> np.ndarray:
     return np.minimum(np.maximum((slo_s - lo) / span, 0.0), 1.0) @ _DP
 
 
+def _share_within_class(
+    ttft_q: np.ndarray,
+    base_s: float,
+    per_1k_s: float,
+    prompt_tokens: np.ndarray,
+    prompt_cv: float | np.ndarray,
+    own_s: np.ndarray,
+) -> np.ndarray:
+    """(B,) share of requests within a per-length TTFT target base_s + per_1k_s * isl / 1000
+    (`rlscale.slo.SLOClass`); exactly `_share_within(ttft_q, base_s)` when flat.
+
+    The interval's TTFT is one distribution over its requests, not one per prompt length, so
+    how a request's TTFT goes with its own prompt is a copula between the two: a mixture of
+    - comonotone: the TTFT quantile at p meets the target of the prompt quantile at p (long
+      prompts wait longest and have the largest targets; exact where the own prefill orders the
+      TTFTs, an idle replica), and
+    - independent: every TTFT against every prompt's target (a short prompt stuck behind a
+      burst or a long prefill fares as a long one: the waiting does not know the length),
+    weighted by the share of the TTFT's spread that is the request's own prefill (its 5-95 %
+    range, own_s = GPU time of the mean prompt, lognormal prompts with this CV, over the TTFT's).
+    A convex mix of two copulas is one, and its rank correlation is the weight. Prompts are
+    lognormal with this CV; between grid points the slack TTFT - target (comonotone) and the
+    CDF (independent) are linear, as in `_share_within`. Against the request-level engine on
+    70B with 10x Azure conv prompts: `benchmarks/results/slo_classes.md`."""
+    if per_1k_s == 0.0:
+        return _share_within(ttft_q, base_s)
+    cv = np.broadcast_to(np.asarray(prompt_cv, dtype=np.float64), np.shape(prompt_tokens))
+    s2 = np.log1p(np.square(cv))
+    rel = np.exp(np.sqrt(s2)[:, None] * _Z_GRID[None, :] - 0.5 * s2[:, None])
+    target = base_s + (per_1k_s / 1000.0) * (prompt_tokens[:, None] * rel)
+    lo_q = ttft_q[:, :-1]
+    span = np.maximum(ttft_q[:, 1:] - lo_q, 1e-12)
+    # independent: the TTFT's CDF at each prompt quantile's target, trapezoid over the cells
+    cdf = np.stack(
+        [
+            np.minimum(np.maximum((target[:, k, None] - lo_q) / span, 0.0), 1.0) @ _DP
+            for k in range(len(P_GRID))
+        ],
+        axis=1,
+    )
+    indep = (0.5 * (cdf[:, :-1] + cdf[:, 1:])) @ _DP
+    # comonotone: the share of each cell where the (linear) slack TTFT - target is <= 0
+    slack = ttft_q - target
+    lo, hi = slack[:, :-1], slack[:, 1:]
+    d = hi - lo
+    t0 = -lo / np.where(np.abs(d) > 1e-12, d, 1.0)  # where the slack crosses 0 in the cell
+    frac = np.where(
+        d > 1e-12,
+        np.minimum(np.maximum(t0, 0.0), 1.0),
+        np.where(d < -1e-12, np.minimum(np.maximum(1.0 - t0, 0.0), 1.0), (lo <= 0.0) * 1.0),
+    )
+    como = frac @ _DP
+    own_range = own_s * (rel[:, _P95] - rel[:, _P05])
+    weight = np.minimum(own_range / np.maximum(ttft_q[:, _P95] - ttft_q[:, _P05], 1e-12), 1.0)
+    return indep + weight * (como - indep)
+
+
 def _tpot(
     it: _Iterations,
     b: _Batch,
@@ -488,9 +563,11 @@ def serve_interval(
     tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
     running_prompt_tokens: np.ndarray | None = None,
     running_output_tokens: np.ndarray | None = None,
+    ttft_slo_s_per_1k_tokens: float = 0.0,
 ) -> ServeResult:
     """Serve one interval. `running_*_tokens` are the mean sizes of the requests in flight (the
-    previous result's; default: this bin's). Conservation holds exactly per cluster:
+    previous result's; default: this bin's). The TTFT SLO is `ttft_slo_s` plus
+    `ttft_slo_s_per_1k_tokens` per 1,000 prompt tokens (`_share_within_class`). Conservation holds exactly per cluster:
     queue + arrivals = started + queue_end + dropped and running + started = completed + running_end.
     """
     ready = np.asarray(ready, dtype=np.float64)
@@ -546,7 +623,11 @@ def serve_interval(
         tpot_p50_s=tpot_q[:, _P50],
         tpot_p95_s=tpot_q[:, _P95],
         tpot_p99_s=tpot_q[:, _P99],
-        slo_ok=arrivals * _share_within(ttft_q, ttft_slo_s) * p_tpot,
+        slo_ok=arrivals
+        * _share_within_class(
+            ttft_q, ttft_slo_s, ttft_slo_s_per_1k_tokens, prompt_tokens, prompt_cv, curve.own_s
+        )
+        * p_tpot,
         capacity_rps=drain_rps,
         ttft_q=ttft_q,
         tpot_q=tpot_q,
@@ -616,6 +697,7 @@ class ServingModel:
         tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
         timeout_s: float = 120.0,
         prompt_cv: float = 1.0,
+        ttft_slo_s_per_1k_tokens: float = 0.0,
     ) -> None:
         self.profile = profile
         self.lat = LatencyArrays.from_profile(profile, 1)
@@ -623,7 +705,11 @@ class ServingModel:
         self.running = np.zeros(1)
         self.running_sizes: tuple[np.ndarray, np.ndarray] | None = None  # batch's size mix
         self._kw = dict(
-            ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, timeout_s=timeout_s, prompt_cv=prompt_cv
+            ttft_slo_s=ttft_slo_s,
+            tpot_slo_s=tpot_slo_s,
+            timeout_s=timeout_s,
+            prompt_cv=prompt_cv,
+            ttft_slo_s_per_1k_tokens=ttft_slo_s_per_1k_tokens,
         )
 
     def step(

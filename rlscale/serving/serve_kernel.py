@@ -55,6 +55,7 @@ LAT_FIELDS: tuple[str, ...] = (
 )
 N_P = len(P_GRID)
 Q50, Q95, Q99 = grid_index(0.5), grid_index(0.95), grid_index(0.99)  # P_GRID columns
+Q05 = grid_index(0.05)
 # numba freezes module-level arrays into the compiled code as constants
 _ZG = np.ascontiguousarray(_Z_GRID, dtype=np.float64)
 _SG = np.ascontiguousarray(_SIGN[0], dtype=np.float64)
@@ -95,6 +96,7 @@ def serve_row(
     timeout_s: float,
     ttft_slo_s: float,
     tpot_slo_s: float,
+    ttft_slo_s_per_1k: float,
     lat: np.ndarray,
     out: np.ndarray,
     ttft_q: np.ndarray,
@@ -257,12 +259,47 @@ def serve_row(
     for p in range(N_P):
         tpot_q[i, p] = math.exp(t_mu + t_sig * _ZG[p])
     p_tpot = _ndtr((math.log(tpot_slo_s) - t_mu) / (t_sig + 1e-9))
-    # _share_within(ttft_q, ttft_slo_s)
     within = 0.0
-    for p in range(N_P - 1):
-        lo = ttft_q[i, p]
-        cell = max(ttft_q[i, p + 1] - lo, 1e-12)
-        within += min(max((ttft_slo_s - lo) / cell, 0.0), 1.0) * _DPG[p]
+    if ttft_slo_s_per_1k == 0.0:
+        # _share_within(ttft_q, ttft_slo_s)
+        for p in range(N_P - 1):
+            lo = ttft_q[i, p]
+            cell = max(ttft_q[i, p + 1] - lo, 1e-12)
+            within += min(max((ttft_slo_s - lo) / cell, 0.0), 1.0) * _DPG[p]
+    else:
+        # _share_within_class: a mix of the comonotone and the independent copula
+        c_s2 = math.log1p(prompt_cv * prompt_cv)
+        c_sg = math.sqrt(c_s2)
+        per_tok = ttft_slo_s_per_1k / 1000.0
+        rel = np.empty(N_P)
+        tgt = np.empty(N_P)
+        cdf = np.empty(N_P)
+        for k in range(N_P):
+            rel[k] = math.exp(c_sg * _ZG[k] - 0.5 * c_s2)
+            tgt[k] = ttft_slo_s + per_tok * (isl * rel[k])
+        for k in range(N_P):
+            acc = 0.0
+            for p in range(N_P - 1):
+                lo = ttft_q[i, p]
+                cell = max(ttft_q[i, p + 1] - lo, 1e-12)
+                acc += min(max((tgt[k] - lo) / cell, 0.0), 1.0) * _DPG[p]
+            cdf[k] = acc
+        indep = 0.0
+        como = 0.0
+        for p in range(N_P - 1):
+            indep += (0.5 * (cdf[p] + cdf[p + 1])) * _DPG[p]
+            lo = ttft_q[i, p] - tgt[p]
+            d = (ttft_q[i, p + 1] - tgt[p + 1]) - lo
+            if d > 1e-12:
+                frac = min(max(-lo / d, 0.0), 1.0)
+            elif d < -1e-12:
+                frac = min(max(1.0 - -lo / d, 0.0), 1.0)
+            else:
+                frac = 1.0 if lo <= 0.0 else 0.0
+            como += frac * _DPG[p]
+        own_range = own_s * (rel[Q95] - rel[Q05])
+        weight = min(own_range / max(ttft_q[i, Q95] - ttft_q[i, Q05], 1e-12), 1.0)
+        within = indep + weight * (como - indep)
 
     c_end = r * inv_ready
     m_isl = run_isl + (isl - run_isl) * new_share
@@ -300,12 +337,13 @@ def serve_rows(
     ttft_q: np.ndarray,
     tpot_q: np.ndarray,
 ) -> None:
-    """`serve_row` for every cluster; scalars = (dt_s, timeout_s, ttft_slo_s, tpot_slo_s)."""
+    """`serve_row` for every cluster; scalars = (dt_s, timeout_s, ttft_slo_s, tpot_slo_s,
+    ttft_slo_s_per_1k_tokens)."""
     for i in range(queue.shape[0]):
         serve_row(
             i, queue[i], running[i], ready[i], arrivals[i], isl[i], osl[i], run_isl[i],
             run_osl[i], prompt_cv[i], output_cv[i], arrival_scv[i], scalars[0], scalars[1],
-            scalars[2], scalars[3], lat, out, ttft_q, tpot_q,
+            scalars[2], scalars[3], scalars[4], lat, out, ttft_q, tpot_q,
         )  # fmt: skip
 
 
@@ -362,6 +400,7 @@ def serve_interval_fast(
     tpot_slo_s: float = 0.1,
     running_prompt_tokens: np.ndarray | None = None,
     running_output_tokens: np.ndarray | None = None,
+    ttft_slo_s_per_1k_tokens: float = 0.0,
 ) -> ServeResult:
     """`serving.model.serve_interval`, same arguments and result, through the kernel."""
     b = np.shape(queue)[0]
@@ -373,7 +412,10 @@ def serve_interval_fast(
     serve_rows(
         _col(queue, b), _col(running, b), _col(ready, b), _col(arrivals, b), isl, osl, run_isl,
         run_osl, _col(prompt_cv, b), _col(output_cv, b), _col(arrival_scv, b),
-        np.array([dt_s, timeout_s, ttft_slo_s, tpot_slo_s], dtype=np.float64), lat_matrix(lat),
+        np.array(
+            [dt_s, timeout_s, ttft_slo_s, tpot_slo_s, ttft_slo_s_per_1k_tokens], dtype=np.float64
+        ),
+        lat_matrix(lat),
         out, ttft_q, tpot_q,
     )  # fmt: skip
     return result_of(out, ttft_q, tpot_q)

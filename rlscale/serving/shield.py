@@ -14,7 +14,9 @@ Per interval, on the metrics row that just ended (B, N_FIELDS) and the current t
               what makes the shield token-aware where a checkpoint's fixed `replica_capacity_rps`
               is not: at 10x prompts one 8B replica serves 1.2 req/s within a 2 s TTFT, not 22.6.
 
-    handover  the SLO (p95 TTFT or TPOT over its limit) breached for `breach_intervals`
+    handover  the SLO (p95 TTFT or TPOT over its limit; with a per-length SLO class the TTFT
+              limit is the class's target at the observed mean prompt, all a histogram that is
+              not split by prompt length can be held to) breached for `breach_intervals`
               intervals in a row while the policy held or shrank: the rule decides
               (ceil(demand / (capacity x handover_utilisation)); the policy may add more) until
               `recover_intervals` intervals in a row meet the SLO (hysteresis).
@@ -118,12 +120,14 @@ class Shield:
         *,
         ttft_slo_s: float,
         tpot_slo_s: float,
+        ttft_slo_s_per_1k_tokens: float = 0.0,
     ) -> None:
         self.config = config
         self.profile = profile
         self.batch = batch
         self.ttft_slo_s = float(ttft_slo_s)
         self.tpot_slo_s = float(tpot_slo_s)
+        self.ttft_slo_s_per_1k_tokens = float(ttft_slo_s_per_1k_tokens)
         self.handover = np.zeros(batch, dtype=bool)
         self.breach_run = np.zeros(batch, dtype=np.int64)
         self.ok_run = np.zeros(batch, dtype=np.int64)
@@ -163,12 +167,25 @@ class Shield:
                     prompt_cv=c.prompt_cv,
                     ttft_slo_s=self.ttft_slo_s,
                     tpot_slo_s=self.tpot_slo_s,
+                    ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
                 )
                 for i, o in uniq
             ]
         )
         # a mix no replica can serve within the SLO sizes as a tiny capacity, not a division by 0
         return np.maximum(caps[np.ravel(inv)], 1e-3)
+
+    def ttft_limit_s(self, rows: np.ndarray) -> np.ndarray | float:
+        """The TTFT p95 limit per row: the SLO class's target at the row's mean prompt (prompt
+        tokens / requests over the interval; the profile's typical prompt where unobserved).
+        Exactly `ttft_slo_s` for a flat class."""
+        if self.ttft_slo_s_per_1k_tokens == 0.0:
+            return self.ttft_slo_s
+        arr = rows[:, _F["arrival_rps"]]
+        ok = np.isfinite(arr) & (arr > 1e-9)
+        tok = rows[:, _F["prompt_tokens_per_s"]] / np.where(ok, arr, 1.0)
+        isl = np.where(ok & np.isfinite(tok), tok, float(self.profile.typical_prompt_tokens))
+        return self.ttft_slo_s + self.ttft_slo_s_per_1k_tokens * isl / 1000.0
 
     def apply(self, proposed: np.ndarray, current: np.ndarray, rows: np.ndarray) -> ShieldResult:
         """Bound the proposals (B,) given the current targets (B,) and the metrics rows (B,
@@ -189,7 +206,7 @@ class Shield:
         peak = np.nanmax(np.where(np.isnan(self.demand), -np.inf, self.demand), axis=1)
 
         # hand-over: K breached intervals in a row while the policy held or shrank
-        breach = (rows[:, _F["ttft_p95_s"]] > self.ttft_slo_s) | (
+        breach = (rows[:, _F["ttft_p95_s"]] > self.ttft_limit_s(rows)) | (
             rows[:, _F["tpot_p95_s"]] > self.tpot_slo_s
         )
         self.breach_run = np.where(breach & (prop <= cur), self.breach_run + 1, 0)

@@ -60,6 +60,17 @@ def scale_rate(w: Workload, factor: float) -> Workload:
     )
 
 
+def scale_prompts(w: Workload, factor: float) -> Workload:
+    """Every bin's mean prompt × `factor` (rates and output sizes unchanged): the same traffic as
+    a long-context service, e.g. Azure conv's ~1.2k-token prompts × 10 for a 12k-token RAG
+    service (`rlscale traces convert --prompt-scale 10`)."""
+    _positive(w, factor, "prompt_scale")
+    return _record(
+        w.with_(prompt_tokens=w.prompt_tokens * factor),
+        {"op": "scale_prompts", "factor": float(factor)},
+    )
+
+
 def scale_to_fleet(
     w: Workload,
     replicas_at_peak: float,

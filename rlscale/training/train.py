@@ -494,7 +494,11 @@ class Learner:
             extra={
                 "name": cfg.name,
                 "profile": {"name": self.profile.name, "sha256": _profile_hash(cfg.profile)},
-                "slo": {"ttft_slo_s": cfg.env.ttft_slo_s, "tpot_slo_s": cfg.env.tpot_slo_s},
+                "slo": {
+                    "ttft_slo_s": cfg.env.ttft_slo_s,
+                    "tpot_slo_s": cfg.env.tpot_slo_s,
+                    "ttft_slo_s_per_1k_tokens": cfg.env.ttft_slo_s_per_1k_tokens,
+                },
                 "reward": cfg.env.reward.model_dump(),
                 "default_slo_weight": default_slo_weight,
                 "slo_weight_range": list(cfg.env.slo_weight_range)

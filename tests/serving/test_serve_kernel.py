@@ -50,3 +50,25 @@ def test_kernel_defaults_match_the_reference_without_a_carried_mix():
     np.testing.assert_allclose(fast.ttft_q, ref.ttft_q, rtol=1e-13)
     np.testing.assert_allclose(fast.slo_ok, ref.slo_ok, rtol=1e-13)
     np.testing.assert_array_equal(fast.dropped, ref.dropped)
+
+
+def test_kernel_holds_a_per_length_ttft_slo_as_the_numpy_reference_to_1e_12():
+    rng = np.random.default_rng(1)
+    b = 3000
+    lat = LatencyArrays.from_profile(load_profile("llama-3.1-70b-fp8-4xh100"), b)
+    lat.jitter(rng, 0.3)
+    ready = rng.integers(0, 16, b).astype(float)
+    args = (
+        rng.exponential(200.0, b) * (rng.random(b) < 0.3), rng.uniform(0, 200, b), ready,
+        rng.exponential(300.0, b), rng.uniform(200, 40_000, b), rng.uniform(5, 1500, b), 15.0,
+        lat,
+    )  # fmt: skip
+    kw = dict(prompt_cv=rng.uniform(0, 2, b), arrival_scv=2.0, ttft_slo_s_per_1k_tokens=0.2)
+    ref = serve_interval(*args, **kw)
+    fast = serve_interval_fast(*args, **kw)
+    flat = serve_interval(*args, prompt_cv=kw["prompt_cv"], arrival_scv=2.0)
+    rel = np.abs(ref.slo_ok - fast.slo_ok) / np.maximum(np.abs(ref.slo_ok), 1e-6)
+    assert rel.max() < 1e-12, rel.max()
+    # the slope only loosens the TTFT target: never fewer requests within it, many more
+    assert (ref.slo_ok >= flat.slo_ok - 1e-9).all()
+    assert (ref.slo_ok > flat.slo_ok + 1e-6).mean() > 0.2
