@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 help="Write a ready `rlscale control` config for this sandbox here: its "
                 "Prometheus and kubeconfig, rate queries divided by --time-scale and the "
-                "controller's clock settings scaled to match.",
+                "controller's clock settings and the policy's limits scaled to match.",
             ),
         ] = None,
     ) -> None:
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
                 as_file = Path(profile).is_file()  # a YAML path, else a shipped name
                 cfg = sandbox_controller_config(
                     prometheus_url=sb.prometheus_url,
-                    kubeconfig=Path(kubeconfig).resolve(),
+                    kubeconfig=Path(str(kubeconfig)).resolve(),
                     namespace=namespace,
                     deployment=deployment,
                     profile=str(Path(profile).resolve()) if as_file else profile,

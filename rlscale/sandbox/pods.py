@@ -5,7 +5,7 @@ label (`model_name`) and histogram buckets:
 
 | series                                               | type      | per pod                         |
 |------------------------------------------------------|-----------|---------------------------------|
-| vllm:num_requests_waiting, vllm:num_requests_running | gauge     | cluster total / ready pods      |
+| vllm:num_requests_waiting, vllm:num_requests_running | gauge     | cluster total / ready pods (a terminating pod: what it still drains) |
 | vllm:gpu_cache_usage_perc, vllm:kv_cache_usage_perc  | gauge     | 0..1, the per-replica mean      |
 | vllm:time_to_first_token_seconds                     | histogram | one observation per admitted request |
 | vllm:time_per_output_token_seconds, vllm:inter_token_latency_seconds | histogram | one per output token after the first |

@@ -41,6 +41,14 @@ def test_the_written_config_divides_the_rate_queries_and_the_clock_by_the_time_s
     assert t.metrics.queries == time_scaled_queries(10)
     assert t.metrics.queries["arrival_rps"] == f"({DEFAULT_QUERIES['arrival_rps']}) / 10"
     assert "requests_waiting" not in t.metrics.queries  # gauges read as in a cluster
+    # The shipped HPA manifest's behaviour (windows 60 s up / 300 s down, periods 60 s up /
+    # 120 s down), in the sandbox's time.
+    assert t.limits is not None
+    assert t.limits.scale_up.stabilization_window_s == 6.0
+    assert t.limits.scale_down.stabilization_window_s == 30.0
+    assert [p.period_s for p in t.limits.scale_up.policies] == [6.0]
+    assert [p.period_s for p in t.limits.scale_down.policies] == [12.0]
+    assert (t.limits.min_replicas, t.limits.max_replicas) == (2, 20)
     # At time scale 60 a simulated minute is one scrape: the window keeps 4 scrapes.
     fast = parse_config({**data, **sandbox_controller_config(**{**_args(), "time_scale": 60})})
     assert fast.targets[0].metrics.rate_window_s == 4.0 and fast.tick_s == 1.0
