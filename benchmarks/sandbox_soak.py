@@ -64,9 +64,7 @@ def main() -> None:
     replicas = replicas_for(workload, profile)
     wall_s = args.sim_s / args.time_scale
     workdir = Path(tempfile.mkdtemp(prefix="rlscale-soak-"))
-    sb = Sandbox(
-        profile, workload, replicas=replicas, time_scale=args.time_scale, seed=args.seed
-    )
+    sb = Sandbox(profile, workload, replicas=replicas, time_scale=args.time_scale, seed=args.seed)
     steps: list[tuple[float, float, int]] = []  # (simulated time, arrivals, ready replicas)
     lock = threading.Lock()
 
@@ -277,9 +275,10 @@ def main() -> None:
             and last_step_sim_s >= 0.98 * args.sim_s
             and prom["answered"] == prom["asked"]
         ),
-        "ticks": ticks if args.ticks else None,
         "host": {"python": platform.python_version(), "machine": platform.machine()},
     }
+    if args.ticks:
+        result["ticks"] = ticks
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     w = result["workload_steps"]
@@ -310,6 +309,7 @@ def main() -> None:
         f"  replicas {r['observed_min']}..{r['observed_max']} within bounds {r['bounds']}: "
         f"{r['bounds_held']}; workload alive: {result['workload_alive']}"
     )
+    print(f"controller log: {workdir / 'controller.log'}")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 
 
