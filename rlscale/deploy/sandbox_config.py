@@ -87,7 +87,14 @@ def sandbox_controller_config(
     window_s = _seconds(CLUSTER_RATE_WINDOW_S, ts, 4 * scrape_interval_s)
     limits = time_scaled_limits(
         build_target_policies(
-            TargetConfig(namespace=namespace, deployment=deployment, profile=profile, policy=policy)
+            TargetConfig.model_validate(
+                {
+                    "namespace": namespace,
+                    "deployment": deployment,
+                    "profile": profile,
+                    "policy": policy,
+                }
+            )
         ).limits,
         ts,
     )
