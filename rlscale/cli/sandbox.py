@@ -75,6 +75,14 @@ def register(app: typer.Typer) -> None:
                 "At run time: POST/DELETE <API server>/rlscale-sandbox/v1/faults.",
             ),
         ] = None,
+        write_controller_config: Annotated[
+            Path | None,
+            typer.Option(
+                help="Write a ready `rlscale control` config for this sandbox here: its "
+                "Prometheus and kubeconfig, rate queries divided by --time-scale and the "
+                "controller's clock settings and the policy's limits scaled to match.",
+            ),
+        ] = None,
     ) -> None:
         """Run a local emulated cluster: a Kubernetes API stand-in, vLLM-like pods that cold-start
         and serve a replayed workload, and Prometheus scraping them. Ctrl-C stops everything."""
@@ -133,6 +141,30 @@ def register(app: typer.Typer) -> None:
             )
             if sb.prometheus_url:
                 typer.echo(f"  Prometheus:  {sb.prometheus_url} (pid {sb.prometheus_pid})")
+            if write_controller_config is not None:
+                if not sb.prometheus_url:
+                    raise InputError(
+                        "--write-controller-config",
+                        "the controller reads Prometheus; drop --no-prometheus",
+                        field="write_controller_config",
+                    )
+                from rlscale.deploy.sandbox_config import (
+                    sandbox_controller_config,
+                    write_sandbox_controller_config,
+                )
+
+                as_file = Path(profile).is_file()  # a YAML path, else a shipped name
+                cfg = sandbox_controller_config(
+                    prometheus_url=sb.prometheus_url,
+                    kubeconfig=Path(str(kubeconfig)).resolve(),
+                    namespace=namespace,
+                    deployment=deployment,
+                    profile=str(Path(profile).resolve()) if as_file else profile,
+                    time_scale=time_scale,
+                    scrape_interval_s=sb.scrape_interval_s,
+                )
+                out = write_sandbox_controller_config(write_controller_config, cfg, time_scale)
+                typer.echo(f"  controller:  rlscale control --config {out}")
             typer.echo(f"  try:         kubectl --kubeconfig {kubeconfig} get pods -w")
             typer.echo("Ctrl-C stops everything.", err=False)
             deadline = None if duration_s is None else time.monotonic() + duration_s

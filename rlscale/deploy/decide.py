@@ -481,6 +481,10 @@ def _partial_window(coverage: PodCoverage, ready: int) -> str:
     do, or if the checks are not configured)."""
     if coverage.reporting is not None and coverage.reporting < ready:
         return f"{coverage.reporting} of {ready} ready pods scraped"
+    if coverage.reporting is not None and coverage.reporting > ready:
+        # A terminating pod that is still scraped (a PodMonitor scrapes it until it exits) is
+        # draining: its queue falls with no arrivals, and its series end inside the next window.
+        return f"{coverage.reporting - ready} pod(s) scraped but not ready (terminating, draining)"
     if (
         coverage.covered is not None
         and coverage.reporting is not None

@@ -5,7 +5,7 @@ label (`model_name`) and histogram buckets:
 
 | series                                               | type      | per pod                         |
 |------------------------------------------------------|-----------|---------------------------------|
-| vllm:num_requests_waiting, vllm:num_requests_running | gauge     | cluster total / ready pods      |
+| vllm:num_requests_waiting, vllm:num_requests_running | gauge     | cluster total / ready pods (a terminating pod: what it still drains) |
 | vllm:gpu_cache_usage_perc, vllm:kv_cache_usage_perc  | gauge     | 0..1, the per-replica mean      |
 | vllm:time_to_first_token_seconds                     | histogram | one observation per admitted request |
 | vllm:time_per_output_token_seconds, vllm:inter_token_latency_seconds | histogram | one per output token after the first |
@@ -62,7 +62,7 @@ from prometheus_client.metrics_core import (
 
 from rlscale.sandbox.apiserver.resources import PODS, Obj
 from rlscale.sandbox.apiserver.store import Store
-from rlscale.sandbox.kubelet import is_ready, serving
+from rlscale.sandbox.kubelet import is_ready, is_terminating, serving
 
 TTFT_BUCKETS_S = (
     0.001,
@@ -205,6 +205,10 @@ class PodMetrics:
     request_abort: float = 0.0
     count_aborts: bool = True  # as a vLLM that counts client aborts (see the module docstring)
     frozen: bool = False  # a wedged engine: the series keep their values
+    # Set by `apply`, used by `drain`: the pod's own completion rate and request sizes.
+    completion_rps: float = 0.0
+    output_tokens_per_request: float = 0.0
+    prompt_tokens_per_request: float = 0.0
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
     tpot: Histogram = field(default_factory=lambda: Histogram(TPOT_BUCKETS_S))
     e2e: Histogram = field(default_factory=lambda: Histogram(E2E_BUCKETS_S))
@@ -214,8 +218,11 @@ class PodMetrics:
         if not self.gpu_uuids:
             self.gpu_uuids = [f"GPU-{uuid.uuid4()}" for _ in range(self.gpus)]
 
-    def apply(self, snap: Any, share: float, output_tokens: float) -> None:
-        """Add this pod's `share` (1 / ready pods) of one interval's `ServingSnapshot`."""
+    def apply(
+        self, snap: Any, share: float, output_tokens: float, dt_s: float | None = None
+    ) -> None:
+        """Add this pod's `share` (1 / ready pods) of one interval (`dt_s` long) of a
+        `ServingSnapshot`."""
         if self.frozen:
             return
         self.waiting = snap.requests_waiting * share
@@ -228,6 +235,13 @@ class PodMetrics:
         self.prompt_tokens += max(float(snap.prompt_tokens_served), 0.0) * share
         self.generation_tokens += out_tokens
         self.request_success += completed
+        if dt_s is not None and dt_s > 0:
+            self.completion_rps = completed / dt_s
+        self.output_tokens_per_request = output_tokens
+        if started > 0:
+            self.prompt_tokens_per_request = (
+                max(float(snap.prompt_tokens_served), 0.0) * share / started
+            )
         if self.count_aborts:
             self.request_abort += max(float(getattr(snap, "dropped", 0.0)), 0.0) * share
         ttft_q = quantile_points(snap.ttft_p50_s, snap.ttft_p95_s, snap.ttft_p99_s)
@@ -241,6 +255,31 @@ class PodMetrics:
         if self.frozen:
             return
         self.waiting = self.running = self.kv_cache_usage = self.gpu_utilization_pct = 0.0
+
+    def drain(self, dt_s: float) -> None:
+        """A terminating pod: no new requests, it finishes the ones it holds at the rate it
+        completed them while it served (a vLLM server on SIGTERM lets its in-flight requests
+        finish). Whatever it still holds when the pod is removed dies with it, uncounted, as
+        it does in a cluster. Latency histograms get no observations here."""
+        if self.frozen:
+            return
+        held = self.waiting + self.running
+        done = min(held, max(self.completion_rps, 0.0) * dt_s)
+        if held <= 0 or done >= held:
+            self.request_success += held
+            self.generation_tokens += held * self.output_tokens_per_request
+            self.prompt_tokens += self.waiting * self.prompt_tokens_per_request
+            self.idle()
+            return
+        started = min(self.waiting, done)  # the queue's head joins the batch as requests finish
+        was_running = self.running
+        self.waiting -= started
+        self.running = held - done - self.waiting
+        self.request_success += done
+        self.generation_tokens += done * self.output_tokens_per_request
+        self.prompt_tokens += started * self.prompt_tokens_per_request
+        if was_running > 0:
+            self.kv_cache_usage *= self.running / was_running
 
     def families(self, spelling: Literal["colon", "underscore"] = "colon") -> list[Metric]:
         def n(name: str) -> str:
@@ -398,6 +437,10 @@ class PodFleet:
         # target: Prometheus service discovery lags (kubernetes_sd, its refresh, a scrape
         # interval); 0 leaves only Prometheus' own 0-5 s.
         self.discovery_delay_s = 0.0
+        # A terminating pod stays a scrape target until it is removed, as with kubernetes_sd
+        # `role: pod` (a PodMonitor drops only Succeeded/Failed pods) and EndpointSlices that
+        # keep terminating endpoints; False: targets are the serving pods only.
+        self.scrape_terminating = True
 
     def freeze(self, frozen: bool = True) -> int:
         """Wedge (or unwedge) every pod's engine: its series keep their values; returns how many
@@ -426,7 +469,8 @@ class PodFleet:
 
     async def sync(self) -> None:
         """Start endpoints of pods that turned Ready, stop those of removed pods, and report the
-        scrape targets (serving pods only) when they change."""
+        scrape targets (serving pods, and terminating ones still listening unless
+        `scrape_terminating` is off) when they change."""
         async with self._sync_lock:
             await self._sync()
 
@@ -456,7 +500,7 @@ class PodFleet:
             if (
                 ep is not None
                 and ep.runner is not None
-                and serving(pod)
+                and (serving(pod) or (self.scrape_terminating and is_terminating(pod)))
                 and time.monotonic() - (ep.listening_at_s or 0.0) >= self.discovery_delay_s
             ):
                 container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "")

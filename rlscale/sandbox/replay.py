@@ -6,6 +6,12 @@ pods, advances the serving model by that much time with that many replicas, and 
 cluster totals evenly over those pods' metrics. A scale-up therefore helps only once the new pods
 have finished their cold start, as in a cluster.
 
+A pod that stops serving (it is terminating) leaves with its share of the queue and the batch
+(`ServingModel.release`) and drains them on its own (`PodMetrics.drain`), still scraped until it
+is removed; what it has not finished by then dies with it. So a deleted pod's series fall and end
+inside the next rate window while the pods that stay keep theirs, as in a cluster; a fleet model
+without `release` hands the deleted pod's requests to the others instead.
+
 The serving model is `rlscale.serving.model.ServingModel` (anything with the same `step`).
 """
 
@@ -172,6 +178,7 @@ class Replay:
         self.deployment = deployment
         self._last_s = clock.now_s()
         self.last: ReplayStep | None = None
+        self._serving: set[str] = set()  # pods that served at the last step
         self.on_step: list[Callable[[ReplayStep], None]] = []
 
     def step(self) -> ReplayStep | None:
@@ -184,20 +191,30 @@ class Replay:
         d = self.store.find(DEPLOYMENTS, self.namespace, self.deployment)
         pods = self.controller.owned_pods(d) if d is not None else []
         ready = [p for p in pods if serving(p)]
-        metrics = [
-            m
-            for m in (self.fleet.metrics_of(self.namespace, p["metadata"]["name"]) for p in ready)
-            if m
-        ]
+        all_metrics = [self.fleet.metrics_of(self.namespace, p["metadata"]["name"]) for p in ready]
+        metrics = [m for m in all_metrics if m]
+        names = {p["metadata"]["name"] for p, m in zip(ready, all_metrics, strict=True) if m}
+        release = getattr(self.model, "release", None)
+        if release is not None and self._serving:
+            # A pod that stopped serving since the last step takes its share of the queue and of
+            # the batch with it (it drains them, `PodMetrics.drain`); they do not move to the pods
+            # that stay. Load is not even across pods in a cluster either.
+            gone = len(self._serving - names)
+            if gone:
+                release(gone / len(self._serving))
+        self._serving = names
         arrivals, prompt, output = self.cursor.take(t0, now)
         snap = self.model.step(len(metrics), arrivals, prompt, output, dt)
         for m in metrics:
-            m.apply(snap, 1.0 / len(metrics), output)
+            m.apply(snap, 1.0 / len(metrics), output, dt)
         for p in pods:
             if is_terminating(p):
                 draining = self.fleet.metrics_of(self.namespace, p["metadata"]["name"])
                 if draining is not None:
-                    draining.idle()
+                    if release is not None:
+                        draining.drain(dt)
+                    else:
+                        draining.idle()
         self.last = ReplayStep(now, dt, len(metrics), arrivals, snap)
         for callback in self.on_step:
             callback(self.last)

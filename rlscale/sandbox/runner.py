@@ -45,7 +45,13 @@ log = logging.getLogger("rlscale.sandbox")
 DEFAULT_TOKEN = "rlscale-sandbox-token"
 
 
-def deployment_manifest(name: str, namespace: str, replicas: int, profile: ServiceProfile) -> Obj:
+def deployment_manifest(
+    name: str,
+    namespace: str,
+    replicas: int,
+    profile: ServiceProfile,
+    termination_grace_s: int = 30,
+) -> Obj:
     """The Deployment of an LLM server as the sandbox creates it (a vLLM pod per replica)."""
     labels = {"app": name}
     return {
@@ -63,7 +69,7 @@ def deployment_manifest(name: str, namespace: str, replicas: int, profile: Servi
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    "terminationGracePeriodSeconds": 30,
+                    "terminationGracePeriodSeconds": termination_grace_s,
                     "containers": [
                         {
                             "name": "vllm",
@@ -144,6 +150,9 @@ class Sandbox:
         kubeconfig_out      also write the kubeconfig there.
         count_aborts        the pods count client aborts in request_success_total (default True;
                             False: as vLLM releases that do not, vLLM issue #31503).
+        termination_grace_s the pods' terminationGracePeriodSeconds (simulated, default 30): how
+                            long a deleted pod drains the requests it holds, still scraped,
+                            before it goes with the rest (see `replay`).
 
     After `start()` (or entering the `with`):
         api_url, kubeconfig_path, prometheus_url (None without Prometheus), prometheus_pid
@@ -194,6 +203,7 @@ class Sandbox:
         workdir: str | Path | None = None,
         kubeconfig_out: str | Path | None = None,
         count_aborts: bool = True,
+        termination_grace_s: int = 30,
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas = {replicas}, must be >= 0")
@@ -224,6 +234,7 @@ class Sandbox:
         self._workdir_arg = Path(workdir) if workdir else None
         self._kubeconfig_out = Path(kubeconfig_out) if kubeconfig_out else None
         self.count_aborts = count_aborts
+        self.termination_grace_s = termination_grace_s
 
         self.workdir: Path | None = None
         self._own_workdir = False
@@ -325,7 +336,13 @@ class Sandbox:
         self.store.create(
             DEPLOYMENTS,
             self.namespace,
-            deployment_manifest(self.deployment, self.namespace, self.replicas, self.profile),
+            deployment_manifest(
+                self.deployment,
+                self.namespace,
+                self.replicas,
+                self.profile,
+                self.termination_grace_s,
+            ),
         )
         self.replay = Replay(
             self.store,

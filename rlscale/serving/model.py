@@ -712,6 +712,14 @@ class ServingModel:
             ttft_slo_s_per_1k_tokens=ttft_slo_s_per_1k_tokens,
         )
 
+    def release(self, share: float) -> None:
+        """A replica leaves holding `share` of the queue and of the batch: a terminating pod
+        keeps the requests it holds (it drains them or they die with it); they do not move to
+        the replicas that stay."""
+        keep = min(max(1.0 - share, 0.0), 1.0)
+        self.queue = self.queue * keep
+        self.running = self.running * keep
+
     def step(
         self,
         ready_replicas: int,

@@ -236,6 +236,16 @@ def test_series_of_deleted_pods_cause_no_scale_down() -> None:
     assert (r.outcome, r.desired) == (SCALE, 2)
 
 
+def test_a_terminating_pod_still_scraped_holds_scale_down() -> None:
+    # 3 ready pods, 4 scraped: the fourth is draining (a PodMonitor scrapes it until it exits).
+    rd = reading(T0, coverage=PodCoverage(reporting=4, covered=4, in_window=4, frozen=0))
+    r = tick(constant(2), TargetMemory(NO_WINDOW, 15.0), T0, state(3), rd)
+    assert (r.outcome, r.reason, r.desired) == (NO_CHANGE, "NoScaleDownOnPartialWindow", 3)
+    assert "1 pod(s) scraped but not ready" in r.explain()
+    r = tick(constant(5), TargetMemory(NO_WINDOW, 15.0), T0, state(3), rd)
+    assert (r.outcome, r.desired) == (SCALE, 5)
+
+
 def test_the_prometheus_source_reads_the_pod_counts(make_harness) -> None:
     h = make_harness(constant(1), limits=NO_WINDOW, replicas=4)
     h.prom.set(

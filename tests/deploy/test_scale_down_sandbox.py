@@ -1,7 +1,10 @@
 """Issue 12 against the sandbox (stand-in API, emulated vLLM pods, real Prometheus): the
 controller makes no scale-down the data or its memory cannot back.
 
-Each test names the fault it injects; each failed on the controller before the fix. Times are
+Each test names the fault it injects; each failed on the controller before the fix. The pod
+coverage scenarios (a new pod not scraped yet, a deleted pod's series) also run with the coverage
+check off (`coverage_series: null`, what the controller did before) and must then scale down: the
+scenario itself shows the check is what holds. Times are
 wall-clock at time_scale 60; every hold is judged by the controller's own clock (the decision
 records' `time_s`), so a slow machine delays the test but does not change what it checks.
 """
@@ -88,6 +91,8 @@ def sb() -> Iterator[Any]:
         replicas=3,
         scrape_interval_s=0.5,
         seed=11,
+        # A deleted pod drains what it holds (up to ~130 s at the peak below) before it goes.
+        termination_grace_s=150,
     )
     sandbox.start()
     try:
@@ -115,7 +120,7 @@ def with_prometheus_running(sb: Any) -> None:
         sb.resume_prometheus()
 
 
-def config(sb: Any, **over: Any) -> ControllerConfig:
+def config(sb: Any, metrics: dict[str, Any] | None = None, **over: Any) -> ControllerConfig:
     data: dict[str, Any] = {
         "tick_s": 0.5,
         "prometheus": {"url": sb.prometheus_url, "timeout_s": 0.5},
@@ -131,7 +136,7 @@ def config(sb: Any, **over: Any) -> ControllerConfig:
             {
                 "namespace": NS,
                 "deployment": DEP,
-                "metrics": {"rate_window": "4s", "max_staleness_s": 3},
+                "metrics": {"rate_window": "4s", "max_staleness_s": 3, **(metrics or {})},
                 "manual_override_hold_s": 0,
                 "starting_guard_s": 30,
             }
@@ -142,9 +147,15 @@ def config(sb: Any, **over: Any) -> ControllerConfig:
 
 
 def controller(
-    sb: Any, policy: Any, *, limits: SafetyLimits = LIMITS, identity: str = "safe", **over: Any
+    sb: Any,
+    policy: Any,
+    *,
+    limits: SafetyLimits = LIMITS,
+    identity: str = "safe",
+    metrics: dict[str, Any] | None = None,
+    **over: Any,
 ) -> Controller:
-    cfg = config(sb, **over)
+    cfg = config(sb, metrics, **over)
     pol = target_policies(policy, None, limits, window=1)
     return build_controller(
         cfg, identity=identity, targets=[make_target(cfg, t, pol) for t in cfg.targets]
@@ -172,6 +183,29 @@ def scale_downs(run: Running, since_s: float = -math.inf) -> list[Any]:
 
 def reasons(run: Running) -> set[str]:
     return {s.reason for r in run.results for s in r.record.steps}
+
+
+PEAK_RPS = 75.0  # simulated: more than 3 replicas serve, so each pod holds a queue
+QUICK = SafetyLimits(
+    min_replicas=1,
+    max_replicas=6,
+    scale_down=ScalingRules(policies=(ScalingPolicy(type="Pods", value=1, period_s=1),)),
+)
+
+
+def timeline(run: Running, t0: float) -> list[Any]:
+    return [
+        (
+            round(r.record.time_s - t0, 1),
+            r.record.reason,
+            r.record.current,
+            r.record.proposed,
+            r.record.desired,
+            round(r.record.metrics.arrival_rps) if r.record.metrics else None,
+        )
+        for r in run.results
+        if r.record.time_s >= t0 - 1
+    ]
 
 
 # --- restart and leader change under falling load --------------------------------------------
@@ -300,49 +334,46 @@ def set_replicas_unscraped(sb: Any, n: int) -> None:
     sb.wait_for(lambda: len(sb.pod_metrics_urls()) == n and sb.ready_count() == n, 20)
 
 
-def test_a_new_pods_first_missing_scrape_and_a_deleted_pods_series_cause_no_scale_down(
-    sb: Any,
-) -> None:
+def a_new_pod_not_scraped_yet(
+    sb: Any, metrics: dict[str, Any] | None = None
+) -> tuple[Running, float]:
+    """Two pods at the load; someone adds a third. It turns Ready and takes its share of the
+    requests at once, but Prometheus finds it only 3 s later (as kubernetes_sd lags), and then
+    has less than a rate window of its samples: until then the requests it serves are missing from
+    the arrival estimate, which reads about a third low."""
     steady(sb, 2)
-    quick = SafetyLimits(
-        min_replicas=1,
-        max_replicas=6,
-        scale_down=ScalingRules(policies=(ScalingPolicy(type="Pods", value=1, period_s=1),)),
-    )
-    c = controller(sb, Sensitive(LOAD_RPS), limits=quick)
+    c = controller(sb, Sensitive(LOAD_RPS), limits=QUICK, metrics=metrics)
     with Running(c) as run:
-        run.wait(lambda: len(run.results) >= 4, 20, "ticks")
-        # Someone adds a pod: Ready but not scraped yet, then scraped for less than a window,
-        # while the two old pods' counters slow to 2/3 of the load.
+        run.wait(lambda: len(run.results) >= 12, 20, "ticks")  # past the start hold
         t_up = time.time()
-        sb.call(lambda _s: setattr(sb.fleet, "discovery_delay_s", 3.0))  # as kubernetes_sd lags
+        sb.call(lambda _s: setattr(sb.fleet, "discovery_delay_s", 3.0))
         try:
             set_replicas_unscraped(sb, 3)
             time.sleep(SETTLE_S)
         finally:
             sb.call(lambda _s: setattr(sb.fleet, "discovery_delay_s", 0.0))
-        # ... and removes it again: its series end inside the rate window.
-        t_down = time.time()
-        set_replicas(sb, 2)
-        time.sleep(SETTLE_S)
+    return run, t_up
 
-    def timeline() -> list[Any]:
-        return [
-            (
-                round(r.record.time_s - t_up, 1),
-                r.record.reason,
-                r.record.current,
-                r.record.proposed,
-                r.record.desired,
-                round(r.record.metrics.arrival_rps) if r.record.metrics else None,
-            )
-            for r in run.results
-            if r.record.time_s >= t_up - 1
-        ]
 
-    assert not scale_downs(run, t_up), timeline()
-    held = [r.record for r in run.results if r.record.reason == "NoScaleDownOnPartialWindow"]
-    assert [r for r in held if t_up <= r.time_s < t_down], timeline()
+def test_a_new_pods_first_missing_scrape_causes_no_scale_down(sb: Any) -> None:
+    run, t_up = a_new_pod_not_scraped_yet(sb)
+    assert not scale_downs(run, t_up), timeline(run, t_up)
+    held = [
+        r.record
+        for r in run.results
+        if r.record.reason == "NoScaleDownOnPartialWindow" and r.record.time_s >= t_up
+    ]
+    assert held, timeline(run, t_up)
+
+
+def test_without_the_pod_coverage_check_a_new_pods_first_missing_scrape_causes_a_scale_down(
+    sb: Any,
+) -> None:
+    """The scenario above with the coverage check off (`coverage_series: null`, the controller
+    before issue 12): it scales down, so the test above can fail."""
+    run, t_up = a_new_pod_not_scraped_yet(sb, {"coverage_series": None})
+    assert not [d for d in scale_downs(run) if d.time_s < t_up], timeline(run, t_up - 8)
+    assert scale_downs(run, t_up), timeline(run, t_up)
 
 
 # --- lost answers -------------------------------------------------------------------------------
@@ -392,3 +423,48 @@ def test_under_overload_the_arrival_estimate_stays_within_20_percent(sb: Any) ->
     waiting = sb.query('sum({__name__=~"vllm[:_]num_requests_waiting"})')
     assert waiting and float(waiting[0]["value"][1]) > 1000  # overloaded indeed
     assert all(abs(x - truth) <= 0.2 * truth for x in seen), (seen, truth)
+
+
+# --- a pod deleted at peak --------------------------------------------------------------------
+
+
+def a_pod_deleted_at_peak(sb: Any, metrics: dict[str, Any] | None = None) -> tuple[Running, float]:
+    """Three pods at a peak they cannot all serve (each holds hundreds of queued requests); then
+    one pod is deleted (someone scales to 2, a node drains). The deleted pod keeps its requests,
+    drains them while still scraped and goes: its series fall and end inside the rate window.
+    `deriv` over a series that ends inside the window is its slope over the part it covers, not
+    diluted by the rest of the window as `rate` is, so the arrival estimate reads low by about the
+    deleted pod's queue per second until its samples leave the window."""
+    steady(sb, 3, PEAK_RPS)
+    time.sleep(2.0)  # the queue builds to its steady depth (clients give up after 120 s = 2 s)
+    c = controller(sb, Sensitive(PEAK_RPS), limits=QUICK, metrics=metrics)
+    with Running(c) as run:
+        run.wait(lambda: len(run.results) >= 12, 20, "ticks at the peak")  # past the start hold
+        t_down = time.time()
+        set_replicas(sb, 2)
+        time.sleep(SETTLE_S)
+    return run, t_down
+
+
+def test_a_deleted_pods_series_cause_no_scale_down(sb: Any) -> None:
+    run, t_down = a_pod_deleted_at_peak(sb)
+    assert not scale_downs(run), timeline(run, t_down)
+    gone = [
+        r.record
+        for r in run.results
+        if r.record.reason == "NoScaleDownOnPartialWindow"
+        and r.record.time_s >= t_down
+        and "gone inside the rate window" in r.record.explain()
+    ]
+    assert gone, timeline(run, t_down)
+
+
+def test_without_the_pod_coverage_check_a_deleted_pods_series_do_cause_a_scale_down(
+    sb: Any,
+) -> None:
+    """The same scenario with the coverage check off (`coverage_series: null`, the controller
+    before issue 12): the scenario bites, so the test above can fail."""
+    run, t_down = a_pod_deleted_at_peak(sb, {"coverage_series": None})
+    before = [d for d in scale_downs(run) if d.time_s < t_down]
+    assert not before, timeline(run, t_down - 8)  # the estimate was right before the deletion
+    assert scale_downs(run, t_down), timeline(run, t_down)

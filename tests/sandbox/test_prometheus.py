@@ -170,6 +170,7 @@ def test_scaling_through_the_scale_subresource_brings_pods_ready_after_their_col
     peak = max(second, value(sb.query(waiting)))
     sb.wait_for_query(waiting, lambda r: value(r) < 0.01 * peak, timeout_s=20)
 
-    # Scaling down removes the terminating pods from the targets at once.
+    # Scaling down: the terminating pods drain what they hold, still scraped (as a PodMonitor
+    # scrapes them), and leave the targets once removed.
     apps.patch_namespaced_deployment_scale(sb.deployment, ns, {"spec": {"replicas": 1}})
     sb.wait_for_query(ready_targets, lambda r: value(r) == 1, timeout_s=10)
