@@ -282,7 +282,9 @@ class AutoscaleCore:
         )  # fmt: skip
         self._clock_s += self.config.interval_s
         m = self.fleet.step(
-            self._proposed, self._clock_s, self._warm if self.config.limits.max_warm_replicas > 0 else None
+            self._proposed,
+            self._clock_s,
+            self._warm if self.config.limits.max_warm_replicas > 0 else None,
         )
         reward, cost = np.empty(self.batch), np.empty(self.batch)
         w = self.config.reward

@@ -21,8 +21,8 @@ import numpy as np
 from numba import njit
 
 from rlscale.contract import (
-    FIELD_INDEX,
     FEATURES_PER_STEP,
+    FIELD_INDEX,
     MIX_FEATURES,
     SLO_GRID_OUTPUT_LOG2,
     SLO_GRID_PROMPT_LOG2,
@@ -185,9 +185,7 @@ def _mean_size(tokens: float, n: float, ref: float) -> float:
 
 
 @njit(cache=True)
-def _request_mix(
-    w: np.ndarray, b: int, p: np.ndarray, scratch: np.ndarray
-) -> tuple[float, float]:
+def _request_mix(w: np.ndarray, b: int, p: np.ndarray, scratch: np.ndarray) -> tuple[float, float]:
     """`contract.request_mix` of window b."""
     n_t = w.shape[1]
     has_model = p[P_HAS_MODEL] > 0
@@ -275,6 +273,13 @@ def _feature(v: float) -> float:
     return min(max(v, 0.0), 10.0)
 
 
+@njit(cache=True, inline="always")
+def _box(v: float, lo: float, hi: float) -> float:
+    """v rounded to float32 (the observation's type, as `encode_raw` casts last), then clipped
+    to [lo, hi] in float32 (as the Gymnasium env's np.clip of that float32 array)."""
+    return _clip(float(np.float32(v)), lo, hi)
+
+
 @njit(cache=True)
 def encode_rows(
     w: np.ndarray, p: np.ndarray, out: np.ndarray, scratch: np.ndarray, lo: float, hi: float
@@ -305,7 +310,7 @@ def encode_rows(
                 prov / p[P_MAX_REPLICAS],
             )
             for f in feats:
-                out[b, k] = _clip(np.float32(_feature(f)), lo, hi)
+                out[b, k] = _box(_feature(f), lo, hi)
                 k += 1
         # the window's request mix (`contract._mix_features`): token sums over all its rows
         p_tok = _window_sum(w, b, 0, P_TPS, scratch)
@@ -316,12 +321,12 @@ def encode_rows(
             lo2 = np.log2(osl / p[P_REF_OUTPUT])
         else:
             lp = lo2 = 0.0
-        out[b, k] = _clip(np.float32(_clip(lp, -1.0, 6.0)), lo, hi)
-        out[b, k + 1] = _clip(np.float32(_clip(lo2, -1.0, 6.0)), lo, hi)
-        out[b, k + 2] = _clip(np.float32(share), lo, hi)
+        out[b, k] = _box(_clip(lp, -1.0, 6.0), lo, hi)
+        out[b, k + 1] = _box(_clip(lo2, -1.0, 6.0), lo, hi)
+        out[b, k + 2] = _box(share, lo, hi)
         phase = 2.0 * np.pi * (_nan0(w[b, n_t - 1, T_S]) % _DAY_S) / _DAY_S
-        out[b, k + 3] = _clip(np.float32(np.sin(phase)), lo, hi)
-        out[b, k + 4] = _clip(np.float32(np.cos(phase)), lo, hi)
+        out[b, k + 3] = _box(np.sin(phase), lo, hi)
+        out[b, k + 4] = _box(np.cos(phase), lo, hi)
 
 
 @njit(cache=True)
