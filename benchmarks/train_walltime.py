@@ -61,7 +61,7 @@ def run_side(side: str, config: str, steps: int, every: int, minutes: float) -> 
     from rlscale.envs.vec_env import LLMAutoscaleVecEnv
     from rlscale.training import train as tr
 
-    timers = {"env_s": 0.0, "eval_s": 0.0}
+    timers = {"env_s": 0.0, "eval_s": 0.0, "eval_cpu_s": 0.0}
     step_wait = LLMAutoscaleVecEnv.step_wait
 
     def timed_step_wait(self: LLMAutoscaleVecEnv) -> Any:
@@ -72,13 +72,14 @@ def run_side(side: str, config: str, steps: int, every: int, minutes: float) -> 
 
     LLMAutoscaleVecEnv.step_wait = timed_step_wait  # type: ignore[method-assign]
     evaluate = tr.Evaluator.evaluate
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     budget_s = minutes * 60.0
 
     def timed_evaluate(self: tr.Evaluator, n: int, logger: Any | None = None) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         evaluate(self, n, logger)
         timers["eval_s"] += time.perf_counter() - t0
+        timers["eval_cpu_s"] += time.process_time() - c0
         self.curve[-1]["eval_s_total"] = round(timers["eval_s"], 2)
         self.curve[-1]["env_s_total"] = round(timers["env_s"], 2)
         self.curve[-1]["since_start_s"] = round(time.perf_counter() - t_start, 2)
@@ -90,9 +91,10 @@ def run_side(side: str, config: str, steps: int, every: int, minutes: float) -> 
     evaluate_baseline = tr.evaluate_baseline
 
     def timed_baseline(*a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = evaluate_baseline(*a, **kw)
         timers["eval_s"] += time.perf_counter() - t0
+        timers["eval_cpu_s"] += time.process_time() - c0
         return out
 
     tr.evaluate_baseline = timed_baseline  # type: ignore[assignment]
@@ -113,6 +115,7 @@ def run_side(side: str, config: str, steps: int, every: int, minutes: float) -> 
         except _Budget:
             stopped = "minutes"
     wall_s = time.perf_counter() - t_start
+    cpu_s = time.process_time() - cpu_start
     base = curve[0]["baseline_score"] if curve else float("nan")
     reached = [p for p in curve if p["score"] >= p["baseline_score"]]
     trained = curve[-1]["timesteps"] if curve else 0
@@ -123,6 +126,12 @@ def run_side(side: str, config: str, steps: int, every: int, minutes: float) -> 
         "wall_s": round(wall_s, 1),
         "timesteps": trained,
         "eval_s": round(timers["eval_s"], 1),
+        # CPU seconds of this process: on a shared machine the steadier measure of the work
+        "cpu_s": round(cpu_s, 1),
+        "eval_cpu_s": round(timers["eval_cpu_s"], 1),
+        "cpu_s_per_100k_steps_without_eval": round(
+            (cpu_s - timers["eval_cpu_s"]) / max(trained, 1) * 1e5, 1
+        ),
         "env_s": round(timers["env_s"], 1),
         "evaluations": len(curve),
         "baseline_score": base,
@@ -204,7 +213,8 @@ def main() -> None:
         hit = r["reached_baseline_at"]
         print(
             f"{s:6s} {r['timesteps']:>7,} steps in {r['wall_s']:7.1f} s "
-            f"(eval {r['eval_s']:.1f} s, env {r['env_s']:.1f} s): "
+            f"(eval {r['eval_s']:.1f} s, env {r['env_s']:.1f} s; CPU {r['cpu_s']:.0f} s, "
+            f"eval CPU {r['eval_cpu_s']:.0f} s): "
             f"{r['wall_s_per_100k_steps']:.1f} s / 100k steps, "
             f"{r['wall_s_per_100k_steps_without_eval']:.1f} without eval; best score "
             f"{r['best_score']:.3f} vs baseline {r['baseline_score']:.3f}; reached it: "
