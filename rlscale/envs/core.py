@@ -183,7 +183,11 @@ class AutoscaleCore:
         )
         self._mean_arrivals = np.array([max(w.arrivals.mean(), 1e-6) for w in self.sim.workloads])
         # the kernels' packed specs and preallocated buffers
-        sk.check_window(config.window)
+        if engine == "numba":
+            sk.check_window(config.window)
+            mismatch = sk.layout_mismatch()
+            if mismatch is not None:
+                raise ValueError(mismatch)
         self._spec_p = sk.spec_params(self.obs_spec)
         self._act_p = sk.action_params(self.act_spec)
         self._scratch = np.zeros(config.window)

@@ -49,8 +49,37 @@ READY = _I["replicas_ready"]
 STARTING = _I["replicas_starting"]
 WARM = _I["replicas_warm"]
 
-N_STEP = len(FEATURES_PER_STEP)
-N_MIX = len(MIX_FEATURES)
+# The layout the kernels write, feature by feature; `AutoscaleCore` refuses the kernels when the
+# contract's differs (a feature added to the contract must be added here too).
+STEP_FEATURES: tuple[str, ...] = (
+    "demand_per_provisioned_replica",
+    "demand_per_ready_replica",
+    "queue_per_ready_replica",
+    "running_per_ready_replica",
+    "kv_cache_usage",
+    "gpu_utilization",
+    "ttft_p95_over_slo",
+    "tpot_p95_over_slo",
+    "starting_share",
+    "warm_share",
+    "fleet_fraction",
+)
+WINDOW_FEATURES: tuple[str, ...] = (
+    "log2_prompt_tokens_over_ref",
+    "log2_output_tokens_over_ref",
+    "prefill_token_share",
+)
+
+
+def layout_mismatch() -> str | None:
+    """None when the kernels encode the contract's features; else what differs."""
+    if FEATURES_PER_STEP != STEP_FEATURES or MIX_FEATURES != WINDOW_FEATURES:
+        return (
+            f"contract features {FEATURES_PER_STEP + MIX_FEATURES}, the step kernels encode "
+            f"{STEP_FEATURES + WINDOW_FEATURES}: update rlscale/envs/step_kernel.py"
+        )
+    return None
+
 _GP = np.asarray(SLO_GRID_PROMPT_LOG2, dtype=np.float64)
 _GO = np.asarray(SLO_GRID_OUTPUT_LOG2, dtype=np.float64)
 _DBL_MAX = float(np.finfo(np.float64).max)

@@ -143,3 +143,7 @@ def test_action_map_kernel_matches_decode(window, hold_band):
     assert np.array_equal(got_w, warm)
     if hold_band:
         assert (got_r == w[:, -1, 15]).any()
+
+
+def test_kernels_encode_the_contracts_features_in_its_order():
+    assert sk.layout_mismatch() is None
