@@ -8,9 +8,10 @@ wall time per 100k steps and the curve are the result.
 "before" reproduces the pre-kernel path on this tree's contract: every `ClusterSim` (training
 envs and the evaluator's rollouts) on `engine="numpy"`, the env's action map / encoder / reward
 on the contract's numpy functions (`AutoscaleCore(engine="numpy")`) and the clamp on
-`safety.clamp_batch_reference` (`ClampedFleet(engine="numpy")`); the kernels are held to those
-references by the kernel-vs-reference tests, so both sides train on the same numbers. The PPO
-update and the served policy's decisions (torch, `PPOPolicy`) are the same code on both sides.
+`safety.clamp_batch_reference` (`ClampedFleet(engine="numpy")`), and the evaluator's metrics rows
+converted by `dataclasses.astuple` as `IntervalMetrics.to_array` did; the kernels are held to
+those references by the kernel-vs-reference tests, so both sides train on the same numbers. The
+PPO update and the served policy's decisions (`PPOPolicy`, numpy) are the same code on both sides.
 
 Each side also times its env steps (`LLMAutoscaleVecEnv.step_wait`) and its evaluations, so the
 wall time splits into env, evaluation and the rest (SB3's rollout collection and updates).
@@ -41,10 +42,21 @@ class _Budget(Exception):
 
 
 def _use_numpy_reference() -> None:
-    """Make the numpy references the defaults of every constructor that picks an engine."""
+    """Make the numpy references the defaults of every constructor that picks an engine, and
+    `IntervalMetrics.to_array` the `dataclasses.astuple` it was before."""
+    from dataclasses import astuple
+
+    import numpy as np
+
+    from rlscale.contract import IntervalMetrics
     from rlscale.envs.cluster import ClusterSim
     from rlscale.envs.core import AutoscaleCore
     from rlscale.envs.fleet import ClampedFleet
+
+    def to_array(self: IntervalMetrics) -> np.ndarray:
+        return np.asarray(astuple(self), dtype=np.float64)
+
+    IntervalMetrics.to_array = to_array  # type: ignore[method-assign]
 
     for fn in (ClusterSim.__init__, AutoscaleCore.__init__, ClampedFleet.__init__):
         names = fn.__code__.co_varnames[: fn.__code__.co_argcount]

@@ -147,3 +147,19 @@ def test_action_map_kernel_matches_decode(window, hold_band):
 
 def test_kernels_encode_the_contracts_features_in_its_order():
     assert sk.layout_mismatch() is None
+
+
+def test_metrics_rows_convert_to_the_arrays_astuple_gives():
+    from dataclasses import astuple
+
+    from rlscale.contract import IntervalMetrics
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        row = rng.normal(0, 100, N_FIELDS)
+        row[rng.random(N_FIELDS) < 0.2] = np.nan
+        m = IntervalMetrics.from_array(row)
+        got = m.to_array()
+        assert got.dtype == np.float64 and got.shape == (N_FIELDS,)
+        assert np.array_equal(got, np.asarray(astuple(m), dtype=np.float64), equal_nan=True)
+        assert np.array_equal(got, row, equal_nan=True)
