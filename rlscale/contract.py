@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from operator import attrgetter
 from dataclasses import astuple, dataclass, fields
+from operator import attrgetter
 
 import numpy as np
 

@@ -80,6 +80,7 @@ def layout_mismatch() -> str | None:
         )
     return None
 
+
 _GP = np.asarray(SLO_GRID_PROMPT_LOG2, dtype=np.float64)
 _GO = np.asarray(SLO_GRID_OUTPUT_LOG2, dtype=np.float64)
 _DBL_MAX = float(np.finfo(np.float64).max)
