@@ -4,9 +4,10 @@ rollouts take too) -> reward and observation (contract.encode_raw). The Gymnasiu
 with B=1; the SB3 VecEnv is this with B=n_envs.
 
 `engine="numba"` (the default) runs the action map, the window shift, the reward and the encoder
-through `envs.step_kernel` (two kernel calls a step); `engine="numpy"` runs the contract's numpy
-functions, the reference those kernels are held to (tests/envs/test_step_kernel.py), with the
-numpy simulator and clamp (`sim_engine` picks the simulator's apart).
+through `envs.step_kernel` (a call before the clamps and the simulator's kernels, one after, one
+to observe); `engine="numpy"` runs the contract's numpy functions, the reference those kernels
+are held to (tests/envs/test_step_kernel.py), with the numpy simulator and clamp (`sim_engine`
+picks the simulator's apart).
 """
 
 from __future__ import annotations
