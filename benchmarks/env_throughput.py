@@ -1,5 +1,6 @@
 """Simulator throughput, all in one run so ratios are comparable: env-steps/s of the single env
-through plain `gymnasium.make` (its wrappers included), Gymnasium's `SyncVectorEnv` of 8 such
+through plain `gymnasium.make` (its wrappers included; also with `engine="numpy"`, the numpy
+reference of the same path), Gymnasium's `SyncVectorEnv` of 8 such
 envs, the SB3 VecEnv (core + clamps + encoder) at B = 1024, the batched core (`ClusterSim.step`)
 at B = 1, 64, 1024, and the request-level engine (`RequestSim`) in requests/s. Targets (issue
 #16): single env >= 30,000 steps/s; batched core >= 1,000,000 env-steps/s at B = 1024 on one
@@ -94,6 +95,22 @@ def measure(seconds: float, n_requests: int) -> dict[str, float]:
             env.reset()
 
     results["gym_make_steps_per_s"] = _rate(single, 1, seconds)
+
+    # the same env on the numpy reference of its whole path (contract, clamps, simulator): what
+    # the kernels replace, on this tree's contract (a baseline tree without the switch skips it)
+    try:
+        ref_env = gym.make("rlscale/LLMAutoscale-v0", engine="numpy")
+    except TypeError:
+        pass
+    else:
+        ref_env.reset(seed=0)
+
+        def single_numpy() -> None:
+            _, _, term, trunc, _ = ref_env.step(action)
+            if term or trunc:
+                ref_env.reset()
+
+        results["gym_make_numpy_engine_steps_per_s"] = _rate(single_numpy, 1, seconds)
 
     sync = gym.vector.SyncVectorEnv([lambda: gym.make("rlscale/LLMAutoscale-v0")] * 8)
     sync.reset(seed=0)

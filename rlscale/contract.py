@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
+from operator import attrgetter
 
 import numpy as np
 
@@ -63,7 +64,9 @@ class IntervalMetrics:
     replicas_draining: float  # terminating, finishing in-flight requests
 
     def to_array(self) -> np.ndarray:
-        return np.asarray(astuple(self), dtype=np.float64)
+        # the fields read in one C call: `dataclasses.astuple` deep-copies each value, ~70 us a
+        # row, and the evaluator converts 24 rows a decision (two thirds of an evaluation's time)
+        return np.asarray(_GET_FIELDS(self), dtype=np.float64)
 
     @classmethod
     def from_array(cls, row: np.ndarray) -> IntervalMetrics:
@@ -75,6 +78,7 @@ class IntervalMetrics:
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(IntervalMetrics))
+_GET_FIELDS = attrgetter(*FIELDS)
 FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(FIELDS)}
 N_FIELDS = len(FIELDS)
 

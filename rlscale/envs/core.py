@@ -2,6 +2,12 @@
 -> safety clamps and ClusterSim.step (`envs.fleet.ClampedFleet`, the path the evaluator's
 rollouts take too) -> reward and observation (contract.encode_raw). The Gymnasium env is this
 with B=1; the SB3 VecEnv is this with B=n_envs.
+
+`engine="numba"` (the default) runs the action map, the window shift, the reward and the encoder
+through `envs.step_kernel` (a call before the clamps and the simulator's kernels, one after, one
+to observe); `engine="numpy"` runs the contract's numpy functions, the reference those kernels
+are held to (tests/envs/test_step_kernel.py), with the numpy simulator and clamp (`sim_engine`
+picks the simulator's apart).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from rlscale.contract import (
     encode_raw,
     observation_size,
 )
-from rlscale.envs.cluster import ClusterSim
+from rlscale.envs import step_kernel as sk
+from rlscale.envs.cluster import ClusterSim, Engine
 from rlscale.envs.fleet import ClampedFleet
 from rlscale.profiles.model import ServiceProfile
 from rlscale.safety import SafetyLimits
@@ -144,18 +151,28 @@ class AutoscaleCore:
         batch: int,
         config: EnvConfig,
         seed: int = 0,
+        engine: Engine = "numba",
+        sim_engine: Engine | None = None,
     ) -> None:
+        if engine not in ("numba", "numpy"):
+            raise ValueError(f"engine = {engine!r}, must be 'numba' or 'numpy'")
         self.profile = profile
         self.config = config
         self.batch = batch
+        self.engine = engine
         self.obs_spec = config.observation_spec(profile)
         self.act_spec = config.action_spec()
         self.sim = ClusterSim(
-            profile, workloads, batch=batch, config=config.sim_config(), seed=seed
+            profile,
+            workloads,
+            batch=batch,
+            config=config.sim_config(),
+            seed=seed,
+            engine=sim_engine or engine,
         )
         self.rng = np.random.default_rng(seed)
         self.episode_bins = max(1, int(round(config.episode_s / config.interval_s)))
-        self.fleet = ClampedFleet(self.sim, config.limits)
+        self.fleet = ClampedFleet(self.sim, config.limits, engine=engine)
         self.window = np.zeros((batch, config.window, N_FIELDS))
         self.slo_weight = np.full(batch, config.reward.slo)
         self._clock_s = 0.0
@@ -170,6 +187,18 @@ class AutoscaleCore:
             ]
         )
         self._mean_arrivals = np.array([max(w.arrivals.mean(), 1e-6) for w in self.sim.workloads])
+        # the kernels' packed specs and preallocated buffers
+        if engine == "numba":
+            sk.check_window(config.window)
+            mismatch = sk.layout_mismatch()
+            if mismatch is not None:
+                raise ValueError(mismatch)
+        self._spec_p = sk.spec_params(self.obs_spec)
+        self._act_p = sk.action_params(self.act_spec)
+        self._scratch = np.zeros(config.window)
+        self._proposed = np.zeros(batch)
+        self._warm = np.zeros(batch)
+        self._before = np.zeros((3, batch))
         self.reset_mask(np.ones(batch, dtype=bool))
 
     def _capacity(self, w: Workload) -> float:
@@ -203,15 +232,29 @@ class AutoscaleCore:
         """The replica targets (B,) the clamps last set."""
         return self.fleet.current
 
-    def observe(self) -> np.ndarray:
+    def observe(self, lo: float = -np.inf, hi: float = np.inf) -> np.ndarray:
+        """The observations (B, obs_size) float32 of the current windows, clipped to [lo, hi]
+        (the Gymnasium env passes its box; clipping here spares it a numpy call)."""
+        if self.engine == "numba":
+            obs = np.empty((self.batch, self.obs_size), dtype=np.float32)
+            sk.encode_rows(self.window, self._spec_p, obs, self._scratch, lo, hi)
+            if self.knob:
+                obs[:, -1] = np.log(self.slo_weight)
+                if lo > -np.inf or hi < np.inf:
+                    obs[:, -1] = np.clip(obs[:, -1], lo, hi)
+            return obs
         obs = encode_raw(self.window, self.obs_spec)
         if self.knob:
             obs = np.concatenate([obs, np.log(self.slo_weight)[:, None].astype(np.float32)], axis=1)
+        if lo > -np.inf or hi < np.inf:
+            obs = np.clip(obs, lo, hi)
         return obs
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Returns (reward (B,), done (B,), cost_usd (B,)) and updates the window; the caller
         observes (and resets finished clusters) afterwards."""
+        if self.engine == "numba":
+            return self._step_kernel(actions)
         last = self.window[:, -1, :]
         proposed, warm = self.act_spec.decode(actions, last, self.obs_spec, self.window)
         target_before = self.fleet.current.copy()
@@ -235,3 +278,28 @@ class AutoscaleCore:
         if w.switch > 0:
             reward = reward - w.switch * (self.fleet.current != target_before)
         return reward, self.sim.done.copy(), self.sim.totals.cost_usd - cost_before
+
+    def _step_kernel(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`step` through `envs.step_kernel`: decode, the clamps and the simulator, then the
+        window, reward and cost in one call."""
+        act = np.asarray(actions, dtype=np.float64).reshape(self.batch, 2)
+        sim, before = self.sim, self._before
+        totals = sim.totals
+        sk.begin_step(
+            act, self.window, self._spec_p, self._act_p, self._proposed, self._warm,
+            self._scratch, self.fleet.current, totals.cost_usd, totals.slo_ok, before,
+        )  # fmt: skip
+        self._clock_s += self.config.interval_s
+        m = self.fleet.step(
+            self._proposed,
+            self._clock_s,
+            self._warm if self.config.limits.max_warm_replicas > 0 else None,
+        )
+        reward, cost = np.empty(self.batch), np.empty(self.batch)
+        w = self.config.reward
+        sk.finish_step(
+            self.window, m, sim.last_arrivals, totals.slo_ok, sim.last_paid, totals.cost_usd,
+            self.fleet.current, before, sim.wid, self._fleet_ref, self._mean_arrivals,
+            self.slo_weight, w.cost, w.switch, reward, cost,
+        )  # fmt: skip
+        return reward, sim.done.copy(), cost

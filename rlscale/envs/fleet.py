@@ -11,6 +11,9 @@ Each cluster has its own `SafetyLimits`; clusters with equal limits share one ba
 With a `ShieldConfig` (one for all, or one or None per cluster) the run-time shield
 (`rlscale.serving.shield`) bounds each proposal before the clamp, as the controller does:
 propose -> shield -> clamp -> step. Its firings per cluster are `shield_counts()`.
+
+`engine="numpy"` clamps through `safety.clamp_batch_reference` (the numpy reference the clamp
+kernel is held to), for a run of the whole pre-kernel path.
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlscale.contract import FIELD_INDEX
-from rlscale.envs.cluster import ClusterSim
+from rlscale.envs.cluster import ClusterSim, Engine
 
 if TYPE_CHECKING:
     from rlscale.envs.requests import RequestSim
-from rlscale.safety import ClampState, SafetyLimits, clamp_batch, clamp_warm
+from rlscale.safety import (
+    ClampState,
+    SafetyLimits,
+    clamp_batch,
+    clamp_batch_reference,
+    clamp_warm,
+)
 from rlscale.serving.shield import FIRING_COLUMNS, Shield, ShieldConfig
 
 _F = FIELD_INDEX
@@ -43,8 +52,10 @@ class ClampedFleet:
         sim: ClusterSim | RequestSim,
         limits: SafetyLimits | Sequence[SafetyLimits],
         shield: ShieldConfig | Sequence[ShieldConfig | None] | None = None,
+        engine: Engine = "numba",
     ) -> None:
         self.sim = sim
+        self._clamp = clamp_batch if engine == "numba" else clamp_batch_reference
         per_cluster = [limits] * sim.batch if isinstance(limits, SafetyLimits) else list(limits)
         if len(per_cluster) != sim.batch:
             raise ValueError(f"{len(per_cluster)} limits for a batch of {sim.batch} clusters")
@@ -96,7 +107,7 @@ class ClampedFleet:
             if warm is not None and warm_target is not None:
                 w = clamp_warm(np.asarray(warm)[idx], lim).astype(np.float64)
                 warm_target[idx] = w
-            target[idx], _ = clamp_batch(
+            target[idx], _ = self._clamp(
                 np.asarray(proposed)[idx], self.current[idx], now_s, lim, state, warm=w
             )
         self.current = target

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from rlscale.envs.cluster import Engine
 from rlscale.envs.core import AutoscaleCore, EnvConfig
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.traces.workload import Workload
@@ -67,6 +68,10 @@ class LLMAutoscaleEnv(gym.Env):
     Each reset picks a workload and a random window of `episode_s` (default 6 h) from it; the
     episode is truncated (not terminated) at the window's end. All randomness comes from the
     `seed` given to `reset`.
+
+    `engine="numpy"` (`gymnasium.make(ENV_ID, engine="numpy")`) steps the numpy reference of the
+    whole path (contract, clamps, simulator) instead of its numba kernels; same contract
+    (`sim_engine` picks the simulator's engine apart).
     """
 
     metadata = {"render_modes": []}
@@ -76,6 +81,8 @@ class LLMAutoscaleEnv(gym.Env):
         profile: ServiceProfile | str = "llama-3.1-8b-h100",
         workloads: Sequence[Workload] | None = None,
         config: EnvConfig | None = None,
+        engine: Engine = "numba",
+        sim_engine: Engine | None = None,
     ) -> None:
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.workloads = (
@@ -83,7 +90,10 @@ class LLMAutoscaleEnv(gym.Env):
         )
         self.config = config or EnvConfig()
         self._core: AutoscaleCore | None = None
-        self._core = AutoscaleCore(self.profile, self.workloads, 1, self.config, seed=0)
+        self._core = AutoscaleCore(
+            self.profile, self.workloads, 1, self.config, seed=0, engine=engine,
+            sim_engine=sim_engine,
+        )  # fmt: skip
         self.observation_space = spaces.Box(-1.0, 10.0, (self._core.obs_size,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
 
@@ -96,12 +106,12 @@ class LLMAutoscaleEnv(gym.Env):
         core.rng = np.random.default_rng(int(self.np_random.integers(2**63 - 1)))
         core.sim.reset(seed=int(self.np_random.integers(2**63 - 1)))
         core.reset_mask(np.ones(1, dtype=bool))
-        return np.clip(core.observe()[0], -1.0, 10.0), {}
+        return core.observe(-1.0, 10.0)[0], {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         core = self._core
         assert core is not None
         reward, done, cost = core.step(np.asarray(action, dtype=np.float64)[None, :])
-        obs = np.clip(core.observe()[0], -1.0, 10.0)
+        obs = core.observe(-1.0, 10.0)[0]
         info = {"cost_usd": float(cost[0]), "replicas": float(core.current[0])}
         return obs, float(reward[0]), False, bool(done[0]), info
