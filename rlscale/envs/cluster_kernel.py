@@ -19,7 +19,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from rlscale import contract as _contract
 from rlscale.contract import FIELD_INDEX
+from rlscale.serving import model as _model
+from rlscale.serving import serve_kernel as _serve_kernel
+from rlscale.serving.jit_cache import drop_stale
 from rlscale.serving.serve_kernel import (
     OUT_COMPLETED,
     OUT_DROPPED,
@@ -36,6 +40,10 @@ from rlscale.serving.serve_kernel import (
     Q99,
     serve_row,
 )
+
+# the kernels call serve_kernel's and compile in its, serving.model's and the contract's
+# constants (`serving.jit_cache`)
+drop_stale(__file__, _serve_kernel.__file__, _model.__file__, _contract.__file__)
 
 # rows of `rows`
 READY, WARM, QUEUE, RUNNING, RUN_PROMPT, RUN_OUTPUT, COLD_SCALE = 0, 1, 2, 3, 4, 5, 6

@@ -20,6 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
+from rlscale import contract as _contract
 from rlscale.contract import (
     FEATURES_PER_STEP,
     FIELD_INDEX,
@@ -31,6 +32,10 @@ from rlscale.contract import (
     _knee_rps,
     _slo_share,
 )
+from rlscale.serving.jit_cache import drop_stale
+
+# the kernels compile in the contract's layout and grids (`serving.jit_cache`)
+drop_stale(__file__, _contract.__file__)
 
 _I = FIELD_INDEX
 T_S = _I["time_s"]

@@ -20,6 +20,8 @@ import math
 import numpy as np
 from numba import njit
 
+from rlscale.serving import model as _model
+from rlscale.serving.jit_cache import drop_stale
 from rlscale.serving.model import (
     _DP,
     _LN2,
@@ -35,6 +37,9 @@ from rlscale.serving.model import (
     ServeResult,
     grid_index,
 )
+
+# the kernels compile in serving.model's constants (`serving.jit_cache`)
+drop_stale(__file__, _model.__file__)
 
 # Rows of the (N_OUT, B) result matrix.
 OUT_STARTED, OUT_COMPLETED, OUT_DROPPED, OUT_QUEUE, OUT_RUNNING = 0, 1, 2, 3, 4
