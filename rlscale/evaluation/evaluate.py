@@ -264,7 +264,10 @@ def scale_for_profile(
         if settings.rescale
         else 1.0,
         "mean_rps": float(scaled.rate_rps.mean()),
-        "peak_1min_rps": float(scaled.rebin(60.0).rate_rps.max()),
+        # calendar minutes; a trace shorter than one is its own peak (a partial bin reads low)
+        "peak_1min_rps": float(scaled.rebin(60.0).rate_rps.max())
+        if scaled.duration_s >= 60.0
+        else float(scaled.arrivals.sum() / scaled.duration_s),
         "opening_replicas": opening_replicas(scaled, cap, settings.opening_s),
     }
     return scaled, info

@@ -327,7 +327,7 @@ def markdown(result: WhatIfResult, plot_files: Sequence[Path] = ()) -> str:
     lines = [
         f"# What-if: {result.workload} on {p.name}",
         "",
-        f"Trace `{plan.trace}`: {result.days:.2f} days, mean {info['mean_rps']:.2f} req/s, peak "
+        f"Trace `{plan.trace}`: {_span(result.days)}, mean {info['mean_rps']:.2f} req/s, peak "
         f"minute {info['peak_1min_rps']:.2f} req/s, prompt {info['mean_prompt_tokens']:.0f} / "
         f"output {info['mean_output_tokens']:.0f} tokens on average, run as recorded (not "
         "rescaled)" + (f"; {gaps} gap steps filled" if gaps else "") + ".",
@@ -593,3 +593,12 @@ def write_whatif(result: WhatIfResult, out: str | Path, *, plots: bool = True) -
 def demand_replicas(arrival_rps: np.ndarray, capacity_rps: float) -> np.ndarray:
     """Replicas the demand needs at `capacity_rps` each (the grey area of the timeline plot)."""
     return np.asarray(arrival_rps, dtype=float) / capacity_rps
+
+
+def _span(days: float) -> str:
+    """A trace's length in the unit a reader expects (a week reads in days, a test in minutes)."""
+    if days >= 1.0:
+        return f"{days:.2f} days"
+    if days * 24 >= 1.0:
+        return f"{days * 24:.1f} h"
+    return f"{days * 1440:.1f} min"

@@ -186,3 +186,18 @@ def test_every_policy_starts_from_the_fleet_the_opening_minutes_need():
         opening_replicas(w, 20.0, opening_s=120.0) == 5
     )  # busiest of the first 2 minutes: 95 / 20
     assert opening_replicas(w, 20.0, opening_s=600.0) == 15
+
+
+@pytest.mark.parametrize(("bins", "peak_rps"), [(2, 6.0), (8, 8.0)])
+def test_the_peak_minute_of_a_trace_shorter_than_a_minute_is_its_own_rate(
+    bins: int, peak_rps: float
+) -> None:
+    from rlscale.evaluation.evaluate import scale_for_profile
+    from rlscale.traces.workload import Workload
+
+    # 15 s bins; 2 bins: 30 s at a mean 6 req/s; 8 bins: calendar minutes at 8 and 7 req/s
+    rate = np.array([4.0, 8.0, 10.0, 10.0, 10.0, 10.0, 4.0, 4.0])[:bins]
+    w = Workload("short", "test", 15.0, rate * 15.0, np.full(bins, 800.0), np.full(bins, 150.0))
+    settings = EvalSettings(seeds=(0,), rescale=False)
+    _, info = scale_for_profile(w, load_profile("llama-3.1-8b-h100"), settings)
+    assert info["peak_1min_rps"] == pytest.approx(peak_rps)
