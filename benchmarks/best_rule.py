@@ -195,6 +195,16 @@ def md_frontier(title: str, rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _with_prompt_scale(load: Any, factor: float) -> Any:
+    """`load_source` with every bin's mean prompt size x `factor` (the workload renamed)."""
+
+    def scaled(arg: str, interval_s: float, synthetic_seed: int = 0) -> Any:
+        w = load(arg, interval_s, synthetic_seed)
+        return w.with_(prompt_tokens=w.prompt_tokens * factor, name=f"{w.name}~prompts×{factor:g}")
+
+    return scaled
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -212,14 +222,26 @@ def main() -> None:
     ap.add_argument("--engine", default="fluid", choices=("fluid", "requests"))
     ap.add_argument("--trace", action="append", help="default: the four test windows")
     ap.add_argument("--dials", default="full", choices=tuple(DIALS))
+    ap.add_argument(
+        "--prompt-scale",
+        type=float,
+        default=1.0,
+        help="multiply every trace's prompt sizes by K before scaling (the long-prompt shift; "
+        "fluid engine only: the request-level replay reads the Azure CSV as recorded)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
 
+    from rlscale.evaluation import evaluate
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile, run_evaluation
     from rlscale.evaluation.frontier import Frontier, score_frontiers
     from rlscale.evaluation.report import frontier_json
 
+    if args.prompt_scale != 1.0:
+        if args.engine != "fluid":
+            ap.error("--prompt-scale needs --engine fluid")
+        evaluate.load_source = _with_prompt_scale(evaluate.load_source, args.prompt_scale)
     traces = args.trace or TEST_WINDOWS
     settings = EvalSettings(seeds=tuple(range(args.seeds)), baseline="tuned", engine=args.engine)
     points: list[dict[str, Any]] = []
@@ -254,6 +276,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "engine": args.engine,
+        "prompt_scale": args.prompt_scale,
         "seeds": args.seeds,
         "traces": traces,
         "dials": DIALS[args.dials],
@@ -271,6 +294,7 @@ def main() -> None:
         "`PYTHONPATH=. python benchmarks/best_rule.py "
         + " ".join(
             [f"--engine {args.engine}", f"--seeds {args.seeds}", f"--dials {args.dials}"]
+            + ([f"--prompt-scale {args.prompt_scale:g}"] if args.prompt_scale != 1.0 else [])
             + [f"--profile {p}" for p in args.profile or ()]
             + [f"--trace {t}" for t in args.trace or ()]
         )

@@ -19,10 +19,15 @@ pod, token-rate forms). Rates are searched relative to one replica's SLO capacit
 mix, so the space fits every profile. Each trial runs the rule on every training day (scaled
 exactly as `rlscale evaluate` scales a trace, one simulator seed) and scores
 
-    score = sum(cost) / sum(oracle cost) + 100 x sum(max(0, target - SLO attainment))
+    score = sum(cost) / sum(oracle cost) + 100 x max(0, target - SLO attainment over all requests)
 
-so among rules that meet the SLO target on every day the cheapest wins, and a rule that misses it
-anywhere ranks below all that do not (a 0.1-point miss costs 0.1 "oracles"). The `finalists`
+so among rules that meet the SLO target over the training period the cheapest wins, and a rule
+that misses it ranks below all that do not (a 0.1-point miss costs 0.1 "oracles"). The SLO is
+pooled over the days (each day's attainment weighted by its requests), as an operator's SLO is
+over a period: per day, one burst day that no reactive rule catches (m-large day 9 on the 70B
+profile: 96.5-96.8 % for every rule tried, the oracle ~99 %) would make the search pay for a
+near-static fleet on the other 24. A rule that fails on a whole class of days (a request-rate
+rule on the prompts x4 days: 0.2 %) still fails the pooled SLO. The `finalists`
 best trials are then run on the validation windows (`validation_seeds` seeds, the same score)
 and the best there is shipped: an HPA manifest whose annotations record the search space, the
 budget, both scores, the data windows, the date and the commit.
@@ -235,11 +240,22 @@ def day_chunks(w: Workload, interval_s: float) -> list[Workload]:
 
 
 def score(
-    results: Sequence[tuple[float, float]], oracle_costs: Sequence[float], slo_target: float
+    results: Sequence[tuple[float, float]],
+    oracle_costs: Sequence[float],
+    slo_target: float,
+    requests: Sequence[float] | None = None,
 ) -> float:
+    """Cost over the oracle's plus 100 x the shortfall of the SLO attainment pooled over the
+    workloads, each weighted by its `requests` (default: equally)."""
     cost = sum(c for c, _ in results) / max(sum(oracle_costs), 1e-9)
-    miss = sum(max(0.0, slo_target - a) for _, a in results)
-    return cost + 100.0 * miss
+    pooled = _pooled(results, [1.0] * len(results) if requests is None else requests)
+    return cost + 100.0 * max(0.0, slo_target - pooled)
+
+
+def _pooled(results: Sequence[tuple[float, float]], requests: Sequence[float]) -> float:
+    return sum(w * a for w, (_, a) in zip(requests, results, strict=True)) / max(
+        sum(requests), 1e-9
+    )
 
 
 def _suggest(trial: Any, min_replicas: int, max_replicas: int, cap: Capacity) -> TunedRuleParams:
@@ -298,6 +314,10 @@ class _Set:
     initial: list[int]
     oracle_costs: list[float]
     capacity: Capacity
+
+    @property
+    def requests(self) -> list[float]:
+        return [float(w.arrivals.sum()) for w in self.workloads]
 
 
 def _prepare(
@@ -379,7 +399,7 @@ def _validate(
             )
             for j in range(len(val.workloads))
         ]
-        out.append((score(mean, val.oracle_costs, slo_target), mean))
+        out.append((score(mean, val.oracle_costs, slo_target, val.requests), mean))
     return out
 
 
@@ -430,12 +450,13 @@ def tune(
         params = [_suggest(t, settings.min_replicas, settings.max_replicas, cap) for t in asked]
         results = evaluate_batch(params, profile, tr.workloads, cfg, seed, tr.initial)
         for t, pr, res in zip(asked, params, results, strict=True):
-            val_ = score(res, tr.oracle_costs, slo_target)
+            val_ = score(res, tr.oracle_costs, slo_target, tr.requests)
             t.set_user_attr("params", pr.model_dump())
             t.set_user_attr("results", res)
             study.tell(t, val_)
             log(
-                f"trial {t.number:3d}  score {val_:8.3f}  worst SLO {100 * min(a for _, a in res):.2f}%  "
+                f"trial {t.number:3d}  score {val_:8.3f}  SLO {100 * _pooled(res, tr.requests):.2f}% "
+                f"(worst day {100 * min(a for _, a in res):.2f}%)  "
                 f"cost {sum(c for c, _ in res) / sum(tr.oracle_costs):.3f}x oracle  "
                 f"{pr.model_dump(exclude={'min_replicas', 'max_replicas'}, exclude_none=True)}"
             )
@@ -457,6 +478,7 @@ def tune(
         best = finals[k]
         selection = {
             "score": scored[k][0],
+            "slo_attainment": _pooled(scored[k][1], val.requests),
             "finalists": len(finals),
             "seeds": list(val_seeds),
             "validate": list(validate),
@@ -473,6 +495,7 @@ def tune(
     res = best.user_attrs["results"]
     record = {
         "score": best.value,
+        "slo_attainment": _pooled(res, tr.requests),
         "trial": best.number,
         "trials": len(complete),
         "train": list(train),
@@ -535,15 +558,17 @@ def tuned_annotations(
         "rlscale.io/commit": git_commit(),
         "rlscale.io/search-space": "; ".join(f"{k}: {v}" for k, v in SEARCH_SPACE.items())
         + f"; cap = {record['capacity']['rps']:.2f} req/s",
-        "rlscale.io/objective": f"cost / oracle cost + 100 x SLO shortfall below {slo_target:g} (per workload)",
+        "rlscale.io/objective": f"sum(cost) / sum(oracle cost) + 100 x shortfall below {slo_target:g} "
+        "of the SLO attainment pooled over the workloads (request-weighted)",
         "rlscale.io/score": f"{record['score']:.4f} after {record['trials']} trials "
-        f"(trial {record['trial']})",
+        f"(trial {record['trial']}; SLO {100 * record['slo_attainment']:.2f} % pooled)",
         "rlscale.io/train-results": _summary(record["results"]),
     }
     if sel:
         notes["rlscale.io/selected-on"] = ", ".join(_shown(t) for t in sel["validate"])
         notes["rlscale.io/selection-score"] = (
-            f"{sel['score']:.4f}: best of the {sel['finalists']} best training trials on the "
+            f"{sel['score']:.4f} (SLO {100 * sel['slo_attainment']:.2f} % pooled): best of the "
+            f"{sel['finalists']} best training trials on the "
             f"validation windows, seeds {', '.join(str(s) for s in sel['seeds'])}"
         )
         notes["rlscale.io/validation-results"] = _summary(sel["results"])

@@ -163,6 +163,14 @@ def test_the_score_ranks_any_slo_miss_below_any_rule_that_meets_it():
     assert score([(150.0, 0.995)], oracle, 0.99) < score([(101.0, 0.985)], oracle, 0.99)
 
 
+def test_the_score_pools_the_slo_over_the_requests_of_every_workload():
+    # 98 % on a day of 1,000 requests and 99.5 % on one of 2,000 pool to 99.0 %: no shortfall;
+    # weighted equally they pool to 98.75 %: 0.25 points short, 0.25 "oracles"
+    res, oracle = [(100.0, 0.98), (100.0, 0.995)], [100.0, 100.0]
+    assert score(res, oracle, 0.99, requests=[1000, 2000]) == pytest.approx(1.0)
+    assert score(res, oracle, 0.99) == pytest.approx(1.25)
+
+
 def tune_app() -> typer.Typer:
     app = typer.Typer()
 
