@@ -157,6 +157,82 @@ def frontier_rows(rep: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _role(family: str) -> str:
+    return (
+        "ppo" if family.startswith("ppo") else "oracle" if family.startswith("oracle") else "rule"
+    )
+
+
+def read_at_point(points: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]:
+    """Per workload, every frontier read at the SLO attainment of the shipped `anchor` ("ppo" or
+    "oracle"), from the seed-mean points (`rlscale.evaluation.frontier.cost_at`: interpolated,
+    never extrapolated): where PPO's and the oracle's frontiers are too short to reach 99 %, this
+    is where they can be compared with the rules at all."""
+    from rlscale.evaluation.frontier import cost_at
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in points:
+        groups.setdefault((p["profile"], p["workload"]), []).append(p)
+    out = []
+    for (profile, workload), pts in groups.items():
+        fams: dict[str, list[tuple[float, float]]] = {}
+        for p in pts:
+            a, c = p["slo_attainment"], p["cost_usd"]
+            fams.setdefault(p["family"], []).append(
+                (math.nan if a is None else a, math.nan if c is None else c)
+            )
+        shipped = specs(profile)[anchor]
+        (s, own), *_ = fams[shipped]
+        cost = {f: cost_at(v, s) for f, v in fams.items()}
+        rules = {f: c for f, c in cost.items() if _role(f) == "rule" and math.isfinite(c)}
+        oracles = [c for f, c in cost.items() if _role(f) == "oracle" and math.isfinite(c)]
+        best = min(rules, key=rules.__getitem__) if rules else None
+        orc = min(oracles) if oracles else None
+        rule_cost = rules[best] if best else None
+        out.append(
+            {
+                "profile": profile,
+                "workload": workload,
+                "anchor": anchor,
+                "slo_point": s,
+                "anchor_cost": own,
+                "best_rule": best,
+                "best_rule_cost": rule_cost,
+                "oracle_cost": orc,
+                "anchor_vs_best_rule": _ratio(own, rule_cost),
+                "best_rule_vs_oracle": _ratio(rule_cost, orc),
+                "tuned": _finite(cost.get("tuned-swept")),
+                "tuned_v1": _finite(cost.get("tuned-v1-swept")),
+                "rate_hpa": _finite(cost.get("rate-hpa-swept")),
+                "target": _finite(cost.get("target-swept")),
+            }
+        )
+    return out
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def md_at_point(title: str, rows: list[dict[str, Any]]) -> list[str]:
+    name = rows[0]["anchor"] if rows else ""
+    lines = [
+        f"#### {title}",
+        "",
+        f"| profile | workload | SLO % | {name} $ | tuned $ | tuned-v1 $ | rate-hpa $ | target:U $ "
+        f"| best rule | {name} / best rule | best rule / oracle |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['profile']} | {r['workload']} | {100 * r['slo_point']:.2f} | "
+            f"{_num(r['anchor_cost'])} | {_num(r['tuned'])} | {_num(r['tuned_v1'])} | "
+            f"{_num(r['rate_hpa'])} | {_num(r['target'])} | {r['best_rule'] or '-'} | "
+            f"{_num(r['anchor_vs_best_rule'], '.3f')} | {_num(r['best_rule_vs_oracle'], '.3f')} |"
+        )
+    return [*lines, ""]
+
+
 def md_points(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| profile | workload | policy | cost $ | SLO % | x oracle | scale events / day | cold starts / day |",
@@ -231,7 +307,16 @@ def main() -> None:
     )
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument(
+        "--rescore",
+        metavar="JSON",
+        help="re-read the frontiers of a previous result (no simulation) and rewrite its .md",
+    )
     args = ap.parse_args()
+    if args.rescore:
+        path = Path(args.rescore)
+        write(json.loads(path.read_text()), path.with_suffix(""))
+        return
 
     from rlscale.evaluation import evaluate
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile, run_evaluation
@@ -267,51 +352,75 @@ def main() -> None:
             "at_tuned_slo": frontier_json(own),
         }
         print(f"{pname}: {time.perf_counter() - t1:.0f} s", flush=True)
-    elapsed = time.perf_counter() - t0
-
     suffix = ("" if args.engine == "fluid" else f"_{args.engine}") + (
         f"_{args.tag}" if args.tag else ""
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    command = "PYTHONPATH=. python benchmarks/best_rule.py " + " ".join(
+        [f"--engine {args.engine}", f"--seeds {args.seeds}", f"--dials {args.dials}"]
+        + ([f"--prompt-scale {args.prompt_scale:g}"] if args.prompt_scale != 1.0 else [])
+        + [f"--profile {p}" for p in args.profile or ()]
+        + [f"--trace {t}" for t in args.trace or ()]
+        + ([f"--tag {args.tag}"] if args.tag else [])
+    )
     data = {
+        "command": command,
         "engine": args.engine,
         "prompt_scale": args.prompt_scale,
         "seeds": args.seeds,
         "traces": traces,
         "dials": DIALS[args.dials],
+        "dials_name": args.dials,
         "at_slo": AT_SLO,
-        "elapsed_s": elapsed,
+        "elapsed_s": time.perf_counter() - t0,
         "points": points,
         f"frontier_at_{100 * AT_SLO:g}": at_fixed,
         "frontier_at_tuned_slo": at_tuned,
         "raw": raw,
     }
-    (out / f"best_rule{suffix}.json").write_text(json.dumps(_jsonable(data), indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write(data, out / f"best_rule{suffix}")
+
+
+def write(data: dict[str, Any], stem: Path) -> None:
+    """The JSON (with the readings at PPO's and the oracle's SLO added) and the Markdown."""
+    all_points = [p for r in data["raw"].values() for p in r[f"at_{100 * AT_SLO:g}"]["points"]]
+    data["frontier_at_ppo_slo"] = read_at_point(all_points, "ppo")
+    data["frontier_at_oracle_slo"] = read_at_point(all_points, "oracle")
+    stem.with_suffix(".json").write_text(json.dumps(_jsonable(data), indent=1))
+    command = data.get("command") or (
+        f"PYTHONPATH=. python benchmarks/best_rule.py --engine {data['engine']} "
+        f"--seeds {data['seeds']}"
+    )
     md = [
-        f"### Best rule: {args.engine} engine, {args.seeds} seeds, `--dials {args.dials}`",
+        f"### Best rule: {data['engine']} engine, {data['seeds']} seeds"
+        + (f", prompts x{data['prompt_scale']:g}" if data.get("prompt_scale", 1.0) != 1.0 else ""),
         "",
-        "`PYTHONPATH=. python benchmarks/best_rule.py "
-        + " ".join(
-            [f"--engine {args.engine}", f"--seeds {args.seeds}", f"--dials {args.dials}"]
-            + ([f"--prompt-scale {args.prompt_scale:g}"] if args.prompt_scale != 1.0 else [])
-            + [f"--profile {p}" for p in args.profile or ()]
-            + [f"--trace {t}" for t in args.trace or ()]
-        )
-        + "`; dials: "
-        + ", ".join(f"{k} {v}" for k, v in DIALS[args.dials].items())
-        + ".",
+        f"`{command}`; dials: " + ", ".join(f"{k} {v}" for k, v in data["dials"].items()) + ".",
         "",
         "#### Each policy as shipped",
         "",
-        *md_points(points),
+        *md_points(data["points"]),
         "",
-        *md_frontier(f"At {100 * AT_SLO:g} % SLO attainment (frontiers)", at_fixed),
-        *md_frontier("At the tuned rule's own SLO attainment (frontiers)", at_tuned),
-        f"Evaluated in {elapsed:.0f} s.",
+        *md_frontier(
+            f"At {100 * AT_SLO:g} % SLO attainment (frontiers)",
+            data[f"frontier_at_{100 * AT_SLO:g}"],
+        ),
+        *md_frontier(
+            "At the tuned rule's own SLO attainment (frontiers)", data["frontier_at_tuned_slo"]
+        ),
+        *md_at_point(
+            "At the shipped PPO's SLO attainment (frontiers, seed means)",
+            data["frontier_at_ppo_slo"],
+        ),
+        *md_at_point(
+            "At the oracle's SLO attainment (frontiers, seed means)",
+            data["frontier_at_oracle_slo"],
+        ),
+        f"Evaluated in {data['elapsed_s']:.0f} s.",
         "",
     ]
-    (out / f"best_rule{suffix}.md").write_text("\n".join(md))
+    stem.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
 
 
