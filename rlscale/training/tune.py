@@ -464,16 +464,16 @@ def tune(
         log(
             f"-- {done}/{trials} trials, best {study.best_value:.3f} ({time.perf_counter() - t0:.0f} s)"
         )
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    ranked = sorted(complete, key=lambda t: float(t.value))  # type: ignore[arg-type]
+    complete = [ft for ft in study.trials if ft.state == optuna.trial.TrialState.COMPLETE]
+    ranked = sorted(complete, key=lambda ft: float(ft.value or 0.0))
     best = ranked[0]
     selection: dict[str, Any] | None = None
     if val is not None:
         finals = ranked[: max(1, finalists)]
-        fparams = [TunedRuleParams(**t.user_attrs["params"]) for t in finals]
+        fparams = [TunedRuleParams(**ft.user_attrs["params"]) for ft in finals]
         scored = _validate(fparams, profile, val, cfg, val_seeds, slo_target)
-        for t, (s, _) in zip(finals, scored, strict=True):
-            log(f"validation: trial {t.number:3d}  train {t.value:.4f}  validation {s:.4f}")
+        for ft, (s, _) in zip(finals, scored, strict=True):
+            log(f"validation: trial {ft.number:3d}  train {ft.value:.4f}  validation {s:.4f}")
         k = int(np.argmin([s for s, _ in scored]))
         best = finals[k]
         selection = {
