@@ -1,22 +1,27 @@
 """Tuned rule: the best HPA a careful operator would configure for this service.
 
-It is an HPA (`rlscale.policies.hpa`) whose targets and windows were searched on *training*
-workloads (`rlscale tune`), scored by cost subject to SLO attainment >= the
-target. The search space (`TunedRuleParams`):
+It is an HPA (`rlscale.policies.hpa`) whose signals, targets and behaviour were searched on
+*training* days and selected on validation windows (`rlscale tune`), scored by cost subject to
+SLO attainment >= the target. One config model, `TunedRuleParams`; every signal is a Pods metric
+with an AverageValue target (off = None), the HPA takes the max over them:
 
-| parameter                   | range                          | HPA field                                  |
-|-----------------------------|--------------------------------|--------------------------------------------|
-| `queue_per_replica`         | 0.5 .. 50 (log)                | Pods `request_queue_size` averageValue     |
-| `kv_cache_usage`            | 0.03 .. 0.9 (log), or off      | Pods `kv_cache_usage` averageValue         |
-| `gpu_utilization`           | 80 / 90 / 95 / 99, or off      | Pods `gpu_utilization` averageValue        |
-| `scale_up_window_s`         | 0 / 15 / 30 / 60               | behavior.scaleUp.stabilizationWindowSeconds |
-| `scale_down_window_s`       | 0 / 60 / 120 / 300 / 600       | behavior.scaleDown.stabilizationWindowSeconds |
-| `scale_down_percent`        | 10 / 25 / 50 / 100 per 60 s    | behavior.scaleDown.policies (Percent)      |
+| parameter                         | HPA metric (per pod)                 | why                                   |
+|-----------------------------------|--------------------------------------|---------------------------------------|
+| `queue_per_replica`               | `request_queue_size`                 | backlog: reacts after the knee        |
+| `kv_cache_usage`                  | `kv_cache_usage` (0..1)              | batch occupancy, before the queue     |
+| `gpu_utilization`                 | `gpu_utilization` (percent)          | saturates early; kept for comparison  |
+| `request_rps_per_replica`         | `request_rate` (req/s)               | demand, readable under overload too   |
+| `prompt_tokens_per_s_per_replica` | `prompt_tokens_per_second`           | prefill work, holds across prompt mix |
+| `output_tokens_per_s_per_replica` | `generation_tokens_per_second`       | decode work, holds across output mix  |
+| `ttft_p95_s`                      | `ttft_p95_seconds` (service-wide)    | a guard: ceil(ready x TTFT / target)  |
 
-Scale-up keeps the HPA default rate (+100 % or +4 pods per 15 s, whichever is more). The result
-is shipped as an ordinary HPA manifest under `rlscale/policies/manifests/tuned-<profile>.yaml`, with
-annotations recording where and how it was tuned, so evaluating `tuned` costs no search, and the
-same file can be applied to a cluster.
+and the behaviour (`behavior.scaleUp/scaleDown`): a stabilisation window per direction, a
+Percent and a Pods rate limit per period with `selectPolicy: Max`, and one tolerance for both
+directions (`behavior.*.tolerance`, Kubernetes 1.33+). The ranges searched are in
+`rlscale.training.tune` (rates relative to the profile's replica capacity, so one space fits
+every profile). The result is shipped as an ordinary HPA manifest under
+`rlscale/policies/manifests/tuned-<profile>.yaml`, with annotations recording where and how it was
+tuned, so evaluating `tuned` costs no search, and the same file can be applied to a cluster.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlscale.policies.hpa import MANIFEST_DIR, HPAPolicy, config_from_manifest, load_hpa_manifest
 from rlscale.profiles.model import ServiceProfile
@@ -34,17 +39,55 @@ from rlscale.profiles.model import ServiceProfile
 # signals, so they transfer better than absolute counts would; tune the profile to do better).
 GENERIC_TUNED = MANIFEST_DIR / "tuned-llama-3.1-8b-h100.yaml"
 
+# parameter -> (HPA metric name, how its target is written): milli-units for the fractions and
+# the seconds, 4 significant digits for the counts and rates
+SIGNALS: dict[str, tuple[str, str]] = {
+    "queue_per_replica": ("request_queue_size", "plain"),
+    "kv_cache_usage": ("kv_cache_usage", "milli"),
+    "gpu_utilization": ("gpu_utilization", "plain"),
+    "request_rps_per_replica": ("request_rate", "plain"),
+    "prompt_tokens_per_s_per_replica": ("prompt_tokens_per_second", "plain"),
+    "output_tokens_per_s_per_replica": ("generation_tokens_per_second", "plain"),
+    "ttft_p95_s": ("ttft_p95_seconds", "milli"),
+}
+
 
 class TunedRuleParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    queue_per_replica: float = Field(default=10.0, gt=0)
+    queue_per_replica: float | None = Field(default=10.0, gt=0)
     kv_cache_usage: float | None = Field(default=None, gt=0, le=1)
     gpu_utilization: float | None = Field(default=None, gt=0, le=100)
+    request_rps_per_replica: float | None = Field(default=None, gt=0)
+    prompt_tokens_per_s_per_replica: float | None = Field(default=None, gt=0)
+    output_tokens_per_s_per_replica: float | None = Field(default=None, gt=0)
+    ttft_p95_s: float | None = Field(default=None, gt=0)
     scale_up_window_s: int = Field(default=0, ge=0, le=3600)
+    scale_up_percent: int = Field(default=100, gt=0, le=1000)
+    scale_up_pods: int = Field(default=4, gt=0, le=100)
+    scale_up_period_s: int = Field(default=15, gt=0, le=1800)
     scale_down_window_s: int = Field(default=300, ge=0, le=3600)
     scale_down_percent: int = Field(default=100, gt=0, le=100)
+    scale_down_period_s: int = Field(default=60, gt=0, le=1800)
+    tolerance: float = Field(default=0.1, ge=0, lt=1)
     min_replicas: int = Field(default=2, ge=1)
     max_replicas: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _one_load_signal(self) -> TunedRuleParams:
+        # the TTFT guard alone would size a healthy fleet at ~0 (TTFT far below its target)
+        if all(getattr(self, p) is None for p in SIGNALS if p != "ttft_p95_s"):
+            raise ValueError(
+                "at least one load signal must be on (queue, KV cache, GPU, request or token rate)"
+            )
+        return self
+
+    def signals(self) -> dict[str, float]:
+        """The signals that are on, parameter name -> target."""
+        return {p: v for p in SIGNALS if (v := getattr(self, p)) is not None}
+
+
+def _quantity(value: float, form: str) -> str:
+    return f"{max(1, round(value * 1000))}m" if form == "milli" else f"{value:.4g}"
 
 
 def manifest_for(
@@ -53,44 +96,19 @@ def manifest_for(
     annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The HPA manifest (as a dict) of a parameter set."""
-    metrics = [
-        {
-            "type": "Pods",
-            "pods": {
-                "metric": {"name": "request_queue_size"},
-                "target": {
-                    "type": "AverageValue",
-                    "averageValue": f"{params.queue_per_replica:.4g}",
-                },
-            },
-        },
-    ]
-    if params.kv_cache_usage is not None:
+    metrics = []
+    for p, target in params.signals().items():
+        metric, form = SIGNALS[p]
         metrics.append(
             {
                 "type": "Pods",
                 "pods": {
-                    "metric": {"name": "kv_cache_usage"},
-                    "target": {
-                        "type": "AverageValue",
-                        "averageValue": f"{round(params.kv_cache_usage * 1000)}m",
-                    },
+                    "metric": {"name": metric},
+                    "target": {"type": "AverageValue", "averageValue": _quantity(target, form)},
                 },
             }
         )
-    if params.gpu_utilization is not None:
-        metrics.append(
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": "gpu_utilization"},
-                    "target": {
-                        "type": "AverageValue",
-                        "averageValue": f"{params.gpu_utilization:g}",
-                    },
-                },
-            }
-        )
+    tolerance = _quantity(params.tolerance, "milli")
     meta: dict[str, Any] = {"name": name}
     if annotations:
         meta["annotations"] = dict(annotations)
@@ -111,17 +129,31 @@ def manifest_for(
                 "scaleUp": {
                     "stabilizationWindowSeconds": params.scale_up_window_s,
                     "policies": [
-                        {"type": "Percent", "value": 100, "periodSeconds": 15},
-                        {"type": "Pods", "value": 4, "periodSeconds": 15},
+                        {
+                            "type": "Percent",
+                            "value": params.scale_up_percent,
+                            "periodSeconds": params.scale_up_period_s,
+                        },
+                        {
+                            "type": "Pods",
+                            "value": params.scale_up_pods,
+                            "periodSeconds": params.scale_up_period_s,
+                        },
                     ],
                     "selectPolicy": "Max",
+                    "tolerance": tolerance,
                 },
                 "scaleDown": {
                     "stabilizationWindowSeconds": params.scale_down_window_s,
                     "policies": [
-                        {"type": "Percent", "value": params.scale_down_percent, "periodSeconds": 60}
+                        {
+                            "type": "Percent",
+                            "value": params.scale_down_percent,
+                            "periodSeconds": params.scale_down_period_s,
+                        }
                     ],
                     "selectPolicy": "Max",
+                    "tolerance": tolerance,
                 },
             },
         },
