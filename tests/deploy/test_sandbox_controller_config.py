@@ -67,6 +67,7 @@ def _args() -> dict[str, object]:
 
 RATE_RPS = 4.0  # simulated requests per second
 TIME_SCALE = 10
+READINGS = 4  # full readings judged, after as many to let the rate window settle
 
 
 @pytest.mark.prometheus
@@ -138,7 +139,7 @@ def test_a_dry_run_tick_against_the_written_config_sees_per_second_rates(tmp_pat
         controller = build_controller(cfg, identity="config-test")
         seen: list[tuple[float, float, float]] = []
         deadline = time.monotonic() + 60
-        while len(seen) < 4:
+        while len(seen) < 2 * READINGS:
             assert time.monotonic() < deadline, f"no full readings in 60 s: {seen}"
             for r in controller.tick(time.time()):
                 m = r.record.metrics
@@ -166,7 +167,11 @@ def test_a_dry_run_tick_against_the_written_config_sees_per_second_rates(tmp_pat
         RATE_RPS * profile.typical_prompt_tokens,
         RATE_RPS * profile.typical_output_tokens,
     )
-    medians = [statistics.median(s[i] for s in seen) for i in range(3)]
+    # The first readings still hold the sandbox's start (its first batch fills at once, so the
+    # output token rate reads ~30 % high for a rate window or two, more on a loaded machine):
+    # judge the later half, once the window holds steady traffic only.
+    steady = seen[READINGS:]
+    medians = [statistics.median(s[i] for s in steady) for i in range(3)]
     # Read without the division these would be TIME_SCALE (10) times the truth.
     for name, got, want in zip(("arrivals", "prompt", "output"), medians, truth, strict=True):
         assert abs(got - want) <= 0.15 * want, (name, got, want, seen)
