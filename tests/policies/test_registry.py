@@ -133,3 +133,22 @@ def test_a_rule_with_warm_n_holds_the_pool_at_n_beside_the_same_replicas(text: s
         da, db = a.decide(window), b.decide(window)
         assert da.warm_replicas is None and db.warm_replicas == 2
         assert db.replicas == da.replicas
+
+
+def test_a_rule_with_warm_n_keeps_n_standing_by_in_a_rollout() -> None:
+    from rlscale.evaluation.rollout import rollout
+    from tests.conftest import constant_workload
+
+    w = constant_workload(20.0, bins=200)
+    runs = {}
+    for spec in ("target:0.7", "target:0.7#warm=2"):
+        f = make_policy(spec, profile=PROFILE)
+        runs[spec] = rollout(f, PROFILE, w, seeds=(0,), limits=f.limits, record=True)
+    bare, pooled = runs["target:0.7"], runs["target:0.7#warm=2"]
+    from rlscale.contract import FIELD_INDEX
+
+    warm = pooled.timeline[:, 0, FIELD_INDEX["replicas_warm"]]
+    assert bare.timeline[:, 0, FIELD_INDEX["replicas_warm"]].max() == 0
+    assert warm[-1] == 2  # filled after a cold start, then held
+    # the same replicas serve; the pool is paid on top
+    assert pooled.summaries[0].cost_usd > bare.summaries[0].cost_usd
