@@ -118,7 +118,14 @@ def main() -> None:
         help="also run each profile with every cold start on a new node (no unpaid spare nodes)",
     )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "warm_pool"))
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json")
     args = ap.parse_args()
+    if args.markdown_only:
+        path = Path(args.out)
+        md = markdown(json.loads(path.with_suffix(".json").read_text()))
+        path.with_suffix(".md").write_text(md)
+        print(md)
+        return
     settings = EvalSettings(seeds=tuple(range(args.seeds)))
     base = settings.config
     scales = [float(x) for x in args.scales.split(",") if x]
@@ -290,6 +297,29 @@ def markdown(out: dict[str, Any]) -> str:
             f"| {r['profile']} | {_short(r['workload'])} | {100 * r['at_slo']:.2f} | {r['none_cost_at_slo']:.1f} | "
             + " | ".join(fx(r[f"{t}_vs_none_at_slo"]) for t in TIERS)
             + " |"
+        )
+    lines += [
+        "",
+        "At the highest attainment the no-pool sweep reaches (where a pool is bought for the tail), "
+        "and the highest each sweep reaches:",
+        "",
+        "| profile | workload | at SLO % | "
+        + " | ".join(f"{t} x" for t in TIERS)
+        + " | best SLO %: none / "
+        + " / ".join(TIERS)
+        + " |",
+        "|---|---|---:|" + "---:|" * len(TIERS) + "---|",
+    ]
+    for r in out["frontier"]:
+        pts = {t: [(p["slo"], p["cost_usd"]) for p in r["points"][t]] for t in r["points"]}
+        top = max(a for a, _ in pts[NONE])
+        c_none = cost_at(pts[NONE], top)
+        ratios = [cost_at(pts[t], top) / c_none for t in TIERS]
+        best = " / ".join(f"{100 * max(a for a, _ in pts[t]):.2f}" for t in (NONE, *TIERS))
+        lines.append(
+            f"| {r['profile']} | {_short(r['workload'])} | {100 * top:.2f} | "
+            + " | ".join(fx(x) for x in ratios)
+            + f" | {best} |"
         )
     if out["requests"]:
         lines += ["", "Request-level engine, at the rule's own setting:", "",
