@@ -8,7 +8,7 @@ they differ only in how much of the cold start is done ahead.
 | tier             | stands by as                                  | fill                               | wake (on scale-up)                         |
 |------------------|-----------------------------------------------|------------------------------------|--------------------------------------------|
 | `sleeping`       | a loaded vLLM replica in sleep mode (GPU held) | the profile's cold start           | the profile's `warm_wake`                  |
-| `warm_node`      | a GPU node held by a placeholder pod           | the node stage, always             | the cold start less the node stage; the image pull at P(uncached | new node) |
+| `warm_node`      | a GPU node held by a placeholder pod           | the node stage, always             | the cold start less the node stage; the image pull at P(uncached given a new node) |
 | `preloaded_node` | a held node with image and weights on local disk (a pre-pull DaemonSet) | node + image pull + weight copy, always | the cold start less node and pull; weights from local disk |
 
 Where the numbers come from (`../shared/data/cold_start_measurements.csv`):
