@@ -4,7 +4,12 @@
 Replica lifecycle, per cluster:
 
     starting --(cold start, sampled per replica)--> ready --(scale down)--> draining --> gone
-    warm-loading --(cold start)--> warm (standby, loaded) --(scale up, wake time)--> ready
+    warm-loading --(fill)--> warm (standby) --(scale up, wake time)--> ready
+
+What a standby member is, and so its fill and wake times, is `config.standby_tier`
+(`profiles.standby`): a sleeping replica (fill = a cold start, wake = the profile's `warm_wake`),
+a warm node (fill = a new node; wake = the cold start without the node stage) or a preloaded
+node (wake = without node and pull stages, weights from local disk).
 
 Every replica that holds GPUs is paid: starting, ready, draining, warm-loading, warm, waking.
 
@@ -34,6 +39,7 @@ import numpy as np
 from rlscale.contract import FIELD_INDEX, N_FIELDS
 from rlscale.envs import cluster_kernel as kern
 from rlscale.profiles.model import ServiceProfile
+from rlscale.profiles.standby import standby
 from rlscale.serving import serve_kernel
 from rlscale.serving.model import LatencyArrays, ServeResult, SimConfig, grid_index, serve_interval
 from rlscale.traces.workload import Workload
@@ -145,14 +151,10 @@ class ClusterSim:
             3 * self.config.cold_start_jitter
         )
         self._h_start = int(math.ceil(max_cold / dt)) + 2
-        self._h_wake = (
-            int(
-                math.ceil(
-                    profile.warm_wake.high_s * math.exp(3 * self.config.cold_start_jitter) / dt
-                )
-            )
-            + 2
-        )
+        # what a pool member is: its fill and wake durations (the sleeping tier: the profile's)
+        self.standby = standby(profile, self.config.standby_tier)
+        max_wake = self.standby.max_wake_s * math.exp(3 * self.config.cold_start_jitter)
+        self._h_wake = int(math.ceil(max_wake / dt)) + 2
         # Draining replicas finish their in-flight requests: about one request's service time.
         svc_s = (
             profile.ttft_ms(profile.max_concurrency() / 2, profile.typical_prompt_tokens) / 1000.0
@@ -279,7 +281,16 @@ class ClusterSim:
         self._counts = np.zeros((3, b))
         self.done = np.zeros(b, dtype=bool)
         self._cold_pool = self.profile.sample_cold_start_s(self.rng, _POOL)
-        self._wake_pool = self.profile.sample_wake_s(self.rng, _POOL)
+        self._wake_pool = self.standby.sample_wake_s(self.rng, _POOL)
+        # the sleeping tier fills with a cold start: the same pool, and no extra draws
+        self._fill_pool = (
+            self._cold_pool
+            if self.standby.fill is None
+            else self.standby.sample_fill_s(self.rng, _POOL)
+        )
+        # One table for the kernel's cold starts (first half) and pool fills (second half), so
+        # its signature is the same for every tier: the fill draws are offset by _POOL.
+        self._cold_fill_pool = np.concatenate([self._cold_pool, self._fill_pool])
 
     def _empty_rows(self, idx: np.ndarray) -> None:
         """No replica starting, waking, loading, draining or warm; no request queued or running."""
@@ -418,14 +429,14 @@ class ClusterSim:
         rng = self.rng
         draws_wake = rng.integers(0, _POOL, n_wake) if n_wake else _NO_DRAWS
         draws_cold = rng.integers(0, _POOL, n_cold) if n_cold else _NO_DRAWS
-        draws_grow = rng.integers(0, _POOL, n_grow) if n_grow else _NO_DRAWS
+        draws_grow = rng.integers(0, _POOL, n_grow) + _POOL if n_grow else _NO_DRAWS
         out = np.empty((serve_kernel.N_OUT, b))
         ttft_q = np.empty((b, serve_kernel.N_P))
         tpot_q = np.empty((b, serve_kernel.N_P))
         step_out = np.empty((3, b))
         kern.advance(
-            target, counts, draws_wake, draws_cold, draws_grow, self._wake_pool, self._cold_pool,
-            self._rows, self._rings, self._wake, self.draining, self._tot, self._lat,
+            target, counts, draws_wake, draws_cold, draws_grow, self._wake_pool,
+            self._cold_fill_pool, self._rows, self._rings, self._wake, self.draining, self._tot, self._lat,
             self.metrics, self._ints, self.done, self._tables, self._per_workload, self._lengths,
             self._params, self.t_head, out, ttft_q, tpot_q, step_out,
         )  # fmt: skip
@@ -461,7 +472,7 @@ class ClusterSim:
         wdelta = target_warm - (self.warm + self.warm_loading.total())
         grow = np.maximum(wdelta, 0.0)
         if grow.any():
-            self._admit(self.warm_loading, grow, self._cold_pool)
+            self._admit(self.warm_loading, grow, self._fill_pool)
             self.totals.cold_starts += grow
         shrink = np.maximum(-wdelta, 0.0)
         if shrink.any():

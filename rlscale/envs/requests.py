@@ -6,7 +6,7 @@ the evaluator can run a policy on either engine; each cluster's serving is a
 Replica lifecycle, per cluster, as `ClusterSim`'s:
 
     starting --(cold start, sampled per replica)--> ready --(scale down)--> draining --> gone
-    warm-loading --(cold start)--> warm (standby, loaded) --(scale up, wake time)--> ready
+    warm-loading --(fill)--> warm (standby) --(scale up, wake time)--> ready  (`profiles.standby`)
 
 A scale-up takes warm replicas first, then cold-starts new ones; a scale-down cancels replicas
 still starting (latest-ready first), then waking ones, then drains the newest ready ones. Here a
@@ -41,6 +41,7 @@ from rlscale.contract import FIELD_INDEX, N_FIELDS
 from rlscale.envs.cluster import Totals
 from rlscale.errors import InputError
 from rlscale.profiles.model import LatencyModel, ServiceProfile
+from rlscale.profiles.standby import standby
 from rlscale.serving.engine import AdvanceStats, EngineConfig, FleetEngine
 from rlscale.serving.model import P_GRID, SimConfig
 from rlscale.traces.workload import Workload
@@ -213,6 +214,8 @@ class RequestSim:
             raise ValueError("RequestSim needs at least one workload")
         self.profile = profile
         self.config = cfg = config or SimConfig()
+        # what a warm-pool member is: its fill and wake times (`profiles.standby`)
+        self.standby = standby(profile, cfg.standby_tier)
         self.engine_config = engine or EngineConfig()
         self.batch = batch
         self.record_requests = record_requests
@@ -371,7 +374,7 @@ class RequestSim:
         if delta > 0:
             from_warm = min(delta, c.warm)
             c.warm -= from_warm
-            for dur in self.profile.sample_wake_s(self.rng, from_warm) * c.cold_scale:
+            for dur in self.standby.sample_wake_s(self.rng, from_warm) * c.cold_scale:
                 c.replicas[eng.add_replica(t0 + float(dur), t0)] = _Replica("wake", t0 + float(dur))
             cold = delta - from_warm
             for dur in self.profile.sample_cold_start_s(self.rng, cold) * c.cold_scale:
@@ -397,7 +400,7 @@ class RequestSim:
             if wdelta > 0:
                 c.warm_loading += [
                     t0 + float(d)
-                    for d in self.profile.sample_cold_start_s(self.rng, wdelta) * c.cold_scale
+                    for d in self.standby.sample_fill_s(self.rng, wdelta) * c.cold_scale
                 ]
                 self.totals.cold_starts[i] += wdelta
             elif wdelta < 0:

@@ -16,6 +16,10 @@ Grammar: `KIND[:ARG][#KEY=VALUE,...]`, e.g. `hpa`, `hpa:my-hpa.yaml`, `static:4`
 | `oracle`             | clairvoyant DP plan (sees the workload)                       | the default limits              |
 | `ppo:PATH`           | trained checkpoint; options `slo_weight`, `warm`, `u`         | the limits it was trained under |
 
+`hpa`, `tuned`, `target` and `predictive` take `#warm=N` too: a standby pool held at N beside the
+rule (`policies.warm`; the seed system's baseline is `#warm=2`), as `ppo:PATH#warm=N` holds a
+checkpoint's. What a pool member is, is the cluster's: `SimConfig.standby_tier`.
+
 `static` and `oracle` read the workload (its peak, its future), so they exist only offline; the
 live controller, which has no workload, gets a one-line error naming them. Every other policy is
 built the same way offline and live.
@@ -54,18 +58,21 @@ POLICY_NAMES: tuple[str, ...] = (
     "oracle",
     "ppo",
 )
-_USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W,warm=N,u=U]"
+_USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W,warm=N,u=U]; hpa, tuned, target, predictive take #warm=N"
 # The options each kind takes (threshold: any `ThresholdConfig` field). `slo_target` is the SLO
 # attainment a planner or sizer aims for; `target_scale` multiplies every metric target of an HPA
 # manifest (below 1 scales out earlier): the dials `rlscale evaluate --frontier` sweeps.
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "ppo": ("slo_weight", "warm", "u"),
     "oracle": ("slo_target",),
-    "predictive": ("slo_target",),
+    "predictive": ("slo_target", "warm"),
     "static": ("slo_target",),
-    "hpa": ("target_scale",),
-    "tuned": ("target_scale",),
+    "hpa": ("target_scale", "warm"),
+    "tuned": ("target_scale", "warm"),
+    "target": ("warm",),
 }
+# the rules that take `#warm=N`: a fixed standby pool of N beside the rule (`policies.warm`)
+_WARM_RULES = ("hpa", "tuned", "target", "predictive")
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,8 @@ class PolicySpec:
                 fail(f"expected slo_target=S with 0 < S < 1, got {value:g}")
             if key == "target_scale" and not 0 < value < math.inf:
                 fail(f"expected target_scale=F with F > 0, got {value:g}")
+            if key == "warm" and not (value >= 0 and float(value).is_integer()):
+                fail(f"expected warm=N with N a pool size >= 0, got {value:g}")
             if key == "slo_target" and self.kind == "static" and self.arg:
                 fail("static:N serves N replicas; slo_target sizes a bare static")
 
@@ -226,11 +235,26 @@ def make_policy(
     target = ps.option("slo_target") or slo_target
     ctx = _Context(profile, lim, config or SimConfig(), target, workload, initial_replicas)
     factory = _BUILDERS[ps.kind](ps, ctx)
-    if ps.kind in ("oracle", "predictive", "static", "hpa", "tuned") and ps.options:
+    if ps.kind in ("oracle", "predictive", "static", "hpa", "tuned", "target") and ps.options:
         # a dial setting is part of the name, so the points of a sweep stay apart in a report
         factory.name += str(ps)[str(ps).index("#") :]
         factory.info.update(dict(ps.options))
+    warm = ps.option("warm")
+    if ps.kind in _WARM_RULES and warm is not None:
+        factory = _with_warm_pool(factory, int(warm))
     return factory
+
+
+def _with_warm_pool(factory: PolicyFactory, n: int) -> PolicyFactory:
+    """The rule with a standby pool held at n, its limits widened to let the pool stand by."""
+    from rlscale.policies.warm import FixedWarmPool, limits_with_pool
+
+    inner = factory.build
+    return replace(
+        factory,
+        limits=limits_with_pool(factory.limits, n),
+        build=lambda seed: FixedWarmPool(inner(seed), n),
+    )
 
 
 def _hpa_config(path: Path, ps: PolicySpec) -> HPAConfig:

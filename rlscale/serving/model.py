@@ -86,6 +86,8 @@ class SimConfig:
     latency_jitter: float = 0.0  # lognormal sigma on every latency coefficient, per cluster
     cold_start_jitter: float = 0.0  # lognormal sigma on cold-start durations, per cluster
     arrival_scv: float = 1.0  # squared CV of second-scale inter-arrival times (bursts)
+    # what a warm-pool member is (`profiles.standby`): sleeping replicas, warm or preloaded nodes
+    standby_tier: str = "sleeping"
 
     @property
     def slo(self) -> SLOClass:

@@ -36,6 +36,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
         SimConfig(),
         SimConfig(latency_jitter=0.2, cold_start_jitter=0.3, timeout_s=30.0, arrival_scv=3.0),
         SimConfig(ttft_slo_s_per_1k_tokens=0.3),  # an SLO class with a per-length TTFT
+        # the standby tiers: their own fill and wake pools, waking through a cold start's stages
+        SimConfig(standby_tier="warm_node", cold_start_jitter=0.3),
+        SimConfig(standby_tier="preloaded_node"),
     ],
 )
 def test_numba_step_matches_the_numpy_reference_over_thousands_of_intervals(cfg):

@@ -38,6 +38,8 @@ def metrics(arrival_rps: float, waiting: float) -> IntervalMetrics:
         "target:0.7",
         "threshold#gpu_up_pct=80",
         "ppo:ck#slo_weight=10,warm=2",
+        "tuned#target_scale=0.8,warm=2",
+        "target:0.7#warm=2",
     ],
 )
 def test_a_spec_prints_as_it_was_written(text: str) -> None:
@@ -52,7 +54,9 @@ def test_a_spec_prints_as_it_was_written(text: str) -> None:
         ("target:1.5", "expected target:U with 0 < U <= 1"),
         ("target", "expected target:U"),
         ("ppo", "expected ppo:PATH"),
-        ("target:0.7#window=3", "target takes none"),
+        ("target:0.7#window=3", "unknown option 'window'; allowed: warm"),
+        ("static:2#warm=2", "static takes none|allowed: slo_target"),
+        ("tuned#warm=1.5", "expected warm=N with N a pool size >= 0"),
         ("hpa#window=3", "unknown option .window.; allowed: target_scale"),
         ("ppo:ck#slo=3", "unknown option 'slo'; allowed: slo_weight, warm, u"),
         ("ppo:ck#slo_weight", "expected KEY=NUMBER"),
@@ -112,3 +116,39 @@ def test_workload_policies_are_refused_live_with_the_reason() -> None:
         InputError, match="oracle plans on the workload's future, so it runs only offline"
     ):
         build_target_policies(live("oracle"))
+
+
+@pytest.mark.parametrize(
+    "text", ["hpa#warm=2", "tuned#warm=2", "target:0.7#warm=2", "predictive#warm=2"]
+)
+def test_a_rule_with_warm_n_holds_the_pool_at_n_beside_the_same_replicas(text: str) -> None:
+    bare = make_policy(text.split("#")[0], profile=PROFILE)
+    pooled = make_policy(text, profile=PROFILE)
+    # as ppo:PATH#warm=N: the limits let the pool stand by, the name keeps the setting apart
+    assert bare.limits.max_warm_replicas == 0 and pooled.limits.max_warm_replicas == 2
+    assert pooled.name.endswith("#warm=2")
+    a, b = bare(0), pooled(0)
+    for rps in (5.0, 40.0, 120.0, 10.0):
+        window = [metrics(rps, 3.0)]
+        da, db = a.decide(window), b.decide(window)
+        assert da.warm_replicas is None and db.warm_replicas == 2
+        assert db.replicas == da.replicas
+
+
+def test_a_rule_with_warm_n_keeps_n_standing_by_in_a_rollout() -> None:
+    from rlscale.evaluation.rollout import rollout
+    from tests.conftest import constant_workload
+
+    w = constant_workload(20.0, bins=200)
+    runs = {}
+    for spec in ("target:0.7", "target:0.7#warm=2"):
+        f = make_policy(spec, profile=PROFILE)
+        runs[spec] = rollout(f, PROFILE, w, seeds=(0,), limits=f.limits, record=True)
+    bare, pooled = runs["target:0.7"], runs["target:0.7#warm=2"]
+    from rlscale.contract import FIELD_INDEX
+
+    warm = pooled.timeline[:, 0, FIELD_INDEX["replicas_warm"]]
+    assert bare.timeline[:, 0, FIELD_INDEX["replicas_warm"]].max() == 0
+    assert warm[-1] == 2  # filled after a cold start, then held
+    # the same replicas serve; the pool is paid on top
+    assert pooled.summaries[0].cost_usd > bare.summaries[0].cost_usd
