@@ -205,7 +205,17 @@ def build_target_policies(
         raise InputError(where, str(e), field="profile") from None
 
     def build(choice: PolicyChoice, field: str) -> BuiltPolicy:
-        return _build(policy_spec(choice, where, field), target, profile, where, field, cache)
+        spec = policy_spec(choice, where, field)
+        if spec.option("warm"):
+            # offline a spec may hold a standby pool beside its policy; live nothing would fill
+            # it, so the pool the operator asked for would silently not exist
+            raise InputError(
+                where,
+                f"{spec}: `#warm=N` holds a standby pool, which the live controller does not "
+                "actuate (simulator-only, docs/warm-pool.md); drop the option",
+                field=field,
+            )
+        return _build(spec, target, profile, where, field, cache)
 
     primary = build(target.policy, "policy")
     fallback = build(target.fallback, "fallback") if target.fallback is not None else None

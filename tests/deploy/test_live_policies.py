@@ -90,6 +90,8 @@ def test_rule_policies_take_their_options() -> None:
             "policy.options.step_upp",
             "unknown field",
         ),
+        # a standby pool offline only: live nothing would fill it
+        ("tuned#warm=2", "policy", "does not actuate"),
     ],
 )
 def test_bad_rule_specs_are_refused_with_the_field(
