@@ -105,6 +105,43 @@ class Standby:
         )
 
 
+def _find_optional(profile: ServiceProfile, key: str) -> Stage | None:
+    return next((s for s in profile.cold_start if key in s.name), None)
+
+
+def node_stage(profile: ServiceProfile) -> Stage | None:
+    """The profile's node-provisioning stage (None if it has none)."""
+    return _find_optional(profile, _NODE)
+
+
+def bound_start(
+    profile: ServiceProfile, *, image_cached: bool, weights_cached: bool
+) -> list[Stage]:
+    """The cold-start stages of a pod once it is bound to a node that is up (the node's own wait
+    is then behind it): no node stage; the image pull, always, unless the node has the image;
+    the weights from local disk, (low, mode, mode) as the preloaded tier reads them, when the
+    node has them. A stage the profile lacks is nothing to drop or shorten."""
+    node, pull, weights = (_find_optional(profile, k) for k in (_NODE, _PULL, _WEIGHTS))
+    out = []
+    for s in profile.cold_start:
+        if s is node or (s is pull and image_cached):
+            continue
+        if s is pull:
+            out.append(_with(s, probability=1.0))  # an uncached node pulls, for sure
+        elif s is weights and weights_cached:
+            out.append(_with(s, high_s=s.mode_s))
+        else:
+            out.append(s)
+    return out
+
+
+def sample_stages_s(
+    profile: ServiceProfile, stages: list[Stage], rng: np.random.Generator, n: int
+) -> np.ndarray:
+    """Draws of the sum of `stages`, made as the profile's own cold start is drawn."""
+    return _sample(profile, stages, rng, n)
+
+
 def standby(profile: ServiceProfile, tier: str) -> Standby:
     """The `Standby` of `tier` (one of TIERS) for `profile`; InputError names a bad tier."""
     if tier not in TIERS:
@@ -119,6 +156,5 @@ def standby(profile: ServiceProfile, tier: str) -> Standby:
         wake = [_with(pull, probability=p_pull_new_node), *rest]
     else:
         fill = [_with(node, probability=1.0), _with(pull, probability=1.0), weights]
-        local = _with(weights, high_s=weights.mode_s)
-        wake = [local if s is weights else s for s in rest]
+        wake = bound_start(profile, image_cached=True, weights_cached=True)
     return Standby(tier, fill, wake, profile)
