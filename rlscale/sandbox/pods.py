@@ -438,6 +438,7 @@ class PodEndpoint:
     reserved_at_s: float = field(default_factory=time.monotonic)
     metrics: PodMetrics | None = None
     dev_mode: bool = True  # the container sets VLLM_SERVER_DEV_MODE=1: sleep endpoints exist
+    hostname: str = "sandbox-node"  # the pod's node: DCGM's Hostname label
     runner: web.AppRunner | None = None
     pod_key: tuple[str, str] | None = None
     listening_at_s: float | None = None  # monotonic time its endpoint started
@@ -550,6 +551,7 @@ class PodFleet:
             ep.pod_key = key
             if ep.runner is None and is_ready(pod):
                 ep.dev_mode = _dev_mode(pod)
+                ep.hostname = str((pod.get("spec") or {}).get("nodeName") or ep.hostname)
                 await self._start(ep)
         for port, ep in list(self.endpoints.items()):
             # A reserved port whose pod is gone (or never showed up) is released.
@@ -609,6 +611,7 @@ class PodFleet:
         ep.metrics = PodMetrics(
             self.model_name,
             gpus=self.gpus_per_replica,
+            hostname=ep.hostname,
             count_aborts=self.count_aborts,
             frozen=self.frozen,
         )

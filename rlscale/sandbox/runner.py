@@ -1,5 +1,11 @@
 """The whole sandbox in one process: stand-in API server, simulated controllers, emulated pods,
 workload replay and a real Prometheus. Used by `rlscale sandbox` and by tests.
+
+For warm-pool tests: the pods run vLLM's sleep mode (`sleep_mode=True`, their server on the
+container port named `vllm_port_name`, see pods.py; `pod_url`, `sleeping_pods`, `fail_standby`),
+and `nodes=NodePool(...)` adds GPU nodes, a cluster-autoscaler, node caches and placeholder pods
+(`create_placeholder`, `placeholder_pods`, `nodes`; see nodes.py). Without `nodes` every pod
+binds at once and draws the profile's whole cold start, as before.
 """
 
 from __future__ import annotations
