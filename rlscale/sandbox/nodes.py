@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from rlscale.profiles.model import ServiceProfile, Stage
-from rlscale.profiles.standby import bound_start, node_stage, sample_stages_s
+from rlscale.profiles.standby import bound_start, find_stage, sample_stages_s
 
 Obj = dict[str, Any]
 
@@ -159,7 +159,7 @@ class NodeFleet:
         self.nodes: dict[str, Node] = {}
         self._rng = np.random.default_rng([seed, 2])
         self._count = 0
-        self._node_stage = node_stage(profile) or DEFAULT_NODE_STAGE
+        self._node_stage = find_stage(profile, "node") or DEFAULT_NODE_STAGE
         self.image = ""  # the model server's image, set by the kubelet from the first model pod
         for _ in range(pool.initial_nodes):
             node = self._add(now_s, ready_at_s=now_s)
@@ -181,9 +181,7 @@ class NodeFleet:
 
     def _preload(self, node: Node, image: str) -> None:
         """The pre-pull DaemonSet on a new node: pull the image, then copy the weights."""
-        stages = {s.name: s for s in self.profile.cold_start}
-        pull = next((s for n, s in stages.items() if "image_pull" in n), None)
-        weights = next((s for n, s in stages.items() if "weight" in n), None)
+        pull, weights = find_stage(self.profile, "image_pull"), find_stage(self.profile, "weight")
         at = node.ready_at_s
         if pull is not None:
             at += float(
