@@ -2,9 +2,10 @@
 
 Deployment controller (with the ReplicaSet controller folded in): keeps the number of live
 (non-terminating) pods of each Deployment at `spec.replicas`; on scale-down it deletes pods in the
-ReplicaSet controller's order — not-ready before ready, then the newest first — and it writes the
-Deployment's `status` (`replicas`, `readyReplicas`, `availableReplicas`, `updatedReplicas`,
-`unavailableReplicas`, `observedGeneration`, conditions) and a `ScalingReplicaSet` Event. Pods are
+ReplicaSet controller's order — not-ready before ready, the lower `pod-deletion-cost` annotation,
+then the newest first — and it writes the Deployment's `status` (`replicas`, `readyReplicas`,
+`availableReplicas`, `updatedReplicas`, `unavailableReplicas`, `observedGeneration`,
+conditions) and a `ScalingReplicaSet` Event. Pods are
 named `<deployment>-<hash>-<5 chars>` and owned by a ReplicaSet that is not itself served. A
 change of the pod template is not rolled out (only replicas matter here).
 
@@ -271,13 +272,15 @@ class ClusterController:
 
     def _deletion_rank(self, pod: Obj) -> tuple[Any, ...]:
         # ReplicaSet controller order (controller_utils.ActivePods): unready before ready,
-        # pending before running, then the newest first.
+        # pending before running, the lower `controller.kubernetes.io/pod-deletion-cost` first,
+        # then the newest first.
         t = self.timelines.get(pod["metadata"]["uid"])
         created = t.created_s if t else -math.inf
         phase_rank = 0 if (pod.get("status") or {}).get("phase") == "Pending" else 1
         return (
             is_ready(pod),
             phase_rank,
+            _deletion_cost(pod),
             -created,
             pod["metadata"]["creationTimestamp"],
             pod["metadata"]["name"],
@@ -729,6 +732,16 @@ def _condition_reason(pod: Obj, type_: str) -> str | None:
         if c.get("type") == type_:
             return c.get("reason")
     return None
+
+
+def _deletion_cost(pod: Obj) -> int:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+        "controller.kubernetes.io/pod-deletion-cost", "0"
+    )
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0  # the apiserver refuses a non-integer cost; one that got in counts as 0
 
 
 def _max_unavailable(d: Obj, replicas: int) -> int:

@@ -297,11 +297,8 @@ class NodeFleet:
             )
             have = free[n] + leaving
             victims: list[Obj] = []
-            # lowest priority first, then the newest (the scheduler's victim order)
-            for v in sorted(
-                (p for p in live if self.priority(p) < mine),
-                key=lambda p: (self.priority(p), p["metadata"].get("creationTimestamp", "")),
-            ):
+            # lowest priority first (the scheduler evicts from the bottom up)
+            for v in sorted((p for p in live if self.priority(p) < mine), key=self.priority):
                 if have >= want:
                     break
                 victims.append(v)

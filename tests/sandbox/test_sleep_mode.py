@@ -236,3 +236,22 @@ def test_real_prometheus_keeps_scraping_a_sleeping_pod(
         timeout_s=10,
     )
     assert running[0]["value"][1] == "0"
+
+
+def test_a_pod_deletion_cost_orders_the_ready_pods_as_the_replicaset_controller_does(
+    tiny_profile: ServiceProfile,
+) -> None:
+    store, ctl, _clock = started(tiny_profile, 3)
+    newest = max(pods(store), key=lambda p: ctl.timelines[p["metadata"]["uid"]].created_s)
+    keep = newest["metadata"]["name"]
+
+    def cost(pod: dict) -> None:  # type: ignore[type-arg]
+        pod["metadata"].setdefault("annotations", {})[
+            "controller.kubernetes.io/pod-deletion-cost"
+        ] = "100"
+
+    store.mutate(PODS, NS, keep, cost, subresource=None)
+    scale(store, 2)
+    ctl.tick()
+    gone = [p["metadata"]["name"] for p in pods(store) if is_terminating(p)]
+    assert len(gone) == 1 and gone != [keep]  # newest-first would have taken it
