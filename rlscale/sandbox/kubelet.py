@@ -50,7 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rlscale.profiles.model import ServiceProfile
-from rlscale.sandbox.apiserver.resources import DEPLOYMENTS, EVENTS, PODS, Obj
+from rlscale.sandbox.apiserver.resources import DEPLOYMENTS, EVENTS, NODES, PODS, Obj
 from rlscale.sandbox.apiserver.store import ChangeEvent, Store, rfc3339
 from rlscale.sandbox.loop import wait_any
 from rlscale.sandbox.nodes import PAUSE_EXIT_S, NodeFleet, NodePool, is_pause
@@ -449,6 +449,7 @@ class ClusterController:
                 component="cluster-autoscaler",
                 kind="Pod",
             )
+        self._sync_nodes(now)
         for pod, node in decision.binds:
             meta = pod["metadata"]
             # the binding subresource sets spec.nodeName (a write of the pod here), the kubelet
@@ -522,6 +523,32 @@ class ClusterController:
                 obj["status"] = status
 
             self.store.mutate(DEPLOYMENTS, d["metadata"]["namespace"], d["metadata"]["name"], put)
+
+    def _sync_nodes(self, now: float) -> None:
+        """Mirror the pool's nodes into the API as Node objects (created when the autoscaler
+        asks for one, Ready once booted, deleted when scaled down); writes only what changed."""
+        assert self.node_fleet is not None
+        present = {n["metadata"]["name"]: n for n in self.store.list(NODES)}
+        for name in present.keys() - self.node_fleet.nodes.keys():
+            self.store.remove(NODES, "", name)
+        for name in self.node_fleet.nodes:
+            want = self.node_fleet.node_object(name, now)
+            cur = present.get(name)
+            if cur is None:
+                self.store.create(NODES, None, want)
+                continue
+            if (cur["metadata"].get("annotations") or {}) != want["metadata"]["annotations"]:
+
+                def annotate(obj: Obj, a: dict[str, str] = want["metadata"]["annotations"]) -> None:
+                    obj["metadata"]["annotations"] = a
+
+                self.store.mutate(NODES, "", name, annotate, subresource=None)
+            if _node_state(cur) != _node_state(want):
+
+                def put(obj: Obj, status: Obj = want["status"]) -> None:
+                    obj["status"] = status
+
+                self.store.mutate(NODES, "", name, put)
 
     # kubelet -----------------------------------------------------------------------------
     def _kubelet(self, pod: Obj, now: float) -> None:
@@ -718,6 +745,12 @@ def _unschedulable(message: str) -> Callable[[Obj], None]:
         ]
 
     return mark
+
+
+def _node_state(node: Obj) -> tuple[Any, ...]:
+    status = node.get("status") or {}
+    ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    return (ready, status.get("images"), status.get("allocatable"))
 
 
 def _condition_message(pod: Obj, type_: str) -> str | None:

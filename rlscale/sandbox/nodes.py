@@ -36,24 +36,31 @@ What is emulated, and how faithfully:
   SIGTERM; a shorter grace period wins). This is the cluster-autoscaler's over-provisioning
   pattern: a replica that fits nowhere preempts a placeholder and takes its node; the
   placeholder's ReplicaSet recreates it, it is unschedulable, and the autoscaler adds a node.
-- Node objects are not served by the stand-in API (it serves namespaced kinds only); read the
-  pool with `NodeFleet.describe()` (`Sandbox.nodes()`).
+- Node objects: the stand-in API serves them read-only (`kubectl get nodes`, `/api/v1/nodes`):
+  created when the autoscaler asks for the node, Ready once it has booted, deleted at scale-down;
+  `status.capacity`/`allocatable` `nvidia.com/gpu`, cached images in `status.images`, cached
+  weights in the annotation `rlscale.io/cached-weights`. Timestamps are wall-clock, as the
+  pods'. `NodeFleet.describe()` (`Sandbox.nodes()`) gives the same with simulated times.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from rlscale.profiles.model import ServiceProfile, Stage
 from rlscale.profiles.standby import bound_start, find_stage, sample_stages_s
+from rlscale.sandbox.apiserver.store import rfc3339
 
 Obj = dict[str, Any]
 
 GPU = "nvidia.com/gpu"
+POOL_NAME = "sandbox-gpu-pool"
 PLACEHOLDER_PRIORITY_CLASS = "rlscale-placeholder"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 PAUSE_START_S = 1.0  # bind -> Ready of a pause container (a 300 kB image, nothing to load)
@@ -104,6 +111,7 @@ class Node:
     # the pre-pull DaemonSet's copies still to land: (at_s, "image" | "weights", what)
     arriving: list[tuple[float, str, str]] = field(default_factory=list)
     empty_since_s: float | None = None
+    boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def ready(self, now_s: float) -> bool:
         return now_s >= self.ready_at_s
@@ -354,6 +362,55 @@ class NodeFleet:
                 and len(self.nodes) > self.pool.min_nodes
             ):
                 del self.nodes[n]
+
+    def node_object(self, name: str, now_s: float) -> Obj:
+        """The Node as the API serves it: GPU capacity, Ready once booted, its cached images in
+        `status.images` (as a kubelet reports them); cached weights, which no Node field
+        shows, in the annotation `rlscale.io/cached-weights`."""
+        node = self.nodes[name]
+        ready = node.ready(now_s)
+        stamp = rfc3339(datetime.now(UTC))
+        gpus = {GPU: str(node.gpus), "pods": "110"}
+        return {
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "nvidia.com/gpu.present": "true",
+                    "rlscale.io/node-pool": POOL_NAME,
+                },
+                "annotations": {"rlscale.io/cached-weights": ",".join(sorted(node.weights))},
+            },
+            "spec": {"providerID": f"sandbox://{name}"},
+            "status": {
+                "capacity": gpus,
+                "allocatable": gpus,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if ready else "False",
+                        "reason": "KubeletReady" if ready else "KubeletNotReady",
+                        "lastTransitionTime": stamp,
+                        "lastHeartbeatTime": stamp,
+                    }
+                ],
+                "images": [{"names": [i]} for i in sorted(node.images)],
+                # every field: the official client refuses a NodeSystemInfo missing one
+                "nodeInfo": {
+                    "architecture": "amd64",
+                    "bootID": node.boot_id,
+                    "containerRuntimeVersion": "containerd://1.7.24",
+                    "kernelVersion": "6.8.0",
+                    "kubeProxyVersion": "v1.32.0",
+                    "kubeletVersion": "v1.32.0",
+                    "machineID": node.boot_id.replace("-", ""),
+                    "operatingSystem": "linux",
+                    "osImage": "Ubuntu 22.04.5 LTS",
+                    "systemUUID": node.boot_id,
+                },
+            },
+        }
 
     def describe(self, pods: list[Obj], now_s: float) -> list[dict[str, Any]]:
         """One row per node: name, gpus, gpus_free, ready, images, weights, pods."""

@@ -4,9 +4,11 @@ node-local image and weight caches; on a hand-stepped clock, then once through a
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 
 import pytest
+from kubernetes import client as k8s
 
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.sandbox.apiserver.resources import DEPLOYMENTS, EVENTS, PODS, Obj
@@ -235,3 +237,26 @@ def test_a_sandbox_with_a_node_pool_serves_a_scale_up_from_a_placeholder(
     assert not again["spec"].get("nodeName")
     assert len(sb.nodes()) == 3 and not sb.nodes()[-1]["ready"]
     assert len(sb.pod_metrics_urls()) == 2  # the placeholder serves nothing
+
+
+def test_the_pool_s_nodes_are_served_read_only_to_the_official_client_and_kubectl(
+    make_sandbox: Callable[..., Sandbox],
+    client_for: Callable[[Sandbox], k8s.ApiClient],
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    sb = make_sandbox(replicas=2, time_scale=30, nodes=NodePool(gpus_per_node=1, initial_nodes=1))
+    core = k8s.CoreV1Api(client_for(sb))
+    sb.wait_for(lambda: len(core.list_node().items) == 2, 5)
+    booted, booting = sorted(core.list_node().items, key=lambda n: n.metadata.name)
+    assert booted.status.allocatable["nvidia.com/gpu"] == "1"
+    assert [c.status for c in booting.status.conditions if c.type == "Ready"] == ["False"]
+    out = kubectl(sb, "get", "nodes").stdout.splitlines()
+    assert out[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert [line.split()[1] for line in out[1:]] == ["Ready", "NotReady"]
+    sb.wait_for_ready(2, timeout_s=15)  # the node booted (80-120 s at 30x), then the pod started
+    second = core.read_node("gpu-node-2")
+    assert [c.status for c in second.status.conditions if c.type == "Ready"] == ["True"]
+    assert second.status.images and second.status.images[0].names == ["vllm/vllm-openai:latest"]
+    with pytest.raises(k8s.exceptions.ApiException) as e:
+        core.delete_node("gpu-node-2")
+    assert e.value.status == 405
