@@ -8,12 +8,14 @@ Sleep mode, as vLLM serves it with VLLM_SERVER_DEV_MODE=1 (without it the routes
 | request                | answer                                                                  |
 |------------------------|-------------------------------------------------------------------------|
 | `POST /sleep?level=1`  | 200, empty body, once asleep; idempotent. Level 2 is taken as level 1 (the emulated wake does not reload weights); another level: 400 |
-| `POST /wake_up`        | 200, empty body, once awake: it waits the wake (a `warm_wake` draw, simulated seconds at the clock's pace); idempotent (at once when awake; a second call joins the wake in progress) |
+| `POST /wake_up`        | 200, empty body, once awake: it waits the wake (a `warm_wake` draw, simulated seconds at the clock's pace); idempotent (at once when awake; a second call joins the wake in progress); `?tags=` is accepted and ignored (a wake wakes weights and KV cache together) |
 | `GET /is_sleeping`     | `{"is_sleeping": true}` from the sleep until the wake is done           |
 | either, on a pod that is terminating, gone from the API, or whose wake was called off by a sleep | 503 `{"detail": ...}` (a pod still starting refuses connections: nothing listens yet) |
 
 A sleeping pod: not Ready (out of the Service: the replay feeds it nothing), still a scrape target
-(see `PodFleet.sync`), its requests in flight aborted at the sleep (`finished_reason="abort"`),
+(see `PodFleet.sync`), its requests in flight aborted at the sleep (`finished_reason="abort"`;
+our choice: a controller should put only drained pods to sleep, and what vLLM does with
+requests in flight at a sleep differs between releases),
 gauges 0, counters still until it wakes. Faults for tests: `PodFleet.fail_standby` (500, or a
 call that never answers; neither changes the engine).
 
