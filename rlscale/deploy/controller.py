@@ -319,10 +319,12 @@ class Controller:
             for name, r in call_all(api.wake_up, plan.wake, workers).items():
                 if isinstance(r, StandbyError):
                     wake_failed.append((name, str(r)))
+                    t.memory.wake_failed.add(name)
                     # covered next tick: another sleeping pod, or the cold start already in spec
                     steps.append(Step("standby", "WakeFailed", str(r)[:300]))
                 else:
                     woken.append(name)
+                    t.memory.wake_failed.discard(name)
             for name, r in call_all(api.sleep, plan.sleep, workers).items():
                 if isinstance(r, StandbyError):
                     sleep_failed.append((name, str(r)))

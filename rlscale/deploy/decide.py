@@ -169,6 +169,8 @@ class TargetMemory:
     # Sleeping tier: the pool spec.replicas holds beside the serving count (None: not known since
     # a start or a leader change; the observed sleeping pods then).
     pool_held: int | None = None
+    # Pods whose last wake failed: woken after the others (a failed wake is covered by another).
+    wake_failed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.clamp_state = ClampState.empty(1, self.limits, self.interval_s)
@@ -813,8 +815,11 @@ def _standby(
     wake: tuple[PodAddress, ...] = ()
     short = serving - replicas.ready
     if short > 0 and asleep and not hands_off:
-        # the pods asleep longest first: their load is long finished
-        wake = tuple(sorted(asleep, key=lambda p: (-p.age_s, p.name))[:short])
+        # the pods asleep longest first (their load is long finished), one that failed to wake
+        # last: the next tick covers a failed wake with another pod
+        memory.wake_failed &= {p.name for p in asleep}
+        order = sorted(asleep, key=lambda p: (p.name in memory.wake_failed, -p.age_s, p.name))
+        wake = tuple(order[:short])
         steps.append(
             Step(
                 "standby",
