@@ -2,8 +2,9 @@
 
     apiserver/   the stand-in API server (store, handlers, discovery, patch, selectors, tables,
                  faults, Status errors)
-    kubelet.py   simulated deployment controller and kubelet (cold starts, termination)
-    pods.py      per-pod /metrics endpoints with vLLM and DCGM series
+    kubelet.py   simulated deployment controller and kubelet (cold starts, termination, the
+                 Ready condition of vLLM sleep mode)
+    pods.py      per-pod servers: /metrics with vLLM and DCGM series, vLLM's sleep endpoints
     replay.py    a workload replayed through the serving model against the Ready pods
     prometheus.py  the Prometheus child process, its config and file_sd targets
     runner.py    `Sandbox`: all of it in one process, for tests and `rlscale sandbox`

@@ -14,6 +14,14 @@ start has passed. Cold starts are drawn from the `ServiceProfile` (`sample_cold_
 seeded RNG, in simulated seconds. A pod with a `deletionTimestamp` turns not-Ready at once
 (endpoints drop it) and is removed when its grace period has passed in simulated time.
 
+Sleep mode (vLLM `--enable-sleep-mode`): the pod's server (`pods.py`) calls `sleep_pod` /
+`wake_pod`. A sleeping pod turns not Ready at once and stays so until its wake is done: a draw
+from the profile's `warm_wake` stage (own seeded stream), in simulated seconds. This is the
+readiness probe a sleep-mode deployment must set (not ready while `/is_sleeping` is true;
+vLLM's /health stays 200 while asleep), without its probe period: Ready flips at the next tick.
+The container keeps running and the pod keeps its GPUs; being not Ready, a sleeping pod is
+deleted before the Ready ones on a scale-down, as the ReplicaSet controller would.
+
 Time: everything runs on a `SimClock` in simulated seconds. `ScaledClock(time_scale=60)` runs a
 60 s cold start in 1 s of wall time; `ManualClock` lets tests step time by hand and call
 `tick()` directly. Object timestamps (`creationTimestamp`, ...) stay wall-clock, as kubectl
@@ -98,6 +106,15 @@ class PodTimeline:
     running_at_s: float
     ready_at_s: float
     delete_at_s: float | None = None
+    # vLLM sleep mode: asleep from `/sleep` until a `/wake_up` has taken `wake_s` (awake_at_s)
+    asleep: bool = False
+    wake_s: float | None = None  # the latest wake's draw, simulated seconds
+    awake_at_s: float | None = None  # a wake in progress finishes then
+
+
+class EngineUnavailable(Exception):
+    """The pod's engine cannot sleep or wake now (gone, not started, terminating): the pod's
+    server answers 503."""
 
 
 def template_hash(deployment: Obj) -> str:
@@ -141,8 +158,13 @@ class ClusterController:
     """Reconciles Deployments to pods and moves pods through their lifecycle; see the module doc.
 
     `reserve_port` (optional) is called once per new pod and returns the loopback port its
-    metrics endpoint will listen on; the port goes into the pod's container ports and
-    `prometheus.io/port` annotation.
+    server (OpenAI API, /metrics, sleep mode) will listen on; the port goes into the pod's first
+    container as the port named `port_name` (default `http`, replacing the template's) and into
+    the `prometheus.io/port` annotation.
+
+    Sleep mode (`sleep_pod`, `wake_pod`, `finish_wake`, `is_sleeping`) is the engine state the
+    pod's server acts on (`pods.PodFleet`); the kubelet turns it into the Ready condition, as the
+    readiness probe a sleep-mode deployment needs would (not ready while `/is_sleeping` is true).
     """
 
     def __init__(
@@ -155,6 +177,7 @@ class ClusterController:
         pending_share: float = 0.5,
         reserve_port: Callable[[], int] | None = None,
         emit_events: bool = True,
+        port_name: str = "http",
     ) -> None:
         if not 0.0 <= pending_share <= 1.0:
             raise ValueError(f"pending_share = {pending_share}, must be within [0, 1]")
@@ -164,8 +187,11 @@ class ClusterController:
         self.pending_share = pending_share
         self.reserve_port = reserve_port
         self.emit_events = emit_events
+        self.port_name = port_name
         self.timelines: dict[str, PodTimeline] = {}  # by pod uid
         self._rng = np.random.default_rng(seed)
+        # wakes draw from their own stream, so a test that wakes pods leaves cold starts as they are
+        self._wake_rng = np.random.default_rng([seed, 1])
         self._order = 0
 
     # one pass ----------------------------------------------------------------------------
@@ -197,7 +223,7 @@ class ClusterController:
     def _next_due(self, now: float) -> float | None:
         due = []
         for t in self.timelines.values():
-            for at in (t.running_at_s, t.ready_at_s, t.delete_at_s):
+            for at in (t.running_at_s, t.ready_at_s, t.delete_at_s, t.awake_at_s):
                 if at is not None and at > now:
                     due.append(at - now)
         return min(due) if due else None
@@ -258,10 +284,13 @@ class ClusterController:
             )
             containers = spec.get("containers") or []
             if containers:
-                ports = [p for p in containers[0].get("ports") or [] if p.get("name") != "metrics"]
+                # vLLM serves the API, /metrics and the sleep endpoints on one port
+                ports = [
+                    p for p in containers[0].get("ports") or [] if p.get("name") != self.port_name
+                ]
                 containers[0]["ports"] = [
+                    {"name": self.port_name, "containerPort": port, "protocol": "TCP"},
                     *ports,
-                    {"name": "metrics", "containerPort": port, "protocol": "TCP"},
                 ]
         containers = spec.get("containers") or []
         pod = {
@@ -443,10 +472,75 @@ class ClusterController:
                 self.store.remove(PODS, ns, name)
             return
         phase = (pod.get("status") or {}).get("phase")
-        if now >= t.ready_at_s and not is_ready(pod):
+        if t.asleep:
+            if t.awake_at_s is not None and now >= t.awake_at_s:
+                t.asleep, t.awake_at_s = False, None
+                self.store.mutate(PODS, ns, name, _set_ready)
+            elif is_ready(pod):
+                self.store.mutate(PODS, ns, name, _set_not_ready)
+        elif now >= t.ready_at_s and not is_ready(pod):
             self.store.mutate(PODS, ns, name, _set_ready)
         elif now >= t.running_at_s and phase == "Pending":
             self.store.mutate(PODS, ns, name, _set_running)
+
+    # sleep mode --------------------------------------------------------------------------
+    def _engine(self, namespace: str, name: str) -> tuple[Obj, PodTimeline]:
+        """The pod and its timeline if its engine is up (started, not terminating)."""
+        pod = self.store.find(PODS, namespace, name)
+        t = self.timelines.get(pod["metadata"]["uid"]) if pod is not None else None
+        if pod is None or t is None:
+            raise EngineUnavailable(f"pod {namespace}/{name} is not running here")
+        if is_terminating(pod):
+            raise EngineUnavailable(f"pod {namespace}/{name} is terminating")
+        if self.clock.now_s() < t.ready_at_s or (pod.get("status") or {}).get("phase") != "Running":
+            raise EngineUnavailable(f"pod {namespace}/{name}: the engine is still starting")
+        return pod, t
+
+    def sleep_pod(self, namespace: str, name: str) -> None:
+        """Put the engine to sleep (idempotent): not Ready at once, so it leaves the Service.
+        A wake in progress is called off (the engine stays asleep). EngineUnavailable if the
+        pod is gone, still starting or terminating."""
+        pod, t = self._engine(namespace, name)
+        t.asleep, t.awake_at_s = True, None
+        if is_ready(pod):
+            self.store.mutate(PODS, namespace, name, _set_not_ready)
+
+    def wake_pod(self, namespace: str, name: str) -> float:
+        """Start a wake and return the simulated time it is done at: now + a draw from the
+        profile's `warm_wake`; a wake already in progress is joined, an awake engine is done
+        now. EngineUnavailable as `sleep_pod`."""
+        _pod, t = self._engine(namespace, name)
+        now = self.clock.now_s()
+        if not t.asleep:
+            return now
+        if t.awake_at_s is None:
+            t.wake_s = float(self.profile.sample_wake_s(self._wake_rng, 1)[0])
+            t.awake_at_s = now + t.wake_s
+        return t.awake_at_s
+
+    def finish_wake(self, namespace: str, name: str) -> bool:
+        """Turn the pod Ready if its wake is done (the kubelet tick does too); True if awake."""
+        pod = self.store.find(PODS, namespace, name)
+        if pod is None:
+            return False
+        t = self.timelines.get(pod["metadata"]["uid"])
+        if t is None:
+            return False
+        if not is_terminating(pod):
+            self._kubelet(pod, self.clock.now_s())
+        return not t.asleep
+
+    def waking_until_s(self, namespace: str, name: str) -> float | None:
+        """When the wake in progress is done (None: no wake in progress)."""
+        pod = self.store.find(PODS, namespace, name)
+        t = self.timelines.get(pod["metadata"]["uid"]) if pod is not None else None
+        return t.awake_at_s if t is not None and not is_terminating(pod or {}) else None
+
+    def is_sleeping(self, namespace: str, name: str) -> bool:
+        """True from `sleep_pod` until the wake that follows is done."""
+        pod = self.store.find(PODS, namespace, name)
+        t = self.timelines.get(pod["metadata"]["uid"]) if pod is not None else None
+        return bool(t is not None and t.asleep)
 
     # background loop ---------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, max_wait_real_s: float = 0.25) -> None:

@@ -1,4 +1,21 @@
-"""Emulated LLM server pods: one `/metrics` endpoint per Ready pod, on its own loopback port.
+"""Emulated LLM server pods: one server per pod on its own loopback port (the pod's container port
+named `http`, and `prometheus.io/port`), listening from the pod's first Ready on: `/metrics`,
+`/health`, `/v1/models`, and vLLM's sleep-mode endpoints.
+
+Sleep mode, as vLLM serves it with VLLM_SERVER_DEV_MODE=1 (without it the routes do not exist:
+404; the sandbox's Deployment sets it and `--enable-sleep-mode` unless `sleep_mode=False`):
+
+| request                | answer                                                                  |
+|------------------------|-------------------------------------------------------------------------|
+| `POST /sleep?level=1`  | 200, empty body, once asleep; idempotent. Level 2 is taken as level 1 (the emulated wake does not reload weights); another level: 400 |
+| `POST /wake_up`        | 200, empty body, once awake: it waits the wake (a `warm_wake` draw, simulated seconds at the clock's pace); idempotent (at once when awake; a second call joins the wake in progress) |
+| `GET /is_sleeping`     | `{"is_sleeping": true}` from the sleep until the wake is done           |
+| either, on a pod that is terminating, gone from the API, or whose wake was called off by a sleep | 503 `{"detail": ...}` (a pod still starting refuses connections: nothing listens yet) |
+
+A sleeping pod: not Ready (out of the Service: the replay feeds it nothing), still a scrape target
+(see `PodFleet.sync`), its requests in flight aborted at the sleep (`finished_reason="abort"`),
+gauges 0, counters still until it wakes. Faults for tests: `PodFleet.fail_standby` (500, or a
+call that never answers; neither changes the engine).
 
 Each pod exposes what a vLLM server and the DCGM exporter on its GPU would, with vLLM's names,
 label (`model_name`) and histogram buckets:
@@ -62,7 +79,13 @@ from prometheus_client.metrics_core import (
 
 from rlscale.sandbox.apiserver.resources import PODS, Obj
 from rlscale.sandbox.apiserver.store import Store
-from rlscale.sandbox.kubelet import is_ready, is_terminating, serving
+from rlscale.sandbox.kubelet import (
+    ClusterController,
+    EngineUnavailable,
+    is_ready,
+    is_terminating,
+    serving,
+)
 
 TTFT_BUCKETS_S = (
     0.001,
@@ -134,6 +157,8 @@ E2E_BUCKETS_S = (
 )
 
 Spelling = Literal["negotiated", "colon", "underscore"]
+StandbyAction = Literal["sleep", "wake"]
+StandbyFault = Literal["error", "hang"]
 
 _UNCLAIMED_PORT_S = 10.0  # a reserved port no pod claims within this long is released
 
@@ -249,6 +274,16 @@ class PodMetrics:
         self.ttft.observe_distribution(started, ttft_q)
         self.tpot.observe_distribution(max(out_tokens - completed, 0.0), tpot_q)
         self.e2e.observe_distribution(completed, ttft_q + max(output_tokens - 1.0, 0.0) * tpot_q)
+
+    def fall_asleep(self) -> None:
+        """The engine sleeps: the requests it held are aborted (counted under
+        finished_reason="abort" when the server counts aborts), gauges go to zero, and nothing
+        moves until it wakes (the replay only feeds serving pods)."""
+        if self.frozen:
+            return
+        if self.count_aborts:
+            self.request_abort += self.waiting + self.running
+        self.idle()
 
     def idle(self) -> None:
         """A pod that gets no traffic (draining): gauges to zero, counters kept."""
@@ -402,6 +437,7 @@ class PodEndpoint:
     sock: socket.socket
     reserved_at_s: float = field(default_factory=time.monotonic)
     metrics: PodMetrics | None = None
+    dev_mode: bool = True  # the container sets VLLM_SERVER_DEV_MODE=1: sleep endpoints exist
     runner: web.AppRunner | None = None
     pod_key: tuple[str, str] | None = None
     listening_at_s: float | None = None  # monotonic time its endpoint started
@@ -441,6 +477,31 @@ class PodFleet:
         # `role: pod` (a PodMonitor drops only Succeeded/Failed pods) and EndpointSlices that
         # keep terminating endpoints; False: targets are the serving pods only.
         self.scrape_terminating = True
+        # The pods' engines for the sleep endpoints (set by the sandbox): without it they
+        # answer 503. Faults on them: `fail_standby`.
+        self.engines: ClusterController | None = None
+        self._standby_faults: dict[tuple[str, StandbyAction], StandbyFault] = {}
+
+    def fail_standby(
+        self, pod_name: str, action: StandbyAction, mode: StandbyFault | None = "error"
+    ) -> None:
+        """Make `pod_name`'s `/sleep` (action "sleep") or `/wake_up` ("wake") fail from now on:
+        "error" answers 500 and changes nothing; "hang" never answers (the client times out) and
+        changes nothing; None clears the fault."""
+        if action not in ("sleep", "wake"):
+            raise ValueError(f"action = {action!r}, expected 'sleep' or 'wake'")
+        if mode is None:
+            self._standby_faults.pop((pod_name, action), None)
+        elif mode in ("error", "hang"):
+            self._standby_faults[(pod_name, action)] = mode
+        else:
+            raise ValueError(f"mode = {mode!r}, expected 'error', 'hang' or None")
+
+    def is_sleeping(self, pod: Obj) -> bool:
+        meta = pod["metadata"]
+        return self.engines is not None and self.engines.is_sleeping(
+            meta["namespace"], meta["name"]
+        )
 
     def freeze(self, frozen: bool = True) -> int:
         """Wedge (or unwedge) every pod's engine: its series keep their values; returns how many
@@ -469,8 +530,10 @@ class PodFleet:
 
     async def sync(self) -> None:
         """Start endpoints of pods that turned Ready, stop those of removed pods, and report the
-        scrape targets (serving pods, and terminating ones still listening unless
-        `scrape_terminating` is off) when they change."""
+        scrape targets (serving pods, sleeping ones, and terminating ones still listening unless
+        `scrape_terminating` is off) when they change. A sleeping pod is Running and its
+        /metrics answers, so it stays a target, as a PodMonitor (`role: pod`) scrapes Running
+        pods whether Ready or not."""
         async with self._sync_lock:
             await self._sync()
 
@@ -486,6 +549,7 @@ class PodFleet:
             key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
             ep.pod_key = key
             if ep.runner is None and is_ready(pod):
+                ep.dev_mode = _dev_mode(pod)
                 await self._start(ep)
         for port, ep in list(self.endpoints.items()):
             # A reserved port whose pod is gone (or never showed up) is released.
@@ -500,7 +564,11 @@ class PodFleet:
             if (
                 ep is not None
                 and ep.runner is not None
-                and (serving(pod) or (self.scrape_terminating and is_terminating(pod)))
+                and (
+                    serving(pod)
+                    or (self.scrape_terminating and is_terminating(pod))
+                    or (not is_terminating(pod) and self.is_sleeping(pod))
+                )
                 and time.monotonic() - (ep.listening_at_s or 0.0) >= self.discovery_delay_s
             ):
                 container = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("name", "")
@@ -562,11 +630,83 @@ class PodFleet:
         app.router.add_get("/metrics", scrape)
         app.router.add_get("/health", health)
         app.router.add_get("/v1/models", models)
+        if ep.dev_mode:
+
+            async def sleep(request: web.Request) -> web.Response:
+                return await self._sleep(ep, request)
+
+            async def wake_up(_request: web.Request) -> web.Response:
+                return await self._wake_up(ep)
+
+            async def is_sleeping(_request: web.Request) -> web.Response:
+                return self._is_sleeping(ep)
+
+            app.router.add_post("/sleep", sleep)
+            app.router.add_post("/wake_up", wake_up)
+            app.router.add_get("/is_sleeping", is_sleeping)
         ep.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await ep.runner.setup()
         site = web.SockSite(ep.runner, ep.sock)
         await site.start()
         ep.listening_at_s = time.monotonic()
+
+    # sleep mode: vLLM's dev endpoints (VLLM_SERVER_DEV_MODE=1, --enable-sleep-mode) --------
+    async def _standby_fault(self, ep: PodEndpoint, action: StandbyAction) -> web.Response | None:
+        name = ep.pod_key[1] if ep.pod_key is not None else ""
+        mode = self._standby_faults.get((name, action))
+        if mode == "hang":
+            await asyncio.Event().wait()  # until the server stops; the client times out first
+        if mode == "error":
+            return _error(500, f"injected {action} failure (fail_standby)")
+        return None
+
+    def _engines_for(self, ep: PodEndpoint) -> tuple[ClusterController, str, str]:
+        if self.engines is None or ep.pod_key is None:
+            raise EngineUnavailable("this pod has no engine to put to sleep")
+        return self.engines, ep.pod_key[0], ep.pod_key[1]
+
+    async def _sleep(self, ep: PodEndpoint, request: web.Request) -> web.Response:
+        level = request.query.get("level", "1")
+        if level not in ("1", "2"):
+            return _error(400, f"level = {level!r}, expected 1 or 2")
+        fault = await self._standby_fault(ep, "sleep")
+        if fault is not None:
+            return fault
+        try:
+            engines, ns, name = self._engines_for(ep)
+            was_asleep = engines.is_sleeping(ns, name)
+            engines.sleep_pod(ns, name)
+        except EngineUnavailable as e:
+            return _error(503, str(e))
+        if not was_asleep and ep.metrics is not None:
+            ep.metrics.fall_asleep()
+        return web.Response(status=200)
+
+    async def _wake_up(self, ep: PodEndpoint) -> web.Response:
+        fault = await self._standby_fault(ep, "wake")
+        if fault is not None:
+            return fault
+        try:
+            engines, ns, name = self._engines_for(ep)
+            done_at_s = engines.wake_pod(ns, name)
+        except EngineUnavailable as e:
+            return _error(503, str(e))
+        clock = engines.clock
+        # vLLM answers once the engine is awake; poll so a ManualClock's steps are seen too
+        while (left_s := done_at_s - clock.now_s()) > 0:
+            await asyncio.sleep(min(max(clock.real_delay_s(left_s), 0.005), 0.25))
+            if engines.waking_until_s(ns, name) != done_at_s:
+                break
+        if not engines.finish_wake(ns, name):
+            # put back to sleep, or deleted, while it woke
+            return _error(503, f"pod {ns}/{name}: the wake was called off")
+        return web.Response(status=200)
+
+    def _is_sleeping(self, ep: PodEndpoint) -> web.Response:
+        sleeping = False
+        if self.engines is not None and ep.pod_key is not None:
+            sleeping = self.engines.is_sleeping(*ep.pod_key)
+        return web.json_response({"is_sleeping": sleeping})
 
     async def _stop(self, ep: PodEndpoint) -> None:
         if ep.runner is not None:
@@ -579,3 +719,15 @@ class PodFleet:
             for ep in list(self.endpoints.values()):
                 await self._stop(ep)
             self.endpoints.clear()
+
+
+def _dev_mode(pod: Obj) -> bool:
+    """vLLM registers /sleep, /wake_up and /is_sleeping only with VLLM_SERVER_DEV_MODE=1."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
+    return env.get("VLLM_SERVER_DEV_MODE") == "1"
+
+
+def _error(status: int, message: str) -> web.Response:
+    # FastAPI's shape for an HTTPException, which is what a vLLM endpoint raising one answers
+    return web.json_response({"detail": message}, status=status)

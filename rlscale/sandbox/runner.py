@@ -27,7 +27,7 @@ from rlscale.sandbox.apiserver.server import ApiServer, RequestLog, RequestRecor
 from rlscale.sandbox.apiserver.store import Store
 from rlscale.sandbox.kubelet import ClusterController, ScaledClock, is_terminating, serving
 from rlscale.sandbox.loop import LoopThread, wait_any
-from rlscale.sandbox.pods import PodFleet, Spelling
+from rlscale.sandbox.pods import PodFleet, Spelling, StandbyAction, StandbyFault
 from rlscale.sandbox.prometheus import PrometheusProcess
 from rlscale.sandbox.prometheus import wait_for as prom_wait_for
 from rlscale.sandbox.replay import (
@@ -45,15 +45,46 @@ log = logging.getLogger("rlscale.sandbox")
 DEFAULT_TOKEN = "rlscale-sandbox-token"
 
 
+# Readiness for a sleep-mode server: vLLM's /health stays 200 while the engine sleeps, so the
+# probe reads /is_sleeping (exit 1 while asleep, or when the server does not answer).
+SLEEP_AWARE_PROBE = [
+    "python3",
+    "-c",
+    "import json,sys,urllib.request as u;"
+    "sys.exit(json.load(u.urlopen('http://127.0.0.1:8000/is_sleeping',timeout=2))['is_sleeping'])",
+]
+
+
 def deployment_manifest(
     name: str,
     namespace: str,
     replicas: int,
     profile: ServiceProfile,
     termination_grace_s: int = 30,
+    *,
+    sleep_mode: bool = True,
+    port_name: str = "http",
 ) -> Obj:
-    """The Deployment of an LLM server as the sandbox creates it (a vLLM pod per replica)."""
+    """The Deployment of an LLM server as the sandbox creates it (a vLLM pod per replica).
+
+    `sleep_mode`: the server runs with `--enable-sleep-mode` and VLLM_SERVER_DEV_MODE=1 (its
+    /sleep, /wake_up and /is_sleeping exist) and its readiness probe reads /is_sleeping."""
     labels = {"app": name}
+    args = ["--model", profile.model, "--port", "8000"]
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": "vllm/vllm-openai:latest",
+        "args": [*args, "--enable-sleep-mode"] if sleep_mode else args,
+        "ports": [{"name": port_name, "containerPort": 8000, "protocol": "TCP"}],
+        "readinessProbe": (
+            {"exec": {"command": SLEEP_AWARE_PROBE}, "periodSeconds": 5}
+            if sleep_mode
+            else {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 5}
+        ),
+        "resources": {"limits": {"nvidia.com/gpu": str(profile.gpus_per_replica)}},
+    }
+    if sleep_mode:
+        container["env"] = [{"name": "VLLM_SERVER_DEV_MODE", "value": "1"}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -70,21 +101,7 @@ def deployment_manifest(
                 "metadata": {"labels": labels},
                 "spec": {
                     "terminationGracePeriodSeconds": termination_grace_s,
-                    "containers": [
-                        {
-                            "name": "vllm",
-                            "image": "vllm/vllm-openai:latest",
-                            "args": ["--model", profile.model, "--port", "8000"],
-                            "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/health", "port": 8000},
-                                "periodSeconds": 5,
-                            },
-                            "resources": {
-                                "limits": {"nvidia.com/gpu": str(profile.gpus_per_replica)}
-                            },
-                        }
-                    ],
+                    "containers": [container],
                 },
             },
         },
@@ -153,6 +170,11 @@ class Sandbox:
         termination_grace_s the pods' terminationGracePeriodSeconds (simulated, default 30): how
                             long a deleted pod drains the requests it holds, still scraped,
                             before it goes with the rest (see `replay`).
+        sleep_mode          the pods run vLLM's sleep mode (default True): `--enable-sleep-mode`,
+                            VLLM_SERVER_DEV_MODE=1, a readiness probe on /is_sleeping; their
+                            servers answer POST /sleep, POST /wake_up, GET /is_sleeping (pods.py).
+        vllm_port_name      the name of the container port of each pod's vLLM server (default
+                            "http"): a client finds it at `status.podIP` (127.0.0.1) + that port.
 
     After `start()` (or entering the `with`):
         api_url, kubeconfig_path, prometheus_url (None without Prometheus), prometheus_pid
@@ -164,6 +186,10 @@ class Sandbox:
                    `clear_faults()`. Also over HTTP: GET/POST/DELETE
                    <api_url>/rlscale-sandbox/v1/faults, and `rlscale sandbox --fault`.
         freeze_pods(frozen=True)  wedged engines: /metrics answers, the values stand still
+        pod_url(pod or name)  "http://127.0.0.1:PORT" of a pod's vLLM server
+        sleeping_pods()     the Deployment's pods whose engine sleeps (not Ready, still scraped)
+        fail_standby(pod_name, "sleep" | "wake", "error" | "hang" | None)  that pod's /sleep or
+                            /wake_up answers 500 or never; None clears
         pause_prometheus(), resume_prometheus()  a Prometheus outage (SIGSTOP / SIGCONT)
         task_errors         background tasks that died before stop() (each also logged)
         pods(), deployment_object(), ready_count(), call(fn(store))
@@ -204,6 +230,8 @@ class Sandbox:
         kubeconfig_out: str | Path | None = None,
         count_aborts: bool = True,
         termination_grace_s: int = 30,
+        sleep_mode: bool = True,
+        vllm_port_name: str = "http",
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas = {replicas}, must be >= 0")
@@ -235,6 +263,8 @@ class Sandbox:
         self._kubeconfig_out = Path(kubeconfig_out) if kubeconfig_out else None
         self.count_aborts = count_aborts
         self.termination_grace_s = termination_grace_s
+        self.sleep_mode = sleep_mode
+        self.vllm_port_name = vllm_port_name
 
         self.workdir: Path | None = None
         self._own_workdir = False
@@ -332,7 +362,9 @@ class Sandbox:
             seed=self.seed,
             pending_share=self.pending_share,
             reserve_port=self.fleet.reserve_port,
+            port_name=self.vllm_port_name,
         )
+        self.fleet.engines = self.controller
         self.store.create(
             DEPLOYMENTS,
             self.namespace,
@@ -342,6 +374,8 @@ class Sandbox:
                 self.replicas,
                 self.profile,
                 self.termination_grace_s,
+                sleep_mode=self.sleep_mode,
+                port_name=self.vllm_port_name,
             ),
         )
         self.replay = Replay(
@@ -524,6 +558,15 @@ class Sandbox:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def fail_standby(
+        self, pod_name: str, action: StandbyAction, mode: StandbyFault | None = "error"
+    ) -> None:
+        """Make a pod's `/sleep` ("sleep") or `/wake_up` ("wake") fail: "error" answers 500,
+        "hang" never answers; neither changes the engine. None clears it (`PodFleet.fail_standby`)."""
+        self.call(
+            lambda _s: self.fleet.fail_standby(pod_name, action, mode) if self.fleet else None
+        )
+
     # state -----------------------------------------------------------------------------
     def call(self, fn: Callable[[Store], T], timeout_s: float = 10.0) -> T:
         """Run `fn(store)` on the sandbox's loop thread (the store is not thread-safe)."""
@@ -544,6 +587,28 @@ class Sandbox:
             )
 
         return self.call(owned)
+
+    def sleeping_pods(self) -> list[Obj]:
+        """The Deployment's pods whose engine sleeps (from `/sleep` until a wake is done)."""
+        sleeping = self.call(
+            lambda s: {
+                p["metadata"]["name"]
+                for p in s.list(PODS, self.namespace)
+                if self.fleet is not None and self.fleet.is_sleeping(p)
+            }
+        )
+        return [p for p in self.pods() if p["metadata"]["name"] in sleeping]
+
+    def pod_url(self, pod: Obj | str) -> str:
+        """`http://127.0.0.1:PORT` of a pod's vLLM server: `status.podIP` (or the loopback
+        address before it has one) and its container port named `vllm_port_name`."""
+        if isinstance(pod, str):
+            name = pod
+            pod = self.call(lambda s: s.get(PODS, self.namespace, name))
+        ports = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("ports") or []
+        port = next(p["containerPort"] for p in ports if p.get("name") == self.vllm_port_name)
+        ip = (pod.get("status") or {}).get("podIP") or "127.0.0.1"
+        return f"http://{ip}:{port}"
 
     def all_pods(self) -> list[Obj]:
         return self.call(lambda s: s.list(PODS, self.namespace))

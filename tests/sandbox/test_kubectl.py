@@ -123,7 +123,8 @@ def test_kubectl_patch_with_merge_json_and_strategic_types(
     assert d["spec"]["replicas"] == 2 and d["metadata"]["labels"]["x"] == "y"
     (container,) = d["spec"]["template"]["spec"]["containers"]
     assert container["image"].startswith("vllm/") and container["env"] == [
-        {"name": "A", "value": "1"}
+        {"name": "VLLM_SERVER_DEV_MODE", "value": "1"},  # merged by name, the template's kept
+        {"name": "A", "value": "1"},
     ]
     types = [r.content_type for r in sandbox.writes()]
     assert types == [

@@ -211,11 +211,13 @@ def test_ready_pods_serve_metrics_and_not_ready_pods_refuse_scrapes(
     sb = make_sandbox(replicas=1, time_scale=20)
     (pod,) = sb.pods()
     port = int(pod["metadata"]["annotations"]["prometheus.io/port"])
-    assert pod["spec"]["containers"][0]["ports"][-1] == {
-        "name": "metrics",
-        "containerPort": port,
-        "protocol": "TCP",
-    }
+    assert pod["spec"]["containers"][0]["ports"] == [
+        {
+            "name": "http",
+            "containerPort": port,
+            "protocol": "TCP",
+        }
+    ]  # vLLM serves the API, /metrics and sleep mode on one port, replacing the template's 8000
     with pytest.raises(urllib.error.URLError):
         scrape(f"http://127.0.0.1:{port}/metrics")  # still cold-starting: nothing listens yet
     sb.wait_for_ready(1, timeout_s=10)
