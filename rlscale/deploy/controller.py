@@ -110,6 +110,7 @@ class StandbyOutcome:
     sleep_failed: tuple[tuple[str, str], ...] = ()
     placeholder: ApplyResult | None = None
     dry_run: bool = False
+    wake_s: float | None = None  # wall seconds the wake calls took (all pods, in parallel)
 
 
 @dataclass(frozen=True)
@@ -315,8 +316,12 @@ class Controller:
         slept: list[str] = []
         sleep_failed: list[tuple[str, str]] = []
         api = t.sleep_api
+        wake_s: float | None = None
         if api is not None:
-            for name, r in call_all(api.wake_up, plan.wake, workers).items():
+            t0 = time.monotonic()
+            woke = call_all(api.wake_up, plan.wake, workers)
+            wake_s = time.monotonic() - t0 if plan.wake else None
+            for name, r in woke.items():
                 if isinstance(r, StandbyError):
                     wake_failed.append((name, str(r)))
                     t.memory.wake_failed.add(name)
@@ -351,7 +356,12 @@ class Controller:
                     )
                 )
         outcome = StandbyOutcome(
-            tuple(woken), tuple(wake_failed), tuple(slept), tuple(sleep_failed), placeholder
+            tuple(woken),
+            tuple(wake_failed),
+            tuple(slept),
+            tuple(sleep_failed),
+            placeholder,
+            wake_s=wake_s,
         )
         return replace(record, steps=record.steps + tuple(steps)), outcome
 

@@ -597,7 +597,9 @@ def _settle(tick: _Tick, replicas: ReplicaState, clamped: Clamped) -> Clamped:
         )
         detail = f"after a {memory.unsettled_by}, {left:.0f} s more of fresh data needed"
     else:
-        detail = _partial_window(tick.reading.coverage, replicas.ready)
+        # a sleeping pod is still scraped (its gauges 0, its counters still): it reports, and
+        # serves nothing, as the rate fields say
+        detail = _partial_window(tick.reading.coverage, replicas.ready + replicas.sleeping)
         reason = "NoScaleDownOnPartialWindow" if detail else ""
     if not reason:
         return clamped
