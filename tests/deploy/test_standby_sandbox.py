@@ -28,7 +28,9 @@ from tests.deploy.test_controller_sandbox import (
     LIMITS,
     ReplicaMonitor,
     Running,
+    rbac_allows,
     set_load,
+    shipped_rules,
     spec_replicas,
 )
 
@@ -143,6 +145,18 @@ def config(sb: Any, hpa: Path, standby: dict[str, Any], policy: str) -> Controll
     )
 
 
+def assert_least_privilege(sb: Any, identity: str) -> None:
+    """Every API request the controller made is allowed by the shipped Role (kubernetes/rbac.yaml,
+    its target renamed to the sandbox's), and none of them writes a pod."""
+    rules = shipped_rules({"llama-3-1-8b": DEP})
+    ours = [r for r in sb.request_log if r.user_agent.endswith("/" + identity)]
+    denied = sorted(
+        {(r.method, r.path) for r in ours if not rbac_allows(rules, r.method, r.path, r.query)}
+    )
+    assert ours and not denied, denied
+    assert not [r for r in ours if "/pods" in r.path and r.method != "GET"]
+
+
 SLEEPING = {
     "tier": "sleeping",
     "port_name": "http",
@@ -165,6 +179,7 @@ def test_a_load_step_wakes_the_sleeper_and_a_fall_puts_one_back_while_an_outage_
         time.sleep(0.05)
     assert asleep(sb) == {newest["metadata"]["name"]} and len(ready_names(sb)) == 1
     cfg = config(sb, hpa_manifest, SLEEPING, f"hpa:{hpa_manifest}#warm={POOL}")
+    sb.clear_request_log()
     controller = build_controller(cfg, identity="standby")
     with ReplicaMonitor(sb) as mon, Running(controller) as run:
         run.wait(lambda: len(run.seen) >= 4, 10, "four ticks at low load")
@@ -245,6 +260,7 @@ def test_a_load_step_wakes_the_sleeper_and_a_fall_puts_one_back_while_an_outage_
                 assert rec.standby.spec_replicas <= MAX_R + POOL
     assert events(sb, "WakeReplica") and events(sb, "SleepReplica")
     assert all(e["type"] == "Normal" for e in events(sb, "WakeReplica"))
+    assert_least_privilege(sb, "standby")
 
 
 def test_a_failed_wake_is_a_warning_and_the_scale_up_goes_on(sb: Any, hpa_manifest: Path) -> None:
@@ -286,6 +302,7 @@ def test_the_warm_node_tier_scales_the_placeholder_deployment(sb: Any, hpa_manif
 
     standby = {"tier": "warm_node", "placeholder": PH}
     cfg = config(sb, hpa_manifest, standby, f"hpa:{hpa_manifest}#warm=2")
+    sb.clear_request_log()
     controller = build_controller(cfg, identity="warm-node")
     with Running(controller) as run:
         run.wait(
@@ -314,3 +331,6 @@ def test_the_warm_node_tier_scales_the_placeholder_deployment(sb: Any, hpa_manif
     ev = events(sb, "ScalePlaceholder")
     assert ev and "-> 2" in ev[0]["message"]
     assert json.dumps(ev[0]["involvedObject"]).count(DEP) >= 1
+    assert_least_privilege(sb, "warm-node")
+    scale = [r for r in sb.request_log if r.path.endswith(f"/deployments/{PH}/scale")]
+    assert {r.method for r in scale} == {"GET", "PATCH"}
