@@ -13,6 +13,11 @@
         slo: {ttft_s: 2.0, tpot_s: 0.1}
         limits: {min_replicas: 2, max_replicas: 16, scale_down: {stabilization_window_s: 300}}
 
+A target with a warm pool says what a pool member is (`StandbyConfig`, `rlscale/deploy/standby.py`):
+
+        standby: {tier: sleeping, port_name: http}                    # vLLM sleep mode
+        standby: {tier: warm_node, placeholder: vllm-placeholder}    # placeholder Deployment
+
 See `kubernetes/configmap.yaml` and the README for every field. `load_config(path)` raises
 `InputError(path, problem, field="targets.0.limits.max_replicas")`.
 """
@@ -23,12 +28,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rlscale.config import read_yaml, validate_model
 from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.deploy import promql
 from rlscale.errors import InputError
+from rlscale.profiles.standby import StandbyTier
 from rlscale.safety import SafetyLimits
 from rlscale.serving.shield import ShieldConfig
 from rlscale.slo import SLOClass
@@ -226,6 +239,57 @@ def _check_template(text: str, where: str) -> None:
         )
 
 
+class DrainConfig(_Strict):
+    """When a Ready pod may be put to sleep: vLLM's level-1 sleep drops the KV cache, so a pod is
+    slept only once its own `/metrics` reads no more than `max_requests` requests running plus
+    waiting; a busier pod (or one whose metrics cannot be read) is deferred to the next tick."""
+
+    max_requests: int = Field(default=0, ge=0)
+    metrics_path: str = "/metrics"
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"{v!r}: expected a URL path starting with /")
+        return v
+
+
+class StandbyConfig(_Strict):
+    """How the live controller actuates the target's warm pool (`rlscale.deploy.standby`).
+
+    `sleeping`: pool members are the target's own pods in vLLM sleep mode (spec.replicas = serving
+    + pool), reached over HTTP at the pod IP and the container port named `port_name` (`port`
+    when no container names it). `warm_node` / `preloaded_node`: the pool is the `placeholder`
+    Deployment's replicas (pause pods holding one replica's GPUs), scaled through `/scale`."""
+
+    tier: StandbyTier
+    port_name: str = "http"
+    port: int = Field(default=8000, ge=1, le=65535)
+    placeholder: str | None = None
+    request_timeout_s: float = Field(default=30.0, gt=0, le=300)  # a wake loads weights back
+    probe_timeout_s: float = Field(default=2.0, gt=0, le=30)  # /is_sleeping and /metrics reads
+    workers: int = Field(default=8, ge=1, le=64)  # pods called at once
+    drain: DrainConfig = DrainConfig()
+
+    @field_validator("placeholder")
+    @classmethod
+    def _placeholder_name(cls, v: str | None) -> str | None:
+        if v is not None and not (len(v) <= 253 and _DNS1123_SUBDOMAIN.match(v)):
+            raise ValueError(f"{v!r} is not a valid Deployment name (lowercase RFC 1123 subdomain)")
+        return v
+
+    @model_validator(mode="after")
+    def _tier_needs(self) -> StandbyConfig:
+        if self.tier != "sleeping" and self.placeholder is None:
+            raise ValueError(
+                f"tier {self.tier!r} needs `placeholder`: the Deployment of pause pods that holds the nodes"
+            )
+        if self.tier == "sleeping" and self.placeholder is not None:
+            raise ValueError("tier 'sleeping' uses the target's own pods; drop `placeholder`")
+        return self
+
+
 class TargetConfig(_Strict):
     """One Deployment the controller scales."""
 
@@ -237,6 +301,9 @@ class TargetConfig(_Strict):
     # there; null: hold instead.
     fallback: PolicyChoice | None = PolicyChoice(rule="hpa")
     slo: SLOConfig | None = None  # null: the checkpoint's SLO, else 2 s TTFT / 0.1 s TPOT (p95)
+    # The warm pool's actuation; null: no pool (a policy or limits that size one are refused).
+    # (Before `limits`: the limits' check reads it.)
+    standby: StandbyConfig | None = None
     limits: SafetyLimits | None = (
         None  # null: the policy's own (checkpoint, HPA manifest, rule bounds)
     )
@@ -248,7 +315,7 @@ class TargetConfig(_Strict):
     # No scale-up on top of pods still starting, unless they have been starting this long
     # (stuck: no GPU node, image pull back-off); null: no guard.
     starting_guard_s: float | None = Field(default=900.0, ge=0)
-    # Serve a checkpoint trained with a warm pool without one (warm pools are simulator-only).
+    # Serve a checkpoint trained with a warm pool without one (every scale-up a cold start).
     ignore_warm_pool: bool = False
     # The run-time shield (`rlscale.serving.shield`): null = on with its defaults for a
     # checkpoint, off for a rule (an HPA stays the real HPA); false = off; true = on with its
@@ -271,13 +338,21 @@ class TargetConfig(_Strict):
 
     @field_validator("limits")
     @classmethod
-    def _no_warm_pool(cls, v: SafetyLimits | None) -> SafetyLimits | None:
-        if v is not None and v.max_warm_replicas > 0:
+    def _warm_pool_needs_standby(
+        cls, v: SafetyLimits | None, info: ValidationInfo
+    ) -> SafetyLimits | None:
+        if v is not None and v.max_warm_replicas > 0 and info.data.get("standby") is None:
             raise ValueError(
-                f"max_warm_replicas = {v.max_warm_replicas}: the live controller does not actuate warm pools "
-                "(simulator-only, see the README); set it to 0"
+                f"max_warm_replicas = {v.max_warm_replicas} needs a `standby:` section on the target saying what "
+                "a pool member is (tier: sleeping | warm_node | preloaded_node); add one or set it to 0"
             )
         return v
+
+    @model_validator(mode="after")
+    def _placeholder_not_target(self) -> TargetConfig:
+        if self.standby is not None and self.standby.placeholder == self.deployment:
+            raise ValueError(f"standby.placeholder {self.deployment!r} is the target itself")
+        return self
 
     @property
     def key(self) -> str:

@@ -37,6 +37,8 @@
     gate      desired == current -> NoChange; kill-switch annotation -> Hold(Paused);
               inside a manual-override hold -> Hold(ManualOverride); else Scale
 
+    standby   (a target with `standby:`) the warm pool's plan, `_standby` -> `StandbyPlan`; below
+
 The outcome is one of Scale, NoChange, Hold; `reason` names what decided it; `steps` lists every
 step's reason in order. "No data" is a named outcome, never a guess: every Hold keeps the
 current count, so missing metrics never scale anything down.
@@ -45,6 +47,36 @@ Each stage is one function with a typed result: `_observe`, `_trust_metrics` -> 
 `_propose` -> `_Proposal`, `_guard`, `safety.clamp` -> `Clamped`, `_settle` -> `Clamped`, `_gate`
 -> `DecisionRecord`; a stage that holds returns the Hold record instead, and `decide` returns it
 as it is. A guard or settle step that kept the count is the NoChange's `reason`.
+
+The warm pool (`standby`, `rlscale.deploy.standby` for the HTTP edge). N is the serving target
+(the pipeline's `desired`), W the pool target (the policy's `warm_replicas`, None keeping the
+pool as it is, within [0, `max_warm_replicas`] and, with `max_gpus`, within the GPUs N leaves:
+N + W <= max_gpus / gpus_per_replica; the clamp gets the pool held as its `warm`, as the
+simulator's counts standby against the GPU budget). N is bounded by min/max_replicas as before.
+
+  sleeping tier   pool members are the target's own pods in vLLM sleep mode, counted in
+                  spec.replicas = N + W. The pipeline sees the serving view: `current` =
+                  spec.replicas - the pool this controller holds (`TargetMemory.pool_held`; after
+                  a start or a leader change, the pods observed asleep: anything not asleep
+                  counts as serving, so the pool is never over-counted into a scale-up). Each
+                  tick, from the observed pods (ready, sleeping):
+                    WakeReplica   min(N - ready, sleeping) pods when serving is short: a scale-up
+                                  wakes first (seconds), and spec.replicas = N + W refills the
+                                  pool with cold starts
+                    SleepReplica  min(ready - N, W - sleeping) Ready pods when the pool is short
+                                  and serving has more Ready pods than N (a refill pod became
+                                  Ready, a scale-down); `drain` picks idle pods (vLLM's own
+                                  running + waiting <= drain.max_requests), newest first, and
+                                  defers busy or unreadable ones (SleepDeferred) to the next tick
+                    PoolRefill / PoolShrink  spec.replicas moves with W at an unchanged N
+                  A spec decrease makes the ReplicaSet delete not-ready pods first (a sleeping
+                  one): the rule above then sleeps a surplus Ready pod and the pool is whole.
+  node tiers      (`warm_node`, `preloaded_node`) spec.replicas = N; the pool is the placeholder
+                  Deployment, set to W through its `/scale` (ScalePlaceholder).
+
+Fail safe: on any Hold (PoolHeld) nothing sleeps and the pool keeps its size; a wake (serving up
+to the count it already has) is still made, except when paused, inside a manual-override hold,
+or without a replica state. Dry-run computes the plan and the controller writes nothing.
 
 Mutates only `TargetMemory` (the window of trusted intervals, the clamp's history, what was last
 seen and written), which the controller keeps per target.
@@ -55,18 +87,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from rlscale.contract import IntervalMetrics
 from rlscale.deploy.config import SLOConfig
-from rlscale.deploy.kube import ReplicaState
+from rlscale.deploy.kube import PodAddress, ReplicaState, ScaleState
 from rlscale.deploy.metrics import MetricsReading, PodCoverage
 from rlscale.deploy.promql import QUERY_FIELDS
 from rlscale.policies.base import Decision, Policy
 from rlscale.profiles.model import ServiceProfile
-from rlscale.safety import Clamped, ClampState, SafetyLimits, clamp
+from rlscale.safety import Clamped, ClampState, SafetyLimits, clamp, clamp_warm
 from rlscale.serving.shield import FIRING_REASONS, NONE, Shield, ShieldConfig
 
 SCALE, NO_CHANGE, HOLD = "Scale", "NoChange", "Hold"
@@ -90,6 +122,25 @@ METRICS_HOLDS: tuple[str, ...] = (
 START, LEADER_CHANGE = "controller start", "leader change"
 # The shield's firings (a step reason each; the Scale's or NoChange's reason when it set the count).
 SHIELD_REASONS: tuple[str, ...] = FIRING_REASONS[1:]
+# The warm pool's steps (`_standby`, `drain`, and the controller's results of acting on them).
+STANDBY_REASONS: tuple[str, ...] = (
+    "WakeReplica",
+    "SleepReplica",
+    "SleepDeferred",
+    "PoolRefill",
+    "PoolShrink",
+    "PoolClamped",
+    "PoolHeld",
+    "ScalePlaceholder",
+    "PlaceholderUnavailable",
+    "WakeFailed",
+    "SleepFailed",
+    "ScalePlaceholderFailed",
+)
+# Holds under which the pool is left entirely alone: no wake either (an operator's hand is on it,
+# or the pods are unknown).
+_HANDS_OFF = ("Paused", "ManualOverride", "ReplicaStateUnavailable", "ScaledToZero")
+SLEEPING = "sleeping"
 
 
 @dataclass(frozen=True)
@@ -115,6 +166,11 @@ class TargetMemory:
     fresh_since_s: float | None = None
     unsettled_by: str = START
     shield: Shield | None = None  # the target's run-time shield (batch of 1), or None
+    # Sleeping tier: the pool spec.replicas holds beside the serving count (None: not known since
+    # a start or a leader change; the observed sleeping pods then).
+    pool_held: int | None = None
+    # Pods whose last wake failed: woken after the others (a failed wake is covered by another).
+    wake_failed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.clamp_state = ClampState.empty(1, self.limits, self.interval_s)
@@ -138,6 +194,7 @@ class TargetMemory:
         self.unsettle(LEADER_CHANGE)
         self.last_seen_replicas = None
         self.last_written = None
+        self.pool_held = None
         self.window.clear()
 
     def push(self, m: IntervalMetrics) -> None:
@@ -163,6 +220,28 @@ class DecideOptions:
     )
     required: tuple[str, ...] = QUERY_FIELDS
     fallback_required: tuple[str, ...] = ("arrival_rps", "requests_waiting", "requests_running")
+    standby_tier: str | None = None  # None: the target has no warm pool
+
+
+@dataclass(frozen=True)
+class StandbyPlan:
+    """What the warm pool needs this tick (`_standby`), then which pods sleep (`drain`)."""
+
+    tier: str
+    serving: int | None  # N, the serving target
+    pool: int  # W, the pool target
+    pool_observed: int  # pods asleep, or the placeholder's spec.replicas
+    spec_current: int | None  # the target's spec.replicas read
+    spec_replicas: int | None = None  # the target's spec.replicas to write; None: no write
+    wake: tuple[PodAddress, ...] = ()
+    sleep_count: int = 0  # Ready pods to put to sleep, before the drain check
+    sleep_candidates: tuple[PodAddress, ...] = ()  # newest first
+    sleep: tuple[PodAddress, ...] = ()  # chosen by `drain`
+    deferred: tuple[tuple[str, str], ...] = ()  # (pod, why) not slept this tick
+    placeholder_replicas: int | None = None  # the placeholder's spec.replicas to write
+    placeholder_current: int | None = None
+    placeholder_resource_version: str = ""
+    steps: tuple[Step, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +265,7 @@ class DecisionRecord:
     warm_proposed: int | None = None
     shield: str | None = None  # the shield's firing (a SHIELD_REASONS entry), None if it let it be
     shield_handover: bool = False  # the shield's rule is deciding
+    standby: StandbyPlan | None = None  # the warm pool's plan (a target with `standby:`)
 
     def explain(self) -> str:
         return "; ".join(
@@ -205,7 +285,7 @@ def to_interval(
         replicas_desired=float(replicas.desired),
         replicas_ready=float(replicas.ready),
         replicas_starting=float(replicas.starting),
-        replicas_warm=0.0,
+        replicas_warm=float(replicas.sleeping),
         replicas_draining=float(replicas.terminating),
     )
 
@@ -517,7 +597,9 @@ def _settle(tick: _Tick, replicas: ReplicaState, clamped: Clamped) -> Clamped:
         )
         detail = f"after a {memory.unsettled_by}, {left:.0f} s more of fresh data needed"
     else:
-        detail = _partial_window(tick.reading.coverage, replicas.ready)
+        # a sleeping pod is still scraped (its gauges 0, its counters still): it reports, and
+        # serves nothing, as the rate fields say
+        detail = _partial_window(tick.reading.coverage, replicas.ready + replicas.sleeping)
         reason = "NoScaleDownOnPartialWindow" if detail else ""
     if not reason:
         return clamped
@@ -599,6 +681,232 @@ def decide(
     options: DecideOptions = DecideOptions(),
     replicas_error: str | None = None,
     perf_counter: Callable[[], float] = time.perf_counter,
+    placeholder: ScaleState | None = None,
+    placeholder_error: str | None = None,
+) -> DecisionRecord:
+    """The serving decision, then (a target with a warm pool) the pool's plan."""
+    tier = options.standby_tier
+    if tier is None or replicas is None:
+        record = _decide_serving(
+            target,
+            now_s,
+            replicas,
+            reading,
+            policy,
+            fallback,
+            memory,
+            options,
+            replicas_error,
+            perf_counter,
+            warm=0,
+        )
+        return record if tier is None else _with_plan(record, _standby_unknown(tier, record))
+    view = replicas
+    if tier == SLEEPING:
+        if memory.pool_held is None:
+            memory.pool_held = min(replicas.sleeping, replicas.desired)
+        view = replace(replicas, desired=max(replicas.desired - memory.pool_held, 0))
+        held = memory.pool_held
+    else:
+        held = placeholder.replicas if placeholder is not None else 0
+    record = _decide_serving(
+        target,
+        now_s,
+        view,
+        reading,
+        policy,
+        fallback,
+        memory,
+        options,
+        replicas_error,
+        perf_counter,
+        warm=held,
+    )
+    plan = _standby(record, replicas, memory, tier, held, placeholder, placeholder_error)
+    return _with_plan(record, plan)
+
+
+def _with_plan(record: DecisionRecord, plan: StandbyPlan) -> DecisionRecord:
+    return replace(record, standby=plan, steps=record.steps + plan.steps)
+
+
+def _standby_unknown(tier: str, record: DecisionRecord) -> StandbyPlan:
+    step = Step("standby", "PoolHeld", "no replica state: the pool is left as it is")
+    return StandbyPlan(tier, None, 0, 0, None, steps=(step,))
+
+
+def _pool_target(record: DecisionRecord, limits: SafetyLimits, held: int, steps: list[Step]) -> int:
+    """W: the policy's pool (None: the pool held), within [0, max_warm_replicas] and the GPUs
+    that N leaves under `max_gpus`; on a Hold, the pool held (no shrink, no growth)."""
+    if record.outcome == HOLD:
+        return held
+    asked = record.warm_proposed if record.warm_proposed is not None else held
+    pool = int(clamp_warm(np.array([float(asked)]), limits)[0])
+    why = (
+        f"{asked} -> {pool} (max_warm_replicas {limits.max_warm_replicas})" if pool != asked else ""
+    )
+    if limits.max_gpus is not None and record.desired is not None:
+        room = max(limits.max_gpus // limits.gpus_per_replica - record.desired, 0)
+        if pool > room:
+            why = f"{asked} -> {room} (max_gpus {limits.max_gpus}: {record.desired} serving)"
+            pool = room
+    if why:
+        steps.append(Step("standby", "PoolClamped", why))
+    return pool
+
+
+def _standby(
+    record: DecisionRecord,
+    replicas: ReplicaState,
+    memory: TargetMemory,
+    tier: str,
+    held: int,
+    placeholder: ScaleState | None,
+    placeholder_error: str | None,
+) -> StandbyPlan:
+    """The pool's plan from the serving decision and the observed pods (the module docstring)."""
+    steps: list[Step] = []
+    serving = record.desired if record.desired is not None else record.current
+    assert serving is not None
+    holding = record.outcome == HOLD
+    hands_off = record.reason in _HANDS_OFF
+    pool = _pool_target(record, memory.limits, held, steps)
+    if holding:
+        steps.append(
+            Step("standby", "PoolHeld", f"{record.reason}: no sleep, the pool stays at {held}")
+        )
+    spec = replicas.desired
+    if tier != SLEEPING:
+        plan = StandbyPlan(
+            tier,
+            serving,
+            pool,
+            placeholder.replicas if placeholder is not None else 0,
+            spec,
+            spec_replicas=serving if record.outcome == SCALE else None,
+        )
+        if placeholder is None:
+            steps.append(
+                Step(
+                    "standby",
+                    "PlaceholderUnavailable",
+                    placeholder_error or "the placeholder's Scale could not be read",
+                )
+            )
+            return replace(plan, steps=tuple(steps))
+        if pool != placeholder.replicas and not holding:
+            steps.append(Step("standby", "ScalePlaceholder", f"{placeholder.replicas} -> {pool}"))
+            plan = replace(plan, placeholder_replicas=pool)
+        return replace(
+            plan,
+            placeholder_current=placeholder.replicas,
+            placeholder_resource_version=placeholder.resource_version,
+            steps=tuple(steps),
+        )
+    asleep = replicas.sleeping_pods
+    target_spec = serving + pool
+    spec_write: int | None = None
+    if record.outcome == SCALE:
+        spec_write = target_spec
+    elif not holding and target_spec != spec:
+        reason = "PoolRefill" if pool > held else "PoolShrink"
+        steps.append(
+            Step("standby", reason, f"pool {held} -> {pool}: spec.replicas {spec} -> {target_spec}")
+        )
+        spec_write = target_spec
+    wake: tuple[PodAddress, ...] = ()
+    short = serving - replicas.ready
+    if short > 0 and asleep and not hands_off:
+        # the pods asleep longest first (their load is long finished), one that failed to wake
+        # last: the next tick covers a failed wake with another pod
+        memory.wake_failed &= {p.name for p in asleep}
+        order = sorted(asleep, key=lambda p: (p.name in memory.wake_failed, -p.age_s, p.name))
+        wake = tuple(order[:short])
+        steps.append(
+            Step(
+                "standby",
+                "WakeReplica",
+                f"{len(wake)} of {len(asleep)} asleep: {replicas.ready} ready < {serving} serving "
+                f"({', '.join(p.name for p in wake)})",
+            )
+        )
+    sleep_count = 0
+    if not holding and replicas.ready > serving and pool > len(asleep):
+        sleep_count = min(replicas.ready - serving, pool - len(asleep))
+        steps.append(
+            Step(
+                "standby",
+                "SleepReplica",
+                f"{sleep_count} wanted: {replicas.ready} ready > {serving} serving, "
+                f"{len(asleep)} asleep < pool {pool}",
+            )
+        )
+    return StandbyPlan(
+        tier,
+        serving,
+        pool,
+        len(asleep),
+        spec,
+        spec_replicas=spec_write,
+        wake=wake,
+        sleep_count=sleep_count,
+        sleep_candidates=replicas.ready_pods if sleep_count else (),
+        steps=tuple(steps),
+    )
+
+
+def drain(
+    plan: StandbyPlan, in_flight: dict[str, float | str], max_requests: int
+) -> tuple[StandbyPlan, tuple[Step, ...]]:
+    """Which Ready pods sleep: up to `sleep_count` of those whose requests running + waiting
+    (`in_flight`: a count, or why it could not be read) is at most `max_requests`, the idlest
+    first, then the newest; the rest are deferred to the next tick. (plan, steps added)"""
+    if plan.sleep_count <= 0:
+        return plan, ()
+    idle: list[tuple[float, int, PodAddress]] = []
+    deferred: list[tuple[str, str]] = []
+    for order, pod in enumerate(plan.sleep_candidates):
+        load = in_flight.get(pod.name, "not read")
+        if isinstance(load, str):
+            deferred.append((pod.name, f"requests in flight unknown: {load}"))
+        elif load > max_requests:
+            deferred.append((pod.name, f"{load:g} requests in flight > {max_requests}"))
+        else:
+            idle.append((load, order, pod))
+    idle.sort(key=lambda x: (x[0], x[1]))
+    chosen = tuple(p for _, _, p in idle[: plan.sleep_count])
+    steps: tuple[Step, ...] = ()
+    if len(chosen) < plan.sleep_count:
+        steps = (
+            Step(
+                "standby",
+                "SleepDeferred",
+                f"{plan.sleep_count - len(chosen)} of {plan.sleep_count} not drained: "
+                + "; ".join(f"{n}: {why}" for n, why in deferred)[:600],
+            ),
+        )
+    out = replace(
+        plan,
+        sleep=chosen,
+        deferred=tuple(deferred) if len(chosen) < plan.sleep_count else (),
+        steps=plan.steps + steps,
+    )
+    return out, steps
+
+
+def _decide_serving(
+    target: str,
+    now_s: float,
+    replicas: ReplicaState | None,
+    reading: MetricsReading,
+    policy: Policy,
+    fallback: Policy | None,
+    memory: TargetMemory,
+    options: DecideOptions,
+    replicas_error: str | None,
+    perf_counter: Callable[[], float],
+    *,
+    warm: int,
 ) -> DecisionRecord:
     tick = _Tick(target, now_s, replicas, reading, memory)
     if replicas is None:
@@ -620,7 +928,7 @@ def decide(
     proposed = int(math.ceil(proposal.decision.replicas))
     shielded = _shield(tick, proposed, replicas.desired, trusted)
     want = _guard(tick, shielded, replicas, trusted.primary_ok, options)
-    clamped = clamp(want, replicas.desired, now_s, memory.limits, memory.clamp_state, warm=0)
+    clamped = clamp(want, replicas.desired, now_s, memory.limits, memory.clamp_state, warm=warm)
     for r in clamped.reasons:
         tick.step("clamp", r, f"{want} -> {clamped.replicas}")
     clamped = _settle(tick, replicas, clamped)

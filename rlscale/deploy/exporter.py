@@ -4,10 +4,12 @@
 |---|---|---|
 | rlscale_desired_replicas | gauge | namespace, deployment: the decision (after clamps), written or not |
 | rlscale_proposed_replicas | gauge | the policy's proposal before the guard and the clamps |
-| rlscale_current_replicas | gauge | spec.replicas read from the API |
+| rlscale_current_replicas | gauge | the serving count: spec.replicas read from the API (less the pool held, sleeping tier) |
 | rlscale_ready_replicas, rlscale_starting_replicas, rlscale_terminating_replicas | gauge | from the pods |
-| rlscale_warm_replicas | gauge | standby replicas (always 0 live: warm pools are simulator-only) |
-| rlscale_warm_replicas_proposed | gauge | the warm pool the policy asked for (not actuated) |
+| rlscale_warm_replicas | gauge | the observed pool: pods asleep (sleeping tier) or the placeholder's spec.replicas (node tiers); 0 without `standby:` |
+| rlscale_warm_replicas_target | gauge | the pool the controller aims for (W, after its clamps; a target with `standby:`) |
+| rlscale_warm_replicas_proposed | gauge | the warm pool the policy asked for |
+| rlscale_standby_actions_total | counter | + action (wake, sleep, scale_placeholder), result (ok, failed, deferred, dry_run) |
 | rlscale_decisions_total | counter | + action (Scaled, DryRun, NoChange, Hold, Failed, ...), reason |
 | rlscale_fallbacks_total | counter | + mode (fallback_policy, hold), cause |
 | rlscale_clamps_total | counter | + clamp (ScaleUpLimit, ..., and the guards: WaitingForStartingReplicas, NoScaleDownOnMissingData, NoScaleDownAfterStart, NoScaleDownAfterMetricsGap, NoScaleDownOnPartialWindow) |
@@ -90,12 +92,24 @@ class ControllerMetrics:
             "rlscale_terminating_replicas", "Pods terminating.", _T, registry=r
         )
         self.warm = Gauge(
-            "rlscale_warm_replicas", "Standby (warm) replicas; always 0 live.", _T, registry=r
+            "rlscale_warm_replicas",
+            "Observed warm pool: pods asleep, or the placeholder's replicas.",
+            _T,
+            registry=r,
+        )
+        self.warm_target = Gauge(
+            "rlscale_warm_replicas_target", "Warm pool the controller aims for.", _T, registry=r
         )
         self.warm_proposed = Gauge(
             "rlscale_warm_replicas_proposed",
-            "Warm pool the policy asked for (not actuated live).",
+            "Warm pool the policy asked for.",
             _T,
+            registry=r,
+        )
+        self.standby_actions = Counter(
+            "rlscale_standby_actions",
+            "Warm-pool actions (wake, sleep, scale_placeholder) by result.",
+            (*_T, "action", "result"),
             registry=r,
         )
         self.decisions = Counter(
@@ -198,7 +212,8 @@ class ControllerMetrics:
             self.starting.labels(*t).set(rs.starting)
             self.terminating.labels(*t).set(rs.terminating)
             self.paused.labels(*t).set(1 if rs.paused else 0)
-        self.warm.labels(*t).set(0)
+        if record.standby is None:
+            self.warm.labels(*t).set(0)
         if record.warm_proposed is not None:
             self.warm_proposed.labels(*t).set(record.warm_proposed)
         if record.desired is not None:
@@ -232,6 +247,39 @@ class ControllerMetrics:
             missing = set(record.missing)
             for f in QUERY_FIELDS:
                 self.missing.labels(*t, f).set(1 if f in missing else 0)
+
+    def publish_standby(self, record: DecisionRecord, outcome: Any | None) -> None:
+        """The pool's gauges and action counters; `outcome` a controller `StandbyOutcome`."""
+        plan = record.standby
+        if plan is None:
+            return
+        t = tuple(record.target.split("/", 1))
+        self.warm.labels(*t).set(plan.pool_observed)
+        self.warm_target.labels(*t).set(plan.pool)
+        act = self.standby_actions
+        if plan.deferred:
+            act.labels(*t, "sleep", "deferred").inc(len(plan.deferred))
+        if outcome is None:
+            return
+        if outcome.dry_run:
+            for action, n in (
+                ("wake", len(plan.wake)),
+                ("sleep", len(plan.sleep)),
+                ("scale_placeholder", int(plan.placeholder_replicas is not None)),
+            ):
+                if n:
+                    act.labels(*t, action, "dry_run").inc(n)
+            return
+        for action, ok, failed in (
+            ("wake", outcome.woken, outcome.wake_failed),
+            ("sleep", outcome.slept, outcome.sleep_failed),
+        ):
+            if ok:
+                act.labels(*t, action, "ok").inc(len(ok))
+            if failed:
+                act.labels(*t, action, "failed").inc(len(failed))
+        if outcome.placeholder is not None:
+            act.labels(*t, "scale_placeholder", "ok" if outcome.placeholder.ok else "failed").inc()
 
     def set_age(self, target: str, age_s: float | None) -> None:
         ns, name = target.split("/", 1)

@@ -12,6 +12,9 @@ Replica state comes from the Deployment and its pods, as the HPA counts them:
                  image pull, weight load); the controller never piles a scale-up on top of it
     terminating  deletionTimestamp set: draining in-flight requests
     failed       phase Failed/Succeeded: neither capacity nor cost
+    sleeping     (a target with a sleeping pool) a starting pod that is Running and answers
+                 vLLM's `/is_sleeping` true: a pool member, not capacity on its way; only the
+                 controller's probe (`ReplicaState.with_sleeping`) moves a pod here
 
 The scale write is a merge PATCH of the `/scale` subresource carrying the resourceVersion that was
 read (the apiserver treats it as a precondition):
@@ -263,6 +266,31 @@ TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 
 
 @dataclass(frozen=True)
+class PodAddress:
+    """One pod as the sleep/wake calls reach it: status.podIP and the vLLM container port."""
+
+    name: str
+    ip: str  # "" until the pod has one
+    port: int
+    running: bool  # phase Running: its server may answer
+    age_s: float  # since creationTimestamp
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+
+def pod_port(pod: Obj, port_name: str | None, default_port: int) -> int:
+    """The containerPort named `port_name` in any container, else `default_port`."""
+    if port_name:
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            for p in c.get("ports") or []:
+                if p.get("name") == port_name and p.get("containerPort"):
+                    return int(p["containerPort"])
+    return default_port
+
+
+@dataclass(frozen=True)
 class ReplicaState:
     """A Deployment's replicas as the API reports them at one moment."""
 
@@ -276,29 +304,75 @@ class ReplicaState:
     paused: bool  # the kill-switch annotation is set
     oldest_starting_s: float | None  # how long the oldest starting pod has been starting
     generation: int = 0
+    sleeping: int = 0  # pool members asleep (set by `with_sleeping`; 0 without a sleeping pool)
+    ready_pods: tuple[PodAddress, ...] = ()  # newest first
+    starting_pods: tuple[PodAddress, ...] = ()
+    sleeping_pods: tuple[PodAddress, ...] = ()
+
+    def probe_candidates(self) -> tuple[PodAddress, ...]:
+        """The starting pods that may be asleep: Running with an IP (a Pending pod is not)."""
+        return tuple(p for p in self.starting_pods if p.running and p.ip)
+
+    def with_sleeping(self, asleep: frozenset[str] | set[str]) -> ReplicaState:
+        """This state with the starting pods named in `asleep` moved to `sleeping`; the oldest
+        starting age recomputed over the pods still starting (a pool member that has slept an
+        hour is no stuck start)."""
+        from dataclasses import replace
+
+        moved = tuple(p for p in self.starting_pods if p.name in asleep)
+        still = tuple(p for p in self.starting_pods if p.name not in asleep)
+        if not moved:
+            return self
+        oldest = max((p.age_s for p in still), default=None)
+        return replace(
+            self,
+            starting=self.starting - len(moved),
+            sleeping=self.sleeping + len(moved),
+            starting_pods=still,
+            sleeping_pods=self.sleeping_pods + moved,
+            oldest_starting_s=oldest if still else None,
+        )
 
 
 def replica_state(
-    deployment: Obj, pods: list[Obj], now_s: float, pause_annotation: str
+    deployment: Obj,
+    pods: list[Obj],
+    now_s: float,
+    pause_annotation: str,
+    *,
+    port_name: str | None = None,
+    default_port: int = 8000,
 ) -> ReplicaState:
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     ready = starting = terminating = failed = 0
     oldest: float | None = None
+    ready_pods: list[PodAddress] = []
+    starting_pods: list[PodAddress] = []
     for pod in pods:
         pmeta = pod.get("metadata") or {}
-        phase = (pod.get("status") or {}).get("phase")
+        status = pod.get("status") or {}
+        phase = status.get("phase")
+        created = parse_time_s(pmeta.get("creationTimestamp"))
+        age = max(0.0, now_s - created) if created is not None else 0.0
+        address = PodAddress(
+            str(pmeta.get("name", "")),
+            str(status.get("podIP") or ""),
+            pod_port(pod, port_name, default_port),
+            phase == "Running",
+            age,
+        )
         if pmeta.get("deletionTimestamp"):
             terminating += 1
         elif phase in ("Failed", "Succeeded"):
             failed += 1
         elif is_ready(pod):
             ready += 1
+            ready_pods.append(address)
         else:
             starting += 1
-            created = parse_time_s(pmeta.get("creationTimestamp"))
+            starting_pods.append(address)
             if created is not None:
-                age = max(0.0, now_s - created)
                 oldest = age if oldest is None else max(oldest, age)
     annotations = meta.get("annotations") or {}
     replicas = spec.get("replicas")
@@ -313,6 +387,25 @@ def replica_state(
         paused=str(annotations.get(pause_annotation, "")).strip().lower() in TRUE_WORDS,
         oldest_starting_s=oldest,
         generation=int(meta.get("generation") or 0),
+        ready_pods=tuple(sorted(ready_pods, key=lambda p: (p.age_s, p.name))),
+        starting_pods=tuple(starting_pods),
+    )
+
+
+@dataclass(frozen=True)
+class ScaleState:
+    """A Deployment's Scale subresource (the placeholder's: the warm-node pool)."""
+
+    replicas: int  # spec.replicas
+    ready: int  # status.replicas: pods that exist (a preempted placeholder is re-created Pending)
+    resource_version: str
+
+
+def scale_state(scale: Obj) -> ScaleState:
+    return ScaleState(
+        int((scale.get("spec") or {}).get("replicas") or 0),
+        int((scale.get("status") or {}).get("replicas") or 0),
+        str((scale.get("metadata") or {}).get("resourceVersion", "")),
     )
 
 
@@ -330,13 +423,26 @@ class Kube:
         return retry(fn, self.backoff, sleep=self.sleep, monotonic=self.monotonic, rng=self.rng)
 
     def observe(
-        self, namespace: str, name: str, now_s: float, pause_annotation: str
+        self,
+        namespace: str,
+        name: str,
+        now_s: float,
+        pause_annotation: str,
+        *,
+        port_name: str | None = None,
+        default_port: int = 8000,
     ) -> ReplicaState:
         """Deployment + its pods; raises ControllerError when the API cannot be read."""
         d = self._retry(lambda: self.api.get_deployment(namespace, name))
         selector = selector_string((d.get("spec") or {}).get("selector"))
         pods = self._retry(lambda: self.api.list_pods(namespace, selector))
-        return replica_state(d, pods, now_s, pause_annotation)
+        return replica_state(
+            d, pods, now_s, pause_annotation, port_name=port_name, default_port=default_port
+        )
+
+    def read_scale(self, namespace: str, name: str) -> ScaleState:
+        """A Deployment's Scale (the placeholder's); raises ControllerError when unreadable."""
+        return scale_state(self._retry(lambda: self.api.read_scale(namespace, name)))
 
     def apply(
         self,

@@ -9,8 +9,13 @@ live, there is no workload to read.
 
 A checkpoint is loaded with `rlscale.policies.checkpoint.load_policy`, which refuses a tampered
 folder (hashes), a missing normalisation file and a contract/feature mismatch; here it is also
-refused when it was trained for another profile, SLO or GPU count than the target declares,
-or with a warm pool (simulator-only) unless the target says `ignore_warm_pool: true`.
+refused when it was trained for another profile, SLO or GPU count than the target declares.
+
+A warm pool (`KIND#warm=N`, a checkpoint trained with `max_warm > 0`) is served only by a target
+with a `standby:` section, which says what a pool member is and how it is actuated; the pool is
+clamped by the target's `limits.max_warm_replicas` (the policy's own when the target gives no
+limits). Without `standby:` such a policy is refused with one line, unless the target says
+`ignore_warm_pool: true` (served without a pool: every scale-up a cold start).
 """
 
 from __future__ import annotations
@@ -206,14 +211,18 @@ def build_target_policies(
 
     def build(choice: PolicyChoice, field: str) -> BuiltPolicy:
         spec = policy_spec(choice, where, field)
-        if spec.option("warm"):
-            # offline a spec may hold a standby pool beside its policy; live nothing would fill
-            # it, so the pool the operator asked for would silently not exist
+        if spec.option("warm") and target.standby is None:
+            # without `standby:` nothing would fill the pool: the one the operator asked for
+            # would silently not exist
             raise InputError(
                 where,
-                f"{spec}: `#warm=N` holds a standby pool, which the live controller does not "
-                "actuate (simulator-only, docs/warm-pool.md); drop the option",
+                f"{spec}: `#warm=N` holds a standby pool; add a `standby:` section to the target "
+                "(tier: sleeping | warm_node | preloaded_node, docs/warm-pool.md) or drop the option",
                 field=field,
+            )
+        if spec.option("warm") and field == "fallback":
+            raise InputError(
+                where, f"{spec}: the fallback does not size the pool; drop `#warm`", field=field
             )
         return _build(spec, target, profile, where, field, cache)
 
@@ -226,6 +235,12 @@ def build_target_policies(
             field="fallback",
         )
     warnings = _check_warm_pool(primary, target, where)
+    asked = policy_spec(target.policy, where, "policy").option("warm")
+    if asked and target.limits is not None and target.limits.max_warm_replicas < asked:
+        warnings.append(
+            f"the policy holds a warm pool of {asked:g}; clamped to limits.max_warm_replicas = "
+            f"{target.limits.max_warm_replicas}"
+        )
     slo = _target_slo(primary, target, where)
     limits = _target_limits(primary, target, profile, where, warnings)
     window = target.window or max(primary.window, fallback.window if fallback else 1, 1)
@@ -237,17 +252,31 @@ def build_target_policies(
 def _check_warm_pool(primary: BuiltPolicy, target: TargetConfig, where: str) -> list[str]:
     if not primary.warm_pool:
         return []
-    if not target.ignore_warm_pool:
+    if target.ignore_warm_pool:
+        if target.standby is not None:
+            raise InputError(
+                where,
+                "`ignore_warm_pool: true` and a `standby:` section contradict each other; keep one",
+                field="ignore_warm_pool",
+            )
+        return [
+            f"the policy sizes a warm pool of up to {primary.warm_pool}; ignored (every scale-up is a cold start)"
+        ]
+    if target.standby is None:
         raise InputError(
             where,
-            f"checkpoint refused: trained with a warm pool (up to {primary.warm_pool} standby replicas), which the live "
-            "controller does not actuate (simulator-only, see README 'Warm pool'); set `ignore_warm_pool: true` on the "
-            "target to serve it without one (every scale-up is then a cold start), or retrain with max_warm_replicas: 0",
+            f"checkpoint refused: trained with a warm pool (up to {primary.warm_pool} standby replicas); add a "
+            "`standby:` section to the target (tier: sleeping | warm_node | preloaded_node) to actuate it, set "
+            "`ignore_warm_pool: true` to serve it without one (every scale-up a cold start), or retrain with "
+            "max_warm_replicas: 0",
             field="policy.checkpoint",
         )
-    return [
-        f"the policy sizes a warm pool of up to {primary.warm_pool}; ignored live (every scale-up is a cold start)"
-    ]
+    if target.limits is not None and target.limits.max_warm_replicas < primary.warm_pool:
+        return [
+            f"the policy sizes a warm pool of up to {primary.warm_pool}; clamped to "
+            f"limits.max_warm_replicas = {target.limits.max_warm_replicas}"
+        ]
+    return []
 
 
 def _target_slo(primary: BuiltPolicy, target: TargetConfig, where: str) -> SLOConfig:
@@ -275,8 +304,9 @@ def _target_limits(
     warnings: list[str],
 ) -> SafetyLimits:
     if target.limits is None:
+        pool = primary.limits.max_warm_replicas if target.standby is not None else 0
         return primary.limits.model_copy(
-            update={"max_warm_replicas": 0, "gpus_per_replica": profile.gpus_per_replica}
+            update={"max_warm_replicas": pool, "gpus_per_replica": profile.gpus_per_replica}
         )
     limits = target.limits
     if "gpus_per_replica" not in limits.model_fields_set:

@@ -180,6 +180,7 @@ class FakeKube:
                     "resourceVersion": d["metadata"]["resourceVersion"],
                 },
                 "spec": {"replicas": d["spec"]["replicas"]},
+                "status": {"replicas": d["spec"]["replicas"]},
             }
 
     def patch_scale(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -420,6 +421,7 @@ class HarnessFactory:
         kube: FakeKube | None = None,
         prom: FakeProm | None = None,
         clock: Callable[[], float] = lambda: T0,
+        sleep_api: Any = None,
     ) -> Harness:
         cfg = config or controller_config()
         kube = kube or FakeKube()
@@ -428,7 +430,7 @@ class HarnessFactory:
                 kube.add_deployment(t.namespace, t.deployment, replicas)
         prom = prom or FakeProm()
         pol = target_policies(primary, fallback, limits, window)
-        targets = [make_target(cfg, t, pol) for t in cfg.targets]
+        targets = [make_target(cfg, t, pol, sleep_api=sleep_api) for t in cfg.targets]
         sleeps: list[float] = []
         c = build_controller(
             cfg,

@@ -42,7 +42,24 @@ def test_the_shipped_example_config_is_valid() -> None:
             "targets.0.limits",
             "max_replicas = 3, must be >= min_replicas (4)",
         ),
-        (with_target(limits={"max_warm_replicas": 2}), "targets.0.limits", "simulator-only"),
+        (with_target(limits={"max_warm_replicas": 2}), "targets.0.limits", "needs a `standby:`"),
+        (with_target(standby={"tier": "warm_node"}), "targets.0.standby", "needs `placeholder`"),
+        (with_target(standby={"tier": "cold"}), "targets.0.standby.tier", "sleeping"),
+        (
+            with_target(standby={"tier": "sleeping", "placeholder": "p"}),
+            "targets.0.standby",
+            "drop `placeholder`",
+        ),
+        (
+            with_target(standby={"tier": "sleeping", "drain": {"metrics_path": "metrics"}}),
+            "targets.0.standby.drain.metrics_path",
+            "starting with /",
+        ),
+        (
+            with_target(standby={"tier": "warm_node", "placeholder": "llama"}),
+            "targets.0",
+            "is the target itself",
+        ),
         (with_target(polcy={"rule": "hpa"}), "targets.0.polcy", "unknown field"),
         (with_target(policy={"rule": "hpa", "checkpoint": "x"}), "targets.0.policy", "exactly one"),
         (

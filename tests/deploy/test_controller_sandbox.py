@@ -578,6 +578,22 @@ def test_dry_run_sends_no_write_request(sb: Any, hpa_manifest: Path) -> None:
     assert spec_replicas(sb) == 1
 
 
+def shipped_rules(names: dict[str, str]) -> list[dict[str, Any]]:
+    """The shipped Role's rules (kubernetes/rbac.yaml), its `resourceNames` renamed to the
+    test's objects (`names`: shipped name -> the test's; a name not in it is kept)."""
+    role = next(
+        d
+        for d in yaml.safe_load_all((REPO / "kubernetes" / "rbac.yaml").read_text())
+        if d["kind"] == "Role"
+    )
+    return [
+        {**r, "resourceNames": [names.get(n, n) for n in r["resourceNames"]]}
+        if r.get("resourceNames")
+        else r
+        for r in role["rules"]
+    ]
+
+
 def rbac_allows(rules: list[dict[str, Any]], method: str, path: str, query: str) -> bool:
     """Whether the Role's rules allow this request (resource, subresource, verb, name)."""
     parts = path.strip("/").split("/")
@@ -698,15 +714,7 @@ def test_two_controller_processes_exactly_one_writes(
 
         # Everything both controllers asked for is allowed by the shipped least-privilege Role
         # (its Lease name is the shipped one there; here the test's).
-        role = next(
-            d
-            for d in yaml.safe_load_all((REPO / "kubernetes" / "rbac.yaml").read_text())
-            if d["kind"] == "Role"
-        )
-        rules = [
-            {**r, "resourceNames": ["two-controllers"]} if r.get("resourceNames") else r
-            for r in role["rules"]
-        ]
+        rules = shipped_rules({"rlscale-controller": "two-controllers", "llama-3-1-8b": DEP})
         ours = [r for r in sb.request_log if r.user_agent.rsplit("/", 1)[-1] in procs]
         assert ours and all(rbac_allows(rules, r.method, r.path, r.query) for r in ours), sorted(
             {(r.method, r.path) for r in ours if not rbac_allows(rules, r.method, r.path, r.query)}

@@ -91,7 +91,7 @@ def test_rule_policies_take_their_options() -> None:
             "unknown field",
         ),
         # a standby pool offline only: live nothing would fill it
-        ("tuned#warm=2", "policy", "does not actuate"),
+        ("tuned#warm=2", "policy", "add a `standby:` section"),
     ],
 )
 def test_bad_rule_specs_are_refused_with_the_field(
@@ -140,9 +140,57 @@ def test_a_checkpoint_for_another_slo_is_refused(tmp_path: Path) -> None:
     assert build_target_policies(target(policy={"checkpoint": str(ck)})).slo.ttft_s == 1.0
 
 
+SLEEPING = {"tier": "sleeping"}
+
+
+def test_a_rule_with_a_warm_pool_is_served_by_a_target_with_standby() -> None:
+    p = build_target_policies(target(policy="tuned#warm=2", standby=SLEEPING))
+    assert p.limits.max_warm_replicas == 2 and not p.warnings
+    d = p.primary.policy.decide(window())
+    assert d.warm_replicas == 2
+
+
+def test_the_targets_max_warm_replicas_clamps_the_rules_pool_with_a_warning() -> None:
+    p = build_target_policies(
+        target(
+            policy="tuned#warm=3",
+            standby=SLEEPING,
+            limits={"min_replicas": 1, "max_replicas": 8, "max_warm_replicas": 1},
+        )
+    )
+    assert p.limits.max_warm_replicas == 1
+    assert any("clamped to limits.max_warm_replicas = 1" in w for w in p.warnings)
+
+
+def test_a_checkpoint_with_a_warm_pool_is_served_by_a_target_with_standby(tmp_path: Path) -> None:
+    ck = make_checkpoint(tmp_path / "ppo", max_warm=4)
+    p = build_target_policies(
+        target(
+            policy={"checkpoint": str(ck)},
+            standby={"tier": "warm_node", "placeholder": "vllm-placeholder"},
+        )
+    )
+    assert p.limits.max_warm_replicas == 4 and not p.warnings
+
+
+def test_ignore_warm_pool_and_standby_together_are_refused(tmp_path: Path) -> None:
+    ck = make_checkpoint(tmp_path / "ppo", max_warm=4)
+    with pytest.raises(InputError, match="contradict"):
+        build_target_policies(
+            target(policy={"checkpoint": str(ck)}, standby=SLEEPING, ignore_warm_pool=True)
+        )
+
+
+def test_the_fallback_never_sizes_the_pool() -> None:
+    with pytest.raises(InputError, match="the fallback does not size the pool"):
+        build_target_policies(
+            target(policy="tuned#warm=2", fallback="hpa#warm=1", standby=SLEEPING)
+        )
+
+
 def test_a_checkpoint_with_a_warm_pool_needs_an_explicit_opt_in(tmp_path: Path) -> None:
     ck = make_checkpoint(tmp_path / "ppo", max_warm=4)
-    with pytest.raises(InputError, match="ignore_warm_pool: true"):
+    with pytest.raises(InputError, match=r"add a `standby:` section.*ignore_warm_pool: true"):
         build_target_policies(target(policy={"checkpoint": str(ck)}))
     p = build_target_policies(target(policy={"checkpoint": str(ck)}, ignore_warm_pool=True))
     assert p.limits.max_warm_replicas == 0 and p.warnings
