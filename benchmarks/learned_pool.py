@@ -53,11 +53,15 @@ RULE_NONE, RULE_FIXED, PPO_NONE, PPO_FIXED, LEARNED = (
 ROWS = (RULE_NONE, RULE_FIXED, PPO_NONE, PPO_FIXED, LEARNED)
 
 
-def specs(profile_name: str) -> dict[str, tuple[str, str, list[str]]]:
-    """Per row: (the spec at its own setting, its dial's option, the dial's settings)."""
+def learned_dir(profile_name: str) -> Path:
+    return ROOT / "checkpoints" / f"ppo-{profile_name}-warm"
+
+
+def specs(profile_name: str, learned_at: Path) -> dict[str, tuple[str, str, list[str]]]:
+    """Per row: (the spec at its own setting, its dial's template, the dial's settings)."""
     n = SEED_WARM_POOL
     shipped = f"ppo:{ROOT / 'checkpoints' / f'ppo-{profile_name}'}"
-    learned = f"ppo:{ROOT / 'checkpoints' / f'ppo-{profile_name}-warm'}"
+    learned = f"ppo:{learned_at}"
     scales = [f"target_scale={s:g}" for s in SCALES]
     knobs = [f"slo_weight={w:g}" for w in SLO_WEIGHTS]
     return {
@@ -76,6 +80,9 @@ def main() -> None:
     ap.add_argument("--trace", action="append")
     ap.add_argument("--no-requests", action="store_true")
     ap.add_argument("--no-frontier", action="store_true", help="own settings only")
+    ap.add_argument(
+        "--learned", action="append", default=[], help="PROFILE=DIR: another learned checkpoint"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learned_pool"))
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json")
     args = ap.parse_args()
@@ -99,13 +106,22 @@ def main() -> None:
         "cells": [],
         "requests": [],
     }
+    learned = {p: learned_dir(p) for p in PROFILES}
+    for item in args.learned:
+        pname, sep, folder = item.partition("=")
+        if not sep or pname not in PROFILES:
+            ap.error(f"--learned {item!r}: expected PROFILE=DIR with PROFILE one of {PROFILES}")
+        learned[pname] = Path(folder).resolve()
     for pname in args.profile or PROFILES:
         profile = load_profile(pname)
-        rows = specs(pname)
-        learned_dir = ROOT / "checkpoints" / f"ppo-{pname}-warm"
-        if not learned_dir.exists():
-            print(f"{pname}: no learned-pool checkpoint at {learned_dir}, skipped", flush=True)
+        if not learned[pname].exists():
+            print(f"{pname}: no learned-pool checkpoint at {learned[pname]}, skipped", flush=True)
             continue
+        rows = specs(pname, learned[pname])
+        d = learned[pname]
+        out.setdefault("learned", {})[profile.name] = str(
+            d.relative_to(ROOT) if d.is_relative_to(ROOT) else d
+        )
         for trace in traces:
             w, info = scale_for_profile(load_source(trace, cfg.interval_s), profile, settings)
             cell: dict[str, Any] = {
@@ -172,7 +188,7 @@ def cell_line(cell: dict[str, Any]) -> str:
     none = cell["own"][RULE_NONE]
     return "  " + ", ".join(
         f"{r} x{o['cost_usd'] / none['cost_usd']:.3f} {100 * (o['slo'] - none['slo']):+.2f} pts "
-        f"pool {o['mean_pool']:.2f}"
+        f"pool {o['mean_pool_asked']:.2f} / {o['mean_pool']:.2f}"
         for r, o in cell["own"].items()
     )
 
@@ -185,7 +201,8 @@ def markdown(out: dict[str, Any]) -> str:
     lines = [
         f"None / fixed {out['warm']} / learned warm pool, {out['tier']} tier; {out['seeds']} seeds, "
         "fluid engine, the test windows. Cost x and SLO points are against the tuned rule with no "
-        "pool (`rule none`); pool = standby members standing by, mean over the window.",
+        "pool (`rule none`); pool = the pool the decisions ask for / the members standing by, means "
+        "over the window (a taken member refills in a cold start).",
         "",
         "At each policy's own setting (checkpoints at their default knob):",
         "",
@@ -199,7 +216,7 @@ def markdown(out: dict[str, Any]) -> str:
                 f"| {_profile_short(c['profile'])} | {_short(c['workload'])} | {r} | {o['cost_usd']:.1f} | "
                 f"{100 * o['slo']:.2f} | {o['cost_usd'] / none['cost_usd']:.3f} | "
                 f"{100 * (o['slo'] - none['slo']):+.2f} | {o['scale_events_per_day']:.0f} | "
-                f"{o['cold_starts_per_day']:.0f} | {o['mean_pool']:.2f} |"
+                f"{o['cold_starts_per_day']:.0f} | {o['mean_pool_asked']:.2f} / {o['mean_pool']:.2f} |"
             )
     frontier = [c for c in out["cells"] if c["sweeps"]]
     for ref in (RULE_NONE, PPO_NONE):
@@ -251,7 +268,7 @@ def markdown(out: dict[str, Any]) -> str:
                     f"| {_profile_short(q['profile'])} | {_short(q['workload'])} | {r} | {o['cost_usd']:.1f} | "
                     f"{100 * o['slo']:.2f} | {o['cost_usd'] / none['cost_usd']:.3f} | "
                     f"{100 * (o['slo'] - none['slo']):+.2f} | {o['cold_starts_per_day']:.0f} | "
-                    f"{o['mean_pool']:.2f} |"
+                    f"{o['mean_pool_asked']:.2f} / {o['mean_pool']:.2f} |"
                 )
     lines += ["", f"({out['elapsed_s']:.0f} s)"]
     return "\n".join(lines) + "\n"

@@ -59,10 +59,13 @@ NONE = "none"
 def run_policy(spec: str, profile: Any, w: Any, info: dict, settings: EvalSettings, cfg: SimConfig,
                engine: str = "fluid", replay: Any = None) -> dict[str, float]:  # fmt: skip
     """Mean over seeds of one policy on one window under `cfg`, with the seeds' spread of cost
-    and SLO. `mean_pool` is the standby members standing by, averaged over the intervals."""
+    and SLO. `mean_pool` is the standby members standing by, averaged over the intervals;
+    `mean_pool_asked` the pool the decisions ask for (larger while taken members refill)."""
     limits = default_limits(settings.min_replicas, settings.max_replicas, profile.gpus_per_replica)
     f = make_policy(spec, profile=profile, workload=w, limits=limits, config=cfg,
                     slo_target=settings.slo_target, initial_replicas=info["opening_replicas"])  # fmt: skip
+    asked: list[float] = []
+    f = replace(f, build=_recording_pool(f.build, asked))
     start = int(np.clip(info["opening_replicas"], f.limits.min_replicas, f.limits.max_replicas))
     ro = rollout(f, profile, w, seeds=settings.seeds, limits=f.limits, config=cfg,
                  initial_replicas=start, engine=engine, requests=replay, record=True)  # fmt: skip
@@ -80,9 +83,28 @@ def run_policy(spec: str, profile: Any, w: Any, info: dict, settings: EvalSettin
         for i, s in enumerate(ro.summaries)
     ]
     out = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+    out["mean_pool_asked"] = float(np.mean(asked)) if asked else 0.0
     out["slo_std"] = float(np.std([p["slo"] for p in per]))
     out["cost_std"] = float(np.std([p["cost_usd"] for p in per]))
     return out
+
+
+def _recording_pool(build: Any, asked: list[float]) -> Any:
+    """`build` whose policies append each decision's warm pool to `asked`."""
+
+    def recorded_build(seed: int) -> Any:
+        policy = build(seed)
+        decide = policy.decide
+
+        def recorded(window: Any) -> Any:
+            d = decide(window)
+            asked.append(float(d.warm_replicas or 0))
+            return d
+
+        policy.decide = recorded
+        return policy
+
+    return recorded_build
 
 
 def without_spare_nodes(profile: Any) -> Any:
