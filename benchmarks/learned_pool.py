@@ -16,8 +16,8 @@ test windows (`warm_pool.HELD_OUT`) of both profiles, five policies:
 | `ppo fixed 2` | `ppo:checkpoints/ppo-P#warm=2` | fixed 2 beside a network that never saw one |
 | `learned` | `ppo:checkpoints/ppo-P-warm` | the network's choice, 0-3 (`training/warm-*.yaml`) |
 
-Each at its own setting (the checkpoints at their default knob), then at equal SLO: each on the
-Pareto frontier of its own dial (`evaluation.frontier.cost_at`, never extrapolated), the rule's
+Each at its own setting (the checkpoints at their default knob), then at equal SLO (all but
+`ppo fixed 2`, the CPU budget): each on the Pareto frontier of its own dial (`evaluation.frontier.cost_at`, never extrapolated), the rule's
 `target_scale` (`warm_pool.SCALES`), the checkpoints' `slo_weight` (`SLO_WEIGHTS`, the trained
 range), read at the no-pool rule's attainment and at the shipped checkpoint's. The Azure
 conversation hour also runs through the request-level engine, at the own settings.
@@ -42,7 +42,7 @@ from rlscale.profiles.model import load_profile
 from rlscale.traces.transforms import rate_factor
 
 TIER = "sleeping"
-SLO_WEIGHTS = (2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 32.0, 50.0, 100.0)
+SLO_WEIGHTS = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 100.0)
 RULE_NONE, RULE_FIXED, PPO_NONE, PPO_FIXED, LEARNED = (
     "rule none",
     "rule fixed 2",
@@ -51,6 +51,9 @@ RULE_NONE, RULE_FIXED, PPO_NONE, PPO_FIXED, LEARNED = (
     "learned",
 )
 ROWS = (RULE_NONE, RULE_FIXED, PPO_NONE, PPO_FIXED, LEARNED)
+# the rows whose dial is swept (`ppo fixed 2` at its own setting only: the CPU budget, and a fixed
+# pool's frontier is the rule's `rule fixed 2` already)
+SWEPT = (RULE_NONE, RULE_FIXED, PPO_NONE, LEARNED)
 
 
 def learned_dir(profile_name: str) -> Path:
@@ -134,7 +137,7 @@ def main() -> None:
             t0 = time.perf_counter()
             for row, (own, dial, values) in rows.items():
                 cell["own"][row] = run_policy(own, profile, w, info, settings, cfg)
-                if not args.no_frontier:
+                if row in SWEPT and not args.no_frontier:
                     cell["sweeps"][row] = [
                         {"dial": v, **run_policy(dial.format(v), profile, w, info, settings, cfg)}
                         for v in values
@@ -173,15 +176,34 @@ def read_frontiers(cell: dict[str, Any]) -> None:
         cell[f"at_{ref.replace(' ', '_')}_slo"] = {
             "slo": at,
             "rule_none_cost_usd": base,
-            "cost_vs_rule_none": {
-                r: (c / base if math.isfinite(c := cost_at(pts[r], at)) and base > 0 else math.nan)
-                for r in pts
-            },
+            "cost_vs_rule_none": {r: _ratio(cost_at(pts[r], at), base) for r in pts},
+            "cost_vs_rule_none_at_most": {r: _ratio(cost_at_most(pts[r], at), base) for r in pts},
         }
+
+
+def cost_at_most(points: list[tuple[float, float]], slo: float) -> float:
+    """The cheapest point attaining at least `slo`: a bound, not an extrapolation, where `slo` is
+    below a frontier's range (every point of the dial attains more: it buys `slo` for at most
+    this). NaN when no point attains `slo`."""
+    costs = [c for a, c in points if a >= slo]
+    return min(costs) if costs else math.nan
+
+
+def _ratio(cost: float, base: float) -> float:
+    return cost / base if math.isfinite(cost) and math.isfinite(base) and base > 0 else math.nan
 
 
 def fx(v: float, fmt: str = ".3f") -> str:
     return format(v, fmt) if math.isfinite(v) else "n/a"
+
+
+def _at(a: dict[str, Any], row: str) -> str:
+    """The frontier's cost there, else "<= bound" where every point of the dial attains more."""
+    x = a["cost_vs_rule_none"][row]
+    if math.isfinite(x):
+        return f"{x:.3f}"
+    bound = a["cost_vs_rule_none_at_most"][row]
+    return f"<={bound:.3f}" if math.isfinite(bound) else "n/a"
 
 
 def cell_line(cell: dict[str, Any]) -> str:
@@ -226,17 +248,18 @@ def markdown(out: dict[str, Any]) -> str:
         lines += [
             "",
             f"At equal SLO, read at the `{ref}` attainment: cost on each policy's own dial frontier "
-            "(rule: target_scale; checkpoints: slo_weight) over the no-pool rule's frontier "
-            "(n/a: outside that frontier, never extrapolated):",
+            "(rule: target_scale; checkpoints: slo_weight) over the no-pool rule's frontier; "
+            "<=x: every point of that dial attains more, the cheapest costs x; n/a: no point "
+            "attains it (never extrapolated):",
             "",
-            "| profile | window | at SLO % | " + " | ".join(ROWS) + " |",
-            "|---|---|---:|" + "---:|" * len(ROWS),
+            "| profile | window | at SLO % | " + " | ".join(SWEPT) + " |",
+            "|---|---|---:|" + "---:|" * len(SWEPT),
         ]
         for c in frontier:
             a = c[key]
             lines.append(
                 f"| {_profile_short(c['profile'])} | {_short(c['workload'])} | {100 * a['slo']:.2f} | "
-                + " | ".join(fx(a["cost_vs_rule_none"].get(r, math.nan)) for r in ROWS)
+                + " | ".join(_at(a, r) for r in SWEPT)
                 + " |"
             )
     if frontier:
@@ -244,13 +267,13 @@ def markdown(out: dict[str, Any]) -> str:
             "",
             "Highest attainment on each dial:",
             "",
-            "| profile | window | " + " | ".join(ROWS) + " |",
-            "|---|---|" + "---:|" * len(ROWS),
+            "| profile | window | " + " | ".join(SWEPT) + " |",
+            "|---|---|" + "---:|" * len(SWEPT),
         ]
         for c in frontier:
             lines.append(
                 f"| {_profile_short(c['profile'])} | {_short(c['workload'])} | "
-                + " | ".join(f"{100 * max(p['slo'] for p in c['sweeps'][r]):.2f}" for r in ROWS)
+                + " | ".join(f"{100 * max(p['slo'] for p in c['sweeps'][r]):.2f}" for r in SWEPT)
                 + " |"
             )
     if out["requests"]:
