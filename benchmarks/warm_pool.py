@@ -10,7 +10,8 @@ cost, SLO attainment, scale events and cold starts per day, at the rule's own se
 equal SLO: the rule's `target_scale` dial is swept with and without the pool, each sweep reduced
 to its Pareto frontier (`evaluation.frontier.cost_at`), and the pool's cost is read at the
 no-pool rule's own attainment ("cost at equal SLO"; NaN where that attainment is outside the
-pooled frontier). `--ppo` adds the shipped checkpoints held at `#warm=2` (nothing is trained).
+pooled frontier). `--ppo` adds the shipped checkpoints held at `#warm=2` (nothing is trained);
+the checkpoints that learned to size their own pool are `benchmarks/learned_pool.py`'s.
 `--requests` windows (default: the Azure conversation hour) also run through the request-level
 engine, at the rule's own setting only.
 
