@@ -10,7 +10,8 @@ cost, SLO attainment, scale events and cold starts per day, at the rule's own se
 equal SLO: the rule's `target_scale` dial is swept with and without the pool, each sweep reduced
 to its Pareto frontier (`evaluation.frontier.cost_at`), and the pool's cost is read at the
 no-pool rule's own attainment ("cost at equal SLO"; NaN where that attainment is outside the
-pooled frontier). `--ppo` adds the shipped checkpoints held at `#warm=2` (nothing is trained).
+pooled frontier). `--ppo` adds the shipped checkpoints held at `#warm=2` (nothing is trained);
+the checkpoints that learned to size their own pool are `benchmarks/learned_pool.py`'s.
 `--requests` windows (default: the Azure conversation hour) also run through the request-level
 engine, at the rule's own setting only.
 
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from rlscale.contract import FIELD_INDEX
 from rlscale.evaluation.evaluate import EvalSettings, load_source, request_replay, scale_for_profile
 from rlscale.evaluation.frontier import cost_at
 from rlscale.evaluation.rollout import rollout
@@ -55,15 +57,20 @@ SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.5)
 NONE = "none"
 
 
-def _run(spec: str, profile: Any, w: Any, info: dict, settings: EvalSettings, cfg: SimConfig,
-         engine: str = "fluid", replay: Any = None) -> dict[str, float]:  # fmt: skip
-    """Mean over seeds of one policy on one window under `cfg` (per-seed kept for the spread)."""
+def run_policy(spec: str, profile: Any, w: Any, info: dict, settings: EvalSettings, cfg: SimConfig,
+               engine: str = "fluid", replay: Any = None) -> dict[str, float]:  # fmt: skip
+    """Mean over seeds of one policy on one window under `cfg`, with the seeds' spread of cost
+    and SLO. `mean_pool` is the standby members standing by, averaged over the intervals;
+    `mean_pool_asked` the pool the decisions ask for (larger while taken members refill)."""
     limits = default_limits(settings.min_replicas, settings.max_replicas, profile.gpus_per_replica)
     f = make_policy(spec, profile=profile, workload=w, limits=limits, config=cfg,
                     slo_target=settings.slo_target, initial_replicas=info["opening_replicas"])  # fmt: skip
+    asked: list[float] = []
+    f = replace(f, build=_recording_pool(f.build, asked))
     start = int(np.clip(info["opening_replicas"], f.limits.min_replicas, f.limits.max_replicas))
     ro = rollout(f, profile, w, seeds=settings.seeds, limits=f.limits, config=cfg,
-                 initial_replicas=start, engine=engine, requests=replay)  # fmt: skip
+                 initial_replicas=start, engine=engine, requests=replay, record=True)  # fmt: skip
+    pool = ro.timeline[..., FIELD_INDEX["replicas_warm"]].mean(axis=0)
     days = info["duration_h"] / 24.0
     per = [
         {
@@ -72,13 +79,33 @@ def _run(spec: str, profile: Any, w: Any, info: dict, settings: EvalSettings, cf
             "scale_events_per_day": s.scale_events / days,
             "cold_starts_per_day": s.cold_starts / days,
             "mean_replicas": s.mean_replicas,
+            "mean_pool": float(pool[i]),
         }
-        for s in ro.summaries
+        for i, s in enumerate(ro.summaries)
     ]
     out = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+    out["mean_pool_asked"] = float(np.mean(asked)) if asked else 0.0
     out["slo_std"] = float(np.std([p["slo"] for p in per]))
     out["cost_std"] = float(np.std([p["cost_usd"] for p in per]))
     return out
+
+
+def _recording_pool(build: Any, asked: list[float]) -> Any:
+    """`build` whose policies append each decision's warm pool to `asked`."""
+
+    def recorded_build(seed: int) -> Any:
+        policy = build(seed)
+        decide = policy.decide
+
+        def recorded(window: Any) -> Any:
+            d = decide(window)
+            asked.append(float(d.warm_replicas or 0))
+            return d
+
+        policy.decide = recorded
+        return policy
+
+    return recorded_build
 
 
 def without_spare_nodes(profile: Any) -> Any:
@@ -164,10 +191,10 @@ def main() -> None:
             key = {"profile": pname, "workload": w.name, "hours": info["duration_h"]}
             print(f"{pname} / {w.name} ({info['duration_h']:.1f} h)", flush=True)
             # at the rule's own setting: none, then the fixed pool per tier
-            none = _run("tuned", profile, w, info, settings, base)
+            none = run_policy("tuned", profile, w, info, settings, base)
             out["rows"].append({**key, "tier": NONE, **none})
             for tier in TIERS:
-                r = _run(f"tuned#warm={n}", profile, w, info, settings, _tier_cfg(base, tier))
+                r = run_policy(f"tuned#warm={n}", profile, w, info, settings, _tier_cfg(base, tier))
                 r["cost_vs_none"] = r["cost_usd"] / none["cost_usd"]
                 r["slo_gain_pts"] = 100 * (r["slo"] - none["slo"])
                 out["rows"].append({**key, "tier": tier, **r})
@@ -178,14 +205,16 @@ def main() -> None:
             # at equal SLO: the dial swept with and without the pool
             sweep = {
                 NONE: [
-                    _run(f"tuned#target_scale={s:g}", profile, w, info, settings, base)
+                    run_policy(f"tuned#target_scale={s:g}", profile, w, info, settings, base)
                     for s in scales
                 ]
             }
             for tier in TIERS:
                 cfg = _tier_cfg(base, tier)
                 sweep[tier] = [
-                    _run(f"tuned#target_scale={s:g},warm={n}", profile, w, info, settings, cfg)
+                    run_policy(
+                        f"tuned#target_scale={s:g},warm={n}", profile, w, info, settings, cfg
+                    )
                     for s in scales
                 ]
             at = none["slo"]
@@ -205,10 +234,12 @@ def main() -> None:
             )
             if args.ppo and not no_spare and (ROOT / CHECKPOINTS[base_name]).exists():
                 ck = f"ppo:{ROOT / CHECKPOINTS[base_name]}"
-                p_none = _run(ck, profile, w, info, settings, base)
+                p_none = run_policy(ck, profile, w, info, settings, base)
                 out["ppo"].append({**key, "tier": "ppo", **p_none})
                 for tier in TIERS:
-                    r = _run(f"{ck}#warm={n}", profile, w, info, settings, _tier_cfg(base, tier))
+                    r = run_policy(
+                        f"{ck}#warm={n}", profile, w, info, settings, _tier_cfg(base, tier)
+                    )
                     out["ppo"].append(
                         {
                             **key,
@@ -219,10 +250,10 @@ def main() -> None:
                     )
             if trace in req_traces and not no_spare:
                 replay = request_replay(trace, rate_factor(w))
-                rn = _run("tuned", profile, w, info, settings, base, "requests", replay)
+                rn = run_policy("tuned", profile, w, info, settings, base, "requests", replay)
                 out["requests"].append({**key, "tier": NONE, **rn})
                 for tier in TIERS:
-                    r = _run(
+                    r = run_policy(
                         f"tuned#warm={n}",
                         profile,
                         w,

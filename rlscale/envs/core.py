@@ -34,6 +34,7 @@ from rlscale.envs import step_kernel as sk
 from rlscale.envs.cluster import ClusterSim, Engine
 from rlscale.envs.fleet import ClampedFleet
 from rlscale.profiles.model import ServiceProfile
+from rlscale.profiles.standby import StandbyTier
 from rlscale.safety import SafetyLimits
 from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
 from rlscale.serving.model import SimConfig
@@ -76,6 +77,11 @@ class EnvConfig(BaseModel):
     # Runtime cost/SLO knob: when set, each episode samples the SLO weight log-uniformly in this
     # range and the observation carries log(slo_weight) so one policy covers the trade-off.
     slo_weight_range: tuple[float, float] | None = None
+    # what a warm-pool member is (`profiles.standby`); matters only with
+    # `limits.max_warm_replicas > 0`. A checkpoint records it (its manifest's training config)
+    # because the pool it learned to size is this tier's: a warm node wakes in minutes, a
+    # sleeping replica in seconds.
+    standby_tier: StandbyTier = "sleeping"
 
     def sim_config(self) -> SimConfig:
         return SimConfig(
@@ -86,6 +92,7 @@ class EnvConfig(BaseModel):
             timeout_s=self.timeout_s,
             latency_jitter=self.latency_jitter,
             cold_start_jitter=self.cold_start_jitter,
+            standby_tier=self.standby_tier,
         )
 
     def observation_spec(self, profile: ServiceProfile) -> ObservationSpec:

@@ -14,8 +14,9 @@ It verifies every hash, requires the normalisation file, and refuses a contract 
 feature list other than the running `rlscale.contract`'s, each with a one-line `InputError`.
 The deterministic action is the Gaussian's mean, as SB3's `predict(deterministic=True)` gives.
 
-Loading and deciding need only numpy, safetensors and the bottom layer (`rlscale.contract`,
-`rlscale.safety`, `rlscale.errors`): the live controller uses this module, and it must not pull in
+Loading and deciding need only numpy, safetensors, the bottom layer (`rlscale.contract`,
+`rlscale.safety`, `rlscale.errors`) and the standby tiers' names (`rlscale.profiles.standby`):
+the live controller uses this module, and it must not pull in
 `rlscale.envs`, stable-baselines3 or torch (torch alone is ~180 MB of a controller's memory).
 torch is never imported here: `rlscale.training.ppo.build_actor` is the torch twin of the actor.
 """
@@ -43,6 +44,7 @@ from rlscale.contract import (
 )
 from rlscale.errors import InputError
 from rlscale.policies.base import Decision
+from rlscale.profiles.standby import TIERS
 from rlscale.safety import SafetyLimits
 
 WEIGHTS_FILE = "policy.safetensors"
@@ -98,6 +100,12 @@ class PPOPolicy:
     window). `limits` are the safety limits it was trained under (evaluate and serve it
     under the same ones); `slo_weight` is the runtime cost/SLO knob when the checkpoint has it
     (higher = protect the SLO harder, spend more), settable at any time.
+
+    `standby_tier` is what a member of the pool the network learned to size is (`sleeping`,
+    `warm_node`, `preloaded_node`: `profiles.standby`), None when it was trained without a pool
+    (`act_spec.max_warm == 0`; a `#warm=N` pool is then an ablation on whatever the cluster has).
+    A pool sized for sleeping replicas (awake in seconds) is too small for warm nodes (minutes),
+    so whoever actuates the pool checks this against the tier the cluster provides.
     """
 
     def __init__(
@@ -115,6 +123,7 @@ class PPOPolicy:
         manifest: Mapping[str, Any] | None = None,
         fixed_warm: int | None = None,
         fixed_u: float | None = None,
+        standby_tier: str | None = None,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r}, expected one of {ACTIVATIONS}")
@@ -133,6 +142,7 @@ class PPOPolicy:
         self._slo_weight = float(slo_weight) if slo_weight is not None else None
         self.name = name
         self.manifest: dict[str, Any] = dict(manifest or {})
+        self.standby_tier = standby_tier if act_spec.max_warm > 0 else None
         # Ablation: hold the warm pool at a fixed size instead of the policy's choice.
         self.fixed_warm = fixed_warm
         # Ablation: hold the target utilisation at u (the action space and clamps without the
@@ -498,6 +508,7 @@ def load_policy(
             f"u={fixed_u:g} is outside the action's range [{act_spec.u_min:g}, {act_spec.u_max:g}]",
             field="checkpoint",
         )
+    tier = _standby_tier(m, mf)
     if fixed_warm is not None:
         limits = limits.model_copy(
             update={"max_warm_replicas": max(limits.max_warm_replicas, fixed_warm)}
@@ -515,7 +526,22 @@ def load_policy(
         manifest=m,
         fixed_warm=fixed_warm,
         fixed_u=fixed_u,
+        standby_tier=tier,
     )
+
+
+TIER_FIELD = "training_config.env.standby_tier"
+
+
+def _standby_tier(m: Mapping[str, Any], where: Path) -> str:
+    """The standby tier the checkpoint was trained with: its training config's
+    `env.standby_tier` (`rlscale.envs.core.EnvConfig`), recorded with the rest of the config.
+    A manifest from before the field was trained on the simulator's default, `sleeping`."""
+    env = (m.get("training_config") or {}).get("env") or {}
+    tier = env.get("standby_tier", "sleeping") if isinstance(env, Mapping) else "sleeping"
+    if tier not in TIERS:
+        raise InputError(where, f"{tier!r}: expected one of {', '.join(TIERS)}", field=TIER_FIELD)
+    return str(tier)
 
 
 def _read_norm(p: Path, size: int) -> ObsNorm:

@@ -116,3 +116,34 @@ def test_the_request_sim_draws_wakes_from_the_tier():
         out[tier] = t
     # a sleeping replica wakes in seconds; a preloaded node still starts the engine (~60 s)
     assert out["sleeping"] <= 2 < out["preloaded_node"]
+
+
+def test_an_env_config_without_a_tier_simulates_sleeping_replicas_as_before():
+    """Configs written before `EnvConfig.standby_tier` (every shipped one) get the simulator's
+    default tier, so their training and evaluation are unchanged."""
+    from rlscale.envs.core import EnvConfig
+
+    assert EnvConfig().sim_config() == SimConfig(standby_tier="sleeping")
+    assert EnvConfig().sim_config().standby_tier == SimConfig().standby_tier
+
+
+def test_the_env_configs_tier_reaches_the_training_simulator():
+    from rlscale.envs.core import AutoscaleCore, EnvConfig
+    from rlscale.safety import SafetyLimits
+
+    cfg = EnvConfig(
+        limits=SafetyLimits(max_replicas=8, max_warm_replicas=2), standby_tier="warm_node"
+    )
+    core = AutoscaleCore(load_profile("llama-3.1-8b-h100"), [constant_workload(5.0, 40)], 1, cfg)
+    assert core.sim.standby.tier == "warm_node"
+
+
+def test_a_bad_tier_in_an_env_config_is_one_line_naming_the_field():
+    from rlscale.config import validate_model
+    from rlscale.envs.core import EnvConfig
+
+    with pytest.raises(InputError) as e:
+        validate_model({"standby_tier": "asleep"}, EnvConfig, "warm.yaml")
+    line = str(e.value)
+    assert "\n" not in line and "warm.yaml" in line and "'standby_tier'" in line
+    assert "'sleeping', 'warm_node' or 'preloaded_node'" in line and "asleep" in line

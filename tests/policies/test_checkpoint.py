@@ -246,3 +246,37 @@ def test_an_edited_sums_file_is_blamed_not_the_weights(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="SHA256SUMS was modified") as e:
         load_policy(root)
     assert e.value.where.endswith("SHA256SUMS")
+
+
+def _set_tier(tier: str) -> Any:
+    def change(m: dict) -> None:
+        m.setdefault("training_config", {}).setdefault("env", {})["standby_tier"] = tier
+
+    return change
+
+
+def test_the_loaded_policy_carries_the_pool_tier_it_was_trained_to_size(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    # a manifest from before the setting: trained on the simulator's default tier
+    assert load_policy(root).standby_tier == "sleeping"
+    _rewrite_manifest(root, _set_tier("warm_node"))
+    assert load_policy(root).standby_tier == "warm_node"
+
+
+def test_a_checkpoint_trained_without_a_pool_has_no_pool_tier(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[2] / "checkpoints" / "ppo-llama-3.1-8b-h100"
+    pol = load_policy(shipped)
+    assert pol.act_spec.max_warm == 0 and pol.standby_tier is None
+    # holding a pool beside it is an ablation on whatever the cluster has, not a learned tier
+    assert load_policy(shipped, warm=2).standby_tier is None
+
+
+def test_a_bad_pool_tier_in_the_manifest_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    _rewrite_manifest(root, _set_tier("asleep"))
+    with pytest.raises(InputError) as e:
+        load_policy(root)
+    line = str(e.value)
+    assert "\n" not in line and "manifest.json" in line
+    assert "training_config.env.standby_tier" in line and "'asleep'" in line
+    assert "sleeping, warm_node, preloaded_node" in line

@@ -71,6 +71,8 @@ def test_train_command_writes_a_checkpoint_that_round_trips(tmp_path: Path) -> N
             "--no-progress",
             "--set",
             "ppo.learning_rate=0.001",
+            "--set",
+            "env.standby_tier=warm_node",
         ],
     )
     assert r.exit_code == 0, r.output
@@ -99,6 +101,9 @@ def test_train_command_writes_a_checkpoint_that_round_trips(tmp_path: Path) -> N
     after = [load_policy(ck).decide(w) for w in fixed_windows()]
     assert before == after
     assert any(d.warm_replicas is not None for d in before)
+    # the pool's tier is a training setting the checkpoint records, for whoever actuates the pool
+    assert m["training_config"]["env"]["standby_tier"] == "warm_node"
+    assert load_policy(ck).standby_tier == "warm_node"
 
 
 def test_score_penalises_only_the_shortfall_below_the_baseline_or_every_miss() -> None:
@@ -190,6 +195,12 @@ def test_overrides_reach_nested_fields_and_bad_values_name_the_field(tmp_path: P
     from rlscale.errors import InputError
 
     with pytest.raises(InputError, match="ppo.gamma"):
+        TrainConfig.from_dict(raw)
+    apply_override(raw, "ppo.gamma=0.98")
+    apply_override(raw, "env.standby_tier=asleep")
+    with pytest.raises(
+        InputError, match="env.standby_tier.*'sleeping', 'warm_node' or 'preloaded_node'"
+    ):
         TrainConfig.from_dict(raw)
 
 
