@@ -44,6 +44,7 @@ class BuiltPolicy:
     window: int  # intervals of history it reads
     slo: SLOConfig | None = None  # the SLO a checkpoint was trained for
     warm_pool: int = 0  # warm replicas it sizes (a checkpoint's ActionSpec.max_warm)
+    standby_tier: str | None = None  # what a pool member was in training (a checkpoint's)
     interval_s: float | None = None  # the interval a checkpoint was trained on (its tick)
 
 
@@ -173,6 +174,7 @@ def _checked_checkpoint(
         factory.window,
         slo=slo,
         warm_pool=int(policy.act_spec.max_warm),
+        standby_tier=getattr(policy, "standby_tier", None),
         interval_s=_trained_interval_s(policy),
     )
 
@@ -270,6 +272,16 @@ def _check_warm_pool(primary: BuiltPolicy, target: TargetConfig, where: str) -> 
             "`ignore_warm_pool: true` to serve it without one (every scale-up a cold start), or retrain with "
             "max_warm_replicas: 0",
             field="policy.checkpoint",
+        )
+    trained, actuated = primary.standby_tier, target.standby.tier
+    if trained is not None and trained != actuated:
+        # A pool learned for 10-s wakes (sleeping) is too small for 5-min ones (warm nodes), and
+        # one learned for slow wakes holds GPUs a fast tier does not need.
+        raise InputError(
+            where,
+            f"checkpoint refused: it learned to size a pool of {trained!r} replicas, the target's "
+            f"standby.tier is {actuated!r}; set tier: {trained} or retrain with env.standby_tier: {actuated}",
+            field="standby.tier",
         )
     if target.limits is not None and target.limits.max_warm_replicas < primary.warm_pool:
         return [

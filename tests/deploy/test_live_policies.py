@@ -167,10 +167,30 @@ def test_a_checkpoint_with_a_warm_pool_is_served_by_a_target_with_standby(tmp_pa
     p = build_target_policies(
         target(
             policy={"checkpoint": str(ck)},
-            standby={"tier": "warm_node", "placeholder": "vllm-placeholder"},
+            standby=SLEEPING,
         )
     )
     assert p.limits.max_warm_replicas == 4 and not p.warnings
+
+
+def test_a_checkpoint_is_refused_by_a_target_whose_tier_it_did_not_learn(tmp_path: Path) -> None:
+    # A pool sized for 10-s wakes (sleeping replicas) is too small where a wake takes minutes.
+    ck = make_checkpoint(tmp_path / "ppo", max_warm=4)  # no tier in the manifest: sleeping
+    with pytest.raises(InputError, match=r"standby\.tier.*learned to size a pool of 'sleeping'"):
+        build_target_policies(
+            target(
+                policy={"checkpoint": str(ck)},
+                standby={"tier": "warm_node", "placeholder": "vllm-placeholder"},
+            )
+        )
+
+
+def test_the_shipped_learned_pool_checkpoint_is_served_with_its_tier() -> None:
+    ck = Path(__file__).resolve().parents[2] / "checkpoints" / "ppo-llama-3.1-8b-h100-warm"
+    p = build_target_policies(
+        target(policy={"checkpoint": str(ck)}, standby=SLEEPING, profile="llama-3.1-8b-h100")
+    )
+    assert p.primary.standby_tier == "sleeping" and p.limits.max_warm_replicas == 2
 
 
 def test_ignore_warm_pool_and_standby_together_are_refused(tmp_path: Path) -> None:
