@@ -163,7 +163,7 @@ SLEEPING = {
     "request_timeout_s": 5,
     "probe_timeout_s": 0.5,
     # the sandbox's per-pod gauges are the fleet's mean (pods.py), so no pod reads 0 under load;
-    # the drain rule itself (0 by default) is held to in tests/deploy/test_standby.py
+    # the drain rule itself (0 by default) is held to in tests/deploy/test_standby_plan.py
     "drain": {"max_requests": 200},
 }
 
