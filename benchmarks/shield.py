@@ -10,6 +10,11 @@ baseline, unshielded) and the tuned rule shielded. TTFT SLO 10 s on the x10 traf
 issue's production trace: at 2 s a 12k-token prompt misses it on an idle replica), 2 s on x1.
 
     python benchmarks/shield.py [--seeds 5] [--engine fluid|requests] [--profile P ...]
+        [--factor K ...] [--trace NAME[@WINDOW] ...] [--ttft-slo-s S]
+
+`--trace` replaces the two Azure traces (a file in ../shared/data, with an optional window, e.g.
+`servegen_language_m-large_total_10min.csv@11:11.5`, the m-large test day); `--ttft-slo-s` holds
+the TTFT SLO at S at every factor (as `benchmarks/train_eval.py --prompt-scale` does at 2 s).
 
 Writes benchmarks/results/shield.json and prints a table (SLO attainment, cost, scale events,
 shield firings by kind).
@@ -33,7 +38,14 @@ PROMPT_FACTORS = (1.0, 10.0)
 TTFT_SLO_S = {1.0: 2.0, 10.0: 10.0}
 
 
-def cell(trace: str, profile: str, factor: float, seeds: tuple[int, ...], engine: str) -> dict:
+def cell(
+    trace: str,
+    profile: str,
+    factor: float,
+    seeds: tuple[int, ...],
+    engine: str,
+    ttft_slo_s: float | None = None,
+) -> dict:
     from rlscale.evaluation.evaluate import EvalSettings, load_source, scale_for_profile
     from rlscale.evaluation.rollout import rollout
     from rlscale.policies.registry import default_limits, make_policy
@@ -42,7 +54,7 @@ def cell(trace: str, profile: str, factor: float, seeds: tuple[int, ...], engine
     from rlscale.serving.shield import FIRING_COLUMNS, ShieldConfig
 
     prof = load_profile(profile)
-    cfg = SimConfig(ttft_slo_s=TTFT_SLO_S[factor])
+    cfg = SimConfig(ttft_slo_s=TTFT_SLO_S.get(factor, 2.0) if ttft_slo_s is None else ttft_slo_s)
     st = EvalSettings(seeds=seeds, config=cfg, engine=engine)
     raw = load_source(str(DATA / trace), cfg.interval_s)
     if factor != 1.0:
@@ -118,6 +130,8 @@ def main() -> None:
     ap.add_argument("--engine", default="fluid")
     ap.add_argument("--profile", action="append", default=None)
     ap.add_argument("--factor", action="append", type=float, default=None)
+    ap.add_argument("--trace", action="append", default=None)
+    ap.add_argument("--ttft-slo-s", type=float, default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "shield.json"))
     a = ap.parse_args()
     seeds = tuple(range(a.seeds))
@@ -125,8 +139,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for profile in a.profile or PROFILES:
         for factor in a.factor or PROMPT_FACTORS:
-            for trace in TRACES:
-                c = cell(trace, profile, factor, seeds, a.engine)
+            for trace in a.trace or TRACES:
+                c = cell(trace, profile, factor, seeds, a.engine, a.ttft_slo_s)
                 cells.append(c)
                 print(
                     f"\n{profile} / {trace} / prompts x{factor:g} (TTFT SLO {c['ttft_slo_s']:g} s)"

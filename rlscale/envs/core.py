@@ -21,9 +21,6 @@ from rlscale.contract import (
     DEFAULT_TPOT_SLO_S,
     DEFAULT_TTFT_SLO_S,
     N_FIELDS,
-    SLO_GRID_OUTPUT_LOG2,
-    SLO_GRID_PROMPT_LOG2,
-    SLO_SHARE_FLOOR,
     ActionSpec,
     ObservationSpec,
     capacity_at_mix,
@@ -36,7 +33,7 @@ from rlscale.envs.fleet import ClampedFleet
 from rlscale.profiles.model import ServiceProfile
 from rlscale.profiles.standby import StandbyTier
 from rlscale.safety import SafetyLimits
-from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
+from rlscale.serving.capacity import observation_spec
 from rlscale.serving.model import SimConfig
 from rlscale.traces.workload import Workload
 
@@ -96,48 +93,15 @@ class EnvConfig(BaseModel):
         )
 
     def observation_spec(self, profile: ServiceProfile) -> ObservationSpec:
-        """The profile's reference capacity and the seven coefficients of the serving model's
-        knee (the units `serving.model._Coeffs` reads them in), so the contract can rescale
-        capacity to the observed request mix without importing the profile."""
-        lat = profile.latency
-        return ObservationSpec(
-            replica_capacity_rps=profile.capacity_rps(),
-            max_batch=float(lat.max_batch),
+        """`serving.capacity.observation_spec` at this config's SLO, window and fleet bound."""
+        return observation_spec(
+            profile,
+            max_replicas=self.limits.max_replicas,
+            window=self.window,
             ttft_slo_s=self.ttft_slo_s,
             tpot_slo_s=self.tpot_slo_s,
-            max_replicas=float(self.limits.max_replicas),
-            window=self.window,
-            ref_prompt_tokens=float(profile.typical_prompt_tokens),
-            ref_output_tokens=float(profile.typical_output_tokens),
-            iteration_s=lat.tpot_base_ms / 1e3,
-            seq_iteration_s=lat.tpot_ms_per_seq / 1e3,
-            ctx_token_iteration_s=lat.tpot_ms_per_seq_per_ktok / 1e6,
-            prompt_token_s=lat.tpot_ms_per_prefill_token / 1e3,
-            request_overhead_s=lat.prefill_base_ms / 1e3,
-            kv_cache_tokens=float(lat.kv_cache_tokens),
-            slo_share=self._slo_share(profile),
+            ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
         )
-
-    def _slo_share(self, profile: ServiceProfile) -> tuple[float, ...]:
-        """`ObservationSpec.slo_share`: the serving model's SLO capacity of a 4-replica fleet over
-        its knee, on the contract's grid of request sizes."""
-        out = []
-        for kp in SLO_GRID_PROMPT_LOG2:
-            for ko in SLO_GRID_OUTPUT_LOG2:
-                isl = profile.typical_prompt_tokens * 2.0**kp
-                osl = profile.typical_output_tokens * 2.0**ko
-                slo = slo_capacity_rps(
-                    profile,
-                    isl,
-                    osl,
-                    replicas=4,
-                    ttft_slo_s=self.ttft_slo_s,
-                    tpot_slo_s=self.tpot_slo_s,
-                    ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
-                )
-                share = slo / replica_capacity_rps(profile, isl, osl)
-                out.append(round(max(SLO_SHARE_FLOOR, min(1.0, share)), 4))
-        return tuple(out)
 
     def action_spec(self) -> ActionSpec:
         return ActionSpec(

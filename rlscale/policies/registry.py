@@ -10,7 +10,7 @@ Grammar: `KIND[:ARG][#KEY=VALUE,...]`, e.g. `hpa`, `hpa:my-hpa.yaml`, `static:4`
 | `threshold[:PATH]`   | threshold rule; `ThresholdConfig` fields from a YAML or as `#field=value` | its min/max (2 / 20) |
 | `tuned`              | the tuned HPA for the profile (`manifests/tuned-<profile>.yaml`) | the manifest's               |
 | `predictive`         | forecast one cold start ahead                                 | the default + 120 s down-window |
-| `target:U`           | constant target utilisation U of demand (the action map with a fixed u) | the default limits    |
+| `target:U`           | constant target utilisation U of demand in replicas at the observed request mix (the action map with a fixed u) | the default limits |
 | `static:N`           | fixed count N                                                 | the default limits, widened to N |
 | `static`             | fixed count serving the workload's peak minute within the SLO | the default limits              |
 | `oracle`             | clairvoyant DP plan (sees the workload)                       | the default limits              |
@@ -335,15 +335,23 @@ def _predictive(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
 
 
 def _target(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
-    from rlscale.policies.target import TargetUtilisationPolicy
+    from rlscale.policies.target import MIX_WINDOW, TargetUtilisationPolicy
+    from rlscale.serving.capacity import observation_spec
 
     u = float(ps.arg)
-    capacity = ctx.profile.capacity_rps()
+    spec = observation_spec(
+        ctx.profile,
+        max_replicas=ctx.limits.max_replicas,
+        window=MIX_WINDOW,
+        ttft_slo_s=ctx.config.ttft_slo_s,
+        tpot_slo_s=ctx.config.tpot_slo_s,
+        ttft_slo_s_per_1k_tokens=ctx.config.ttft_slo_s_per_1k_tokens,
+    )
     return PolicyFactory(
         str(ps),
         f"target:{u:g}",
         ctx.limits,
-        lambda seed: TargetUtilisationPolicy(u, capacity),
+        lambda seed: TargetUtilisationPolicy(u, spec),
         {"u": u},
     )
 

@@ -306,10 +306,12 @@ WARM_WAKE = StageSpec(
     8,
     20,
     1.0,
-    "README §5 'waking a sleeping engine ~3-20 s'; "
-    f"{COLD_START_FILE} id=dynamo_snapshot (restore up to 21x faster than a cold start: 60 s / 21 ~ 3 s = low). "
-    "mode 8 s: weights back from pinned host memory (15-17 GiB per GPU at ~20 GB/s ~ 1 s) + KV re-allocation "
-    "+ readiness; no row measures it directly",
+    "derived, not measured: no row times a sleep-mode wake (the data README states no wake time). "
+    f"Measured parts, {COLD_START_FILE}: weights back from host memory as a warm page cache reloads them, "
+    "ids=ice_*_weights_uncached warm 0.14-3.51 s (0.5-13B); KV cache re-allocation, id=ice_kvprof_uncached "
+    "warm 1.4-2.1 s; together ~2-6 s. low 3 s: also id=dynamo_snapshot (restore up to 21x faster than a "
+    "cold start: 60 s / 21 ~ 3 s). mode 8 s and high 20 s add readiness (probe period, Service endpoints), "
+    "which no row measures",
 )
 
 

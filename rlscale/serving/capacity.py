@@ -6,6 +6,10 @@ same latency model; where they disagree (the serving model ignores a coefficient
 has), sizing from the profile would over- or under-provision against the simulator. Policies and
 the evaluator size from `replica_capacity_rps` below, which asks the serving model itself: one
 ready replica with a full batch completes exactly its knee rate (`serving.model.knee_rps`).
+
+`observation_spec` writes the profile into the contract's `ObservationSpec`, the capacity model
+the encoder, the action map and the `target:U` rule size demand with. It lives here, not in
+`envs`, because policies build it too (they may not import the simulator).
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from rlscale.contract import DEFAULT_SLO_TARGET, DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from rlscale.contract import (
+    DEFAULT_SLO_TARGET,
+    DEFAULT_TPOT_SLO_S,
+    DEFAULT_TTFT_SLO_S,
+    SLO_GRID_OUTPUT_LOG2,
+    SLO_GRID_PROMPT_LOG2,
+    SLO_SHARE_FLOOR,
+    ObservationSpec,
+)
 from rlscale.profiles.model import LatencyModel, ServiceProfile
 from rlscale.serving.model import LatencyArrays, knee_rps, serve_interval, steady_running
 
@@ -177,3 +189,61 @@ def idle_slo_share(
         ttft_slo_s_per_1k_tokens=ttft_slo_s_per_1k_tokens,
     )
     return np.minimum(r.slo_ok / arr, 1.0)
+
+
+def observation_spec(
+    profile: ServiceProfile,
+    *,
+    max_replicas: int,
+    window: int,
+    ttft_slo_s: float = DEFAULT_TTFT_SLO_S,
+    tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
+    ttft_slo_s_per_1k_tokens: float = 0.0,
+) -> ObservationSpec:
+    """The profile's reference capacity and the seven coefficients of the serving model's knee
+    (the units `serving.model._Coeffs` reads them in), so the contract can rescale capacity to the
+    observed request mix without importing the profile; `slo_share` from `slo_capacity_rps` at
+    these SLOs. The one builder: the env (`EnvConfig.observation_spec`) and the `target:U` rule
+    call it, and a checkpoint stores what it returned."""
+    lat = profile.latency
+    return ObservationSpec(
+        replica_capacity_rps=profile.capacity_rps(),
+        max_batch=float(lat.max_batch),
+        ttft_slo_s=ttft_slo_s,
+        tpot_slo_s=tpot_slo_s,
+        max_replicas=float(max_replicas),
+        window=window,
+        ref_prompt_tokens=float(profile.typical_prompt_tokens),
+        ref_output_tokens=float(profile.typical_output_tokens),
+        iteration_s=lat.tpot_base_ms / 1e3,
+        seq_iteration_s=lat.tpot_ms_per_seq / 1e3,
+        ctx_token_iteration_s=lat.tpot_ms_per_seq_per_ktok / 1e6,
+        prompt_token_s=lat.tpot_ms_per_prefill_token / 1e3,
+        request_overhead_s=lat.prefill_base_ms / 1e3,
+        kv_cache_tokens=float(lat.kv_cache_tokens),
+        slo_share=_slo_share_grid(profile, ttft_slo_s, tpot_slo_s, ttft_slo_s_per_1k_tokens),
+    )
+
+
+def _slo_share_grid(
+    profile: ServiceProfile, ttft_slo_s: float, tpot_slo_s: float, ttft_slo_s_per_1k_tokens: float
+) -> tuple[float, ...]:
+    """`ObservationSpec.slo_share`: the serving model's SLO capacity of a 4-replica fleet over its
+    knee, on the contract's grid of request sizes."""
+    out = []
+    for kp in SLO_GRID_PROMPT_LOG2:
+        for ko in SLO_GRID_OUTPUT_LOG2:
+            isl = profile.typical_prompt_tokens * 2.0**kp
+            osl = profile.typical_output_tokens * 2.0**ko
+            slo = slo_capacity_rps(
+                profile,
+                isl,
+                osl,
+                replicas=4,
+                ttft_slo_s=ttft_slo_s,
+                tpot_slo_s=tpot_slo_s,
+                ttft_slo_s_per_1k_tokens=ttft_slo_s_per_1k_tokens,
+            )
+            share = slo / replica_capacity_rps(profile, isl, osl)
+            out.append(round(max(SLO_SHARE_FLOOR, min(1.0, share)), 4))
+    return tuple(out)

@@ -20,6 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
+from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.serving import model as _model
 from rlscale.serving.jit_cache import drop_stale
 from rlscale.serving.model import (
@@ -401,8 +402,8 @@ def serve_interval_fast(
     output_cv: float | np.ndarray = 1.0,
     arrival_scv: float | np.ndarray = 1.0,
     timeout_s: float = 120.0,
-    ttft_slo_s: float = 2.0,
-    tpot_slo_s: float = 0.1,
+    ttft_slo_s: float = DEFAULT_TTFT_SLO_S,
+    tpot_slo_s: float = DEFAULT_TPOT_SLO_S,
     running_prompt_tokens: np.ndarray | None = None,
     running_output_tokens: np.ndarray | None = None,
     ttft_slo_s_per_1k_tokens: float = 0.0,

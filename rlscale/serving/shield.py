@@ -9,24 +9,29 @@ read the serving model's capacity at the observed request mix (`serving.capacity
 Per interval, on the metrics row that just ended (B, N_FIELDS) and the current target (B,):
 
     demand    arrival rate + queue drained over `drain_s` (`contract.demand_rps`)
-    capacity  requests/s one replica serves within the SLO at the observed mean prompt and
-              output tokens (prompt_tokens_per_s / arrival_rps, ...): `slo_capacity_rps`. This is
-              what makes the shield token-aware where a checkpoint's fixed `replica_capacity_rps`
-              is not: at 10x prompts one 8B replica serves 1.2 req/s within a 2 s TTFT, not 22.6.
+    capacity  requests/s per replica that a fleet of n serves within the SLO at the observed
+              mean prompt and output tokens (prompt_tokens_per_s / arrival_rps, ...):
+              `slo_capacity_rps(..., replicas=n)`. This is what makes the shield token-aware
+              where a checkpoint's fixed `replica_capacity_rps` is not: at 10x prompts one 8B
+              replica serves 1.2 req/s within a 2 s TTFT, not 22.6. It grows with n (more slots
+              pool the bursts of long prefills: 1.17 req/s each for 1 replica, 1.82 for 4, 2.24
+              for 13), so every count below is the smallest n whose fleet carries the demand,
+              n x capacity(n) x utilisation >= demand, not demand over one replica's capacity
+              (which sized a 13-replica fleet that held 99.2 % at 19-20: 681 $ against 481 $).
 
     handover  the SLO (p95 TTFT or TPOT over its limit; with a per-length SLO class the TTFT
               limit is the class's target at the observed mean prompt, all a histogram that is
               not split by prompt length can be held to) breached for `breach_intervals`
               intervals in a row while the policy held or shrank: the rule decides
-              (ceil(demand / (capacity x handover_utilisation)); the policy may add more) until
+              (the count that carries demand at handover_utilisation; the policy may add more) until
               `recover_intervals` intervals in a row meet the SLO (hysteresis).
-    floor     on scale-up (the rule's count above the current target), at least
-              ceil(demand / (capacity x floor_utilisation)): the policy may add more, never fewer.
+    floor     on scale-up (the rule's count above the current target), at least the count that
+              carries demand at floor_utilisation: the policy may add more, never fewer.
     queue     no scale-down while `queue_per_replica` requests or more wait per ready replica.
     consolidation  before a scale-down to N' of N, the survivors must carry the load at
               N / N' times the per-replica load: the most demand of the last `lookback`
-              intervals within capacity x consolidation_utilisation; else the scale-down stops at
-              the smallest count that passes (never above N).
+              intervals within N' x capacity(N') x consolidation_utilisation; else the scale-down
+              stops at the smallest count that passes (never above N).
 
 floor_utilisation > consolidation_utilisation leaves a band where the shield neither adds nor
 removes, so the shield itself cannot oscillate. Unobserved arrivals (NaN) set no floor and pass
@@ -68,6 +73,11 @@ FIRING_COLUMNS: tuple[str, ...] = (
 # Request sizes are bucketed on a 2 % log grid (rounded up: the larger request, the lower
 # capacity) so the capacity lookup is cached across intervals.
 _SIZE_STEP = math.log(1.02)
+# Fleet sizes the per-replica SLO capacity is computed at, linear in log2(n) between them and
+# flat beyond the last (where pooling has done nearly all it can: 2.30 req/s at 20 against 2.24
+# at 13 in the example above); counts are searched up to _MAX_COUNT.
+_FLEET_GRID = (1, 2, 4, 8, 16, 32, 64)
+_MAX_COUNT = 512
 
 
 class ShieldConfig(BaseModel):
@@ -105,7 +115,7 @@ class ShieldResult:
     target: np.ndarray  # (B,) replicas after the shield
     fired: np.ndarray  # (B,) int firing code (0: none); FIRING_REASONS[code]
     floor: np.ndarray  # (B,) the floor's count this interval
-    capacity_rps: np.ndarray  # (B,) per-replica SLO capacity at the observed mix
+    capacity_rps: np.ndarray  # (B,) per-replica SLO capacity at the observed mix, floor's fleet
     handover: np.ndarray  # (B,) bool: the rule is deciding
 
 
@@ -143,8 +153,9 @@ class Shield:
         self.firings[m] = 0
 
     def capacity_rps(self, rows: np.ndarray) -> np.ndarray:
-        """Per-replica SLO capacity (B,) at each row's mean request size (the profile's typical
-        size where the token rates or the arrival rate are unobserved or zero)."""
+        """Per-replica SLO capacity (B, len(_FLEET_GRID)) of a fleet of each grid size, at each
+        row's mean request size (the profile's typical size where the token rates or the arrival
+        rate are unobserved or zero)."""
         arr = rows[:, _F["arrival_rps"]]
         ok = np.isfinite(arr) & (arr > 1e-9)
         safe = np.where(ok, arr, 1.0)
@@ -159,16 +170,20 @@ class Shield:
         c = self.config
         caps = np.array(
             [
-                slo_capacity_rps(
-                    self.profile,
-                    float(i),
-                    float(o),
-                    slo_target=c.slo_target,
-                    prompt_cv=c.prompt_cv,
-                    ttft_slo_s=self.ttft_slo_s,
-                    tpot_slo_s=self.tpot_slo_s,
-                    ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
-                )
+                [
+                    slo_capacity_rps(
+                        self.profile,
+                        float(i),
+                        float(o),
+                        replicas=n,
+                        slo_target=c.slo_target,
+                        prompt_cv=c.prompt_cv,
+                        ttft_slo_s=self.ttft_slo_s,
+                        tpot_slo_s=self.tpot_slo_s,
+                        ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
+                    )
+                    for n in _FLEET_GRID
+                ]
                 for i, o in uniq
             ]
         )
@@ -197,10 +212,10 @@ class Shield:
         seen = np.isfinite(arr)
         waiting = np.nan_to_num(rows[:, _F["requests_waiting"]])
         demand = np.where(seen, np.nan_to_num(arr) + waiting / c.drain_s, np.nan)
-        cap = self.capacity_rps(rows)
+        curve = self.capacity_rps(rows)
         d0 = np.nan_to_num(demand)
-        floor = replicas_for_utilisation(d0, 1.0, cap * c.floor_utilisation)
-        rule = replicas_for_utilisation(d0, 1.0, cap * c.handover_utilisation)
+        floor, cap = fleet_for(d0, curve, c.floor_utilisation)
+        rule, _ = fleet_for(d0, curve, c.handover_utilisation)
         self.demand[:, :-1] = self.demand[:, 1:]
         self.demand[:, -1] = demand
         peak = np.nanmax(np.where(np.isnan(self.demand), -np.inf, self.demand), axis=1)
@@ -231,11 +246,10 @@ class Shield:
         fired[queued] = QUEUE
         out = np.where(queued, cur, out)
         # consolidation: survivors carry the recent peak; unobserved demand passes no check
-        need = np.where(
-            np.isfinite(peak),
-            replicas_for_utilisation(np.maximum(peak, 0.0), 1.0, cap * c.consolidation_utilisation),
-            np.inf,
+        carried, _ = fleet_for(
+            np.maximum(np.nan_to_num(peak), 0.0), curve, c.consolidation_utilisation
         )
+        need = np.where(np.isfinite(peak), carried, np.inf)
         short = (out < cur) & (out < need)
         fired[short] = CONSOLIDATION
         out = np.where(short, np.minimum(cur, need), out)
@@ -248,6 +262,31 @@ class Shield:
             {col: int(self.firings[b, k + 1]) for k, col in enumerate(FIRING_COLUMNS)}
             for b in range(self.batch)
         ]
+
+
+_COUNTS = np.arange(1, _MAX_COUNT + 1, dtype=np.float64)
+# where each count falls on the grid: capacity(n) = curve[j] x (1 - w) + curve[j + 1] x w
+_LOG_GRID = np.log2(np.asarray(_FLEET_GRID, dtype=np.float64))
+_POS = np.clip(np.log2(_COUNTS), _LOG_GRID[0], _LOG_GRID[-1])
+_J = np.clip(np.searchsorted(_LOG_GRID, _POS, side="right") - 1, 0, len(_FLEET_GRID) - 2)
+_W = (_POS - _LOG_GRID[_J]) / (_LOG_GRID[_J + 1] - _LOG_GRID[_J])
+
+
+def fleet_for(
+    demand_rps: np.ndarray, curve: np.ndarray, utilisation: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest fleet n (B,) with n x capacity(n) x utilisation >= demand_rps (B,), where
+    capacity(n) is `curve` (B, len(_FLEET_GRID)) read at n; and capacity(n) (B,) itself. 0 for
+    no demand; beyond _MAX_COUNT, demand over the last capacity (the fleet no bound allows)."""
+    d = np.asarray(demand_rps, dtype=np.float64)
+    cap_n = curve[:, _J] * (1.0 - _W) + curve[:, _J + 1] * _W  # (B, _MAX_COUNT)
+    ok = _COUNTS * cap_n * utilisation >= d[:, None] * (1.0 - 1e-9)
+    first = np.argmax(ok, axis=1)
+    found = ok[np.arange(len(d)), first]
+    n = np.where(found, first + 1.0, replicas_for_utilisation(d, 1.0, curve[:, -1] * utilisation))
+    n = np.where(d > 0, n, 0.0)
+    cap = np.where(found, cap_n[np.arange(len(d)), first], curve[:, -1])
+    return n, np.where(d > 0, cap, curve[:, 0])
 
 
 def _sizes(tokens: np.ndarray, ok: np.ndarray, typical: float) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 from rlscale.profiles import load_profile
 from rlscale.profiles.fit import (
     SPECS,
+    WARM_WAKE,
     fit_profile,
     fit_tpot,
     fit_ttft,
@@ -132,3 +133,18 @@ def test_shipped_profiles_meet_the_readme_sanity_targets():
     )
     ttft_s = p70.ttft_ms(np.array([4.0, 64.0]), 1024.0) / 1000
     assert 0.07 < ttft_s[0] and ttft_s[1] < 0.28
+
+
+def test_warm_wake_cites_only_rows_and_text_the_data_has(shared_data):
+    """The wake stage is derived: its source names the CSV rows that measure its parts, and
+    quotes nothing from the data README, which states no wake time."""
+    text = WARM_WAKE.source
+    assert text.startswith("derived, not measured")
+    assert "README" not in text.replace("the data README states no wake time", "")
+    readme = (shared_data / "README.md").read_text().lower()
+    assert "wake" not in readme and "sleeping" not in readme
+    ids = set(pd.read_csv(shared_data / "cold_start_measurements.csv")["id"])
+    assert {"ice_kvprof_uncached", "dynamo_snapshot"} <= ids
+    assert any(i.startswith("ice_") and i.endswith("_weights_uncached") for i in ids)
+    for name in SPECS:
+        assert load_profile(name).sources["warm_wake"] == text, name

@@ -5,8 +5,11 @@ last ulps (numpy's SIMD exp/log vs libm, scipy's ndtr vs erf/erfc, the SLO-share
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
+from rlscale.contract import DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
 from rlscale.profiles.model import load_profile
 from rlscale.serving.model import LatencyArrays, serve_interval
 from rlscale.serving.serve_kernel import serve_interval_fast
@@ -72,3 +75,10 @@ def test_kernel_holds_a_per_length_ttft_slo_as_the_numpy_reference_to_1e_12():
     # the slope only loosens the TTFT target: never fewer requests within it, many more
     assert (ref.slo_ok >= flat.slo_ok - 1e-9).all()
     assert (ref.slo_ok > flat.slo_ok + 1e-6).mean() > 0.2
+
+
+def test_kernel_slo_defaults_are_the_contracts_like_the_references():
+    for fn in (serve_interval_fast, serve_interval):
+        params = inspect.signature(fn).parameters
+        assert params["ttft_slo_s"].default == DEFAULT_TTFT_SLO_S, fn.__name__
+        assert params["tpot_slo_s"].default == DEFAULT_TPOT_SLO_S, fn.__name__

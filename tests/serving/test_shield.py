@@ -21,6 +21,7 @@ from rlscale.serving.shield import (
     Shield,
     ShieldConfig,
     default_shield,
+    fleet_for,
 )
 from rlscale.traces.workload import Workload
 
@@ -75,6 +76,43 @@ def test_floor_is_token_aware_ten_times_the_prompt_is_more_replicas() -> None:
     assert short.target[0] == 1 and short.fired[0] == NONE  # 3 req/s of typical requests: 1 is fine
     assert long.capacity_rps[0] < cap() / 5
     assert long.target[0] == np.ceil(3.0 / (long.capacity_rps[0] * 0.85)) and long.fired[0] == FLOOR
+
+
+def test_a_fleet_is_sized_at_its_own_pooled_capacity_not_one_replicas() -> None:
+    """At 10x prompts one 8B replica holds the SLO up to 1.17 req/s, but 16 replicas hold it up
+    to ~2.3 req/s each (more slots pool the long prefills). Sized at one replica's figure, the
+    shield held 19-20 replicas where the policy's 13 met the SLO (681 $ against 481 $ on m-large
+    day 11): a fleet is sized at its own per-replica capacity."""
+    # the shield's own curve (request sizes rounded up to its 2 % grid): 1, 2, 4, 8, 16, ...
+    curve = shield().capacity_rps(rows(prompt=10 * ISL))[0]
+    one, sixteen = curve[0], curve[4]
+    assert one == pytest.approx(cap(10 * ISL), rel=0.05) and sixteen > 1.8 * one
+    # a scale-down 20 -> 12 while 16 replicas' worth (at 0.75) arrived: stops at 16, not at
+    # ceil(demand / (one x 0.75)) = 31 (capped at the 20 it has)
+    rps = 16 * sixteen * 0.75 * 0.99
+    r = shield().apply(np.array([12.0]), np.array([20.0]), rows(rps=rps, prompt=10 * ISL, ready=20))
+    assert r.fired[0] == CONSOLIDATION and r.target[0] == 16
+    assert np.ceil(rps / (one * 0.75)) > 20
+    # and no more than what the demand needs passes unchallenged
+    ok = shield().apply(
+        np.array([16.0]), np.array([20.0]), rows(rps=rps, prompt=10 * ISL, ready=20)
+    )
+    assert ok.fired[0] == NONE and ok.target[0] == 16
+
+
+def test_fleet_for_is_the_smallest_fleet_that_carries_the_demand() -> None:
+    grid = np.array([[10.0, 12.0, 14.0, 16.0, 17.0, 17.5, 18.0]])  # per replica at 1, 2, 4, ...
+    for demand, want in ((0.0, 0), (7.9, 1), (8.1, 2), (2 * 12.0 * 0.8, 2), (40.0, 4)):
+        n, c = fleet_for(np.array([demand]), grid, 0.8)
+        assert n[0] == want, demand
+        assert demand == 0 or n[0] * c[0] * 0.8 >= demand
+        assert demand == 0 or (n[0] - 1) * grid[0, 0] * 0.8 < demand or n[0] == 1
+    # 3 replicas: halfway between 2 and 4 in log2 -> 12 + (14 - 12) x log2(1.5) each
+    n, c = fleet_for(np.array([3 * 13.0 * 0.8]), grid, 0.8)
+    assert n[0] == 3 and c[0] == pytest.approx(12.0 + 2.0 * np.log2(1.5))
+    # beyond the search: demand over the last capacity
+    n, _ = fleet_for(np.array([1e6]), grid, 0.8)
+    assert n[0] == np.ceil(1e6 / (18.0 * 0.8))
 
 
 def test_one_replica_under_heavy_load_is_floored() -> None:
@@ -199,5 +237,6 @@ def test_env_path_floors_a_one_replica_policy_and_counts_it() -> None:
             assert counts[0]["shield_floor"] > 0
             assert fleet.shielded().tolist() == [True, False]
     assert out[False][0].tolist() == [1, 1]
-    assert out[True][0][0] > 5 and out[True][0][1] == 1
+    # 6 req/s of 11,550-token prompts: ~1.9 req/s a replica within the SLO in a fleet of 4-5
+    assert out[True][0][0] >= 4 and out[True][0][1] == 1
     assert out[True][1][0] > out[False][1][0] + 0.5
