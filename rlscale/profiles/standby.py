@@ -43,13 +43,19 @@ StandbyTier = Literal["sleeping", "warm_node", "preloaded_node"]
 TIERS: tuple[str, ...] = get_args(StandbyTier)
 
 # the profile stages a tier skips or changes, found by name (the fitted profiles' names)
-_NODE, _PULL, _WEIGHTS = "node", "image_pull", "weight"
+StageKind = Literal["node", "image_pull", "weight"]
 
 
-def _find(profile: ServiceProfile, key: str) -> Stage:
-    for s in profile.cold_start:
-        if key in s.name:
-            return s
+def find_stage(profile: ServiceProfile, kind: StageKind) -> Stage | None:
+    """The profile's node-provisioning, image-pull or weight-load stage (None if it has none),
+    found by name as the fitted profiles name them."""
+    return next((s for s in profile.cold_start if kind in s.name), None)
+
+
+def _find(profile: ServiceProfile, key: StageKind) -> Stage:
+    found = find_stage(profile, key)
+    if found is not None:
+        return found
     raise InputError(
         profile.name,
         f"no cold-start stage named like {key!r}; a node tier needs node, image-pull and "
@@ -105,13 +111,41 @@ class Standby:
         )
 
 
+def bound_start(
+    profile: ServiceProfile, *, image_cached: bool, weights_cached: bool
+) -> list[Stage]:
+    """The cold-start stages of a pod once it is bound to a node that is up (the node's own wait
+    is then behind it): no node stage; the image pull, always, unless the node has the image;
+    the weights from local disk, (low, mode, mode) as the preloaded tier reads them, when the
+    node has them. A stage the profile lacks is nothing to drop or shorten."""
+    node, pull, weights = (find_stage(profile, k) for k in ("node", "image_pull", "weight"))
+    out = []
+    for s in profile.cold_start:
+        if s is node or (s is pull and image_cached):
+            continue
+        if s is pull:
+            out.append(_with(s, probability=1.0))  # an uncached node pulls, for sure
+        elif s is weights and weights_cached:
+            out.append(_with(s, high_s=s.mode_s))
+        else:
+            out.append(s)
+    return out
+
+
+def sample_stages_s(
+    profile: ServiceProfile, stages: list[Stage], rng: np.random.Generator, n: int
+) -> np.ndarray:
+    """Draws of the sum of `stages`, made as the profile's own cold start is drawn."""
+    return _sample(profile, stages, rng, n)
+
+
 def standby(profile: ServiceProfile, tier: str) -> Standby:
     """The `Standby` of `tier` (one of TIERS) for `profile`; InputError names a bad tier."""
     if tier not in TIERS:
         raise InputError("standby_tier", f"{tier!r}: expected one of {', '.join(TIERS)}")
     if tier == "sleeping":
         return Standby(tier, None, None, profile)
-    node, pull, weights = (_find(profile, k) for k in (_NODE, _PULL, _WEIGHTS))
+    node, pull, weights = (_find(profile, k) for k in ("node", "image_pull", "weight"))
     p_pull_new_node = min(pull.probability / node.probability, 1.0) if node.probability else 1.0
     rest = [s for s in profile.cold_start if s not in (node, pull)]
     if tier == "warm_node":
@@ -119,6 +153,5 @@ def standby(profile: ServiceProfile, tier: str) -> Standby:
         wake = [_with(pull, probability=p_pull_new_node), *rest]
     else:
         fill = [_with(node, probability=1.0), _with(pull, probability=1.0), weights]
-        local = _with(weights, high_s=weights.mode_s)
-        wake = [local if s is weights else s for s in rest]
+        wake = bound_start(profile, image_cached=True, weights_cached=True)
     return Standby(tier, fill, wake, profile)

@@ -5,6 +5,8 @@
     kubelet.py   simulated deployment controller and kubelet (cold starts, termination, the
                  Ready condition of vLLM sleep mode)
     pods.py      per-pod servers: /metrics with vLLM and DCGM series, vLLM's sleep endpoints
+    nodes.py     opt-in GPU node pool: scheduler fit and preemption, cluster-autoscaler,
+                 node-local image/weight cache, placeholder (pause) pods
     replay.py    a workload replayed through the serving model against the Ready pods
     prometheus.py  the Prometheus child process, its config and file_sd targets
     runner.py    `Sandbox`: all of it in one process, for tests and `rlscale sandbox`

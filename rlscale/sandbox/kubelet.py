@@ -2,9 +2,10 @@
 
 Deployment controller (with the ReplicaSet controller folded in): keeps the number of live
 (non-terminating) pods of each Deployment at `spec.replicas`; on scale-down it deletes pods in the
-ReplicaSet controller's order — not-ready before ready, then the newest first — and it writes the
-Deployment's `status` (`replicas`, `readyReplicas`, `availableReplicas`, `updatedReplicas`,
-`unavailableReplicas`, `observedGeneration`, conditions) and a `ScalingReplicaSet` Event. Pods are
+ReplicaSet controller's order — not-ready before ready, the lower `pod-deletion-cost` annotation,
+then the newest first — and it writes the Deployment's `status` (`replicas`, `readyReplicas`,
+`availableReplicas`, `updatedReplicas`, `unavailableReplicas`, `observedGeneration`,
+conditions) and a `ScalingReplicaSet` Event. Pods are
 named `<deployment>-<hash>-<5 chars>` and owned by a ReplicaSet that is not itself served. A
 change of the pod template is not rolled out (only replicas matter here).
 
@@ -21,6 +22,12 @@ readiness probe a sleep-mode deployment must set (not ready while `/is_sleeping`
 vLLM's /health stays 200 while asleep), without its probe period: Ready flips at the next tick.
 The container keeps running and the pod keeps its GPUs; being not Ready, a sleeping pod is
 deleted before the Ready ones on a scale-down, as the ReplicaSet controller would.
+
+Nodes: by default every pod binds at once to the one `sandbox-node` and its cold start is the
+profile's whole draw (the node stage included, as a probability). With `nodes=NodePool(...)`
+(`nodes.py`) pods wait unbound for a node with free GPUs, preempt lower-priority placeholder
+pods, trigger an emulated cluster-autoscaler, and start with what their node has cached; the
+kubelet part is the same from the binding on.
 
 Time: everything runs on a `SimClock` in simulated seconds. `ScaledClock(time_scale=60)` runs a
 60 s cold start in 1 s of wall time; `ManualClock` lets tests step time by hand and call
@@ -43,9 +50,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from rlscale.profiles.model import ServiceProfile
-from rlscale.sandbox.apiserver.resources import DEPLOYMENTS, EVENTS, PODS, Obj
+from rlscale.sandbox.apiserver.resources import DEPLOYMENTS, EVENTS, NODES, PODS, Obj
 from rlscale.sandbox.apiserver.store import ChangeEvent, Store, rfc3339
 from rlscale.sandbox.loop import wait_any
+from rlscale.sandbox.nodes import PAUSE_EXIT_S, NodeFleet, NodePool, is_pause
 
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 NODE_NAME = "sandbox-node"
@@ -106,6 +114,7 @@ class PodTimeline:
     running_at_s: float
     ready_at_s: float
     delete_at_s: float | None = None
+    node: str | None = None  # with a node pool: where it is bound (None: not yet)
     # vLLM sleep mode: asleep from `/sleep` until a `/wake_up` has taken `wake_s` (awake_at_s)
     asleep: bool = False
     wake_s: float | None = None  # the latest wake's draw, simulated seconds
@@ -178,6 +187,7 @@ class ClusterController:
         reserve_port: Callable[[], int] | None = None,
         emit_events: bool = True,
         port_name: str = "http",
+        nodes: NodePool | None = None,
     ) -> None:
         if not 0.0 <= pending_share <= 1.0:
             raise ValueError(f"pending_share = {pending_share}, must be within [0, 1]")
@@ -192,6 +202,10 @@ class ClusterController:
         self._rng = np.random.default_rng(seed)
         # wakes draw from their own stream, so a test that wakes pods leaves cold starts as they are
         self._wake_rng = np.random.default_rng([seed, 1])
+        # opt-in GPU nodes, scheduler and cluster-autoscaler (nodes.py); None: one node, no waits
+        self.node_fleet = (
+            NodeFleet(nodes, profile, seed=seed, now_s=clock.now_s()) if nodes else None
+        )
         self._order = 0
 
     # one pass ----------------------------------------------------------------------------
@@ -210,6 +224,8 @@ class ClusterController:
                 if (pod["metadata"]["namespace"], rs) not in owners and not is_terminating(pod):
                     # Garbage collection: the owning Deployment is gone.
                     self.store.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if self.node_fleet is not None:
+            self._schedule_on_nodes(now)
         for pod in self.store.list(PODS):
             self._kubelet(pod, now)
         for d in self.store.list(DEPLOYMENTS):
@@ -224,8 +240,12 @@ class ClusterController:
         due = []
         for t in self.timelines.values():
             for at in (t.running_at_s, t.ready_at_s, t.delete_at_s, t.awake_at_s):
-                if at is not None and at > now:
+                if at is not None and now < at < math.inf:  # inf: not bound to a node yet
                     due.append(at - now)
+        if self.node_fleet is not None:
+            node_due = self.node_fleet.next_due_s(now)
+            if node_due is not None:
+                due.append(node_due)
         return min(due) if due else None
 
     # deployment controller ---------------------------------------------------------------
@@ -252,13 +272,15 @@ class ClusterController:
 
     def _deletion_rank(self, pod: Obj) -> tuple[Any, ...]:
         # ReplicaSet controller order (controller_utils.ActivePods): unready before ready,
-        # pending before running, then the newest first.
+        # pending before running, the lower `controller.kubernetes.io/pod-deletion-cost` first,
+        # then the newest first.
         t = self.timelines.get(pod["metadata"]["uid"])
         created = t.created_s if t else -math.inf
         phase_rank = 0 if (pod.get("status") or {}).get("phase") == "Pending" else 1
         return (
             is_ready(pod),
             phase_rank,
+            _deletion_cost(pod),
             -created,
             pod["metadata"]["creationTimestamp"],
             pod["metadata"]["name"],
@@ -272,8 +294,11 @@ class ClusterController:
         labels = {**(tmeta.get("labels") or {}), "pod-template-hash": template_hash(d)}
         annotations = dict(tmeta.get("annotations") or {})
         spec = _copy(template.get("spec") or {})
-        spec["nodeName"] = NODE_NAME
-        if self.reserve_port is not None:
+        if self.node_fleet is None:
+            spec["nodeName"] = NODE_NAME
+        else:
+            spec["priority"] = self.node_fleet.priority({"spec": spec})  # admission's lookup
+        if self.reserve_port is not None and not is_pause(spec):  # a pause pod serves nothing
             port = self.reserve_port()
             annotations.update(
                 {
@@ -311,49 +336,23 @@ class ClusterController:
                 ],
             },
             "spec": spec,
-            "status": {
-                "phase": "Pending",
-                "hostIP": POD_IP,
-                "startTime": _now_rfc3339(),
-                "conditions": [
-                    {
-                        "type": "PodScheduled",
-                        "status": "True",
-                        "lastTransitionTime": _now_rfc3339(),
-                    },
-                    {"type": "Initialized", "status": "True", "lastTransitionTime": _now_rfc3339()},
-                    {
-                        "type": "ContainersReady",
-                        "status": "False",
-                        "reason": "ContainersNotReady",
-                        "lastTransitionTime": _now_rfc3339(),
-                    },
-                    {
-                        "type": "Ready",
-                        "status": "False",
-                        "reason": "ContainersNotReady",
-                        "lastTransitionTime": _now_rfc3339(),
-                    },
-                ],
-                "containerStatuses": [
-                    {
-                        "name": c.get("name", ""),
-                        "image": c.get("image", ""),
-                        "imageID": "",
-                        "ready": False,
-                        "started": False,
-                        "restartCount": 0,
-                        "state": {"waiting": {"reason": "ContainerCreating"}},
-                    }
-                    for c in containers
-                ],
-            },
+            "status": (
+                _bound_status(containers)
+                if self.node_fleet is None
+                else {"phase": "Pending", "conditions": []}
+            ),
         }
         created = self.store.create(PODS, ns, pod)
         self._schedule(created, now)
         return created
 
     def _schedule(self, pod: Obj, now: float) -> PodTimeline:
+        if self.node_fleet is not None and not (pod.get("spec") or {}).get("nodeName"):
+            # waits for the scheduler (`_schedule_on_nodes`), which sets its times at binding
+            self._order += 1
+            t = PodTimeline(now + self._order * 1e-9, math.nan, math.inf, math.inf)
+            self.timelines[pod["metadata"]["uid"]] = t
+            return t
         cold = float(self.profile.sample_cold_start_s(self._rng, 1)[0])
         self._order += 1
         # created_s breaks ties between pods created in the same tick by creation order.
@@ -366,10 +365,19 @@ class ClusterController:
         self.timelines[pod["metadata"]["uid"]] = t
         return t
 
-    def _event(self, d: Obj, message: str) -> None:
+    def _event(
+        self,
+        obj: Obj,
+        message: str,
+        *,
+        reason: str = "ScalingReplicaSet",
+        component: str = "deployment-controller",
+        kind: str = "Deployment",
+        type_: str = "Normal",
+    ) -> None:
         if not self.emit_events:
             return
-        meta = d["metadata"]
+        meta = obj["metadata"]
         now = _now_rfc3339()
         self.store.create(
             EVENTS,
@@ -377,24 +385,86 @@ class ClusterController:
             {
                 "metadata": {"name": f"{meta['name']}.{time.time_ns():x}"},
                 "involvedObject": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
+                    "apiVersion": "apps/v1" if kind == "Deployment" else "v1",
+                    "kind": kind,
                     "name": meta["name"],
                     "namespace": meta["namespace"],
                     "uid": meta["uid"],
                     "resourceVersion": meta["resourceVersion"],
                 },
-                "reason": "ScalingReplicaSet",
+                "reason": reason,
                 "message": message,
-                "source": {"component": "deployment-controller"},
+                "source": {"component": component},
                 "firstTimestamp": now,
                 "lastTimestamp": now,
                 "count": 1,
-                "type": "Normal",
-                "reportingComponent": "deployment-controller",
+                "type": type_,
+                "reportingComponent": component,
                 "reportingInstance": "",
             },
         )
+
+    # scheduler and cluster-autoscaler (with a node pool) -----------------------------------
+    def _schedule_on_nodes(self, now: float) -> None:
+        assert self.node_fleet is not None
+        fleet = self.node_fleet
+        created = {uid: t.created_s for uid, t in self.timelines.items()}
+        decision = fleet.tick(now, self.store.list(PODS), created)
+        for victim, by, node in decision.preemptions:
+            vm = victim["metadata"]
+            self.store.delete(PODS, vm["namespace"], vm["name"])
+            self._event(
+                victim,
+                f"Preempted by pod {by['metadata']['uid']} on node {node}",
+                reason="Preempted",
+                component="default-scheduler",
+                kind="Pod",
+            )
+        for pod, node in decision.nominated:
+            if (pod.get("status") or {}).get("nominatedNodeName") == node:
+                continue  # each write wakes the loop: write only what changes
+            self.store.mutate(
+                PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], _nominate(node)
+            )
+        for pod, message in decision.unschedulable:
+            meta = pod["metadata"]
+            if _condition_message(pod, "PodScheduled") == message:
+                continue
+            if _condition_reason(pod, "PodScheduled") != "Unschedulable":
+                self._event(
+                    pod,
+                    message,
+                    reason="FailedScheduling",
+                    component="default-scheduler",
+                    kind="Pod",
+                    type_="Warning",
+                )
+            self.store.mutate(PODS, meta["namespace"], meta["name"], _unschedulable(message))
+        for pod, node in decision.scale_ups:
+            self._event(
+                pod,
+                f"pod triggered scale-up: [{{sandbox-gpu-pool -> {len(fleet.nodes)} "
+                f"(max: {fleet.pool.max_nodes})}}] ({node})",
+                reason="TriggeredScaleUp",
+                component="cluster-autoscaler",
+                kind="Pod",
+            )
+        self._sync_nodes(now)
+        for pod, node in decision.binds:
+            meta = pod["metadata"]
+            # the binding subresource sets spec.nodeName (a write of the pod here), the kubelet
+            # then the status
+            self.store.mutate(
+                PODS, meta["namespace"], meta["name"], _bind_spec(node), subresource=None
+            )
+            self.store.mutate(PODS, meta["namespace"], meta["name"], _bind_status)
+            t = self.timelines.get(meta["uid"]) or self._schedule(pod, now)
+            if fleet.image == "" and not is_pause(pod["spec"]):
+                fleet.image = str(pod["spec"]["containers"][0].get("image", ""))
+            cold = fleet.start_s(node, pod["spec"])
+            t.node, t.cold_start_s = node, cold
+            t.running_at_s = now + self.pending_share * cold
+            t.ready_at_s = now + cold
 
     def _write_status(self, d: Obj) -> None:
         pods = [p for p in self.owned_pods(d) if not is_terminating(p)]
@@ -454,6 +524,32 @@ class ClusterController:
 
             self.store.mutate(DEPLOYMENTS, d["metadata"]["namespace"], d["metadata"]["name"], put)
 
+    def _sync_nodes(self, now: float) -> None:
+        """Mirror the pool's nodes into the API as Node objects (created when the autoscaler
+        asks for one, Ready once booted, deleted when scaled down); writes only what changed."""
+        assert self.node_fleet is not None
+        present = {n["metadata"]["name"]: n for n in self.store.list(NODES)}
+        for name in present.keys() - self.node_fleet.nodes.keys():
+            self.store.remove(NODES, "", name)
+        for name in self.node_fleet.nodes:
+            want = self.node_fleet.node_object(name, now)
+            cur = present.get(name)
+            if cur is None:
+                self.store.create(NODES, None, want)
+                continue
+            if (cur["metadata"].get("annotations") or {}) != want["metadata"]["annotations"]:
+
+                def annotate(obj: Obj, a: dict[str, str] = want["metadata"]["annotations"]) -> None:
+                    obj["metadata"]["annotations"] = a
+
+                self.store.mutate(NODES, "", name, annotate, subresource=None)
+            if _node_state(cur) != _node_state(want):
+
+                def put(obj: Obj, status: Obj = want["status"]) -> None:
+                    obj["status"] = status
+
+                self.store.mutate(NODES, "", name, put)
+
     # kubelet -----------------------------------------------------------------------------
     def _kubelet(self, pod: Obj, now: float) -> None:
         meta = pod["metadata"]
@@ -465,6 +561,8 @@ class ClusterController:
         if is_terminating(pod):
             if t.delete_at_s is None:
                 grace = float(meta.get("deletionGracePeriodSeconds", 30))
+                if is_pause(pod.get("spec") or {}):
+                    grace = min(grace, PAUSE_EXIT_S)  # pause exits on SIGTERM at once
                 t.delete_at_s = now + grace
                 if is_ready(pod):
                     self.store.mutate(PODS, ns, name, _set_not_ready)
@@ -482,6 +580,9 @@ class ClusterController:
             self.store.mutate(PODS, ns, name, _set_ready)
         elif now >= t.running_at_s and phase == "Pending":
             self.store.mutate(PODS, ns, name, _set_running)
+            if self.node_fleet is not None and t.node is not None:
+                image = str(((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", ""))
+                self.node_fleet.cache_image(t.node, image)  # pulled: the node keeps it
 
     # sleep mode --------------------------------------------------------------------------
     def _engine(self, namespace: str, name: str) -> tuple[Obj, PodTimeline]:
@@ -563,6 +664,117 @@ class ClusterController:
                 await wait_any(changed, stop, timeout_s=wait)
         finally:
             self.store.listeners.remove(on_change)
+
+
+def _bound_status(containers: list[Obj]) -> Obj:
+    """A pod's status from its binding to a node on: scheduled, containers being created."""
+    now = _now_rfc3339()
+    return {
+        "phase": "Pending",
+        "hostIP": POD_IP,
+        "startTime": now,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {
+                "type": "ContainersReady",
+                "status": "False",
+                "reason": "ContainersNotReady",
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ContainersNotReady",
+                "lastTransitionTime": now,
+            },
+        ],
+        "containerStatuses": [
+            {
+                "name": c.get("name", ""),
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            }
+            for c in containers
+        ],
+    }
+
+
+def _bind_spec(node: str) -> Callable[[Obj], None]:
+    def bind(pod: Obj) -> None:
+        pod["spec"]["nodeName"] = node
+
+    return bind
+
+
+def _bind_status(pod: Obj) -> None:
+    pod["status"] = _bound_status(pod["spec"].get("containers") or [])
+
+
+def _nominate(node: str) -> Callable[[Obj], None]:
+    def nominate(pod: Obj) -> None:
+        pod["status"]["nominatedNodeName"] = node
+
+    return nominate
+
+
+def _unschedulable(message: str) -> Callable[[Obj], None]:
+    def mark(pod: Obj) -> None:
+        conds = [
+            c for c in pod["status"].get("conditions") or [] if c.get("type") != "PodScheduled"
+        ]
+        old = next(
+            (c for c in pod["status"].get("conditions") or [] if c.get("type") == "PodScheduled"),
+            None,
+        )
+        since = old.get("lastTransitionTime") if old and old.get("status") == "False" else None
+        pod["status"]["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+                "lastProbeTime": None,
+                "lastTransitionTime": since or _now_rfc3339(),
+            },
+            *conds,
+        ]
+
+    return mark
+
+
+def _node_state(node: Obj) -> tuple[Any, ...]:
+    status = node.get("status") or {}
+    ready = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    return (ready, status.get("images"), status.get("allocatable"))
+
+
+def _condition_message(pod: Obj, type_: str) -> str | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c.get("message")
+    return None
+
+
+def _condition_reason(pod: Obj, type_: str) -> str | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return c.get("reason")
+    return None
+
+
+def _deletion_cost(pod: Obj) -> int:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(
+        "controller.kubernetes.io/pod-deletion-cost", "0"
+    )
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0  # the apiserver refuses a non-integer cost; one that got in counts as 0
 
 
 def _max_unavailable(d: Obj, replicas: int) -> int:

@@ -8,12 +8,14 @@ Sleep mode, as vLLM serves it with VLLM_SERVER_DEV_MODE=1 (without it the routes
 | request                | answer                                                                  |
 |------------------------|-------------------------------------------------------------------------|
 | `POST /sleep?level=1`  | 200, empty body, once asleep; idempotent. Level 2 is taken as level 1 (the emulated wake does not reload weights); another level: 400 |
-| `POST /wake_up`        | 200, empty body, once awake: it waits the wake (a `warm_wake` draw, simulated seconds at the clock's pace); idempotent (at once when awake; a second call joins the wake in progress) |
+| `POST /wake_up`        | 200, empty body, once awake: it waits the wake (a `warm_wake` draw, simulated seconds at the clock's pace); idempotent (at once when awake; a second call joins the wake in progress); `?tags=` is accepted and ignored (a wake wakes weights and KV cache together) |
 | `GET /is_sleeping`     | `{"is_sleeping": true}` from the sleep until the wake is done           |
 | either, on a pod that is terminating, gone from the API, or whose wake was called off by a sleep | 503 `{"detail": ...}` (a pod still starting refuses connections: nothing listens yet) |
 
 A sleeping pod: not Ready (out of the Service: the replay feeds it nothing), still a scrape target
-(see `PodFleet.sync`), its requests in flight aborted at the sleep (`finished_reason="abort"`),
+(see `PodFleet.sync`), its requests in flight aborted at the sleep (`finished_reason="abort"`;
+our choice: a controller should put only drained pods to sleep, and what vLLM does with
+requests in flight at a sleep differs between releases),
 gauges 0, counters still until it wakes. Faults for tests: `PodFleet.fail_standby` (500, or a
 call that never answers; neither changes the engine).
 
@@ -438,6 +440,7 @@ class PodEndpoint:
     reserved_at_s: float = field(default_factory=time.monotonic)
     metrics: PodMetrics | None = None
     dev_mode: bool = True  # the container sets VLLM_SERVER_DEV_MODE=1: sleep endpoints exist
+    hostname: str = "sandbox-node"  # the pod's node: DCGM's Hostname label
     runner: web.AppRunner | None = None
     pod_key: tuple[str, str] | None = None
     listening_at_s: float | None = None  # monotonic time its endpoint started
@@ -550,6 +553,7 @@ class PodFleet:
             ep.pod_key = key
             if ep.runner is None and is_ready(pod):
                 ep.dev_mode = _dev_mode(pod)
+                ep.hostname = str((pod.get("spec") or {}).get("nodeName") or ep.hostname)
                 await self._start(ep)
         for port, ep in list(self.endpoints.items()):
             # A reserved port whose pod is gone (or never showed up) is released.
@@ -609,6 +613,7 @@ class PodFleet:
         ep.metrics = PodMetrics(
             self.model_name,
             gpus=self.gpus_per_replica,
+            hostname=ep.hostname,
             count_aborts=self.count_aborts,
             frozen=self.frozen,
         )

@@ -1,5 +1,11 @@
 """The whole sandbox in one process: stand-in API server, simulated controllers, emulated pods,
 workload replay and a real Prometheus. Used by `rlscale sandbox` and by tests.
+
+For warm-pool tests: the pods run vLLM's sleep mode (`sleep_mode=True`, their server on the
+container port named `vllm_port_name`, see pods.py; `pod_url`, `sleeping_pods`, `fail_standby`),
+and `nodes=NodePool(...)` adds GPU nodes, a cluster-autoscaler, node caches and placeholder pods
+(`create_placeholder`, `placeholder_pods`, `nodes`; see nodes.py). Without `nodes` every pod
+binds at once and draws the profile's whole cold start, as before.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from rlscale.sandbox.apiserver.server import ApiServer, RequestLog, RequestRecor
 from rlscale.sandbox.apiserver.store import Store
 from rlscale.sandbox.kubelet import ClusterController, ScaledClock, is_terminating, serving
 from rlscale.sandbox.loop import LoopThread, wait_any
+from rlscale.sandbox.nodes import NodePool, placeholder_manifest
 from rlscale.sandbox.pods import PodFleet, Spelling, StandbyAction, StandbyFault
 from rlscale.sandbox.prometheus import PrometheusProcess
 from rlscale.sandbox.prometheus import wait_for as prom_wait_for
@@ -175,6 +182,9 @@ class Sandbox:
                             servers answer POST /sleep, POST /wake_up, GET /is_sleeping (pods.py).
         vllm_port_name      the name of the container port of each pod's vLLM server (default
                             "http"): a client finds it at `status.podIP` (127.0.0.1) + that port.
+        nodes               a `NodePool` (rlscale.sandbox.nodes): GPU nodes, the scheduler's fit
+                            and preemption, a cluster-autoscaler, node-local image/weight caches,
+                            placeholder pods. None (default): one node, every pod binds at once.
 
     After `start()` (or entering the `with`):
         api_url, kubeconfig_path, prometheus_url (None without Prometheus), prometheus_pid
@@ -190,6 +200,8 @@ class Sandbox:
         sleeping_pods()     the Deployment's pods whose engine sleeps (not Ready, still scraped)
         fail_standby(pod_name, "sleep" | "wake", "error" | "hang" | None)  that pod's /sleep or
                             /wake_up answers 500 or never; None clears
+        create_placeholder(replicas=1, name=None), placeholder_pods(name=None), nodes()
+                            with `nodes=`: the over-provisioning Deployment, its pods, the nodes
         pause_prometheus(), resume_prometheus()  a Prometheus outage (SIGSTOP / SIGCONT)
         task_errors         background tasks that died before stop() (each also logged)
         pods(), deployment_object(), ready_count(), call(fn(store))
@@ -232,6 +244,7 @@ class Sandbox:
         termination_grace_s: int = 30,
         sleep_mode: bool = True,
         vllm_port_name: str = "http",
+        nodes: NodePool | None = None,
     ) -> None:
         if replicas < 0:
             raise ValueError(f"replicas = {replicas}, must be >= 0")
@@ -265,6 +278,7 @@ class Sandbox:
         self.termination_grace_s = termination_grace_s
         self.sleep_mode = sleep_mode
         self.vllm_port_name = vllm_port_name
+        self.node_pool = nodes
 
         self.workdir: Path | None = None
         self._own_workdir = False
@@ -363,6 +377,7 @@ class Sandbox:
             pending_share=self.pending_share,
             reserve_port=self.fleet.reserve_port,
             port_name=self.vllm_port_name,
+            nodes=self.node_pool,
         )
         self.fleet.engines = self.controller
         self.store.create(
@@ -609,6 +624,36 @@ class Sandbox:
         port = next(p["containerPort"] for p in ports if p.get("name") == self.vllm_port_name)
         ip = (pod.get("status") or {}).get("podIP") or "127.0.0.1"
         return f"http://{ip}:{port}"
+
+    def create_placeholder(self, replicas: int = 1, name: str | None = None) -> Obj:
+        """Create the placeholder Deployment (`<deployment>-placeholder`, `nodes.placeholder_manifest`:
+        pause pods holding one replica's GPUs each, PriorityClass `rlscale-placeholder`). Needs
+        `nodes=` (without a node pool nothing is scheduled, so nothing would be held)."""
+        if self.node_pool is None:
+            raise RuntimeError(
+                "create_placeholder needs a node pool: Sandbox(..., nodes=NodePool())"
+            )
+        manifest = placeholder_manifest(
+            self.deployment, self.namespace, replicas, self.profile.gpus_per_replica, name=name
+        )
+        return self.call(lambda s: s.create(DEPLOYMENTS, self.namespace, manifest))
+
+    def placeholder_pods(self, name: str | None = None) -> list[Obj]:
+        """The pods of the placeholder Deployment (`<deployment>-placeholder` by default)."""
+        label = name or f"{self.deployment}-placeholder"
+        return [
+            p for p in self.all_pods() if (p["metadata"].get("labels") or {}).get("app") == label
+        ]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The node pool, one row per node: name, gpus, gpus_free, ready, ready_at_s (simulated),
+        images, weights, pods. Empty without `nodes=`."""
+
+        def rows(s: Store) -> list[dict[str, Any]]:
+            fleet = self.controller.node_fleet if self.controller is not None else None
+            return [] if fleet is None else fleet.describe(s.list(PODS), self.clock.now_s())
+
+        return self.call(rows)
 
     def all_pods(self) -> list[Obj]:
         return self.call(lambda s: s.list(PODS, self.namespace))

@@ -210,3 +210,48 @@ def test_without_dev_mode_the_sleep_endpoints_do_not_exist(
     (a,) = (p["metadata"]["name"] for p in sb.pods())
     assert http("POST", f"{sb.pod_url(a)}/sleep?level=1")[0] == 404
     assert http("GET", f"{sb.pod_url(a)}/is_sleeping")[0] == 404
+
+
+@pytest.mark.prometheus
+def test_real_prometheus_keeps_scraping_a_sleeping_pod(
+    make_sandbox: Callable[..., Sandbox], prometheus: object
+) -> None:
+    sb = make_sandbox(replicas=2, namespace="sleep-scrape", prometheus=prometheus)
+    sb.wait_for_ready(2, timeout_s=10)
+    a = sb.pods()[0]["metadata"]["name"]
+    assert http("POST", f"{sb.pod_url(a)}/sleep?level=1")[0] == 200
+    t_slept = time.time()
+    # a sample scraped after the sleep: the target is still up, its gauges read 0
+    result = sb.wait_for_query(
+        f'timestamp(up{{namespace="sleep-scrape",pod="{a}",job="vllm"}}) > {t_slept + 0.5}',
+        lambda r: len(r) == 1,
+        timeout_s=10,
+    )
+    assert result
+    up = sb.query(f'up{{namespace="sleep-scrape",pod="{a}",job="vllm"}}')
+    assert up[0]["value"][1] == "1"
+    running = sb.wait_for_query(
+        f'vllm:num_requests_running{{namespace="sleep-scrape",pod="{a}",job="vllm"}}',
+        lambda r: len(r) == 1,
+        timeout_s=10,
+    )
+    assert running[0]["value"][1] == "0"
+
+
+def test_a_pod_deletion_cost_orders_the_ready_pods_as_the_replicaset_controller_does(
+    tiny_profile: ServiceProfile,
+) -> None:
+    store, ctl, _clock = started(tiny_profile, 3)
+    newest = max(pods(store), key=lambda p: ctl.timelines[p["metadata"]["uid"]].created_s)
+    keep = newest["metadata"]["name"]
+
+    def cost(pod: dict) -> None:  # type: ignore[type-arg]
+        pod["metadata"].setdefault("annotations", {})[
+            "controller.kubernetes.io/pod-deletion-cost"
+        ] = "100"
+
+    store.mutate(PODS, NS, keep, cost, subresource=None)
+    scale(store, 2)
+    ctl.tick()
+    gone = [p["metadata"]["name"] for p in pods(store) if is_terminating(p)]
+    assert len(gone) == 1 and gone != [keep]  # newest-first would have taken it

@@ -7,6 +7,7 @@
     GET|PUT|PATCH         .../deployments/{name}/scale   (autoscaling/v1 Scale)         subresource
     GET|PUT|PATCH         .../deployments/{name}/status, .../pods/{name}/status
     GET    /api/v1/pods, /apis/apps/v1/deployments, ...                                 all namespaces
+    GET    /api/v1/nodes, /api/v1/nodes/{name}   (cluster-scoped, read-only: the node pool's)
 
 Writes accept `?dryRun=All` (validated, not stored). Responses are `application/json`, or a
 `meta.k8s.io/v1 Table` when the Accept header asks for one (kubectl get).
@@ -140,6 +141,8 @@ class Handlers:
     async def _serve(self, request: web.Request, t: Target) -> web.StreamResponse:
         method = request.method
         q = request.query
+        if method != "GET" and "patch" not in t.resource.verbs:
+            raise st.method_not_allowed()  # a read-only kind (nodes)
         if t.name is None:
             if method == "GET":
                 if q.get("watch") in ("true", "1"):
@@ -402,8 +405,10 @@ def _resolve(group: str, version: str, rest: list[str]) -> Target:
     rt = BY_KEY.get((group, rest[0]))
     if rt is None or rt.version != version:
         raise _path_not_found()
-    if namespace is None and len(rest) > 1:
-        raise _path_not_found()  # the served kinds are all namespaced
+    if rt.namespaced and namespace is None and len(rest) > 1:
+        raise _path_not_found()  # a namespaced kind's object needs its namespace
+    if not rt.namespaced and namespace is not None:
+        raise _path_not_found()  # and a cluster-scoped kind (nodes) has none
     name = rest[1] if len(rest) > 1 else None
     sub = rest[2] if len(rest) > 2 else None
     if len(rest) > 3 or (sub is not None and sub not in rt.subresources):

@@ -266,7 +266,28 @@ HORIZONTAL_POD_AUTOSCALERS = ResourceType(
     validate=_validate_hpa,
 )
 
-SERVED: tuple[ResourceType, ...] = (DEPLOYMENTS, PODS, LEASES, EVENTS, HORIZONTAL_POD_AUTOSCALERS)
+# Cluster-scoped and read-only over HTTP: written by the sandbox's node pool (sandbox/nodes.py),
+# read by `kubectl get nodes` and cold-start fits that look at node creation times.
+NODES = ResourceType(
+    group="",
+    version="v1",
+    kind="Node",
+    plural="nodes",
+    singular="node",
+    namespaced=False,
+    short_names=("no",),
+    verbs=("get", "list", "watch"),
+    subresources=("status",),
+)
+
+SERVED: tuple[ResourceType, ...] = (
+    DEPLOYMENTS,
+    PODS,
+    LEASES,
+    EVENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    NODES,
+)
 BY_KEY: dict[tuple[str, str], ResourceType] = {r.key: r for r in SERVED}
 
 # The Scale subresource's own type (autoscaling/v1), listed in discovery as deployments/scale.

@@ -15,6 +15,7 @@ from rlscale.sandbox.apiserver.resources import (
     EVENTS,
     HORIZONTAL_POD_AUTOSCALERS,
     LEASES,
+    NODES,
     PODS,
     Obj,
     ResourceType,
@@ -84,6 +85,13 @@ COLUMNS: dict[tuple[str, str], list[dict[str, Any]]] = {
         _col("Selector", priority=1),
     ],
     LEASES.key: [_NAME_COL, _col("Holder"), _AGE_COL],
+    NODES.key: [
+        _NAME_COL,
+        _col("Status", description="The status of the node"),
+        _col("Roles", description="The roles of the node"),
+        _AGE_COL,
+        _col("Version", description="Kubelet Version reported by the node."),
+    ],
     HORIZONTAL_POD_AUTOSCALERS.key: [
         _NAME_COL,
         _col("Reference"),
@@ -187,6 +195,20 @@ def _lease_cells(lease: Obj, now: datetime) -> list[Any]:
     ]
 
 
+def _node_cells(node: Obj, now: datetime) -> list[Any]:
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
+    return [
+        node["metadata"]["name"],
+        "Ready" if ready else "NotReady",
+        "<none>",
+        _age(node, now),
+        ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", ""),
+    ]
+
+
 def _hpa_cells(hpa: Obj, now: datetime) -> list[Any]:
     spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
     ref = spec.get("scaleTargetRef") or {}
@@ -232,6 +254,7 @@ _CELLS = {
     PODS.key: _pod_cells,
     DEPLOYMENTS.key: _deployment_cells,
     LEASES.key: _lease_cells,
+    NODES.key: _node_cells,
     EVENTS.key: _event_cells,
     HORIZONTAL_POD_AUTOSCALERS.key: _hpa_cells,
 }
