@@ -686,29 +686,15 @@ def decide(
 ) -> DecisionRecord:
     """The serving decision, then (a target with a warm pool) the pool's plan."""
     tier = options.standby_tier
-    if tier is None or replicas is None:
-        record = _decide_serving(
-            target,
-            now_s,
-            replicas,
-            reading,
-            policy,
-            fallback,
-            memory,
-            options,
-            replicas_error,
-            perf_counter,
-            warm=0,
-        )
-        return record if tier is None else _with_plan(record, _standby_unknown(tier, record))
-    view = replicas
-    if tier == SLEEPING:
-        if memory.pool_held is None:
-            memory.pool_held = min(replicas.sleeping, replicas.desired)
-        view = replace(replicas, desired=max(replicas.desired - memory.pool_held, 0))
-        held = memory.pool_held
-    else:
-        held = placeholder.replicas if placeholder is not None else 0
+    view, held = replicas, 0
+    if tier is not None and replicas is not None:
+        if tier == SLEEPING:
+            if memory.pool_held is None:
+                memory.pool_held = min(replicas.sleeping, replicas.desired)
+            view = replace(replicas, desired=max(replicas.desired - memory.pool_held, 0))
+            held = memory.pool_held
+        else:
+            held = placeholder.replicas if placeholder is not None else 0
     record = _decide_serving(
         target,
         now_s,
@@ -722,6 +708,10 @@ def decide(
         perf_counter,
         warm=held,
     )
+    if tier is None:
+        return record
+    if replicas is None:
+        return _with_plan(record, _standby_unknown(tier, record))
     plan = _standby(record, replicas, memory, tier, held, placeholder, placeholder_error)
     return _with_plan(record, plan)
 
