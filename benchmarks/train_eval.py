@@ -10,6 +10,11 @@ utilisation held at U (what the action space and clamps give without the network
 `--prompt-scale K` multiplies every trace's prompt sizes by K before it is scaled to the fleet
 (the long-prompt shift: the fleet peak stays `peak_replicas`, so the rate falls with the work
 per request; fluid engine only: the request-level replay reads the CSV as recorded).
+`--rate-step K` multiplies every bin's arrivals from the window's midpoint on by K (an abrupt
+step; the whole window is then scaled to the fleet, so the step's top needs `peak_replicas`);
+`--cold-start-scale K` multiplies every cold-start stage of the profile by K (slower nodes or
+image pulls; the oracle plans with the slower start too). The issue 13 shift matrix is
+prompts x4 / x10, a x2 rate step and cold start x2.
 
 The same numbers come from the gate command (per profile):
 
@@ -29,6 +34,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -91,6 +98,18 @@ def main() -> None:
         default=1.0,
         help="multiply every trace's prompt tokens by this (the long-prompt shift)",
     )
+    ap.add_argument(
+        "--rate-step",
+        type=float,
+        default=1.0,
+        help="multiply arrivals from each window's midpoint on by this (an abrupt rate step)",
+    )
+    ap.add_argument(
+        "--cold-start-scale",
+        type=float,
+        default=1.0,
+        help="multiply every cold-start stage of the profile by this",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_eval.json"))
     args = ap.parse_args()
 
@@ -99,6 +118,8 @@ def main() -> None:
 
     if args.prompt_scale != 1.0:
         evaluate.load_source = _with_prompt_scale(evaluate.load_source, args.prompt_scale)
+    if args.rate_step != 1.0:
+        evaluate.load_source = _with_rate_step(evaluate.load_source, args.rate_step)
 
     settings = EvalSettings(seeds=tuple(range(args.seeds)), baseline="tuned")
     traces = args.trace or HELD_OUT
@@ -114,6 +135,8 @@ def main() -> None:
         "seeds": args.seeds,
         "traces": traces,
         "prompt_scale": args.prompt_scale,
+        "rate_step": args.rate_step,
+        "cold_start_scale": args.cold_start_scale,
         "profiles": {},
     }
     md = [
@@ -130,7 +153,8 @@ def main() -> None:
         policies += args.policy
         policies += ["tuned", "hpa", "oracle"]
         t0 = time.perf_counter()
-        res = run_evaluation(policies, traces, [resolve_profile(pname)], settings)
+        profile = _with_cold_start_scale(resolve_profile(pname), args.cold_start_scale)
+        res = run_evaluation(policies, traces, [profile], settings)
         agg = res.aggregates()
         rows = []
         by = {}
@@ -190,6 +214,28 @@ def _with_prompt_scale(load, factor: float):
         return w.with_(prompt_tokens=w.prompt_tokens * factor, name=f"{w.name}~prompts×{factor:g}")
 
     return scaled
+
+
+def _with_rate_step(load, factor: float):
+    """`load_source` with arrivals x `factor` from the workload's midpoint on (renamed)."""
+
+    def stepped(arg: str, interval_s: float, synthetic_seed: int = 0):
+        w = load(arg, interval_s, synthetic_seed)
+        gain = np.where(np.arange(w.n_bins) >= w.n_bins // 2, factor, 1.0)
+        return w.with_(arrivals=w.arrivals * gain, name=f"{w.name}~rate-step×{factor:g}")
+
+    return stepped
+
+
+def _with_cold_start_scale(profile, factor: float):
+    """`profile` with every cold-start stage's bounds x `factor`."""
+    if factor == 1.0:
+        return profile
+    stages = [
+        s.model_copy(update={k: getattr(s, k) * factor for k in ("low_s", "mode_s", "high_s")})
+        for s in profile.cold_start
+    ]
+    return profile.model_copy(update={"cold_start": stages})
 
 
 def _fmt(x: float | None) -> str:

@@ -362,6 +362,20 @@ def window_array(window: Sequence[IntervalMetrics], spec: ObservationSpec) -> np
 DEMAND_DRAIN_S = 60.0
 
 
+def slo_weight_at_target(
+    targets: np.ndarray | float,
+    grid: Sequence[float] | np.ndarray,
+    weights: Sequence[float] | np.ndarray,
+) -> np.ndarray:
+    """The SLO weight a target-knob checkpoint observes at SLO-attainment target(s) `targets`:
+    its multiplier table (`grid` targets ascending, `weights` > 0; `envs.lagrange`) read
+    log-linearly in log(1 - target), flat beyond the ends (callers refuse targets outside the
+    trained range). The env prices episodes with it and the policy serves targets with it."""
+    x = np.log(1.0 - np.asarray(grid, dtype=np.float64))[::-1]  # ascending for np.interp
+    y = np.log(np.asarray(weights, dtype=np.float64))[::-1]
+    return np.exp(np.interp(np.log(1.0 - np.asarray(targets, dtype=np.float64)), x, y))
+
+
 def demand_rps(last: np.ndarray, drain_s: float) -> np.ndarray:
     """Demand of metrics rows (..., N_FIELDS): the arrival rate plus the queue drained over
     `drain_s` (unobserved counts as 0)."""

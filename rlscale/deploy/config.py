@@ -59,7 +59,8 @@ class _Strict(BaseModel):
 class PolicyChoice(_Strict):
     """Who proposes, in either spelling of the one policy grammar (`rlscale.policies.registry`):
     a spec string, `policy: "ppo:/checkpoints/ppo-8b#slo_weight=5"` or `policy: hpa`, or the
-    structured form, `{checkpoint: PATH, slo_weight: W}` or `{rule: NAME, options: {...}}`.
+    structured form, `{checkpoint: PATH, slo_weight: W}`, `{checkpoint: PATH, slo_target: T}` or
+    `{rule: NAME, options: {...}}`.
     Both become one `registry.PolicySpec` (`rlscale.deploy.policies.policy_spec`)."""
 
     spec: str | None = None
@@ -69,6 +70,8 @@ class PolicyChoice(_Strict):
     slo_weight: float | None = Field(
         default=None, gt=0
     )  # the PPO cost/SLO knob, if trained with it
+    # or the SLO-attainment target, if trained with that knob (`envs.lagrange`)
+    slo_target: float | None = Field(default=None, gt=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -86,8 +89,13 @@ class PolicyChoice(_Strict):
             raise ValueError(
                 "`options` apply to rule policies; a checkpoint carries its own configuration"
             )
-        if self.spec is not None and self.slo_weight is not None:
-            raise ValueError("with a spec string, write the knob in it: 'ppo:PATH#slo_weight=W'")
+        if self.spec is not None and (self.slo_weight is not None or self.slo_target is not None):
+            raise ValueError(
+                "with a spec string, write the knob in it: 'ppo:PATH#slo_weight=W' or "
+                "'ppo:PATH#slo_target=T'"
+            )
+        if self.slo_weight is not None and self.slo_target is not None:
+            raise ValueError("give slo_weight or slo_target, not both (one knob)")
         return self
 
     @property
@@ -319,7 +327,7 @@ class TargetConfig(_Strict):
     ignore_warm_pool: bool = False
     # The run-time shield (`rlscale.serving.shield`): null = on with its defaults for a
     # checkpoint, off for a rule (an HPA stays the real HPA); false = off; true = on with its
-    # defaults; a mapping = on with these `ShieldConfig` fields (e.g. {floor_utilisation: 0.8}).
+    # defaults; a mapping = on with these `ShieldConfig` fields (e.g. {floor_utilisation: 0.9}).
     shield: bool | ShieldConfig | None = None
 
     @field_validator("namespace")

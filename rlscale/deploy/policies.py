@@ -64,7 +64,11 @@ def policy_spec(choice: PolicyChoice, where: str, field: str) -> PolicySpec:
     if choice.spec is not None:
         return PolicySpec.parse(choice.spec, where)
     if choice.checkpoint is not None:
-        options = (("slo_weight", choice.slo_weight),) if choice.slo_weight is not None else ()
+        options = tuple(
+            (k, v)
+            for k, v in (("slo_weight", choice.slo_weight), ("slo_target", choice.slo_target))
+            if v is not None
+        )
         return PolicySpec("ppo", choice.checkpoint, options)
     rule = (choice.rule or "").strip().lower()
     opts: dict[str, Any] = dict(choice.options)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlscale.contract import (
     DEFAULT_TPOT_SLO_S,
@@ -30,6 +30,7 @@ from rlscale.contract import (
 from rlscale.envs import step_kernel as sk
 from rlscale.envs.cluster import ClusterSim, Engine
 from rlscale.envs.fleet import ClampedFleet
+from rlscale.envs.lagrange import SLOMultipliers, SLOTargetKnob
 from rlscale.profiles.model import ServiceProfile
 from rlscale.profiles.standby import StandbyTier
 from rlscale.safety import SafetyLimits
@@ -74,11 +75,26 @@ class EnvConfig(BaseModel):
     # Runtime cost/SLO knob: when set, each episode samples the SLO weight log-uniformly in this
     # range and the observation carries log(slo_weight) so one policy covers the trade-off.
     slo_weight_range: tuple[float, float] | None = None
+    # Or the knob as an SLO-attainment target: each episode samples a target in
+    # `slo_target.range` and its SLO weight is that target's Lagrange multiplier, learned by dual
+    # ascent as training runs (`envs.lagrange`); the observation carries log(weight) as above.
+    slo_target: SLOTargetKnob | None = None
     # what a warm-pool member is (`profiles.standby`); matters only with
     # `limits.max_warm_replicas > 0`. A checkpoint records it (its manifest's training config)
     # because the pool it learned to size is this tier's: a warm node wakes in minutes, a
     # sleeping replica in seconds.
     standby_tier: StandbyTier = "sleeping"
+
+    @model_validator(mode="after")
+    def _one_knob(self) -> EnvConfig:
+        if self.slo_weight_range is not None and self.slo_target is not None:
+            raise ValueError("set slo_weight_range or slo_target, not both (one knob)")
+        return self
+
+    @property
+    def knob(self) -> bool:
+        """Whether the observation carries the cost/SLO knob (log of the SLO weight)."""
+        return self.slo_weight_range is not None or self.slo_target is not None
 
     def sim_config(self) -> SimConfig:
         return SimConfig(
@@ -147,7 +163,10 @@ class AutoscaleCore:
         self.window = np.zeros((batch, config.window, N_FIELDS))
         self.slo_weight = np.full(batch, config.reward.slo)
         self._clock_s = 0.0
-        self.knob = config.slo_weight_range is not None
+        self.knob = config.knob
+        self.multipliers = (
+            SLOMultipliers(config.slo_target, batch) if config.slo_target is not None else None
+        )
         self.obs_size = observation_size(self.obs_spec) + (1 if self.knob else 0)
         # per-workload normalisers: replicas its p99 bin needs (at its own request mix), its
         # mean arrivals per interval
@@ -194,9 +213,20 @@ class AutoscaleCore:
         )
         self.fleet.start(mask)
         self.window[idx] = self.sim.metrics[idx, None, :]
-        if self.knob:
-            lo, hi = self.config.slo_weight_range  # type: ignore[misc]
+        if self.multipliers is not None:
+            self.multipliers.sample(idx, self.rng)
+            self.slo_weight[idx] = self.multipliers.weights()[idx]
+        elif self.config.slo_weight_range is not None:
+            lo, hi = self.config.slo_weight_range
             self.slo_weight[idx] = np.exp(self.rng.uniform(np.log(lo), np.log(hi), idx.size))
+
+    def _learn_prices(self, violations: np.ndarray) -> None:
+        """The dual step of the SLO-target knob: record this step's misses; reprice the
+        episodes when the table moved."""
+        if self.multipliers is not None and self.multipliers.record(
+            violations, self.sim.last_arrivals
+        ):
+            self.slo_weight[:] = self.multipliers.weights()
 
     @property
     def current(self) -> np.ndarray:
@@ -248,6 +278,7 @@ class AutoscaleCore:
         )
         if w.switch > 0:
             reward = reward - w.switch * (self.fleet.current != target_before)
+        self._learn_prices(violations)
         return reward, self.sim.done.copy(), self.sim.totals.cost_usd - cost_before
 
     def _step_kernel(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -273,4 +304,6 @@ class AutoscaleCore:
             self.fleet.current, before, sim.wid, self._fleet_ref, self._mean_arrivals,
             self.slo_weight, w.cost, w.switch, reward, cost,
         )  # fmt: skip
+        if self.multipliers is not None:
+            self._learn_prices(sim.last_arrivals - (totals.slo_ok - before[2]))
         return reward, sim.done.copy(), cost

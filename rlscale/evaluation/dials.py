@@ -4,6 +4,7 @@ A dial template is a policy spec with one `{...}` group, expanded into concrete 
 
     target:{0.5..0.9:0.05}                            0.5, 0.55, ..., 0.9 (both ends included)
     ppo:checkpoints/ppo-llama-3.1-8b-h100#slo_weight={2,5,10,20,50}
+    ppo:checkpoints/ppo-llama-3.1-8b-h100#slo_target={0.95,0.98,0.99,0.995,0.999}
     oracle#slo_target={0.95,0.97,0.99,0.995,0.999}
     tuned#target_scale={0.6..1.4:0.2}
 
@@ -11,7 +12,8 @@ Each concrete spec is an ordinary policy spec (`rlscale.policies.registry`): the
 policies' own options, `slo_target=S` (oracle, predictive, static: the SLO target it plans or
 sizes for; the workload's scaling stays at the evaluation's `--slo-target`, so every point of a
 sweep serves the identical workload) and `target_scale=F` (hpa, tuned: every metric target of
-the manifest times F), besides `ppo`'s `slo_weight` and `target:U`'s U.
+the manifest times F), besides `ppo`'s `slo_weight` (or `slo_target`, on a checkpoint trained
+with the SLO-target knob) and `target:U`'s U.
 """
 
 from __future__ import annotations

@@ -35,11 +35,13 @@ import numpy as np
 
 from rlscale.contract import (
     CONTRACT_VERSION,
+    DEFAULT_SLO_TARGET,
     ActionSpec,
     IntervalMetrics,
     ObservationSpec,
     encode_raw,
     feature_names,
+    slo_weight_at_target,
     window_array,
 )
 from rlscale.errors import InputError
@@ -438,13 +440,16 @@ def load_policy(
     path: str | Path,
     *,
     slo_weight: float | None = None,
+    slo_target: float | None = None,
     warm: int | None = None,
     u: float | None = None,
     name: str | None = None,
 ) -> PPOPolicy:
     """Load a checkpoint folder as a `PPOPolicy` (verifies hashes, normalisation, contract).
-    Run-time settings (`ppo:PATH#slo_weight=W,warm=N,u=U` in a policy spec): `slo_weight` the
-    cost/SLO knob; `warm` holds the warm pool at N and `u` the target utilisation at U, two
+    Run-time settings (`ppo:PATH#slo_weight=W,slo_target=T,warm=N,u=U` in a policy spec):
+    `slo_weight` the cost/SLO knob; `slo_target` the SLO-attainment target of a checkpoint
+    trained with that knob (`envs.lagrange`: served at the target's learned multiplier; one of
+    the two); `warm` holds the warm pool at N and `u` the target utilisation at U, two
     ablations (the action space and clamps without the network's choice)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -493,6 +498,30 @@ def load_policy(
         )
     except ValueError as e:
         raise InputError(mf, f"invalid ({str(e).splitlines()[0]})", field="safety_limits") from None
+    if slo_target is not None and slo_weight is not None:
+        raise InputError(
+            mf, "give slo_target or slo_weight, not both (one knob)", field="slo_target"
+        )
+    table = _multipliers(m, mf)
+    if table is not None and slo_weight is None:
+        slo_target = float(
+            m.get("default_slo_target", DEFAULT_SLO_TARGET) if slo_target is None else slo_target
+        )
+        lo, hi = table[0][0], table[0][-1]
+        if not (math.isfinite(slo_target) and lo - 1e-9 <= slo_target <= hi + 1e-9):
+            raise InputError(
+                mf,
+                f"slo_target {slo_target:g} is outside the range it was trained for [{lo:g}, {hi:g}]",
+                field="slo_target",
+            )
+        slo_weight = float(slo_weight_at_target(slo_target, *table))
+    elif slo_target is not None:
+        raise InputError(
+            mf,
+            "this checkpoint was trained without the SLO-target knob (no slo_multipliers); "
+            "use slo_weight",
+            field="slo_target",
+        )
     if knob and slo_weight is None:
         slo_weight = float(m.get("default_slo_weight", m.get("reward", {}).get("slo", 20.0)))
     if slo_weight is not None and not knob:
@@ -531,6 +560,33 @@ def load_policy(
 
 
 TIER_FIELD = "training_config.env.standby_tier"
+
+
+def _multipliers(m: Mapping[str, Any], mf: Path) -> tuple[list[float], list[float]] | None:
+    """The SLO-target knob's table (targets ascending, weights), or None without that knob."""
+    raw = m.get("slo_multipliers")
+    if raw is None:
+        return None
+    try:
+        targets = [float(t) for t in raw["slo_targets"]]
+        weights = [float(w) for w in raw["slo_weights"]]
+    except (KeyError, TypeError, ValueError):
+        raise InputError(
+            mf, "expected {slo_targets: [...], slo_weights: [...]}", field="slo_multipliers"
+        ) from None
+    ok = (
+        len(targets) == len(weights) >= 2
+        and all(0.0 < t < 1.0 for t in targets)
+        and all(a < b for a, b in zip(targets, targets[1:], strict=False))
+        and all(math.isfinite(w) and w > 0 for w in weights)
+    )
+    if not ok:
+        raise InputError(
+            mf,
+            "expected >= 2 ascending targets in (0, 1) and as many finite weights > 0",
+            field="slo_multipliers",
+        )
+    return targets, weights
 
 
 def _standby_tier(m: Mapping[str, Any], where: Path) -> str:

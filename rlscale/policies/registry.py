@@ -14,7 +14,7 @@ Grammar: `KIND[:ARG][#KEY=VALUE,...]`, e.g. `hpa`, `hpa:my-hpa.yaml`, `static:4`
 | `static:N`           | fixed count N                                                 | the default limits, widened to N |
 | `static`             | fixed count serving the workload's peak minute within the SLO | the default limits              |
 | `oracle`             | clairvoyant DP plan (sees the workload)                       | the default limits              |
-| `ppo:PATH`           | trained checkpoint; options `slo_weight`, `warm`, `u`         | the limits it was trained under |
+| `ppo:PATH`           | trained checkpoint; options `slo_weight` or `slo_target`, `warm`, `u` | the limits it was trained under |
 
 `hpa`, `tuned`, `target` and `predictive` take `#warm=N` too: a standby pool held at N beside the
 rule (`policies.warm`; the seed system's baseline is `#warm=2`), as `ppo:PATH#warm=N` holds a
@@ -58,12 +58,12 @@ POLICY_NAMES: tuple[str, ...] = (
     "oracle",
     "ppo",
 )
-_USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W,warm=N,u=U]; hpa, tuned, target, predictive take #warm=N"
+_USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W|slo_target=T,warm=N,u=U]; hpa, tuned, target, predictive take #warm=N"
 # The options each kind takes (threshold: any `ThresholdConfig` field). `slo_target` is the SLO
 # attainment a planner or sizer aims for; `target_scale` multiplies every metric target of an HPA
 # manifest (below 1 scales out earlier): the dials `rlscale evaluate --frontier` sweeps.
 _OPTIONS: dict[str, tuple[str, ...]] = {
-    "ppo": ("slo_weight", "warm", "u"),
+    "ppo": ("slo_weight", "slo_target", "warm", "u"),
     "oracle": ("slo_target",),
     "predictive": ("slo_target", "warm"),
     "static": ("slo_target",),
@@ -417,6 +417,7 @@ def _ppo(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     policy = load_policy(
         ps.arg,
         slo_weight=ps.option("slo_weight"),
+        slo_target=ps.option("slo_target"),
         warm=int(warm) if warm is not None else None,
         u=ps.option("u"),
         name=name,

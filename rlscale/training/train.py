@@ -34,14 +34,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rlscale.config import load_yaml_model, validate_model
-from rlscale.contract import ObservationSpec
+from rlscale.contract import DEFAULT_SLO_TARGET, ObservationSpec, slo_weight_at_target
 from rlscale.envs.core import EnvConfig
+from rlscale.envs.lagrange import SLOMultipliers
 from rlscale.errors import InputError
 from rlscale.evaluation.evaluate import parse_trace_arg
 from rlscale.policies.base import Policy
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecNormalize
 
+    from rlscale.envs.vec_env import LLMAutoscaleVecEnv
     from rlscale.policies.checkpoint import PPOPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -176,6 +178,10 @@ class EvalSpec(_Strict):
     # cost/SLO knob settings tried at every evaluation besides `env.reward.slo`; the best-scoring
     # (step, setting) pair is kept and its setting becomes the checkpoint's default knob
     slo_weights: list[float] = []
+    # with `env.slo_target` (the knob as an SLO-attainment target): the targets tried at every
+    # evaluation, each at its multiplier of that moment; the best-scoring (step, target) pair is
+    # kept and its target becomes the checkpoint's default
+    slo_targets: list[float] = [DEFAULT_SLO_TARGET]
     # also evaluate the untrained policy (step 0), so the curve shows what training added
     at_start: bool = True
 
@@ -441,7 +447,25 @@ class Learner:
 
     @property
     def knob(self) -> bool:
-        return self.cfg.env.slo_weight_range is not None
+        return self.cfg.env.knob
+
+    @property
+    def multipliers(self) -> SLOMultipliers | None:
+        """The SLO-target knob's multiplier table as it is now (None: no target knob)."""
+        return cast("LLMAutoscaleVecEnv", self.env.venv).core.multipliers
+
+    def knob_settings(self) -> list[tuple[float | None, float]]:
+        """(SLO target or None, SLO weight) pairs tried at an evaluation: the targets at their
+        multipliers of this moment, or the weight knob's settings (the training default first)."""
+        m, cfg = self.multipliers, self.cfg
+        if m is not None:
+            table = m.table()
+            return [
+                (t, float(slo_weight_at_target(t, table["slo_targets"], table["slo_weights"])))
+                for t in cfg.eval.slo_targets
+            ]
+        extra = cfg.eval.slo_weights if self.knob else []
+        return [(None, w) for w in dict.fromkeys([cfg.env.reward.slo, *extra])]
 
     @property
     def obs_spec(self) -> ObservationSpec:
@@ -470,6 +494,7 @@ class Learner:
         evaluation: dict[str, Any],
         curve: list[dict[str, Any]],
         default_slo_weight: float,
+        default_slo_target: float | None = None,
     ) -> None:
         """A checkpoint of the model as it is now, resumable (`train_state.safetensors`)."""
         from safetensors.torch import save_file
@@ -504,6 +529,7 @@ class Learner:
                 "slo_weight_range": list(cfg.env.slo_weight_range)
                 if cfg.env.slo_weight_range is not None
                 else None,
+                **self._target_knob(default_slo_target),
                 "training_config": cfg.model_dump(mode="json"),
                 "workloads": self.workload_hashes,
                 "train_state": {**state_extra, "file": "train_state.safetensors"},
@@ -514,6 +540,19 @@ class Learner:
                 "train_state.safetensors": None,
             },
         )
+
+    def _target_knob(self, default_slo_target: float | None) -> dict[str, Any]:
+        """The manifest's SLO-target knob: the range, the multiplier table, the default target."""
+        m = self.multipliers
+        if m is None:
+            return {}
+        return {
+            "slo_target_range": list(m.knob.range),
+            "slo_multipliers": m.table(),
+            "default_slo_target": default_slo_target
+            if default_slo_target is not None
+            else DEFAULT_SLO_TARGET,
+        }
 
 
 def workload_hashes(cfg: TrainConfig) -> dict[str, str | None]:
@@ -561,7 +600,6 @@ class Evaluator:
         curve: list[dict[str, Any]],
         log: Callable[[str], None] = print,
     ) -> None:
-        cfg = learner.cfg
         self.learner, self.workloads, self.baseline, self.out, self.log = (
             learner,
             list(workloads),
@@ -571,9 +609,6 @@ class Evaluator:
         )
         self.curve = curve
         self.best_score = -math.inf
-        # the knob settings tried at every evaluation: the training default first
-        extra = cfg.eval.slo_weights if learner.knob else []
-        self.slo_weights = list(dict.fromkeys([cfg.env.reward.slo, *extra]))
         self.wall_before_s = curve[-1]["wall_s"] if curve else 0.0
         self.t0 = time.perf_counter()
 
@@ -582,20 +617,31 @@ class Evaluator:
             return
         cfg = self.learner.cfg
         tried = []
-        for w in self.slo_weights:
+        for target, w in self.learner.knob_settings():
             res = self._results(w)
-            tried.append((self._score(res), w, res))
-        sc, slo_weight, res = max(tried, key=lambda t: t[0])
+            tried.append((self._score(res), w, target, res))
+        sc, slo_weight, slo_target, res = max(tried, key=lambda t: t[0])
         wall_s = self.wall_before_s + time.perf_counter() - self.t0
         point = self._curve_point(
-            steps, wall_s, sc, slo_weight, res, {str(w): s for s, w, _ in tried}
+            steps,
+            wall_s,
+            sc,
+            slo_weight,
+            res,
+            {str(w if t is None else t): s for s, w, t, _ in tried},
         )
+        if slo_target is not None:
+            point["slo_target"] = slo_target
+            point["slo_multipliers"] = self.learner.multipliers.table()  # type: ignore[union-attr]
         self.curve.append(point)
         if logger is not None:
             for k in ("score", "baseline_score", "cost_vs_baseline", "slo_attainment"):
                 logger.record(f"eval/{k}", point[k])
+        knob = (
+            f"{slo_weight:g}" if slo_target is None else f"{slo_weight:.3g} (target {slo_target:g})"
+        )
         self.log(
-            f"[train] {steps} steps, {wall_s:.0f} s: score {sc:.3f} at knob {slo_weight:g} "
+            f"[train] {steps} steps, {wall_s:.0f} s: score {sc:.3f} at knob {knob} "
             f"(baseline {self.baseline.score:.3f}), cost x{point['cost_vs_baseline']:.3f}, "
             f"SLO {point['slo_attainment']:.4f} (baseline {point['baseline_slo_attainment']:.4f})"
         )
@@ -606,12 +652,19 @@ class Evaluator:
                 "seeds": cfg.eval.seeds,
                 "score": sc,
                 "slo_weight": slo_weight,
+                "slo_target": slo_target,
                 "baseline_score": self.baseline.score,
                 "timesteps": int(steps),
                 "policy": res,
                 "baseline_results": self.baseline.results,
             }
-            self.learner.save(self.out, evaluation, self.curve, default_slo_weight=slo_weight)
+            self.learner.save(
+                self.out,
+                evaluation,
+                self.curve,
+                default_slo_weight=slo_weight,
+                default_slo_target=slo_target,
+            )
 
     def _results(self, slo_weight: float) -> list[dict[str, Any]]:
         cfg = self.learner.cfg
@@ -756,6 +809,12 @@ def resume_from(model: PPO, env: VecNormalize, folder: Path) -> list[dict[str, A
         raise InputError(st, "missing: this checkpoint cannot be resumed")
     norm = json.loads((folder / "obs_norm.json").read_text())
     restore_full_state(model, env, load_file(str(st)), norm, manifest.get("train_state", {}))
+    multipliers = cast("LLMAutoscaleVecEnv", env.venv).core.multipliers
+    if multipliers is not None and "slo_multipliers" in manifest:
+        try:
+            multipliers.load(manifest["slo_multipliers"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(folder / "manifest.json", str(e), field="slo_multipliers") from e
     curve_f = folder / "training_curve.json"
     curve: list[dict[str, Any]] = json.loads(curve_f.read_text()) if curve_f.exists() else []
     return curve

@@ -63,6 +63,16 @@ def test_the_shipped_example_config_is_valid() -> None:
         (with_target(polcy={"rule": "hpa"}), "targets.0.polcy", "unknown field"),
         (with_target(policy={"rule": "hpa", "checkpoint": "x"}), "targets.0.policy", "exactly one"),
         (
+            with_target(policy={"checkpoint": "x", "slo_weight": 5, "slo_target": 0.99}),
+            "targets.0.policy",
+            "not both",
+        ),
+        (
+            with_target(policy={"checkpoint": "x", "slo_target": 1.5}),
+            "targets.0.policy.slo_target",
+            "less than 1",
+        ),
+        (
             with_target(metrics={"queries": {"ttft": "x"}}),
             "targets.0.metrics.queries",
             "unknown field 'ttft'",
@@ -134,3 +144,11 @@ def test_a_file_that_is_not_yaml_names_the_line(tmp_path: Path) -> None:
 def test_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_structured_checkpoint_choice_carries_the_slo_target() -> None:
+    from rlscale.deploy.config import PolicyChoice
+    from rlscale.deploy.policies import policy_spec
+
+    spec = policy_spec(PolicyChoice(checkpoint="/ck", slo_target=0.995), "c.yaml", "policy")
+    assert str(spec) == "ppo:/ck#slo_target=0.995"

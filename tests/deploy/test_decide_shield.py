@@ -114,5 +114,5 @@ def test_target_config_shield_defaults() -> None:
     ppo = TargetConfig(**base, policy={"checkpoint": "/ckpt"})
     assert ppo.shield_config() == ShieldConfig()
     assert TargetConfig(**base, policy="ppo:/ckpt", shield=False).shield_config() is None
-    rule = TargetConfig(**base, policy="hpa", shield={"floor_utilisation": 0.8})
-    assert rule.shield_config() == ShieldConfig(floor_utilisation=0.8)
+    rule = TargetConfig(**base, policy="hpa", shield={"floor_utilisation": 0.9})
+    assert rule.shield_config() == ShieldConfig(floor_utilisation=0.9)

@@ -211,7 +211,9 @@ def test_spec_options_set_the_knob_and_hold_the_warm_pool(tmp_path: Path) -> Non
     pol = from_spec(f"ppo:{root}#slo_weight=5,warm=2")
     assert pol.slo_weight == 5.0
     assert all(pol.decide(w).warm_replicas == 2 for w in fixed_windows(10))
-    with pytest.raises(InputError, match="unknown option 'bogus'; allowed: slo_weight, warm, u"):
+    with pytest.raises(
+        InputError, match="unknown option 'bogus'; allowed: slo_weight, slo_target, warm, u"
+    ):
         from_spec(f"ppo:{root}#bogus=1")
 
 
@@ -280,3 +282,56 @@ def test_a_bad_pool_tier_in_the_manifest_is_one_line_naming_the_field(tmp_path: 
     assert "\n" not in line and "manifest.json" in line
     assert "training_config.env.standby_tier" in line and "'asleep'" in line
     assert "sleeping, warm_node, preloaded_node" in line
+
+
+def _with_targets(root: Path) -> Path:
+    """`root` as a checkpoint trained with the SLO-target knob (a multiplier table)."""
+
+    def add(m: dict[str, Any]) -> None:
+        m["slo_multipliers"] = {"slo_targets": [0.95, 0.99, 0.999], "slo_weights": [1.0, 4.0, 40.0]}
+        m["default_slo_target"] = 0.99
+
+    _rewrite_manifest(root, add)
+    return root
+
+
+def test_slo_target_serves_the_policy_at_the_targets_learned_weight(tmp_path: Path) -> None:
+    root = _with_targets(write_random(tmp_path / "ck"))
+    assert load_policy(root).slo_weight == pytest.approx(4.0)  # the default target, 0.99
+    assert load_policy(root, slo_target=0.999).slo_weight == pytest.approx(40.0)
+    # log-linear in log(1 - target): 0.95 -> 0.99 is budget 0.05 -> 0.01
+    mid = 1 - math.sqrt(0.05 * 0.01)
+    assert load_policy(root, slo_target=mid).slo_weight == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"slo_target": 0.9}, "outside the range it was trained for"),
+        ({"slo_target": 0.99, "slo_weight": 5.0}, "not both"),
+    ],
+)
+def test_bad_slo_target_is_one_line_naming_the_field(
+    tmp_path: Path, options: dict[str, float], message: str
+) -> None:
+    root = _with_targets(write_random(tmp_path / "ck"))
+    with pytest.raises(InputError, match=message) as e:
+        load_policy(root, **options)
+    assert "slo_target" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_slo_target_on_a_weight_knob_checkpoint_is_refused(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+    with pytest.raises(InputError, match="without the SLO-target knob"):
+        load_policy(root, slo_target=0.99)
+
+
+def test_malformed_multiplier_table_is_refused(tmp_path: Path) -> None:
+    root = write_random(tmp_path / "ck")
+
+    def bad(m: dict[str, Any]) -> None:
+        m["slo_multipliers"] = {"slo_targets": [0.99, 0.95], "slo_weights": [1.0, -2.0]}
+
+    _rewrite_manifest(root, bad)
+    with pytest.raises(InputError, match="slo_multipliers"):
+        load_policy(root)

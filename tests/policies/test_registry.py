@@ -58,7 +58,7 @@ def test_a_spec_prints_as_it_was_written(text: str) -> None:
         ("static:2#warm=2", "static takes none|allowed: slo_target"),
         ("tuned#warm=1.5", "expected warm=N with N a pool size >= 0"),
         ("hpa#window=3", "unknown option .window.; allowed: target_scale"),
-        ("ppo:ck#slo=3", "unknown option 'slo'; allowed: slo_weight, warm, u"),
+        ("ppo:ck#slo=3", "unknown option 'slo'; allowed: slo_weight, slo_target, warm, u"),
         ("ppo:ck#slo_weight", "expected KEY=NUMBER"),
         ("tuned:x", "tuned takes no argument"),
     ],

@@ -230,3 +230,34 @@ def test_resume_continues_from_the_saved_step_count(tmp_path: Path) -> None:
     second = train(TrainConfig.from_dict(raw), resume=first, progress_bar=False, log=lambda s: None)
     m = json.loads((second / "manifest.json").read_text())
     assert m["train_state"]["num_timesteps"] == 1024
+
+
+def test_slo_target_knob_trains_a_multiplier_table_that_serves_targets(tmp_path: Path) -> None:
+    """With `env.slo_target` the checkpoint carries the learned multipliers and its default
+    target; a target is served at its multiplier; a resumed run continues from the table."""
+    from rlscale.contract import slo_weight_at_target
+    from rlscale.training.train import train
+
+    raw = yaml.safe_load(tiny_config(tmp_path).read_text())
+    del raw["env"]["slo_weight_range"], raw["eval"]["slo_weights"]
+    raw["env"]["slo_target"] = {"range": [0.95, 0.999], "points": 3, "every_steps": 8}
+    raw["eval"].update(slo_targets=[0.99, 0.999], at_start=False)  # the step-1024 model is saved
+    raw.update(total_timesteps=1024, tensorboard_log=None)
+    first = train(TrainConfig.from_dict(raw), progress_bar=False, log=lambda s: None)
+    m = json.loads((first / "manifest.json").read_text())
+    table = m["slo_multipliers"]
+    assert table["slo_targets"] == pytest.approx([0.95, 1 - np.sqrt(0.05 * 0.001), 0.999])
+    # 1024 steps / 4 envs / 8 steps a move: the table has moved off its initial 10
+    assert not np.allclose(table["slo_weights"], 10.0)
+    assert m["default_slo_target"] in (0.99, 0.999)
+    assert m["evaluation"]["slo_target"] == m["default_slo_target"]
+    pol = load_policy(first, slo_target=0.999)
+    assert pol.slo_weight == pytest.approx(
+        float(slo_weight_at_target(0.999, table["slo_targets"], table["slo_weights"]))
+    )
+    raw.update(total_timesteps=2048, out=str(tmp_path / "resumed"))
+    raw["eval"]["workloads"] = []
+    second = train(TrainConfig.from_dict(raw), resume=first, progress_bar=False, log=lambda s: None)
+    moved = json.loads((second / "manifest.json").read_text())["slo_multipliers"]
+    assert moved["slo_targets"] == table["slo_targets"]
+    assert moved["slo_weights"] != table["slo_weights"]
