@@ -17,7 +17,8 @@ Policies, per profile:
 
 Each family is also swept along its own dial (`rlscale evaluate --frontier`): the three rules'
 metric targets x `target_scale`, the constant-utilisation rule `target:U` over U (the best rule
-at equal SLO before this issue, README), PPO's `slo_weight`, the oracle's `slo_target`; the frontiers are
+at equal SLO before this issue, README), PPO's knob (`slo_target` on a checkpoint trained with the
+SLO-target knob, else `slo_weight`), the oracle's `slo_target`; the frontiers are
 read at 99 % SLO attainment and at the tuned rule's own (`rlscale.evaluation.frontier`: linear
 interpolation, never extrapolation; gap closed only where best rule - oracle >= 5 %).
 `--dials short` sweeps fewer points (for the request-level engine, which is ~100x slower).
@@ -49,12 +50,14 @@ DIALS = {
         "scale": "{0.4..1.6:0.1}",
         "target": "{0.5..0.9:0.025}",
         "slo_weight": "{2,3,5,7,10,15,20,30,50,100}",
+        "ppo_target": "{0.95,0.97,0.98,0.985,0.99,0.993,0.995,0.997,0.998,0.999}",
         "oracle": "{0.95,0.97,0.98,0.985,0.99,0.993,0.995,0.997,0.999}",
     },
     "short": {
         "scale": "{0.6,0.8,1.0,1.2,1.4}",
         "target": "{0.6,0.7,0.8,0.9}",
         "slo_weight": "{5,10,20,50,100}",
+        "ppo_target": "{0.95,0.99,0.995,0.999}",
         "oracle": "{0.98,0.99,0.995,0.999}",
     },
 }
@@ -80,9 +83,17 @@ def families(profile: str, dials: dict[str, str]) -> list[str]:
         f"tuned-v1-swept={s['tuned-v1']}#target_scale={dials['scale']}",
         f"rate-hpa-swept={s['rate-hpa']}#target_scale={dials['scale']}",
         f"target-swept=target:{dials['target']}",
-        f"ppo-swept={s['ppo']}#slo_weight={dials['slo_weight']}",
+        f"ppo-swept={s['ppo']}#{_ppo_dial(s['ppo'], dials)}",
         f"oracle-swept=oracle#slo_target={dials['oracle']}",
     ]
+
+
+def _ppo_dial(spec: str, dials: dict[str, str]) -> str:
+    """The checkpoint's own knob: the SLO target where it was trained with one, else the weight."""
+    manifest = json.loads((ROOT / spec.removeprefix("ppo:") / "manifest.json").read_text())
+    if "slo_multipliers" in manifest:
+        return f"slo_target={dials['ppo_target']}"
+    return f"slo_weight={dials['slo_weight']}"
 
 
 def _num(x: Any, fmt: str = ".1f", std: Any = None) -> str:
