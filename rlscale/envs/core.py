@@ -36,6 +36,7 @@ from rlscale.profiles.standby import StandbyTier
 from rlscale.safety import SafetyLimits
 from rlscale.serving.capacity import observation_spec
 from rlscale.serving.model import SimConfig
+from rlscale.serving.shield import ShieldConfig
 from rlscale.traces.workload import Workload
 
 
@@ -84,6 +85,10 @@ class EnvConfig(BaseModel):
     # because the pool it learned to size is this tier's: a warm node wakes in minutes, a
     # sleeping replica in seconds.
     standby_tier: StandbyTier = "sleeping"
+    # the run-time shield in the training loop (`serving.shield`, `{}` = its defaults): the
+    # evaluator and the controller run every learned policy behind it, so a policy trained
+    # without it learns sizes that the shield then overrides
+    shield: ShieldConfig | None = None
 
     @model_validator(mode="after")
     def _one_knob(self) -> EnvConfig:
@@ -159,7 +164,7 @@ class AutoscaleCore:
         )
         self.rng = np.random.default_rng(seed)
         self.episode_bins = max(1, int(round(config.episode_s / config.interval_s)))
-        self.fleet = ClampedFleet(self.sim, config.limits, engine=engine)
+        self.fleet = ClampedFleet(self.sim, config.limits, config.shield, engine=engine)
         self.window = np.zeros((batch, config.window, N_FIELDS))
         self.slo_weight = np.full(batch, config.reward.slo)
         self._clock_s = 0.0

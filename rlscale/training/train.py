@@ -14,8 +14,9 @@ The run, top to bottom (`train`):
 5. model: SB3 `PPO` with SB3's hyperparameter names; TensorBoard logs under `tensorboard_log`;
 6. evaluator: the baseline is rolled out once on the held-out windows; every
    `eval.every_steps` the current policy is rolled out on them too (`rlscale.evaluation.rollout`,
-   the evaluator's own harness), the best checkpoint is kept and the curve (score vs steps and
-   wall time) written beside it;
+   the evaluator's own harness, behind the run-time shield as it will be served:
+   `eval.shielded`), the best checkpoint is kept and the curve (score vs steps and wall time)
+   written beside it;
 7. `learn`, then the final checkpoint (`checkpoints/<name>/`, see rlscale.policies.checkpoint).
 
 Score (higher is better), per eval workload then averaged: with `eval.slo_penalty: shortfall`
@@ -51,6 +52,7 @@ from rlscale.policies.registry import PolicySpec
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.safety import SafetyLimits
 from rlscale.serving.model import SimConfig
+from rlscale.serving.shield import ShieldConfig
 from rlscale.traces.workload import Workload
 
 if TYPE_CHECKING:
@@ -184,6 +186,10 @@ class EvalSpec(_Strict):
     slo_targets: list[float] = [DEFAULT_SLO_TARGET]
     # also evaluate the untrained policy (step 0), so the curve shows what training added
     at_start: bool = True
+    # select on the numbers the checkpoint will be served at: the learned policy behind the
+    # run-time shield (`env.shield`, else the shield's defaults), as `rlscale evaluate` and the
+    # controller run it; false scores the bare policy
+    shielded: bool = True
 
     @field_validator("baseline")
     @classmethod
@@ -334,15 +340,17 @@ def evaluate_policy(
     workloads: Sequence[Workload],
     cfg: TrainConfig,
     seeds: Sequence[int],
+    shield: ShieldConfig | None | str = "auto",
 ) -> list[dict[str, Any]]:
-    """Per workload: mean cost and SLO attainment over seeds, each policy under its own limits."""
+    """Per workload: mean cost and SLO attainment over seeds, each policy under its own limits
+    (and `shield`: a config, None, or "auto" = the default of the policy's kind)."""
     from rlscale.evaluation.rollout import rollout
 
     sim_cfg = eval_sim_config(cfg)
     out: list[dict[str, Any]] = []
     for w in workloads:
         make, limits = runner(w)
-        r = rollout(make, profile, w, seeds=seeds, limits=limits, config=sim_cfg)
+        r = rollout(make, profile, w, seeds=seeds, limits=limits, config=sim_cfg, shield=shield)
         cost, slo = summarise([r])
         out.append({"workload": w.name, "cost_usd": cost, "slo_attainment": slo})
     return out
@@ -669,7 +677,10 @@ class Evaluator:
     def _results(self, slo_weight: float) -> list[dict[str, Any]]:
         cfg = self.learner.cfg
         runner = fixed_runner(self.learner.policy(slo_weight), cfg.env.limits)
-        return evaluate_policy(runner, self.learner.profile, self.workloads, cfg, cfg.eval.seeds)
+        shield = (cfg.env.shield or ShieldConfig()) if cfg.eval.shielded else None
+        return evaluate_policy(
+            runner, self.learner.profile, self.workloads, cfg, cfg.eval.seeds, shield=shield
+        )
 
     def _score(self, results: list[dict[str, Any]]) -> float:
         e = self.learner.cfg.eval

@@ -12,6 +12,7 @@ from rlscale.envs.core import EnvConfig
 from rlscale.envs.gym_env import LLMAutoscaleEnv
 from rlscale.envs.vec_env import LLMAutoscaleVecEnv
 from rlscale.safety import SafetyLimits, ScalingPolicy, ScalingRules
+from rlscale.serving.shield import ShieldConfig
 from rlscale.traces.workload import Workload
 from tests.conftest import make_profile
 
@@ -138,3 +139,21 @@ def test_warm_pool_action_is_bounded_by_the_limits(max_warm):
     for _ in range(20):
         env.step(np.array([0.0, 1.0], dtype=np.float32))
     assert env._core.sim.warm[0] + env._core.sim.warm_loading.total()[0] == max_warm
+
+
+def test_the_training_env_runs_the_shield_it_is_configured_with():
+    # issue 13: the shield is the same code in training as in evaluation and the controller, so
+    # a policy learns the sizes it will be served at; a policy that always proposes the fewest
+    # replicas (u = u_max = 1.0) is held up by the shield's floor
+    def run(shield: ShieldConfig | None) -> tuple[float, dict[str, int]]:
+        cfg = EnvConfig(episode_s=3600.0, u_max=1.0, shield=shield)
+        env = LLMAutoscaleEnv(make_profile(), [diurnal(peak_rps=400)], cfg)
+        env.reset(seed=0)
+        seen = [env.step(np.array([1.0, 0.0], dtype=np.float32))[4]["replicas"] for _ in range(120)]
+        assert env._core is not None
+        return float(np.mean(seen)), env._core.fleet.shield_counts()[0]
+
+    bare, bare_fired = run(None)
+    shielded, fired = run(ShieldConfig())
+    assert sum(bare_fired.values()) == 0 and sum(fired.values()) > 0
+    assert shielded > bare

@@ -320,6 +320,17 @@ def test_bad_slo_target_is_one_line_naming_the_field(
     assert "slo_target" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_the_shipped_8b_checkpoint_spans_the_operators_target_range() -> None:
+    # issue 13: one checkpoint serves SLO targets 0.95-0.999; a stricter target never buys a
+    # smaller SLO price (the dual ascent's table is monotone), and 0.99 is the selected default
+    shipped = Path(__file__).parents[2] / "checkpoints" / "ppo-llama-3.1-8b-h100"
+    weights = [load_policy(shipped, slo_target=t).slo_weight for t in (0.95, 0.99, 0.995, 0.999)]
+    assert weights == sorted(weights) and weights[-1] > 10 * weights[1]
+    assert load_policy(shipped).slo_weight == pytest.approx(weights[1])
+    with pytest.raises(InputError, match="outside the range it was trained for"):
+        load_policy(shipped, slo_target=0.9999)
+
+
 def test_slo_target_on_a_weight_knob_checkpoint_is_refused(tmp_path: Path) -> None:
     root = write_random(tmp_path / "ck")
     with pytest.raises(InputError, match="without the SLO-target knob"):
