@@ -3,7 +3,7 @@
 A dial template is a policy spec with one `{...}` group, expanded into concrete specs:
 
     target:{0.5..0.9:0.05}                            0.5, 0.55, ..., 0.9 (both ends included)
-    ppo:checkpoints/ppo-llama-3.1-8b-h100#slo_weight={2,5,10,20,50}
+    ppo:checkpoints/ppo-llama-3.1-70b-fp8-4xh100#slo_weight={2,5,10,20,50}
     ppo:checkpoints/ppo-llama-3.1-8b-h100#slo_target={0.95,0.98,0.99,0.995,0.999}
     oracle#slo_target={0.95,0.97,0.99,0.995,0.999}
     tuned#target_scale={0.6..1.4:0.2}

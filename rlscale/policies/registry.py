@@ -2,7 +2,7 @@
 `simulate`, `evaluate`, `train`, `tune`, the sandbox and the live controller alike.
 
 Grammar: `KIND[:ARG][#KEY=VALUE,...]`, e.g. `hpa`, `hpa:my-hpa.yaml`, `static:4`, `target:0.7`,
-`threshold#gpu_up_pct=80`, `ppo:checkpoints/ppo-llama-3.1-8b-h100#slo_weight=10`.
+`threshold#gpu_up_pct=80`, `ppo:checkpoints/ppo-llama-3.1-8b-h100#slo_target=0.995`.
 
 | spec                 | policy                                                        | limits (clamps)                 |
 |----------------------|---------------------------------------------------------------|---------------------------------|
