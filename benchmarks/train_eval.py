@@ -115,6 +115,7 @@ def main() -> None:
 
     from rlscale.evaluation import evaluate
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile, run_evaluation
+    from rlscale.profiles.coldstart import with_cold_start_scale
 
     if args.prompt_scale != 1.0:
         evaluate.load_source = _with_prompt_scale(evaluate.load_source, args.prompt_scale)
@@ -153,7 +154,7 @@ def main() -> None:
         policies += args.policy
         policies += ["tuned", "hpa", "oracle"]
         t0 = time.perf_counter()
-        profile = _with_cold_start_scale(resolve_profile(pname), args.cold_start_scale)
+        profile = with_cold_start_scale(resolve_profile(pname), args.cold_start_scale)
         res = run_evaluation(policies, traces, [profile], settings)
         agg = res.aggregates()
         rows = []
@@ -225,17 +226,6 @@ def _with_rate_step(load, factor: float):
         return w.with_(arrivals=w.arrivals * gain, name=f"{w.name}~rate-step×{factor:g}")
 
     return stepped
-
-
-def _with_cold_start_scale(profile, factor: float):
-    """`profile` with every cold-start stage's bounds x `factor`."""
-    if factor == 1.0:
-        return profile
-    stages = [
-        s.model_copy(update={k: getattr(s, k) * factor for k in ("low_s", "mode_s", "high_s")})
-        for s in profile.cold_start
-    ]
-    return profile.model_copy(update={"cold_start": stages})
 
 
 def _fmt(x: float | None) -> str:

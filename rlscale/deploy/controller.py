@@ -143,7 +143,7 @@ def make_target(
         fallback_required=target.metrics.fallback_required,
         standby_tier=target.standby.tier if target.standby is not None else None,
     )
-    shield = make_shield(target.shield_config(), pol.profile, pol.slo)
+    shield = make_shield(target.shield_config(), pol.profile, pol.slo, interval_s=config.tick_s)
     memory = TargetMemory(pol.limits, config.tick_s, window_len=pol.window, shield=shield)
     sb = target.standby
     if sb is not None and sb.tier == SLEEPING and sleep_api is None:

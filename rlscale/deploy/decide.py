@@ -518,10 +518,14 @@ def _guard(
 
 
 def make_shield(
-    config: ShieldConfig | None, profile: ServiceProfile, slo: SLOConfig | None
+    config: ShieldConfig | None,
+    profile: ServiceProfile,
+    slo: SLOConfig | None,
+    *,
+    interval_s: float,
 ) -> Shield | None:
     """One target's shield (None: unshielded), for `TargetMemory.shield`, held to the target's
-    SLO (the default SLO when it has none)."""
+    SLO (the default SLO when it has none), on the controller's tick `interval_s`."""
     if config is None:
         return None
     slo = slo or SLOConfig()
@@ -529,6 +533,7 @@ def make_shield(
         config,
         profile,
         1,
+        interval_s=interval_s,
         ttft_slo_s=slo.ttft_s,
         tpot_slo_s=slo.tpot_s,
         ttft_slo_s_per_1k_tokens=slo.ttft_s_per_1k_tokens,

@@ -164,6 +164,7 @@ def _shield_groups(
                 cfg,
                 sim.profile,
                 len(idx),
+                interval_s=cfg_sim.interval_s,
                 ttft_slo_s=cfg_sim.ttft_slo_s,
                 tpot_slo_s=cfg_sim.tpot_slo_s,
                 ttft_slo_s_per_1k_tokens=cfg_sim.ttft_slo_s_per_1k_tokens,

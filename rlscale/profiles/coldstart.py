@@ -246,3 +246,15 @@ def _iso(t_s: float) -> str:
     if not math.isfinite(t_s):
         return "?"
     return datetime.fromtimestamp(t_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_cold_start_scale(profile: ServiceProfile, factor: float) -> ServiceProfile:
+    """`profile` with every cold-start stage's bounds x `factor` (slower nodes or image pulls:
+    the cold-start shift of the issue 13 matrix)."""
+    if factor == 1.0:
+        return profile
+    stages = [
+        s.model_copy(update={k: getattr(s, k) * factor for k in ("low_s", "mode_s", "high_s")})
+        for s in profile.cold_start
+    ]
+    return profile.model_copy(update={"cold_start": stages})

@@ -29,9 +29,14 @@ Per interval, on the metrics row that just ended (B, N_FIELDS) and the current t
               carries demand at floor_utilisation: the policy may add more, never fewer.
     queue     no scale-down while `queue_per_replica` requests or more wait per ready replica.
     consolidation  before a scale-down to N' of N, the survivors must carry the load at
-              N / N' times the per-replica load: the most demand of the last `lookback`
-              intervals within N' x capacity(N') x consolidation_utilisation; else the scale-down
-              stops at the smallest count that passes (never above N).
+              N / N' times the per-replica load: the most demand of the last `lookback_s`
+              within N' x capacity(N') x consolidation_utilisation; else the scale-down
+              stops at the smallest count that passes (never above N). The lookback defaults
+              to the profile's mean cold start: a replica given away takes that long to come
+              back, so the survivors must carry what the last cold start's worth of traffic
+              brought (a burst that came once in that time can come again before the
+              replacement is Ready). A fixed 60 s lookback let the scale-down through between
+              bursts, and the fleet was a cold start short when the next one came.
 
 floor_utilisation > consolidation_utilisation leaves a band where the shield neither adds nor
 removes, so the shield itself cannot oscillate. Unobserved arrivals (NaN) set no floor and pass
@@ -78,6 +83,8 @@ _SIZE_STEP = math.log(1.02)
 # at 13 in the example above); counts are searched up to _MAX_COUNT.
 _FLEET_GRID = (1, 2, 4, 8, 16, 32, 64)
 _MAX_COUNT = 512
+# the longest consolidation lookback: an hour (beyond it the peak is the day's, not the burst's)
+_MAX_LOOKBACK_S = 3600.0
 
 
 class ShieldConfig(BaseModel):
@@ -89,7 +96,9 @@ class ShieldConfig(BaseModel):
     floor_utilisation: float = Field(default=0.85, gt=0, le=1)
     # the survivors of a scale-down must carry the recent peak demand at this utilisation
     consolidation_utilisation: float = Field(default=0.75, gt=0, le=1)
-    lookback: int = Field(default=4, ge=1, le=64)  # intervals of demand the check takes the max of
+    # seconds of demand the consolidation check takes the max of; None: the profile's mean cold
+    # start (the time a replica given away takes to come back)
+    lookback_s: float | None = Field(default=None, gt=0, le=_MAX_LOOKBACK_S)
     # queue counted as demand drained over this (shorter than the action map's 60 s: a floor
     # should clear a queue within a cold start, not a minute after it)
     drain_s: float = Field(default=30.0, gt=0)
@@ -128,6 +137,7 @@ class Shield:
         profile: ServiceProfile,
         batch: int,
         *,
+        interval_s: float,
         ttft_slo_s: float,
         tpot_slo_s: float,
         ttft_slo_s_per_1k_tokens: float = 0.0,
@@ -141,7 +151,12 @@ class Shield:
         self.handover = np.zeros(batch, dtype=bool)
         self.breach_run = np.zeros(batch, dtype=np.int64)
         self.ok_run = np.zeros(batch, dtype=np.int64)
-        self.demand = np.full((batch, config.lookback), np.nan)
+        self.lookback_s = (
+            profile.mean_cold_start_s if config.lookback_s is None else config.lookback_s
+        )
+        # intervals of demand the consolidation check takes the max of (at least the last one)
+        lookback = max(1, math.ceil(min(self.lookback_s, _MAX_LOOKBACK_S) / interval_s - 1e-9))
+        self.demand = np.full((batch, lookback), np.nan)
         self.firings = np.zeros((batch, len(FIRING_REASONS)), dtype=np.int64)
 
     def reset(self, mask: np.ndarray | None = None) -> None:

@@ -21,7 +21,10 @@ LIMITS = SafetyLimits(min_replicas=1, max_replicas=40)
 
 def shielded(**cfg: float) -> TargetMemory:
     return TargetMemory(
-        LIMITS, 15.0, window_len=4, shield=make_shield(ShieldConfig(**cfg), PROFILE, None)
+        LIMITS,
+        15.0,
+        window_len=4,
+        shield=make_shield(ShieldConfig(**cfg), PROFILE, None, interval_s=15.0),
     )
 
 

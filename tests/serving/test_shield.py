@@ -58,7 +58,9 @@ EXAMPLE = {"floor_utilisation": 0.85, "consolidation_utilisation": 0.75}
 
 
 def shield(b: int = 1, **cfg: float) -> Shield:
-    return Shield(ShieldConfig(**(EXAMPLE | cfg)), PROFILE, b, ttft_slo_s=2.0, tpot_slo_s=0.1)
+    return Shield(
+        ShieldConfig(**(EXAMPLE | cfg)), PROFILE, b, interval_s=15.0, ttft_slo_s=2.0, tpot_slo_s=0.1
+    )
 
 
 def cap(prompt: float = ISL, output: float = OSL) -> float:
@@ -148,11 +150,30 @@ def test_consolidation_check_stops_a_scale_down_at_what_the_survivors_carry() ->
 
 
 def test_consolidation_uses_the_recent_peak() -> None:
-    s = shield(lookback=4)
+    s = shield(lookback_s=60.0)
     c = cap()
     s.apply(np.array([6.0]), np.array([6.0]), rows(rps=5 * c * 0.7, ready=6))  # a busy interval
     r = s.apply(np.array([2.0]), np.array([6.0]), rows(rps=c * 0.5, ready=6))  # then a lull
     assert r.target[0] == 5 and r.fired[0] == CONSOLIDATION
+
+
+def test_the_default_lookback_is_the_profiles_cold_start() -> None:
+    # 8B: a 132-s mean cold start is 9 intervals of 15 s; a burst 8 intervals ago still holds
+    # the fleet, one 10 intervals ago no longer does
+    s = shield()
+    assert s.lookback_s == PROFILE.mean_cold_start_s
+    assert s.demand.shape == (1, 9)
+    c = cap()
+    busy, lull = rows(rps=5 * c * 0.7, ready=6), rows(rps=c * 0.5, ready=6)
+    s.apply(np.array([6.0]), np.array([6.0]), busy)
+    for _ in range(7):
+        s.apply(np.array([6.0]), np.array([6.0]), lull)
+    held = s.apply(np.array([2.0]), np.array([6.0]), lull)  # the burst is 8 intervals back
+    assert held.target[0] == 5 and held.fired[0] == CONSOLIDATION
+    s.apply(np.array([6.0]), np.array([6.0]), lull)
+    free = s.apply(np.array([2.0]), np.array([6.0]), lull)  # 10 back: out of the lookback
+    assert free.target[0] == 2 and free.fired[0] == NONE
+    assert shield(lookback_s=60.0).demand.shape == (1, 4)
 
 
 def test_unobserved_arrivals_pass_no_consolidation_and_set_no_floor() -> None:

@@ -108,9 +108,15 @@ def test_the_shield_holds_the_p95_to_the_target_at_the_observed_mean_prompt():
     rows = np.zeros((2, N_FIELDS))
     rows[:, FIELD_INDEX["arrival_rps"]] = 10.0
     rows[:, FIELD_INDEX["prompt_tokens_per_s"]] = [10_000.0, 120_000.0]  # 1k and 12k mean prompts
-    flat = Shield(ShieldConfig(), P70, 2, ttft_slo_s=2.0, tpot_slo_s=0.1)
+    flat = Shield(ShieldConfig(), P70, 2, interval_s=15.0, ttft_slo_s=2.0, tpot_slo_s=0.1)
     cls = Shield(
-        ShieldConfig(), P70, 2, ttft_slo_s=2.0, tpot_slo_s=0.1, ttft_slo_s_per_1k_tokens=0.5
+        ShieldConfig(),
+        P70,
+        2,
+        interval_s=15.0,
+        ttft_slo_s=2.0,
+        tpot_slo_s=0.1,
+        ttft_slo_s_per_1k_tokens=0.5,
     )
     assert flat.ttft_limit_s(rows) == 2.0
     np.testing.assert_allclose(cls.ttft_limit_s(rows), [2.5, 8.0])
