@@ -15,14 +15,29 @@ prompt x4 and x10 (the long-prompt shift the shield exists for; TTFT SLO 2 s thr
 the evaluator's scaling. A cell whose SLO no policy can reach is skipped and named (70B at x10:
 3 % of its requests miss a 2 s TTFT on an idle replica).
 
-Choice: among the candidates that are never catastrophic on any cell (SLO attainment at least the
-tuned rule's - 0.5 points, issue 13's bar), the most conservative (earliest in CANDIDATES) whose
-mean cost / tuned's over every (profile, window) cell is within 0.005 of the cheapest: a
-difference that small is noise, and headroom is not. The test windows are not run here.
+The lookback is not chosen by cost: it is how long a scale-down takes to undo (the profile's
+mean cold start, the default); the 60-s candidates measure what it buys. The first choice rule
+(never catastrophic against the tuned rule, then the cheapest) picked floor 0.95 /
+consolidation 0.9 with a 60-s lookback, which took the 70B checkpoint 11 points below the tuned
+rule on a held-out window with cold starts x2 (`benchmarks/results/shield_loose/`), and on Azure
+code the tuned rule holds only 57-69 %, so "not 0.5 points below tuned" binds nothing there.
+Choice: among the candidates with the cold-start lookback whose SLO attainment is, on every
+cell, at least the tuned rule's - 0.5 points (issue 13's bar) and at least the previous
+default's (CANDIDATES[0]) - 0.5 points (a loosening may not give up the safety already vetted),
+the cheapest by mean cost / tuned's over every (profile, window) cell. The test windows are not
+run here.
+
+Its choice on 2026-12-04 (0.9 / 0.85 / cold start, `benchmarks/results/shield_v5_loose/`) cut the
+8B checkpoint's cost on the test windows by 5-7 % but on held-out cells took 70B Azure conv 1.3
+(rate x2 step) and 2.4 (cold start x2) points below the tuned rule, and 8B scale events above
+the tuned rule's on all four test windows: so the shipped default keeps the utilisations of
+CANDIDATES[0] and takes only the cold-start lookback. The validation cells do not reveal what
+the held-out ones do; a candidate this benchmark picks is a proposal, not a default.
 
     python benchmarks/shield_calibration.py [--seeds 5] [--profile P ...]
 
-Writes benchmarks/results/shield_loose/shield_calibration.json (+ .md) and prints the table.
+Writes benchmarks/results/shield_calibration.json (+ .md; the 2026-12-04 run is in
+benchmarks/results/shield_v5_loose/) and prints the table.
 """
 
 from __future__ import annotations
@@ -38,42 +53,59 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this worktree's rlscale, run from anywhere
 DATA = ROOT.parent / "shared" / "data"
 PROFILES = ("llama-3.1-8b-h100", "llama-3.1-70b-fp8-4xh100")
-# (trace window, prompt factor): training/*.yaml's validation windows and the long-prompt shift
+# (trace window, prompt factor, cold-start factor): training/*.yaml's validation windows, the
+# long-prompt shift, and the bursty shapes the ServeGen totals lack: Azure's code trace (1 h of
+# 15-s bins, in no training or test set; the test has Azure's conv trace) as recorded and with
+# every cold start x2, and the m-large validation half day with cold start x2
 WINDOWS = (
-    ("servegen_language_m-large_total_10min.csv@10:10.5", 1.0),
-    ("servegen_language_m-mid_total_10min.csv@10:10.5", 1.0),
-    ("servegen_language_m-large_total_10min.csv@10:10.5", 4.0),
-    ("servegen_language_m-large_total_10min.csv@10:10.5", 10.0),
+    ("servegen_language_m-large_total_10min.csv@10:10.5", 1.0, 1.0),
+    ("servegen_language_m-mid_total_10min.csv@10:10.5", 1.0, 1.0),
+    ("servegen_language_m-large_total_10min.csv@10:10.5", 4.0, 1.0),
+    ("servegen_language_m-large_total_10min.csv@10:10.5", 10.0, 1.0),
+    ("servegen_language_m-large_total_10min.csv@10:10.5", 1.0, 2.0),
+    ("azure_llm_2023_code.csv", 1.0, 1.0),
+    ("azure_llm_2023_code.csv", 1.0, 2.0),
 )
-# (floor_utilisation, consolidation_utilisation, lookback); the first is the previous default
+# (floor_utilisation, consolidation_utilisation, lookback_s; None: the profile's mean cold
+# start); the first is the default before the cold-start lookback
 CANDIDATES = (
-    (0.85, 0.75, 4),
-    (0.90, 0.85, 4),
-    (0.95, 0.90, 4),
-    (0.95, 0.90, 2),
-    (1.00, 0.95, 2),
+    (0.85, 0.75, 60.0),
+    (0.85, 0.75, None),
+    (0.90, 0.85, 60.0),
+    (0.90, 0.85, None),
+    (0.95, 0.90, 60.0),
+    (0.95, 0.90, None),
+    (1.00, 0.95, None),
 )
 SLO_MARGIN_PTS = 0.5  # never catastrophic: at most this far below the tuned rule's SLO, any cell
-COST_TIE = 0.005  # mean cost / tuned's this close to the cheapest is a tie: take more headroom
 
 
-def _mean_run(ro: Any) -> dict[str, float]:
+def _mean_run(ro: Any, days: float) -> dict[str, float]:
     from rlscale.serving.shield import FIRING_COLUMNS
 
     runs = [s.as_dict() for s in ro.summaries]
     keys = ("slo_attainment", "cost_usd", "scale_events", "cold_starts", *FIRING_COLUMNS)
-    return {k: sum(float(r[k]) for r in runs) / len(runs) for k in keys}
+    mean = {k: sum(float(r[k]) for r in runs) / len(runs) for k in keys}
+    return mean | {
+        "scale_events_per_day": mean["scale_events"] / days,
+        "cold_starts_per_day": mean["cold_starts"] / days,
+    }
 
 
-def cell(window: str, factor: float, profile: str, seeds: tuple[int, ...]) -> list[dict]:
-    """Tuned (unshielded) and the checkpoint under every candidate on one validation window."""
+def cell(
+    window: str, factor: float, cold: float, profile: str, seeds: tuple[int, ...]
+) -> list[dict]:
+    """Tuned (unshielded) and the checkpoint under every candidate on one validation window,
+    with prompts x `factor` and cold starts x `cold` (the shield reads the slower cold start
+    from the profile, as it would from a profile fitted to the cluster's pods)."""
     from rlscale.evaluation.evaluate import EvalSettings, load_source, scale_for_profile
     from rlscale.evaluation.rollout import rollout
     from rlscale.policies.registry import default_limits, make_policy
+    from rlscale.profiles.coldstart import with_cold_start_scale
     from rlscale.profiles.model import load_profile
     from rlscale.serving.shield import ShieldConfig
 
-    prof = load_profile(profile)
+    prof = with_cold_start_scale(load_profile(profile), cold)
     st = EvalSettings(seeds=seeds)
     raw = load_source(str(DATA / window), st.config.interval_s)
     if factor != 1.0:
@@ -85,8 +117,8 @@ def cell(window: str, factor: float, profile: str, seeds: tuple[int, ...]) -> li
     ckpt = ROOT / "checkpoints" / f"ppo-{profile}"
     runs: list[tuple[str, str, ShieldConfig | None]] = [("tuned", "tuned", None)]
     for fl, co, lb in CANDIDATES:
-        cfg = ShieldConfig(floor_utilisation=fl, consolidation_utilisation=co, lookback=lb)
-        runs.append((f"ppo+shield({fl:g}/{co:g}/{lb})", f"ppo:{ckpt}", cfg))
+        cfg = ShieldConfig(floor_utilisation=fl, consolidation_utilisation=co, lookback_s=lb)
+        runs.append((_label(fl, co, lb), f"ppo:{ckpt}", cfg))
     rows = []
     for label, spec, shield in runs:
         f = make_policy(
@@ -116,9 +148,10 @@ def cell(window: str, factor: float, profile: str, seeds: tuple[int, ...]) -> li
                 "profile": profile,
                 "window": window,
                 "prompt_factor": factor,
+                "cold_start_factor": cold,
                 "policy": label,
                 "shield": shield.model_dump() if shield else None,
-                **_mean_run(ro),
+                **_mean_run(ro, info["duration_h"] / 24.0),
             }
         )
     base = rows[0]
@@ -129,25 +162,39 @@ def cell(window: str, factor: float, profile: str, seeds: tuple[int, ...]) -> li
 
 
 def choose(rows: list[dict]) -> dict[str, Any]:
-    """Per candidate: mean cost / tuned, worst SLO gap to tuned; and the choice (module doc)."""
+    """Per candidate: mean cost / tuned, worst SLO gap to tuned and to the previous default; and
+    the choice (module doc)."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         if r["policy"] != "tuned":
             by.setdefault(r["policy"], []).append(r)
+    ref = by[_label(*CANDIDATES[0])]
     summary = {
         name: {
             "mean_cost_vs_tuned": sum(r["cost_vs_tuned"] for r in rs) / len(rs),
             "worst_slo_vs_tuned_pts": min(r["slo_vs_tuned_pts"] for r in rs),
+            "worst_slo_vs_previous_pts": min(
+                100.0 * (r["slo_attainment"] - q["slo_attainment"])
+                for r, q in zip(rs, ref, strict=True)
+            ),
             "shield": rs[0]["shield"],
         }
         for name, rs in by.items()
     }
-    ok = {n: s for n, s in summary.items() if s["worst_slo_vs_tuned_pts"] >= -SLO_MARGIN_PTS}
-    chosen = None
-    if ok:
-        cheapest = min(s["mean_cost_vs_tuned"] for s in ok.values())
-        chosen = next(n for n, s in ok.items() if s["mean_cost_vs_tuned"] <= cheapest + COST_TIE)
+    ok = {
+        n: s
+        for n, s in summary.items()
+        if s["shield"]["lookback_s"] is None
+        and s["worst_slo_vs_tuned_pts"] >= -SLO_MARGIN_PTS
+        and s["worst_slo_vs_previous_pts"] >= -SLO_MARGIN_PTS
+    }
+    chosen = min(ok, key=lambda n: ok[n]["mean_cost_vs_tuned"]) if ok else None
     return {"candidates": summary, "chosen": chosen}
+
+
+def _label(floor: float, consolidation: float, lookback_s: float | None) -> str:
+    look = "cold start" if lookback_s is None else f"{lookback_s:g} s"
+    return f"ppo+shield({floor:g}/{consolidation:g}/{look})"
 
 
 def main() -> None:
@@ -165,14 +212,18 @@ def main() -> None:
     rows: list[dict] = []
     skipped: list[str] = []
     for profile in a.profile or PROFILES:
-        for window, factor in WINDOWS:
+        for window, factor, cold in WINDOWS:
             try:
-                rows += cell(window, factor, profile, seeds)
+                rows += cell(window, factor, cold, profile, seeds)
             except InputError as e:  # an SLO no policy can reach on this profile (70B at x10)
                 skipped.append(str(e))
                 print(f"skipped: {e}", flush=True)
                 continue
-            print(f"{profile} {window} x{factor:g}: {time.perf_counter() - t0:.0f} s", flush=True)
+            print(
+                f"{profile} {window} prompts x{factor:g} cold start x{cold:g}: "
+                f"{time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
     pick = choose(rows)
     out = {
         "seeds": a.seeds,
@@ -183,19 +234,26 @@ def main() -> None:
     }
     Path(a.out).write_text(json.dumps(out, indent=1))
     md = [
-        "| profile | window | prompts | policy | cost $ | SLO % | cost/tuned | SLO - tuned (pts) | consolidation | floor |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| profile | window | prompts | cold start | policy | cost $ | SLO % | cost/tuned | SLO - tuned (pts) | scale events/day | consolidation | floor |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         md.append(
-            f"| {r['profile']} | {r['window']} | x{r['prompt_factor']:g} | {r['policy']} | "
+            f"| {r['profile']} | {r['window']} | x{r['prompt_factor']:g} | "
+            f"x{r['cold_start_factor']:g} | {r['policy']} | "
             f"{r['cost_usd']:.1f} | {100 * r['slo_attainment']:.2f} | {r['cost_vs_tuned']:.3f} | "
-            f"{r['slo_vs_tuned_pts']:+.2f} | {r['shield_consolidation']:.0f} | {r['shield_floor']:.0f} |"
+            f"{r['slo_vs_tuned_pts']:+.2f} | {r['scale_events_per_day']:.0f} | "
+            f"{r['shield_consolidation']:.0f} | {r['shield_floor']:.0f} |"
         )
-    md += ["", "| candidate | mean cost/tuned | worst SLO - tuned (pts) |", "|---|---:|---:|"]
+    md += [
+        "",
+        "| candidate | mean cost/tuned | worst SLO - tuned (pts) | worst SLO - previous (pts) |",
+        "|---|---:|---:|---:|",
+    ]
     for name, s in pick["candidates"].items():
         md.append(
-            f"| {name} | {s['mean_cost_vs_tuned']:.3f} | {s['worst_slo_vs_tuned_pts']:+.2f} |"
+            f"| {name} | {s['mean_cost_vs_tuned']:.3f} | {s['worst_slo_vs_tuned_pts']:+.2f} | "
+            f"{s['worst_slo_vs_previous_pts']:+.2f} |"
         )
     md += ["", f"chosen: {pick['chosen']}"] + [f"skipped: {m}" for m in skipped]
     Path(a.out).with_suffix(".md").write_text("\n".join(md) + "\n")

@@ -157,10 +157,17 @@ def test_consolidation_uses_the_recent_peak() -> None:
     assert r.target[0] == 5 and r.fired[0] == CONSOLIDATION
 
 
-def test_the_default_lookback_is_the_profiles_cold_start() -> None:
+def test_a_null_lookback_is_the_profiles_cold_start() -> None:
     # 8B: a 132-s mean cold start is 9 intervals of 15 s; a burst 8 intervals ago still holds
     # the fleet, one 10 intervals ago no longer does
-    s = shield()
+    s = Shield(
+        ShieldConfig(**EXAMPLE, lookback_s=None),
+        PROFILE,
+        1,
+        interval_s=15.0,
+        ttft_slo_s=2.0,
+        tpot_slo_s=0.1,
+    )
     assert s.lookback_s == PROFILE.mean_cold_start_s
     assert s.demand.shape == (1, 9)
     c = cap()
@@ -173,7 +180,7 @@ def test_the_default_lookback_is_the_profiles_cold_start() -> None:
     s.apply(np.array([6.0]), np.array([6.0]), lull)
     free = s.apply(np.array([2.0]), np.array([6.0]), lull)  # 10 back: out of the lookback
     assert free.target[0] == 2 and free.fired[0] == NONE
-    assert shield(lookback_s=60.0).demand.shape == (1, 4)
+    assert shield().demand.shape == (1, 4)  # the default 60 s
 
 
 def test_unobserved_arrivals_pass_no_consolidation_and_set_no_floor() -> None:
