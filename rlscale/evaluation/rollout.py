@@ -128,8 +128,13 @@ def rollout(
     """Run `make_policy(seed)` on `workload` for every seed; each decision passes `clamp_batch`.
     `engine="requests"` serves it request by request (`requests`, when given, replays those
     requests; otherwise they are synthesised from the workload's bins). `shield`: a config, None
-    (off) or "auto" (`default_shield` of the factory's spec: on for `ppo:`, off for rules)."""
+    (off) or "auto" (`default_shield` of the factory's spec: on for `ppo:`, off for rules).
+    Each decision sees the last `window` intervals, or more where the factory reads more
+    (`PolicyFactory.window`: a PPO checkpoint's observation window, 12 intervals for the shipped
+    ones). Until 2026-12-04 every rollout passed 8, so a checkpoint trained on 12 was evaluated on
+    8 intervals and 4 padded copies while the controller served it 12."""
     lim = limits or SafetyLimits()
+    window = max(window, int(getattr(make_policy, "window", 1)))
     cfg_shield = shield_for(make_policy) if isinstance(shield, str) else shield
     runs = [Run(make_policy(int(s)), lim, 0, int(s), cfg_shield) for s in seeds]
     # One generator for the batch, seeded by the seed list: every policy evaluated on the same

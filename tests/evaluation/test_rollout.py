@@ -69,3 +69,33 @@ def test_one_limits_object_per_cluster_is_required():
     sim = ClusterSim(make_profile(), [constant_workload(10.0, 4)], batch=3, seed=0)
     with pytest.raises(ValueError, match="2 limits for a batch of 3"):
         ClampedFleet(sim, [SafetyLimits(), SafetyLimits()])
+
+
+class _Recorder(StaticPolicy):
+    """A static fleet that records how many intervals each decision was shown."""
+
+    def __init__(self, replicas: int) -> None:
+        super().__init__(replicas)
+        self.lengths: list[int] = []
+
+    def decide(self, window):  # type: ignore[no-untyped-def]
+        self.lengths.append(len(window))
+        return super().decide(window)
+
+
+def test_a_policy_sees_the_window_its_factory_reads_as_the_controller_serves_it():
+    # A PPO checkpoint reads 12 intervals (`PolicyFactory.window`, as the controller's memory
+    # keeps); the rollout once cut every history to 8, so the evaluator scored an observation
+    # with 4 padded rows that the controller never shows.
+    from rlscale.policies.registry import PolicyFactory
+
+    prof = make_profile()
+    w = constant_workload(40.0, 30)
+    for declared, seen in ((12, 12), (3, 8)):
+        pol = _Recorder(4)
+        f = PolicyFactory(
+            "static:4", "recorder", SafetyLimits(), lambda _s, p=pol: p, window=declared
+        )
+        rollout(f, prof, w, initial_replicas=4)
+        assert max(pol.lengths) == seen
+        assert pol.lengths[:seen] == list(range(1, seen + 1))  # the history there is, unpadded
