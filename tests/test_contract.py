@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from rlscale.contract import (
     FIELDS,
@@ -14,9 +16,14 @@ from rlscale.contract import (
     capacity_at_mix,
     demand_replicas,
     encode,
+    encode_raw,
     feature_names,
+    history_features,
+    history_rows,
     observation_size,
     request_mix,
+    rows_needed,
+    window_array,
 )
 
 SPEC = ObservationSpec(
@@ -185,3 +192,46 @@ def test_hold_band_keeps_the_target_on_small_dips_never_on_rises():
         last = metrics(arrival_rps=demand_rps_, replicas_desired=desired).to_array()
         reps, _ = act.decode(np.zeros(2), last, SPEC)
         assert reps == want, (desired, demand_rps_, reps)
+
+
+HIST = replace(SPEC, history_intervals=(4, 8))
+
+
+def test_history_features_are_each_lags_rate_against_the_last_minute():
+    # 16 intervals: 20 rps, then 40 rps for the last 4; lag 4 reads the 20-rps minute before
+    rates = np.array([10.0] * 4 + [20.0] * 8 + [40.0] * 4)
+    got = history_features(rates, HIST)
+    assert got == pytest.approx(
+        [math.tanh(math.log(40.001 / 20.001)), math.tanh(math.log(40.001 / 20.001))]
+    )
+    # a fall reads negative, and the features carry no scale: x100 traffic, the same values
+    assert history_features(rates[::-1], HIST)[0] < 0
+    assert history_features(rates * 100, HIST) == pytest.approx(got, abs=1e-4)
+    # batched, as the env calls it
+    both = history_features(np.stack([rates, rates[::-1]]), HIST)
+    assert both.shape == (2, 2) and both[0] == pytest.approx(got)
+
+
+def test_history_not_yet_observed_reads_zero_never_a_trend():
+    short = np.array([20.0] * 10)  # lag 8 needs 12 intervals
+    assert history_features(short, HIST)[1] == 0.0
+    gap = np.array([np.nan] * 4 + [20.0] * 8)  # the lag-8 minute was never observed
+    assert history_features(gap, HIST).tolist() == [0.0, 0.0]
+    assert history_rows(HIST) == 12 and rows_needed(HIST) == 12 and rows_needed(SPEC) == 3
+
+
+def test_encode_reads_history_from_the_unpadded_intervals_and_appends_it():
+    rows = [metrics(arrival_rps=20.0)] * 8 + [metrics(arrival_rps=40.0)] * 4
+    obs = encode(rows, HIST)
+    assert len(obs) == observation_size(HIST) == observation_size(SPEC) + 2
+    assert feature_names(HIST)[-2:] == [
+        "hist-4:tanh_log_arrivals_now_over_then",
+        "hist-8:tanh_log_arrivals_now_over_then",
+    ]
+    assert obs[-2] == pytest.approx(math.tanh(math.log(40.001 / 20.001)), rel=1e-5)
+    # the window part is what a spec without history encodes
+    assert np.array_equal(obs[:-2], encode(rows, SPEC))
+    # one interval (a controller that just started): no history, the features are 0
+    assert encode(rows[-1:], HIST)[-2:].tolist() == [0.0, 0.0]
+    # no arrival history given to the array encoder: 0, not an error
+    assert encode_raw(window_array(rows, HIST), HIST)[-2:].tolist() == [0.0, 0.0]

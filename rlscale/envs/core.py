@@ -13,6 +13,7 @@ picks the simulator's apart).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,11 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rlscale.contract import (
     DEFAULT_TPOT_SLO_S,
     DEFAULT_TTFT_SLO_S,
+    FIELD_INDEX,
     N_FIELDS,
     ActionSpec,
     ObservationSpec,
+    base_observation_size,
     capacity_at_mix,
     encode_raw,
+    history_features,
+    history_rows,
     observation_size,
 )
 from rlscale.envs import step_kernel as sk
@@ -58,6 +63,12 @@ class EnvConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     interval_s: float = Field(default=15.0, gt=0, le=600)
     window: int = Field(default=4, ge=1, le=64)
+    # multi-scale history (`contract.history_features`): lags in intervals, e.g. [20, 60, 240] =
+    # 5 min, 15 min, 1 h at 15 s. Episodes start with the trace's past behind them, except a
+    # `history_missing_share` of them, which start with none (a controller just started, or one
+    # whose window a metrics gap cleared: the features read 0 until the history is there)
+    history_intervals: tuple[int, ...] = ()
+    history_missing_share: float = Field(default=0.25, ge=0, le=1)
     episode_s: float = Field(default=6 * 3600.0, gt=0)
     ttft_slo_s: float = Field(default=DEFAULT_TTFT_SLO_S, gt=0)
     tpot_slo_s: float = Field(default=DEFAULT_TPOT_SLO_S, gt=0)
@@ -114,8 +125,9 @@ class EnvConfig(BaseModel):
         )
 
     def observation_spec(self, profile: ServiceProfile) -> ObservationSpec:
-        """`serving.capacity.observation_spec` at this config's SLO, window and fleet bound."""
-        return observation_spec(
+        """`serving.capacity.observation_spec` at this config's SLO, window, history and fleet
+        bound."""
+        spec = observation_spec(
             profile,
             max_replicas=self.limits.max_replicas,
             window=self.window,
@@ -123,6 +135,7 @@ class EnvConfig(BaseModel):
             tpot_slo_s=self.tpot_slo_s,
             ttft_slo_s_per_1k_tokens=self.ttft_slo_s_per_1k_tokens,
         )
+        return replace(spec, history_intervals=self.history_intervals)
 
     def action_spec(self) -> ActionSpec:
         return ActionSpec(
@@ -166,6 +179,8 @@ class AutoscaleCore:
         self.episode_bins = max(1, int(round(config.episode_s / config.interval_s)))
         self.fleet = ClampedFleet(self.sim, config.limits, config.shield, engine=engine)
         self.window = np.zeros((batch, config.window, N_FIELDS))
+        # the arrival rates of the last history_rows intervals (oldest first, NaN: no history)
+        self.arrival_history = np.full((batch, history_rows(self.obs_spec)), np.nan)
         self.slo_weight = np.full(batch, config.reward.slo)
         self._clock_s = 0.0
         self.knob = config.knob
@@ -218,12 +233,34 @@ class AutoscaleCore:
         )
         self.fleet.start(mask)
         self.window[idx] = self.sim.metrics[idx, None, :]
+        if self.arrival_history.shape[1]:
+            self._start_history(idx, wid[idx], start[idx])
         if self.multipliers is not None:
             self.multipliers.sample(idx, self.rng)
             self.slo_weight[idx] = self.multipliers.weights()[idx]
         elif self.config.slo_weight_range is not None:
             lo, hi = self.config.slo_weight_range
             self.slo_weight[idx] = np.exp(self.rng.uniform(np.log(lo), np.log(hi), idx.size))
+
+    def _start_history(self, idx: np.ndarray, wid: np.ndarray, start: np.ndarray) -> None:
+        """The arrival history episodes `idx` start with: their workloads' rates in the bins
+        before `start` (NaN before the trace), ending with the pre-start row's rate; none for
+        a `history_missing_share` of them."""
+        h = self.arrival_history.shape[1]
+        missing = self.rng.random(idx.size) < self.config.history_missing_share
+        self.arrival_history[idx] = np.nan
+        for i, w, s0, gone in zip(idx, wid, start, missing, strict=True):
+            if not gone:
+                rate = self.sim.workloads[w].rate_rps
+                lo = max(0, s0 - (h - 1))
+                self.arrival_history[i, h - 1 - (s0 - lo) : h - 1] = rate[lo:s0]
+        self.arrival_history[idx, -1] = self.sim.metrics[idx, FIELD_INDEX["arrival_rps"]]
+
+    def _push_history(self) -> None:
+        """Append the interval that just ended (the window's last row) to the arrival history."""
+        if self.arrival_history.shape[1]:
+            self.arrival_history[:, :-1] = self.arrival_history[:, 1:]
+            self.arrival_history[:, -1] = self.window[:, -1, FIELD_INDEX["arrival_rps"]]
 
     def _learn_prices(self, violations: np.ndarray) -> None:
         """The dual step of the SLO-target knob: record this step's misses; reprice the
@@ -244,12 +281,16 @@ class AutoscaleCore:
         if self.engine == "numba":
             obs = np.empty((self.batch, self.obs_size), dtype=np.float32)
             sk.encode_rows(self.window, self._spec_p, obs, self._scratch, lo, hi)
+            if self.obs_spec.history_intervals:
+                base = base_observation_size(self.obs_spec)
+                hist = history_features(self.arrival_history, self.obs_spec)
+                obs[:, base : base + hist.shape[1]] = np.clip(hist, lo, hi)
             if self.knob:
                 obs[:, -1] = np.log(self.slo_weight)
                 if lo > -np.inf or hi < np.inf:
                     obs[:, -1] = np.clip(obs[:, -1], lo, hi)
             return obs
-        obs = encode_raw(self.window, self.obs_spec)
+        obs = encode_raw(self.window, self.obs_spec, self.arrival_history)
         if self.knob:
             obs = np.concatenate([obs, np.log(self.slo_weight)[:, None].astype(np.float32)], axis=1)
         if lo > -np.inf or hi < np.inf:
@@ -260,7 +301,9 @@ class AutoscaleCore:
         """Returns (reward (B,), done (B,), cost_usd (B,)) and updates the window; the caller
         observes (and resets finished clusters) afterwards."""
         if self.engine == "numba":
-            return self._step_kernel(actions)
+            out = self._step_kernel(actions)
+            self._push_history()
+            return out
         last = self.window[:, -1, :]
         proposed, warm = self.act_spec.decode(actions, last, self.obs_spec, self.window)
         target_before = self.fleet.current.copy()
@@ -274,6 +317,7 @@ class AutoscaleCore:
         )
         self.window[:, :-1] = self.window[:, 1:]
         self.window[:, -1] = m
+        self._push_history()
         wid = self.sim.wid
         violations = self.sim.last_arrivals - (self.sim.totals.slo_ok - ok_before)
         w = self.config.reward

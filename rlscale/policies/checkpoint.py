@@ -39,7 +39,7 @@ from rlscale.contract import (
     ActionSpec,
     IntervalMetrics,
     ObservationSpec,
-    encode_raw,
+    encode,
     feature_names,
     slo_weight_at_target,
     window_array,
@@ -179,7 +179,7 @@ class PPOPolicy:
         pass
 
     def observation(self, window: Sequence[IntervalMetrics]) -> np.ndarray:
-        obs = encode_raw(window_array(window, self.obs_spec), self.obs_spec)
+        obs = encode(window, self.obs_spec)
         if self.knob:
             obs = np.concatenate(
                 [obs, np.array([math.log(self._slo_weight or 1.0)], dtype=np.float32)]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlscale.contract import DEFAULT_SLO_TARGET
+from rlscale.contract import DEFAULT_SLO_TARGET, rows_needed
 from rlscale.errors import InputError
 from rlscale.policies.base import Policy
 from rlscale.safety import SafetyLimits, ScalingRules
@@ -428,7 +428,7 @@ def _ppo(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
         policy.limits,
         lambda seed: policy,
         {"checkpoint": ps.arg},
-        window=int(policy.obs_spec.window),
+        window=rows_needed(policy.obs_spec),
     )
 
 

@@ -41,14 +41,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rlscale.config import load_yaml_model, validate_model
-from rlscale.contract import DEFAULT_SLO_TARGET, ObservationSpec, slo_weight_at_target
+from rlscale.contract import DEFAULT_SLO_TARGET, ObservationSpec, rows_needed, slo_weight_at_target
 from rlscale.envs.core import EnvConfig
 from rlscale.envs.lagrange import SLOMultipliers
 from rlscale.errors import InputError
 from rlscale.evaluation.evaluate import parse_trace_arg
 from rlscale.policies.base import Policy
 from rlscale.policies.checkpoint import sha256_file
-from rlscale.policies.registry import PolicySpec
+from rlscale.policies.registry import PolicyFactory, PolicySpec
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.safety import SafetyLimits
 from rlscale.serving.model import SimConfig
@@ -315,11 +315,14 @@ def baseline_runner(spec: str, profile: ServiceProfile, cfg: TrainConfig) -> Run
     return via_registry
 
 
-def fixed_runner(policy: Policy, limits: SafetyLimits) -> Runner:
-    """The same policy object on every workload and seed, under `limits`."""
+def fixed_runner(policy: Policy, limits: SafetyLimits, window: int = 1) -> Runner:
+    """The same policy object on every workload and seed, under `limits`, shown the last
+    `window` intervals (a PPO policy: `contract.rows_needed` of its spec, as the controller
+    shows it; the selection of the checkpoints before 2026-12-04 saw 8 of their 12)."""
+    factory = PolicyFactory("fixed", "fixed", limits, lambda seed: policy, window=window)
 
     def run(w: Workload) -> tuple[Callable[[int], Policy], SafetyLimits]:
-        return (lambda seed: policy), limits
+        return factory, limits
 
     return run
 
@@ -677,7 +680,8 @@ class Evaluator:
 
     def _results(self, slo_weight: float) -> list[dict[str, Any]]:
         cfg = self.learner.cfg
-        runner = fixed_runner(self.learner.policy(slo_weight), cfg.env.limits)
+        policy = self.learner.policy(slo_weight)
+        runner = fixed_runner(policy, cfg.env.limits, rows_needed(policy.obs_spec))
         shield = (cfg.env.shield or ShieldConfig()) if cfg.eval.shielded else None
         return evaluate_policy(
             runner, self.learner.profile, self.workloads, cfg, cfg.eval.seeds, shield=shield

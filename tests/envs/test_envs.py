@@ -157,3 +157,39 @@ def test_the_training_env_runs_the_shield_it_is_configured_with():
     shielded, fired = run(ShieldConfig())
     assert sum(bare_fired.values()) == 0 and sum(fired.values()) > 0
     assert shielded > bare
+
+
+def test_episodes_start_with_the_traces_past_behind_them_or_with_none():
+    # the multi-scale history (issue 13, item 2): an episode cut from the middle of a trace sees
+    # the rates before its start; a share of episodes starts with none (a fresh controller)
+    from rlscale.contract import FIELD_INDEX, history_features
+    from rlscale.envs.core import AutoscaleCore
+
+    lags = (20, 60, 240)
+    w = diurnal(days=1.0)
+    for missing, expect_past in ((0.0, True), (1.0, False)):
+        cfg = EnvConfig(episode_s=3600.0, history_intervals=lags, history_missing_share=missing)
+        core = AutoscaleCore(make_profile(), [w], 16, cfg, seed=2)
+        h = core.arrival_history.shape[1]
+        assert h == 244
+        checked = 0
+        for b in range(16):
+            s0 = int(core.sim.t[b])  # the bin episode b starts at
+            past = core.arrival_history[b, :-1]
+            if expect_past and s0 >= h - 1:
+                assert np.allclose(past, w.rate_rps[s0 - (h - 1) : s0])
+                checked += 1
+            elif not expect_past:
+                assert np.isnan(past).all()
+        assert checked > 8 or not expect_past
+        obs = core.observe()
+        hist = obs[:, -len(lags) :]
+        assert np.allclose(hist, history_features(core.arrival_history, core.obs_spec))
+        if expect_past:  # half a day of a diurnal curve: some episode sees a trend
+            assert np.abs(hist).max() > 0.05
+        else:
+            assert (hist == 0).all()
+        # the history advances with the episode: the interval that just ended is appended
+        core.step(np.zeros((16, 2)))
+        arr = FIELD_INDEX["arrival_rps"]
+        assert np.array_equal(core.arrival_history[:, -1], core.window[:, -1, arr])

@@ -45,9 +45,19 @@ def _workloads(profile_name: str):
     ]
 
 
+# with the multi-scale history (the features the kernel does not write, appended after it)
+WITH_HISTORY = TRAINING_LIKE.model_copy(
+    update={"history_intervals": (20, 60, 240), "history_missing_share": 0.3}
+)
+
+
 @pytest.mark.parametrize(
     ("profile", "config"),
-    [("llama-3.1-8b-h100", EnvConfig()), ("llama-3.1-70b-fp8-4xh100", TRAINING_LIKE)],
+    [
+        ("llama-3.1-8b-h100", EnvConfig()),
+        ("llama-3.1-70b-fp8-4xh100", TRAINING_LIKE),
+        ("llama-3.1-8b-h100", WITH_HISTORY),
+    ],
 )
 def test_kernel_env_steps_exactly_as_the_numpy_contract(profile, config):
     kw = dict(profile=profile, workloads=_workloads(profile), config=config, sim_engine="numba")

@@ -16,7 +16,9 @@ import torch
 from rlscale.contract import (
     CONTRACT_VERSION,
     ActionSpec,
+    ObservationSpec,
     observation_size,
+    rows_needed,
 )
 from rlscale.errors import InputError
 from rlscale.policies.checkpoint import (
@@ -31,9 +33,9 @@ from tests.policies.windows import SPEC, fixed_windows
 ACT = ActionSpec(u_min=0.3, u_max=0.95, max_warm=4)
 
 
-def write_random(path: Path, knob: bool = True) -> Path:
+def write_random(path: Path, knob: bool = True, spec: ObservationSpec = SPEC) -> Path:
     torch.manual_seed(0)
-    size = observation_size(SPEC) + (1 if knob else 0)
+    size = observation_size(spec) + (1 if knob else 0)
     actor = build_actor(size, [16, 16], "tanh")
     rng = np.random.default_rng(1)
     norm = ObsNorm(rng.normal(0, 0.3, size), rng.uniform(0.5, 2.0, size), 1e-8, 10.0)
@@ -43,7 +45,7 @@ def write_random(path: Path, knob: bool = True) -> Path:
         hidden=[16, 16],
         activation="tanh",
         obs_norm=norm,
-        obs_spec=SPEC,
+        obs_spec=spec,
         act_spec=ACT,
         limits=SafetyLimits(max_replicas=32, max_warm_replicas=4),
         knob=knob,
@@ -346,3 +348,35 @@ def test_malformed_multiplier_table_is_refused(tmp_path: Path) -> None:
     _rewrite_manifest(root, bad)
     with pytest.raises(InputError, match="slo_multipliers"):
         load_policy(root)
+
+
+def test_a_checkpoint_with_history_is_served_the_intervals_its_features_read(
+    tmp_path: Path,
+) -> None:
+    # the history features' lags are in the manifest's observation spec; the factory (and so
+    # the evaluator's rollout and the controller's memory) keeps as many intervals as they read
+    from dataclasses import replace
+
+    from rlscale.policies.registry import make_policy
+    from tests.conftest import make_profile
+
+    spec = replace(SPEC, history_intervals=(20, 60))
+    root = write_random(tmp_path / "hist", spec=spec)
+    pol = load_policy(root)
+    assert pol.obs_spec.history_intervals == (20, 60)
+    assert json.loads((root / "manifest.json").read_text())["features"][-3:-1] == [
+        "hist-20:tanh_log_arrivals_now_over_then",
+        "hist-60:tanh_log_arrivals_now_over_then",
+    ]
+    f = make_policy(f"ppo:{root}", profile=make_profile())
+    assert f.window == rows_needed(spec) == 64
+    # a manifest from before the history (the shipped checkpoints: no such key) has none
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "ppo-llama-3.1-8b-h100"
+    assert (
+        "history_intervals"
+        not in json.loads((shipped / "manifest.json").read_text())["observation_spec"]
+    )
+    old = load_policy(shipped)
+    assert old.obs_spec.history_intervals == () and rows_needed(old.obs_spec) == 12
+    w = fixed_windows(1)[0]
+    assert len(pol.observation(w)) == observation_size(spec) + 1
