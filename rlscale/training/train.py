@@ -136,9 +136,29 @@ class WorkloadSpec(_Strict):
 
 
 class Augmentation(_Strict):
-    noise_cv: float = Field(default=0.0, ge=0, le=2)
+    """`rlscale.traces.transforms.augment`'s domain randomisation, per workload copy. `noise_cv`
+    is one CV or a range [lo, hi] that each copy draws its CV from (log-uniform), one lognormal
+    multiplier per `noise_block_s` of arrivals (15 s: every control interval its own level, the
+    burstiness a 10-minute total does not have)."""
+
+    noise_cv: tuple[float, float] = (0.0, 0.0)
+    noise_block_s: float = Field(default=60.0, gt=0, le=3600)
     bursts_per_day: float = Field(default=0.0, ge=0, le=200)
     burst_magnitude: tuple[float, float] = (1.5, 3.0)
+
+    @field_validator("noise_cv", mode="before")
+    @classmethod
+    def _cv(cls, v: Any) -> Any:
+        lo, hi = (v, v) if isinstance(v, int | float) else v
+        if not (0 <= lo <= hi <= 2) or (lo == 0 < hi):
+            raise ValueError(
+                f"noise_cv = {v}, expected a CV in 0..2 or a range [low, high] with 0 < low <= high <= 2"
+            )
+        return (float(lo), float(hi))
+
+    @property
+    def any(self) -> bool:
+        return self.noise_cv[1] > 0 or self.bursts_per_day > 0
 
 
 class PPOParams(_Strict):
@@ -280,11 +300,12 @@ def build_workloads(
             osl = float((sized.arrivals * sized.output_tokens).sum() / n)
             cap = ref_cap * replica_capacity_rps(profile, isl, osl) / ref_knee
             w = scale_to_fleet(sized, peak, cap)
-            if aug is not None and (aug.noise_cv > 0 or aug.bursts_per_day > 0):
+            if aug is not None and aug.any:
                 w = augment(
                     w,
                     rng,
-                    noise_cv=aug.noise_cv,
+                    noise_cv=_log_uniform(rng, aug.noise_cv) if aug.noise_cv[0] > 0 else 0.0,
+                    noise_block_s=aug.noise_block_s,
                     bursts_per_day=aug.bursts_per_day,
                     burst_magnitude=aug.burst_magnitude,
                 )

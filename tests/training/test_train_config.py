@@ -137,3 +137,28 @@ def test_the_train_command_reports_a_bad_override_as_one_line_and_exit_status_2(
         "error: training/default.yaml, field 'workloads.9':" in r.output
         and "Traceback" not in r.output
     )
+
+
+def test_rate_noise_is_a_cv_or_a_range_each_copy_draws_from(shared_data: Path):
+    from rlscale.profiles.model import load_profile
+    from rlscale.training.train import build_workloads
+
+    cfg = TrainConfig.load(SHIPPED[0])
+    assert cfg.augmentation.noise_cv == (0.05, 0.05)  # one CV, as the shipped configs say
+    wide = TrainConfig.load(
+        SHIPPED[0], ["augmentation.noise_cv=[0.02, 0.4]", "augmentation.noise_block_s=15"]
+    ).augmentation
+    assert wide.noise_cv == (0.02, 0.4) and wide.noise_block_s == 15
+    for bad in ("[0.3, 0.1]", "[0, 0.2]", "3"):
+        with pytest.raises(InputError) as e:
+            TrainConfig.load(SHIPPED[0], [f"augmentation.noise_cv={bad}"])
+        assert e.value.field == "augmentation.noise_cv"
+    # each copy draws its own CV: the 15-s level of copies of one trace varies more or less
+    spec = cfg.workloads[0].model_copy(
+        update={"path": f"{shared_data}/servegen_language_m-large_total_10min.csv@0:1", "copies": 6}
+    )
+    ws = build_workloads(
+        [spec], load_profile("llama-3.1-8b-h100"), 15.0, np.random.default_rng(0), wide
+    )
+    cvs = [float(w.meta["transforms"][-1]["noise_cv"]) for w in ws]
+    assert all(0.02 <= c <= 0.4 for c in cvs) and max(cvs) / min(cvs) > 1.5
