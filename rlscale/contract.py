@@ -13,6 +13,10 @@ Version 2 measures demand in replica-equivalents at the observed request mix (`r
 `capacity_at_mix`, `demand_replicas`), not in requests/s at one fixed request size: version 1 sized
 a 12k-token-prompt service for chat requests and held 2 % of its SLO. Version-1 checkpoints are
 refused (`rlscale.policies.checkpoint`).
+
+A spec with `history_intervals` adds multi-scale history (`history_features`: the arrival rate
+of the last minute against the minute L intervals before, per lag); a policy then reads
+`rows_needed(spec)` intervals, which the evaluator's rollout and the controller's memory keep.
 """
 
 from __future__ import annotations
