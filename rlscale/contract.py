@@ -410,10 +410,8 @@ def encode_raw(
     tod = np.stack([np.sin(phase), np.cos(phase)], axis=-1)
     parts = [flat, _mix_features(w, spec), tod]
     if spec.history_intervals:
-        hist = np.full((*lead, 1), np.nan) if arrivals is None else arrivals
-        parts.append(
-            np.broadcast_to(history_features(hist, spec), (*lead, len(spec.history_intervals)))
-        )
+        n = len(spec.history_intervals)
+        parts.append(np.zeros((*lead, n)) if arrivals is None else history_features(arrivals, spec))
     return np.concatenate(parts, axis=-1).astype(np.float32)
 
 

@@ -157,7 +157,7 @@ class Augmentation(_Strict):
         return (float(lo), float(hi))
 
     @property
-    def any(self) -> bool:
+    def active(self) -> bool:
         return self.noise_cv[1] > 0 or self.bursts_per_day > 0
 
 
@@ -300,11 +300,11 @@ def build_workloads(
             osl = float((sized.arrivals * sized.output_tokens).sum() / n)
             cap = ref_cap * replica_capacity_rps(profile, isl, osl) / ref_knee
             w = scale_to_fleet(sized, peak, cap)
-            if aug is not None and aug.any:
+            if aug is not None and aug.active:
                 w = augment(
                     w,
                     rng,
-                    noise_cv=_log_uniform(rng, aug.noise_cv) if aug.noise_cv[0] > 0 else 0.0,
+                    noise_cv=_log_uniform(rng, aug.noise_cv),  # one CV: no draw
                     noise_block_s=aug.noise_block_s,
                     bursts_per_day=aug.bursts_per_day,
                     burst_magnitude=aug.burst_magnitude,
