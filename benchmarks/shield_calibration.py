@@ -15,28 +15,28 @@ prompt x4 and x10 (the long-prompt shift the shield exists for; TTFT SLO 2 s thr
 the evaluator's scaling. A cell whose SLO no policy can reach is skipped and named (70B at x10:
 3 % of its requests miss a 2 s TTFT on an idle replica).
 
-The lookback is not chosen by cost: it is how long a scale-down takes to undo (the profile's
-mean cold start, the default); the 60-s candidates measure what it buys. The first choice rule
-(never catastrophic against the tuned rule, then the cheapest) picked floor 0.95 /
-consolidation 0.9 with a 60-s lookback, which took the 70B checkpoint 11 points below the tuned
-rule on a held-out window with cold starts x2 (`benchmarks/results/shield_loose/`), and on Azure
-code the tuned rule holds only 57-69 %, so "not 0.5 points below tuned" binds nothing there.
-Choice: among the candidates with the cold-start lookback whose SLO attainment is, on every
-cell, at least the tuned rule's - 0.5 points (issue 13's bar) and at least the previous
-default's (CANDIDATES[0]) - 0.5 points (a loosening may not give up the safety already vetted),
-the cheapest by mean cost / tuned's over every (profile, window) cell. The test windows are not
-run here.
+The first choice rule (never catastrophic against the tuned rule, then the cheapest) picked
+floor 0.95 / consolidation 0.9 with a 60-s lookback, which took the 70B checkpoint 11 points
+below the tuned rule on a held-out window with cold starts x2 (`benchmarks/results/shield_loose/`),
+and on Azure code the tuned rule holds only 57-69 %, so "not 0.5 points below tuned" binds
+nothing there. The second rule took only candidates with the cold-start lookback; its choice
+(0.9 / 0.85 / cold start, `benchmarks/results/shield_v5_loose/`) cut the 8B checkpoint's cost on
+the test windows by 5-7 % but on held-out cells took 70B Azure conv 1.3 (rate x2 step) and 2.4
+(cold start x2) points below the tuned rule; the cold-start lookback alone cost 0-4 % more and
+did not lift the cell it was meant for, so the shipped default kept 0.85 / 0.75 / 60 s.
 
-Its choice on 2026-12-04 (0.9 / 0.85 / cold start, `benchmarks/results/shield_v5_loose/`) cut the
-8B checkpoint's cost on the test windows by 5-7 % but on held-out cells took 70B Azure conv 1.3
-(rate x2 step) and 2.4 (cold start x2) points below the tuned rule, and 8B scale events above
-the tuned rule's on all four test windows: so the shipped default keeps the utilisations of
-CANDIDATES[0] and takes only the cold-start lookback. The validation cells do not reveal what
-the held-out ones do; a candidate this benchmark picks is a proposal, not a default.
+Choice (2026-12-04, fourth session): among the candidates with the shipped default's lookback
+(`ShieldConfig().lookback_s`, 60 s) whose SLO attainment is, on every cell, at least the tuned
+rule's - 0.5 points (issue 13's bar) and at least the previous default's (CANDIDATES[0]) - 0.5
+points (a loosening may not give up the safety already vetted), the cheapest by mean cost /
+tuned's over every (profile, window) cell. The test windows are not run here. The validation
+cells have not revealed what the held-out ones do; a candidate this benchmark picks is a
+proposal, to be checked on the held-out matrix (`benchmarks/train_eval.py --shield`) before it
+becomes a default.
 
     python benchmarks/shield_calibration.py [--seeds 5] [--profile P ...]
 
-Writes benchmarks/results/shield_calibration.json (+ .md; the 2026-12-04 run is in
+Writes benchmarks/results/shield_calibration.json (+ .md; the earlier 2026-12-04 run is in
 benchmarks/results/shield_v5_loose/) and prints the table.
 """
 
@@ -76,6 +76,10 @@ CANDIDATES = (
     (0.95, 0.90, 60.0),
     (0.95, 0.90, None),
     (1.00, 0.95, None),
+    # the floor kept, the consolidation check loosened alone (2026-12-04, fourth session): the
+    # held-out misses of the looser candidates were late scale-ups, which the floor sets
+    (0.85, 0.80, 60.0),
+    (0.85, 0.85, 60.0),
 )
 SLO_MARGIN_PTS = 0.5  # never catastrophic: at most this far below the tuned rule's SLO, any cell
 
@@ -164,6 +168,8 @@ def cell(
 def choose(rows: list[dict]) -> dict[str, Any]:
     """Per candidate: mean cost / tuned, worst SLO gap to tuned and to the previous default; and
     the choice (module doc)."""
+    from rlscale.serving.shield import ShieldConfig
+
     by: dict[str, list[dict]] = {}
     for r in rows:
         if r["policy"] != "tuned":
@@ -181,10 +187,11 @@ def choose(rows: list[dict]) -> dict[str, Any]:
         }
         for name, rs in by.items()
     }
+    lookback = ShieldConfig().lookback_s
     ok = {
         n: s
         for n, s in summary.items()
-        if s["shield"]["lookback_s"] is None
+        if s["shield"]["lookback_s"] == lookback
         and s["worst_slo_vs_tuned_pts"] >= -SLO_MARGIN_PTS
         and s["worst_slo_vs_previous_pts"] >= -SLO_MARGIN_PTS
     }

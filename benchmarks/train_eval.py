@@ -3,6 +3,7 @@ and check issue #6's required results. Writes benchmarks/results/train_eval.json
 
     python benchmarks/train_eval.py [--seeds 5] [--profile llama-3.1-8b-h100 ...]
         [--checkpoint llama-3.1-8b-h100=checkpoints/tmp-8b] [--slo-weight 4 --slo-weight 8] [--warm 0]
+        [--shield consolidation_utilisation=0.8 ...]
 
 `--slo-weight W` adds the checkpoint at the cost/SLO knob W (`ppo:DIR#slo_weight=W`) beside its
 default setting; `--warm N` adds it with the warm pool held at N; `--u U` adds it with the target
@@ -110,9 +111,17 @@ def main() -> None:
         default=1.0,
         help="multiply every cold-start stage of the profile by this",
     )
+    ap.add_argument(
+        "--shield",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run-time shield setting for the PPO runs (as `rlscale evaluate --shield`)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_eval.json"))
     args = ap.parse_args()
 
+    from rlscale.cli.options import shield_config
     from rlscale.evaluation import evaluate
     from rlscale.evaluation.evaluate import EvalSettings, resolve_profile, run_evaluation
     from rlscale.profiles.coldstart import with_cold_start_scale
@@ -122,7 +131,9 @@ def main() -> None:
     if args.rate_step != 1.0:
         evaluate.load_source = _with_rate_step(evaluate.load_source, args.rate_step)
 
-    settings = EvalSettings(seeds=tuple(range(args.seeds)), baseline="tuned")
+    settings = EvalSettings(
+        seeds=tuple(range(args.seeds)), baseline="tuned", shield=shield_config(args.shield)
+    )
     traces = args.trace or HELD_OUT
     checkpoints = dict(CHECKPOINTS)
     for item in args.checkpoint:
@@ -138,6 +149,7 @@ def main() -> None:
         "prompt_scale": args.prompt_scale,
         "rate_step": args.rate_step,
         "cold_start_scale": args.cold_start_scale,
+        "shield": settings.shield.model_dump(),
         "profiles": {},
     }
     md = [

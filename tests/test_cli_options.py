@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from rlscale.cli import app, register
 from rlscale.cli import options as opts
 from rlscale.contract import DEFAULT_SLO_TARGET, DEFAULT_TPOT_SLO_S, DEFAULT_TTFT_SLO_S
+from rlscale.errors import InputError
 
 register(app)
 runner = CliRunner()
@@ -97,3 +98,34 @@ def test_traces_inspect_takes_a_day_window(tmp_path):
 def test_replica_bounds_are_checked():
     result = runner.invoke(app, ["simulate", "--min-replicas", "5", "--max-replicas", "3"])
     assert result.exit_code != 0 and "must be >= min_replicas" in str(result.exception)
+
+
+def test_shield_settings_are_read_as_a_shield_config() -> None:
+    from rlscale.serving.shield import ShieldConfig
+
+    assert opts.shield_config(None) == ShieldConfig()
+    c = opts.shield_config(["consolidation_utilisation=0.8", "lookback_s=null"])
+    assert c.consolidation_utilisation == 0.8 and c.lookback_s is None
+    assert c.floor_utilisation == ShieldConfig().floor_utilisation
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["consolidation=0.8"], "'consolidation': unknown setting; expected one of floor_"),
+        (["floor_utilisation=high"], "'floor_utilisation': Input should be a valid number"),
+        (["consolidation_utilisation=0.95"], "must be <= floor_utilisation"),
+        (["0.8"], "expected KEY=VALUE"),
+    ],
+)
+def test_a_bad_shield_setting_is_one_line_naming_the_option(items, expected) -> None:
+    with pytest.raises(InputError) as e:
+        opts.shield_config(items)
+    msg = str(e.value)
+    assert msg.startswith("--shield") and expected in msg and "\n" not in msg
+
+
+def test_evaluate_takes_shield_settings() -> None:
+    res = runner.invoke(app, ["evaluate", "--shield", "lookback_s=-1", "--no-progress"])
+    assert isinstance(res.exception, InputError)
+    assert "--shield" in str(res.exception) and "lookback_s" in str(res.exception)

@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         profile: opts.Profiles = None,
         seeds: opts.Seeds = 3,
         engine: opts.Engine = "fluid",
+        shield: opts.Shield = None,
         out: Annotated[
             Path, typer.Option("--out", "-o", help="Folder for report.md/json/csv and plots.")
         ] = Path("report"),
@@ -127,6 +128,7 @@ def register(app: typer.Typer) -> None:
             baseline=baseline,
             engine=engine,
             config=opts.sim_config(ttft_slo_s, tpot_slo_s, interval_s=interval_s),
+            shield=opts.shield_config(shield),
         )
         bar = tqdm(
             total=count_runs(policies, traces, profiles, baseline, frontiers),

@@ -13,7 +13,7 @@ Only typer is imported at module level: `rlscale --help` stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +22,7 @@ from rlscale.errors import InputError
 
 if TYPE_CHECKING:
     from rlscale.serving.model import SimConfig
+    from rlscale.serving.shield import ShieldConfig
     from rlscale.traces.workload import Workload
 
 SYNTHETIC = "synthetic"
@@ -83,6 +84,47 @@ SloTarget = Annotated[
     float,
     typer.Option("--slo-target", min=0.0, max=1.0, help="SLO attainment the oracle plans for."),
 ]
+
+
+Shield = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--shield",
+        metavar="KEY=VALUE",
+        help=(
+            "A run-time shield setting for the learned policies (a `ShieldConfig` field, as in a "
+            "controller target's `shield:` section), e.g. consolidation_utilisation=0.8. Repeat "
+            "for several; default: the shipped shield."
+        ),
+    ),
+]
+
+
+def shield_config(settings: list[str] | None) -> ShieldConfig:
+    """`--shield KEY=VALUE ...` as a `ShieldConfig` (values read as YAML scalars, so
+    `lookback_s=null` is None); a bad key or value is one line naming the option and the field."""
+    import yaml
+    from pydantic import ValidationError
+
+    from rlscale.serving.shield import ShieldConfig
+
+    values: dict[str, Any] = {}
+    for item in settings or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--shield", f"expected KEY=VALUE, got {item!r}")
+        values[key.strip()] = yaml.safe_load(value)
+    try:
+        return ShieldConfig.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        problem = (
+            f"unknown setting; expected one of {', '.join(ShieldConfig.model_fields)}"
+            if err["type"] == "extra_forbidden"
+            else err["msg"]
+        )
+        raise InputError("--shield", problem, field=name or None) from None
 
 
 def sim_config(ttft_slo: str | float, tpot_slo_s: float, **kw: float) -> SimConfig:

@@ -38,11 +38,12 @@ import numpy as np
 from rlscale.contract import DEFAULT_SLO_TARGET, FIELD_INDEX
 from rlscale.errors import InputError
 from rlscale.evaluation.frontier import Frontier, FrontierReport, frontier_specs, score_frontiers
-from rlscale.evaluation.rollout import ENGINES, RunSummary, rollout
+from rlscale.evaluation.rollout import ENGINES, RunSummary, rollout, shield_for
 from rlscale.policies.registry import PolicyFactory, PolicySpec, default_limits, make_policy
 from rlscale.profiles.model import ServiceProfile, load_profile
 from rlscale.serving.capacity import replica_capacity_rps, slo_capacity_rps
 from rlscale.serving.model import SimConfig
+from rlscale.serving.shield import ShieldConfig
 from rlscale.traces.transforms import rate_factor
 from rlscale.traces.workload import Workload
 
@@ -91,6 +92,9 @@ class EvalSettings:
     # False: every workload runs as recorded, not rescaled to `peak_replicas` (`rlscale whatif`:
     # the user's own traffic at its own rate)
     rescale: bool = True
+    # the run-time shield learned (`ppo:`) policies run under, as a controller target's `shield:`
+    # section sets it; rules run unshielded (`serving.shield.default_shield`)
+    shield: ShieldConfig = ShieldConfig()
 
     def __post_init__(self) -> None:
         # a typo fails here, not at the first evaluation
@@ -388,6 +392,7 @@ def run_evaluation(
                     initial_replicas=start,
                     engine=settings.engine,
                     requests=replay,
+                    shield=settings.shield if shield_for(f) is not None else None,
                 )
                 run_s = time.perf_counter() - t0
                 recs = [_summary_record(s, w.name) for s in ro.summaries]

@@ -180,8 +180,9 @@ def _jsonable(x: Any) -> Any:
 
 def to_json(result: EvalResult) -> dict[str, Any]:
     s = result.settings
-    meta = {k: v for k, v in asdict(s).items() if k != "config"}
+    meta = {k: v for k, v in asdict(s).items() if k not in ("config", "shield")}
     meta["sim_config"] = asdict(s.config)
+    meta["shield"] = s.shield.model_dump()  # what the learned policies ran under
     meta["elapsed_s"] = result.elapsed_s
     out: dict[str, Any] = {
         "meta": meta,

@@ -72,3 +72,32 @@ def test_the_report_table_has_the_shield_columns() -> None:
     }
     lines = _md_table([row], SHIELD_COLUMNS)
     assert "shield floor" in lines[0] and "| 12 | 0 | 3 | 1 |" in lines[2]
+
+
+def test_the_evaluator_runs_learned_policies_under_the_shield_it_is_given(tmp_path) -> None:
+    """`EvalSettings.shield` (`rlscale evaluate --shield`) is the shield of every `ppo:` run and of
+    no rule; the report records it."""
+    from rlscale.evaluation.evaluate import EvalSettings, run_evaluation
+    from rlscale.evaluation.report import to_json
+
+    t = np.arange(0, 3600, 60)
+    rps = 40 + 120 * (t > 1800)  # a step the floor must follow
+    trace = tmp_path / "step.csv"
+    trace.write_text("timestamp,rps\n" + "".join(f"{a},{b}\n" for a, b in zip(t, rps, strict=True)))
+    specs = ["ppo:checkpoints/ppo-llama-3.1-8b-h100", "tuned"]
+
+    def run(shield: ShieldConfig) -> dict[str, dict]:
+        res = run_evaluation(
+            specs, [str(trace)], [PROFILE], EvalSettings(seeds=(0,), shield=shield)
+        )
+        assert to_json(res)["meta"]["shield"] == shield.model_dump()
+        return {r["policy"]: r for r in res.records}
+
+    shipped = run(ShieldConfig())
+    # a floor sized at 30 % utilisation holds far more replicas than the policy asks for
+    tight = run(ShieldConfig(floor_utilisation=0.3, consolidation_utilisation=0.3))
+    ppo = next(p for p in shipped if p.startswith("ppo"))
+    assert tight[ppo]["mean_replicas"] > 1.3 * shipped[ppo]["mean_replicas"]
+    assert tight[ppo]["shield_floor"] > 0
+    assert tight["tuned"] == shipped["tuned"]  # the rule runs unshielded either way
+    assert tight["tuned"]["shield_floor"] == 0
