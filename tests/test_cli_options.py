@@ -112,7 +112,7 @@ def test_shield_settings_are_read_as_a_shield_config() -> None:
 @pytest.mark.parametrize(
     ("items", "expected"),
     [
-        (["consolidation=0.8"], "'consolidation': unknown setting; expected one of floor_"),
+        (["consolidation=0.8"], "'consolidation': unknown field"),
         (["floor_utilisation=high"], "'floor_utilisation': Input should be a valid number"),
         (["consolidation_utilisation=0.95"], "must be <= floor_utilisation"),
         (["0.8"], "expected KEY=VALUE"),

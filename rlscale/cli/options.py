@@ -104,8 +104,8 @@ def shield_config(settings: list[str] | None) -> ShieldConfig:
     """`--shield KEY=VALUE ...` as a `ShieldConfig` (values read as YAML scalars, so
     `lookback_s=null` is None); a bad key or value is one line naming the option and the field."""
     import yaml
-    from pydantic import ValidationError
 
+    from rlscale.config import validate_model
     from rlscale.serving.shield import ShieldConfig
 
     values: dict[str, Any] = {}
@@ -114,17 +114,7 @@ def shield_config(settings: list[str] | None) -> ShieldConfig:
         if not sep or not key.strip():
             raise InputError("--shield", f"expected KEY=VALUE, got {item!r}")
         values[key.strip()] = yaml.safe_load(value)
-    try:
-        return ShieldConfig.model_validate(values)
-    except ValidationError as e:
-        err = e.errors()[0]
-        name = ".".join(str(p) for p in err["loc"])
-        problem = (
-            f"unknown setting; expected one of {', '.join(ShieldConfig.model_fields)}"
-            if err["type"] == "extra_forbidden"
-            else err["msg"]
-        )
-        raise InputError("--shield", problem, field=name or None) from None
+    return validate_model(values, ShieldConfig, "--shield")
 
 
 def sim_config(ttft_slo: str | float, tpot_slo_s: float, **kw: float) -> SimConfig:

@@ -57,7 +57,7 @@ CHECKPOINT_ROOTS: tuple[Path, ...] = (
     Path(__file__).resolve().parents[2] / "checkpoints",
 )
 # policies a recommendation may name: every kind the live controller can serve
-DEPLOYABLE = ("hpa", "threshold", "tuned", "predictive", "target", "ppo", "static")
+DEPLOYABLE = ("hpa", "threshold", "tuned", "predictive", "target", "capacity", "ppo", "static")
 _UNSAFE_PATH = re.compile(r"[#,{}]")
 
 

@@ -11,6 +11,7 @@ Grammar: `KIND[:ARG][#KEY=VALUE,...]`, e.g. `hpa`, `hpa:my-hpa.yaml`, `static:4`
 | `tuned`              | the tuned HPA for the profile (`manifests/tuned-<profile>.yaml`) | the manifest's               |
 | `predictive`         | forecast one cold start ahead                                 | the default + 120 s down-window |
 | `target:U`           | constant target utilisation U of demand in replicas at the observed request mix (the action map with a fixed u) | the default limits |
+| `capacity`           | the run-time shield's rule alone, no policy behind it; options: any `ShieldConfig` field | the default + the checkpoints' scale-down clamp |
 | `static:N`           | fixed count N                                                 | the default limits, widened to N |
 | `static`             | fixed count serving the workload's peak minute within the SLO | the default limits              |
 | `oracle`             | clairvoyant DP plan (sees the workload)                       | the default limits              |
@@ -54,11 +55,12 @@ POLICY_NAMES: tuple[str, ...] = (
     "tuned",
     "predictive",
     "target",
+    "capacity",
     "static",
     "oracle",
     "ppo",
 )
-_USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, static[:N], oracle, ppo:PATH[#slo_weight=W|slo_target=T,warm=N,u=U]; hpa, tuned, target, predictive take #warm=N"
+_USAGE = "hpa[:PATH], threshold[:PATH], tuned, predictive, target:U, capacity, static[:N], oracle, ppo:PATH[#slo_weight=W|slo_target=T,warm=N,u=U]; hpa, tuned, target, predictive take #warm=N"
 # The options each kind takes (threshold: any `ThresholdConfig` field). `slo_target` is the SLO
 # attainment a planner or sizer aims for; `target_scale` multiplies every metric target of an HPA
 # manifest (below 1 scales out earlier): the dials `rlscale evaluate --frontier` sweeps.
@@ -107,7 +109,7 @@ class PolicySpec:
             fail(
                 f"expected {self.kind}:{'PATH to a checkpoint folder' if self.kind == 'ppo' else 'U, a utilisation in (0, 1]'}"
             )
-        if self.kind in ("tuned", "predictive", "oracle") and self.arg:
+        if self.kind in ("tuned", "predictive", "oracle", "capacity") and self.arg:
             fail(f"{self.kind} takes no argument")
         if self.kind == "static" and self.arg and not (self.arg.isdigit()):
             fail(f"expected static:N with N a replica count >= 0, got {self.arg!r}")
@@ -118,7 +120,11 @@ class PolicySpec:
                 u = math.nan
             if not 0 < u <= 1:
                 fail(f"expected target:U with 0 < U <= 1, got {self.arg!r}")
-        allowed = _threshold_fields() if self.kind == "threshold" else _OPTIONS.get(self.kind, ())
+        allowed = (
+            _config_fields(self.kind)
+            if self.kind in ("threshold", "capacity")
+            else _OPTIONS.get(self.kind, ())
+        )
         for key, value in self.options:
             if key not in allowed:
                 fail(
@@ -163,7 +169,12 @@ def _parse_options(text: str, spec: str, where: str) -> tuple[tuple[str, float],
     return tuple(out)
 
 
-def _threshold_fields() -> tuple[str, ...]:
+def _config_fields(kind: str) -> tuple[str, ...]:
+    """The options of the kinds whose options are their config's fields."""
+    if kind == "capacity":
+        from rlscale.serving.shield import ShieldConfig
+
+        return tuple(ShieldConfig.model_fields)
     from rlscale.policies.threshold import ThresholdConfig
 
     return tuple(ThresholdConfig.model_fields)
@@ -235,7 +246,10 @@ def make_policy(
     target = ps.option("slo_target") or slo_target
     ctx = _Context(profile, lim, config or SimConfig(), target, workload, initial_replicas)
     factory = _BUILDERS[ps.kind](ps, ctx)
-    if ps.kind in ("oracle", "predictive", "static", "hpa", "tuned", "target") and ps.options:
+    if (
+        ps.kind in ("oracle", "predictive", "static", "hpa", "tuned", "target", "capacity")
+        and ps.options
+    ):
         # a dial setting is part of the name, so the points of a sweep stay apart in a report
         factory.name += str(ps)[str(ps).index("#") :]
         factory.info.update(dict(ps.options))
@@ -356,6 +370,30 @@ def _target(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     )
 
 
+def _capacity(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
+    from rlscale.config import validate_model
+    from rlscale.policies.capacity import SCALE_DOWN, CapacityPolicy
+    from rlscale.serving.shield import ShieldConfig
+
+    cfg = validate_model(dict(ps.options), ShieldConfig, str(ps))
+    limits = ctx.limits.model_copy(update={"scale_down": SCALE_DOWN})
+    c = ctx.config
+    return PolicyFactory(
+        str(ps),
+        "capacity",
+        limits,
+        lambda seed: CapacityPolicy(
+            ctx.profile,
+            cfg,
+            interval_s=c.interval_s,
+            ttft_slo_s=c.ttft_slo_s,
+            tpot_slo_s=c.tpot_slo_s,
+            ttft_slo_s_per_1k_tokens=c.ttft_slo_s_per_1k_tokens,
+        ),
+        {"shield": cfg.model_dump()},
+    )
+
+
 def _static(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     from rlscale.policies.static import StaticPolicy
 
@@ -438,6 +476,7 @@ _BUILDERS: dict[str, Callable[[PolicySpec, _Context], PolicyFactory]] = {
     "tuned": _tuned,
     "predictive": _predictive,
     "target": _target,
+    "capacity": _capacity,
     "static": _static,
     "oracle": _oracle,
     "ppo": _ppo,
