@@ -12,12 +12,15 @@ Policies, per profile:
   `benchmarks/manifests/tuned-v1-<profile>.yaml`;
 - `rate-hpa`: an HPA on request rate per pod, issue 13's evidence (0.72 of a replica's capacity:
   17 req/s on the 8B pod), `benchmarks/manifests/hpa-request-rate-<profile>.yaml`;
+- `capacity`: the run-time shield's rule with no policy behind it (`rlscale.policies.capacity`),
+  the rule every shielded PPO checkpoint runs above, under the checkpoint's scale-up window;
 - `ppo`: the shipped checkpoint `checkpoints/ppo-<profile>` at its default knob;
 - `oracle`: the clairvoyant plan.
 
 Each family is also swept along its own dial (`rlscale evaluate --frontier`): the three rules'
 metric targets x `target_scale`, the constant-utilisation rule `target:U` over U (the best rule
-at equal SLO before this issue, README), PPO's knob (`slo_target` on a checkpoint trained with the
+at equal SLO before this issue, README), the capacity rule's consolidation utilisation (its
+floor held at 0.85), PPO's knob (`slo_target` on a checkpoint trained with the
 SLO-target knob, else `slo_weight`), the oracle's `slo_target`; the frontiers are
 read at 99 % SLO attainment and at the tuned rule's own (`rlscale.evaluation.frontier`: linear
 interpolation, never extrapolation; gap closed only where best rule - oracle >= 5 %).
@@ -52,6 +55,7 @@ DIALS = {
         "slo_weight": "{2,3,5,7,10,15,20,30,50,100}",
         "ppo_target": "{0.95,0.97,0.98,0.985,0.99,0.993,0.995,0.997,0.998,0.999}",
         "oracle": "{0.95,0.97,0.98,0.985,0.99,0.993,0.995,0.997,0.999}",
+        "capacity": "{0.55..0.85:0.05}",
     },
     "short": {
         "scale": "{0.6,0.8,1.0,1.2,1.4}",
@@ -59,10 +63,11 @@ DIALS = {
         "slo_weight": "{5,10,20,50,100}",
         "ppo_target": "{0.95,0.99,0.995,0.999}",
         "oracle": "{0.98,0.99,0.995,0.999}",
+        "capacity": "{0.65,0.75,0.85}",
     },
 }
 AT_SLO = 0.99
-NAMES = ("tuned", "tuned-v1", "rate-hpa", "ppo", "oracle")
+NAMES = ("tuned", "tuned-v1", "rate-hpa", "capacity", "ppo", "oracle")
 
 
 def specs(profile: str) -> dict[str, str]:
@@ -71,6 +76,7 @@ def specs(profile: str) -> dict[str, str]:
         "tuned": "tuned",
         "tuned-v1": f"hpa:benchmarks/manifests/tuned-v1-{profile}.yaml",
         "rate-hpa": f"hpa:benchmarks/manifests/hpa-request-rate-{profile}.yaml",
+        "capacity": _capacity(profile),
         "ppo": f"ppo:checkpoints/ppo-{profile}",
         "oracle": "oracle",
     }
@@ -83,9 +89,22 @@ def families(profile: str, dials: dict[str, str]) -> list[str]:
         f"tuned-v1-swept={s['tuned-v1']}#target_scale={dials['scale']}",
         f"rate-hpa-swept={s['rate-hpa']}#target_scale={dials['scale']}",
         f"target-swept=target:{dials['target']}",
+        f"capacity-swept={_with_option(s['capacity'], 'consolidation_utilisation=' + dials['capacity'])}",
         f"ppo-swept={s['ppo']}#{_ppo_dial(s['ppo'], dials)}",
         f"oracle-swept=oracle#slo_target={dials['oracle']}",
     ]
+
+
+def _capacity(profile: str) -> str:
+    """The capacity rule under the checkpoint's clamps: its scale-up window too (the 8B one's 30 s),
+    so the two differ only in what the network proposes above the shield."""
+    manifest = json.loads((ROOT / "checkpoints" / f"ppo-{profile}" / "manifest.json").read_text())
+    window_s = float(manifest["safety_limits"]["scale_up"]["stabilization_window_s"])
+    return f"capacity#scale_up_window_s={window_s:g}" if window_s else "capacity"
+
+
+def _with_option(spec: str, option: str) -> str:
+    return f"{spec}{',' if '#' in spec else '#'}{option}"
 
 
 def _ppo_dial(spec: str, dials: dict[str, str]) -> str:
@@ -159,6 +178,7 @@ def frontier_rows(rep: Any) -> list[dict[str, Any]]:
                 "tuned_v1": cost("tuned-v1-swept"),
                 "rate_hpa": cost("rate-hpa-swept"),
                 "target": cost("target-swept"),
+                "capacity": cost("capacity-swept"),
                 "tuned_vs_tuned_v1": _ratio(cost("tuned-swept"), cost("tuned-v1-swept")),
                 "tuned_vs_rate_hpa": _ratio(cost("tuned-swept"), cost("rate-hpa-swept")),
                 "best_rule_vs_oracle": _ratio(cost("best_rule"), cost("best_oracle")),
@@ -216,6 +236,7 @@ def read_at_point(points: list[dict[str, Any]], anchor: str) -> list[dict[str, A
                 "tuned_v1": _finite(cost.get("tuned-v1-swept")),
                 "rate_hpa": _finite(cost.get("rate-hpa-swept")),
                 "target": _finite(cost.get("target-swept")),
+                "capacity": _finite(cost.get("capacity-swept")),
             }
         )
     return out
@@ -231,15 +252,15 @@ def md_at_point(title: str, rows: list[dict[str, Any]]) -> list[str]:
         f"#### {title}",
         "",
         f"| profile | workload | SLO % | {name} $ | tuned $ | tuned-v1 $ | rate-hpa $ | target:U $ "
-        f"| best rule | {name} / best rule | best rule / oracle |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        f"| capacity $ | best rule | {name} / best rule | best rule / oracle |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['profile']} | {r['workload']} | {100 * r['slo_point']:.2f} | "
             f"{_num(r['anchor_cost'])} | {_num(r['tuned'])} | {_num(r['tuned_v1'])} | "
-            f"{_num(r['rate_hpa'])} | {_num(r['target'])} | {r['best_rule'] or '-'} | "
-            f"{_num(r['anchor_vs_best_rule'], '.3f')} | {_num(r['best_rule_vs_oracle'], '.3f')} |"
+            f"{_num(r['rate_hpa'])} | {_num(r['target'])} | {_num(r['capacity'])} | "
+            f"{r['best_rule'] or '-'} | {_num(r['anchor_vs_best_rule'], '.3f')} | {_num(r['best_rule_vs_oracle'], '.3f')} |"
         )
     return [*lines, ""]
 
@@ -263,16 +284,16 @@ def md_frontier(title: str, rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"#### {title}",
         "",
-        "| profile | workload | SLO % | tuned $ | tuned-v1 $ | rate-hpa $ | target:U $ | tuned / v1 "
-        "| tuned / rate-hpa | best rule | best rule / oracle | PPO $ | PPO / best rule | PPO / oracle "
+        "| profile | workload | SLO % | tuned $ | tuned-v1 $ | rate-hpa $ | target:U $ | capacity $ "
+        "| tuned / v1 | tuned / rate-hpa | best rule | best rule / oracle | PPO $ | PPO / best rule | PPO / oracle "
         "| gap closed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['profile']} | {r['workload']} | {100 * r['slo_point']:.2f} | "
             f"{_num(r['tuned'])} | {_num(r['tuned_v1'])} | {_num(r['rate_hpa'])} | {_num(r['target'])} | "
-            f"{_num(r['tuned_vs_tuned_v1'], '.3f')} | {_num(r['tuned_vs_rate_hpa'], '.3f')} | "
+            f"{_num(r['capacity'])} | {_num(r['tuned_vs_tuned_v1'], '.3f')} | {_num(r['tuned_vs_rate_hpa'], '.3f')} | "
             f"{r['best_rule'] or '-'} | {_num(r['best_rule_vs_oracle'], '.3f')} | "
             f"{_num(r['cost@slo'], '.1f', r['cost@slo_std'])} | "
             f"{_num(r['cost@slo_vs_best_rule'], '.3f', r['cost@slo_vs_best_rule_std'])} | "

@@ -11,7 +11,7 @@ Grammar: `KIND[:ARG][#KEY=VALUE,...]`, e.g. `hpa`, `hpa:my-hpa.yaml`, `static:4`
 | `tuned`              | the tuned HPA for the profile (`manifests/tuned-<profile>.yaml`) | the manifest's               |
 | `predictive`         | forecast one cold start ahead                                 | the default + 120 s down-window |
 | `target:U`           | constant target utilisation U of demand in replicas at the observed request mix (the action map with a fixed u) | the default limits |
-| `capacity`           | the run-time shield's rule alone, no policy behind it; options: any `ShieldConfig` field | the default + the checkpoints' scale-down clamp |
+| `capacity`           | the run-time shield's rule alone, no policy behind it; options: any `ShieldConfig` field, `scale_up_window_s` | the default + the checkpoints' scale-down clamp (+ that scale-up window) |
 | `static:N`           | fixed count N                                                 | the default limits, widened to N |
 | `static`             | fixed count serving the workload's peak minute within the SLO | the default limits              |
 | `oracle`             | clairvoyant DP plan (sees the workload)                       | the default limits              |
@@ -139,6 +139,8 @@ class PolicySpec:
                 fail(f"expected slo_target=S with 0 < S < 1, got {value:g}")
             if key == "target_scale" and not 0 < value < math.inf:
                 fail(f"expected target_scale=F with F > 0, got {value:g}")
+            if key == "scale_up_window_s" and not 0 <= value <= 3600:
+                fail(f"expected scale_up_window_s=S with 0 <= S <= 3600, got {value:g}")
             if key == "warm" and not (value >= 0 and float(value).is_integer()):
                 fail(f"expected warm=N with N a pool size >= 0, got {value:g}")
             if key == "slo_target" and self.kind == "static" and self.arg:
@@ -174,7 +176,7 @@ def _config_fields(kind: str) -> tuple[str, ...]:
     if kind == "capacity":
         from rlscale.serving.shield import ShieldConfig
 
-        return tuple(ShieldConfig.model_fields)
+        return (*ShieldConfig.model_fields, "scale_up_window_s")
     from rlscale.policies.threshold import ThresholdConfig
 
     return tuple(ThresholdConfig.model_fields)
@@ -375,8 +377,13 @@ def _capacity(ps: PolicySpec, ctx: _Context) -> PolicyFactory:
     from rlscale.policies.capacity import SCALE_DOWN, CapacityPolicy
     from rlscale.serving.shield import ShieldConfig
 
-    cfg = validate_model(dict(ps.options), ShieldConfig, str(ps))
-    limits = ctx.limits.model_copy(update={"scale_down": SCALE_DOWN})
+    options = dict(ps.options)
+    up_window_s = options.pop("scale_up_window_s", 0.0)
+    cfg = validate_model(options, ShieldConfig, str(ps))
+    # `scale_up_window_s`: scale up only to the lowest count of that window (the HPA's scale-up
+    # stabilisation), e.g. the 30 s of the 8B checkpoint's limits, to compare the two as clamped alike
+    up = ScalingRules(stabilization_window_s=up_window_s)
+    limits = ctx.limits.model_copy(update={"scale_down": SCALE_DOWN, "scale_up": up})
     c = ctx.config
     return PolicyFactory(
         str(ps),

@@ -88,6 +88,12 @@ def test_its_options_are_the_shield_s_fields() -> None:
         make_policy("capacity#floor=0.9", profile=PROFILE)
     with pytest.raises(InputError, match="must be <= floor_utilisation"):
         make_policy("capacity#consolidation_utilisation=0.95", profile=PROFILE)
+    # the checkpoint's scale-up window, so the two can be compared under the same clamps
+    up = make_policy("capacity#scale_up_window_s=30", profile=PROFILE)
+    assert up.limits.scale_up.stabilization_window_s == 30.0
+    assert up(0).shield.config == ShieldConfig()  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match="expected scale_up_window_s=S"):
+        make_policy("capacity#scale_up_window_s=-1", profile=PROFILE)
 
 
 def test_it_runs_live_unshielded() -> None:
