@@ -10,12 +10,15 @@ default setting; `--warm N` adds it with the warm pool held at N; `--u U` adds i
 utilisation held at U (what the action space and clamps give without the network).
 `--prompt-scale K` multiplies every trace's prompt sizes by K before it is scaled to the fleet
 (the long-prompt shift: the fleet peak stays `peak_replicas`, so the rate falls with the work
-per request; fluid engine only: the request-level replay reads the CSV as recorded).
+per request).
 `--rate-step K` multiplies every bin's arrivals from the window's midpoint on by K (an abrupt
 step; the whole window is then scaled to the fleet, so the step's top needs `peak_replicas`);
 `--cold-start-scale K` multiplies every cold-start stage of the profile by K (slower nodes or
 image pulls; the oracle plans with the slower start too). The issue 13 shift matrix is
-prompts x4 / x10, a x2 rate step and cold start x2.
+prompts x4 / x10, a x2 rate step and cold start x2. `--engine requests` judges it request by
+request: a per-request trace (Azure) is replayed with the same shift applied to each request
+(`RequestTrace.with_prompt_scale`, `.with_rate_step`), a rate trace gets its requests
+synthesised from the shifted bins.
 
 The same numbers come from the gate command (per profile):
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -118,6 +122,9 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a run-time shield setting for the PPO runs (as `rlscale evaluate --shield`)",
     )
+    ap.add_argument(
+        "--engine", default="fluid", help="fluid or requests (`rlscale evaluate --engine`)"
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_eval.json"))
     args = ap.parse_args()
 
@@ -132,8 +139,15 @@ def main() -> None:
         evaluate.load_source = _with_rate_step(evaluate.load_source, args.rate_step)
 
     settings = EvalSettings(
-        seeds=tuple(range(args.seeds)), baseline="tuned", shield=shield_config(args.shield)
+        seeds=tuple(range(args.seeds)),
+        baseline="tuned",
+        shield=shield_config(args.shield),
+        engine=args.engine,
     )
+    if args.prompt_scale != 1.0 or args.rate_step != 1.0:
+        evaluate.request_replay = _shifted_replay(
+            evaluate.request_replay, args.prompt_scale, args.rate_step, settings.config.interval_s
+        )
     traces = args.trace or HELD_OUT
     checkpoints = dict(CHECKPOINTS)
     for item in args.checkpoint:
@@ -149,6 +163,7 @@ def main() -> None:
         "prompt_scale": args.prompt_scale,
         "rate_step": args.rate_step,
         "cold_start_scale": args.cold_start_scale,
+        "engine": args.engine,
         "shield": settings.shield.model_dump(),
         "profiles": {},
     }
@@ -238,6 +253,29 @@ def _with_rate_step(load, factor: float):
         return w.with_(arrivals=w.arrivals * gain, name=f"{w.name}~rate-step×{factor:g}")
 
     return stepped
+
+
+def _shifted_replay(replay, prompt_scale: float, rate_step: float, interval_s: float):
+    """`request_replay` with the matrix's shift applied to every recorded request before the
+    replay is scaled to the fleet: the same shift `_with_prompt_scale` / `_with_rate_step` make
+    to the bins (the step at the same bin, the midpoint of the window's 15-s bins)."""
+
+    def shifted(arg: str, scale_factor: float):
+        trace = replay(arg, float("nan"))
+        if trace is None:
+            return None
+        if prompt_scale != 1.0:
+            trace = trace.with_prompt_scale(prompt_scale)
+        if rate_step != 1.0:
+            n_bins = max(1, math.ceil(trace.duration_s / interval_s))
+            trace = trace.with_rate_step(
+                (n_bins // 2) * interval_s, rate_step, np.random.default_rng(1)
+            )
+        if not math.isfinite(scale_factor):
+            return trace
+        return trace.scaled(scale_factor, np.random.default_rng(0))
+
+    return shifted
 
 
 def _fmt(x: float | None) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +121,36 @@ class RequestTrace:
             prompt_tokens=self.prompt_tokens[src][order],
             output_tokens=self.output_tokens[src][order],
             start_s=self.start_s,
+        )
+
+    def with_prompt_scale(self, factor: float) -> RequestTrace:
+        """Every request's prompt x `factor` (rounded, at least 1 token); arrivals and outputs
+        as recorded: `traces.transforms.scale_prompts` request by request."""
+        if not factor > 0:
+            raise InputError(
+                self.name, f"expected a factor > 0, got {factor}", field="prompt_scale"
+            )
+        prompt = np.maximum(np.round(self.prompt_tokens * factor), 1).astype(np.int64)
+        return replace(self, name=f"{self.name}~prompts×{factor:g}", prompt_tokens=prompt)
+
+    def with_rate_step(self, at_s: float, factor: float, rng: np.random.Generator) -> RequestTrace:
+        """The requests from `at_s` on at `factor` x their rate (`scaled` on that part; an abrupt
+        step), the ones before as recorded."""
+        cut = int(np.searchsorted(self.arrival_s, at_s, side="left"))
+        if cut >= len(self.arrival_s):
+            return self
+        tail = replace(
+            self,
+            arrival_s=self.arrival_s[cut:] - self.arrival_s[cut],
+            prompt_tokens=self.prompt_tokens[cut:],
+            output_tokens=self.output_tokens[cut:],
+        ).scaled(factor, rng)
+        return replace(
+            self,
+            name=f"{self.name}~rate-step×{factor:g}",
+            arrival_s=np.concatenate([self.arrival_s[:cut], tail.arrival_s + self.arrival_s[cut]]),
+            prompt_tokens=np.concatenate([self.prompt_tokens[:cut], tail.prompt_tokens]),
+            output_tokens=np.concatenate([self.output_tokens[:cut], tail.output_tokens]),
         )
 
 

@@ -165,6 +165,10 @@ class PPOParams(_Strict):
     """SB3 PPO's hyperparameters, spelled as SB3 spells them (net_arch/activation go to policy_kwargs)."""
 
     learning_rate: float = Field(default=3e-4, gt=0, le=1)
+    # CleanRL's `anneal_lr`: the rate falls linearly to 0 over `total_timesteps` (late updates
+    # refine the policy rather than move it: the constant rate's snapshots swing by several
+    # per cent of validation score between 1M-step evaluations)
+    anneal_lr: bool = False
     n_steps: int = Field(default=256, ge=8)
     batch_size: int = Field(default=1024, ge=8)
     n_epochs: int = Field(default=5, ge=1, le=100)
@@ -435,6 +439,15 @@ def make_env(
     )
 
 
+def _linear(initial: float) -> Callable[[float], float]:
+    """SB3 schedule: `progress_remaining` runs 1 -> 0 over the run."""
+
+    def rate(progress_remaining: float) -> float:
+        return initial * progress_remaining
+
+    return rate
+
+
 def make_model(cfg: TrainConfig, env: VecNormalize, verbose: int = 0) -> PPO:
     """SB3 PPO with the config's hyperparameters (SB3's names), actor and critic of `net_arch`."""
     import torch
@@ -445,7 +458,7 @@ def make_model(cfg: TrainConfig, env: VecNormalize, verbose: int = 0) -> PPO:
     return PPO(
         "MlpPolicy",
         env,
-        learning_rate=p.learning_rate,
+        learning_rate=_linear(p.learning_rate) if p.anneal_lr else p.learning_rate,
         n_steps=p.n_steps,
         batch_size=p.batch_size,
         n_epochs=p.n_epochs,

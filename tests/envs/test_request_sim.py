@@ -174,6 +174,24 @@ def test_a_request_trace_is_replayed_request_by_request():
     )
 
 
+def test_a_shifted_trace_scales_each_requests_prompt_and_steps_the_rate_from_the_cut():
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, 600.0, 3000))
+    trace = RequestTrace("toy", t, rng.integers(100, 2000, 3000), rng.integers(10, 400, 3000))
+    long = trace.with_prompt_scale(4.0)
+    assert np.array_equal(long.prompt_tokens, trace.prompt_tokens * 4)
+    assert np.array_equal(long.arrival_s, t) and np.array_equal(
+        long.output_tokens, trace.output_tokens
+    )
+    step = trace.with_rate_step(300.0, 2.0, np.random.default_rng(1))
+    before, after = step.arrival_s < 300.0, step.arrival_s >= 300.0
+    assert np.array_equal(step.arrival_s[before], t[t < 300.0])  # as recorded before the cut
+    assert after.sum() == 2 * (t >= 300.0).sum()  # an integer factor keeps every request twice
+    assert np.all(np.diff(step.arrival_s) >= 0) and step.arrival_s[-1] <= t[-1]
+    with pytest.raises(InputError, match="prompt_scale"):
+        trace.with_prompt_scale(0.0)
+
+
 def test_a_trace_out_of_order_is_refused_naming_the_field():
     with pytest.raises(InputError, match="arrival_s"):
         RequestTrace("bad", np.array([2.0, 1.0]), np.array([1, 1]), np.array([1, 1]))

@@ -261,3 +261,24 @@ def test_slo_target_knob_trains_a_multiplier_table_that_serves_targets(tmp_path:
     moved = json.loads((second / "manifest.json").read_text())["slo_multipliers"]
     assert moved["slo_targets"] == table["slo_targets"]
     assert moved["slo_weights"] != table["slo_weights"]
+
+
+def test_anneal_lr_falls_linearly_to_zero_over_the_run(tmp_path: Path) -> None:
+    from rlscale.profiles.model import load_profile
+    from rlscale.training.train import build_workloads, make_env, make_model
+
+    raw = yaml.safe_load(tiny_config(tmp_path).read_text())
+    raw["ppo"]["anneal_lr"] = True
+    cfg = TrainConfig.from_dict(raw)
+    profile = load_profile(cfg.profile)
+    workloads = build_workloads(
+        cfg.workloads, profile, cfg.env.interval_s, np.random.default_rng(0)
+    )
+    env = make_env(cfg, profile, workloads)
+    model = make_model(cfg, env)
+    lr = cfg.ppo.learning_rate
+    # SB3 calls the schedule with the share of the run still to go
+    assert [model.lr_schedule(p) for p in (1.0, 0.5, 0.0)] == pytest.approx([lr, lr / 2, 0.0])
+    raw["ppo"]["anneal_lr"] = False
+    flat = make_model(TrainConfig.from_dict(raw), env)
+    assert flat.lr_schedule(0.0) == pytest.approx(lr)
